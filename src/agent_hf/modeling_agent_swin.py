@@ -1,0 +1,368 @@
+"""Agent-Swin Transformer (Han et al., ECCV 2024) with UperNet, on transformers conventions.
+
+Parameter names inside the backbone follow the official `AgentSwinTransformer`, so the paper's
+checkpoints load by prefix (see `agent_hf.official`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
+from transformers.modeling_utils import PreTrainedModel
+
+from .agent_attention import AgentAttention
+from .configuration_agent_swin import AgentSwinConfig
+from .heads import FCNHead, UperNetDecodeHead, segmentation_loss
+from .layers import AgentSegmenterOutput, AutoMapMixin, DropPath, Mlp, check_pixel_values, drop_path_rates, init_agent_weights
+
+
+class AgentSwinPatchEmbed(nn.Module):
+    """Non-overlapping patches (padded at the right/bottom to a multiple of the patch size) -> LayerNorm.
+
+    (B, 3, H, W) -> tokens (B, ceil(H/p) * ceil(W/p), C) and their (height, width).
+    """
+
+    def __init__(self, config: AgentSwinConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.proj = nn.Conv2d(config.num_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size)
+        self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.patch_norm else None
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        height, width = pixel_values.shape[-2:]
+        pad_w, pad_h = -width % self.patch_size, -height % self.patch_size
+        if pad_w or pad_h:
+            pixel_values = F.pad(pixel_values, (0, pad_w, 0, pad_h))
+        x = self.proj(pixel_values)
+        size = (x.shape[2], x.shape[3])
+        x = x.flatten(2).transpose(1, 2)
+        return (self.norm(x) if self.norm is not None else x), size
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """(w*w, w*w) index into the (2w-1)^2 relative position bias table for each pair of window tokens."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return relative[..., 0] * (2 * window - 1) + relative[..., 1]
+
+
+class WindowAttention(nn.Module):
+    """Swin's window softmax attention with a relative position bias, for the `B` blocks.
+
+    Input windows (B, nW, N=w*w, C) and an optional shift mask (nW, N, N) of 0 / -100; output the same shape.
+    """
+
+    def __init__(self, config: AgentSwinConfig, dim: int, num_heads: int):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.scale = config.qk_scale or head_dim**-0.5
+        window = config.window_size
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+        self.qkv = nn.Linear(dim, dim * 3, bias=config.qkv_bias)
+        self.attn_drop = config.attention_probs_dropout_prob
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        batch, num_windows, tokens, channels = windows.shape
+        qkv = self.qkv(windows).reshape(batch, num_windows, tokens, 3, self.num_heads, channels // self.num_heads)
+        query, key, value = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nW, h, N, d)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(tokens, tokens, self.num_heads).permute(2, 0, 1)  # (h, N, N)
+        if mask is not None:
+            bias = bias + mask.unsqueeze(1)  # (nW, h, N, N)
+        bias = bias.to(query.dtype)
+        dropout = self.attn_drop if self.training else 0.0
+        if self.config._attn_implementation == "eager":
+            weights = torch.softmax((query * self.scale) @ key.transpose(-2, -1) + bias, dim=-1)
+            output = F.dropout(weights, dropout, self.training) @ value
+        else:
+            output = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scale)
+        output = output.transpose(2, 3).reshape(batch, num_windows, tokens, channels)
+        return self.proj_drop(self.proj(output))
+
+
+def shifted_window_mask(height: int, width: int, window: int, shift: int, device) -> torch.Tensor:
+    """(nW, w*w, w*w) mask: 0 between tokens of the same region of the rolled map, -100 otherwise."""
+    def regions(size):
+        index = torch.arange(size, device=device)
+        return (index >= size - window).long() + (index >= size - shift).long()
+
+    region = regions(height)[:, None] * 3 + regions(width)[None, :]
+    region = region.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1, window * window)
+    return (region[:, :, None] != region[:, None, :]).float() * -100.0
+
+
+class AgentSwinBlock(GradientCheckpointingLayer):
+    """Pre-norm transformer block with agent attention over the whole map (`A`) or shifted-window
+    attention (`B`; windows padded at the right/bottom, shift of half a window on odd blocks).
+
+    (B, H*W, C) -> (B, H*W, C).
+    """
+
+    def __init__(self, config: AgentSwinConfig, stage: int, index: int, drop_path: float):
+        super().__init__()
+        dim = config.embed_dim * 2**stage
+        heads = config.num_heads[stage]
+        self.attention_type = config.block_attention_types[stage][index]
+        self.window_size = config.window_size
+        self.shift_size = config.window_size // 2 if (self.attention_type == "B" and index % 2 == 1) else 0
+        self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        if self.attention_type == "A":
+            table = config.pretrain_image_size // config.patch_size // 2**stage
+            self.attn = AgentAttention(
+                dim,
+                heads,
+                agent_num=config.agent_num[stage],
+                agent_grid=tuple(config.downstream_agent_shapes[stage]),
+                table_size=(table, table),
+                kernel_size=config.agent_kernel_size,
+                scale_exponent=config.attention_scale_exponent,
+                qkv_bias=config.qkv_bias,
+                fused_qkv=True,
+                attn_drop=config.attention_probs_dropout_prob,
+                proj_drop=config.hidden_dropout_prob,
+                config=config,
+            )
+        else:
+            self.attn = WindowAttention(config, dim, heads)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp = Mlp(dim, int(dim * config.mlp_ratio), config.hidden_act, config.hidden_dropout_prob)
+
+    def window_attention(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        batch, _, channels = x.shape
+        window, shift = self.window_size, self.shift_size
+        x = x.view(batch, height, width, channels)
+        pad_b, pad_r = -height % window, -width % window
+        if pad_b or pad_r:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        padded_h, padded_w = height + pad_b, width + pad_r
+        mask = None
+        if shift:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+            mask = shifted_window_mask(padded_h, padded_w, window, shift, x.device)
+        rows, cols = padded_h // window, padded_w // window
+        windows = x.view(batch, rows, window, cols, window, channels).transpose(2, 3).reshape(batch, rows * cols, window * window, channels)
+        windows = self.attn(windows, mask)
+        x = windows.view(batch, rows, cols, window, window, channels).transpose(2, 3).reshape(batch, padded_h, padded_w, channels)
+        if shift:
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        return x[:, :height, :width, :].reshape(batch, height * width, channels)
+
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        x = self.norm1(hidden_states)
+        x = self.attn(x, height, width) if self.attention_type == "A" else self.window_attention(x, height, width)
+        hidden_states = hidden_states + self.drop_path(x)
+        return hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+
+
+class AgentSwinPatchMerging(nn.Module):
+    """2x2 neighbourhood concat (odd sizes padded) -> LayerNorm(4C) -> Linear(4C, 2C, no bias)."""
+
+    def __init__(self, config: AgentSwinConfig, dim: int):
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        batch, _, channels = x.shape
+        x = x.view(batch, height, width, channels)
+        if height % 2 or width % 2:
+            x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
+        size = (x.shape[1], x.shape[2])
+        return self.reduction(self.norm(x.view(batch, -1, 4 * channels))), size
+
+
+class AgentSwinStage(nn.Module):
+    """The blocks of one stage and the patch merging that ends it (none after the last stage)."""
+
+    def __init__(self, config: AgentSwinConfig, stage: int, drop_paths: list[float]):
+        super().__init__()
+        self.blocks = nn.ModuleList(AgentSwinBlock(config, stage, i, rate) for i, rate in enumerate(drop_paths))
+        last = stage == config.num_layers - 1
+        self.downsample = None if last else AgentSwinPatchMerging(config, config.embed_dim * 2**stage)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]):
+        """Returns (input of the next stage, its size, this stage's output, its size)."""
+        for block in self.blocks:
+            x = block(x, *size)
+        if self.downsample is None:
+            return x, size, x, size
+        down, down_size = self.downsample(x, *size)
+        return down, down_size, x, size
+
+
+class AgentSwinPreTrainedModel(AutoMapMixin, PreTrainedModel):
+    config_class = AgentSwinConfig
+    _auto_map_classes = {
+        "AutoModel": "AgentSwinModel",
+        "AutoBackbone": "AgentSwinBackbone",
+        "AutoModelForSemanticSegmentation": "AgentSwinForSemanticSegmentation",
+    }
+    base_model_prefix = "agent_swin"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["AgentSwinBlock"]
+    # forward takes **kwargs: without this, Trainer would scale the loss for DDP / gradient accumulation.
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        init_agent_weights(module, std)
+        if isinstance(module, WindowAttention):
+            init.trunc_normal_(module.relative_position_bias_table, std=std)
+            # A non-persistent buffer: recomputed here because from_pretrained builds the model on the meta device.
+            init.copy_(module.relative_position_index, relative_position_index(self.config.window_size))
+        elif isinstance(module, AgentSwinModel) and module.absolute_pos_embed is not None:
+            init.trunc_normal_(module.absolute_pos_embed, std=std)
+
+
+class AgentSwinModel(AgentSwinPreTrainedModel):
+    """The Agent-Swin backbone: patch embedding, four stages, and a LayerNorm on each stage output.
+
+    `forward(pixel_values (B, 3, H, W))` returns `last_hidden_state` (B, C_4, H/32, W/32), `pooler_output`
+    (B, C_4, global average) and, with `output_hidden_states`, the four normalised stage maps (B, C_i, H_i, W_i).
+    """
+    _auto_class = "AutoModel"
+
+    def __init__(self, config: AgentSwinConfig):
+        super().__init__(config)
+        self.patch_embed = AgentSwinPatchEmbed(config)
+        self.absolute_pos_embed = None
+        if config.use_absolute_embeddings:
+            grid = config.pretrain_image_size // config.patch_size
+            self.absolute_pos_embed = nn.Parameter(torch.zeros(1, grid * grid, config.embed_dim))
+        self.pos_drop = nn.Dropout(config.hidden_dropout_prob)
+        rates = drop_path_rates(config.drop_path_rate, config.depths)
+        self.layers = nn.ModuleList(AgentSwinStage(config, i, rates[i]) for i in range(config.num_layers))
+        self.num_features = [config.embed_dim * 2**i for i in range(config.num_layers)]
+        for i, channels in enumerate(self.num_features):
+            self.add_module(f"norm{i}", nn.LayerNorm(channels, eps=config.layer_norm_eps))
+        self.post_init()
+
+    def _absolute_position(self, size: tuple[int, int]) -> torch.Tensor:
+        grid = self.config.pretrain_image_size // self.config.patch_size
+        if size == (grid, grid):
+            return self.absolute_pos_embed
+        table = self.absolute_pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+        return F.interpolate(table, size=size, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, return_dict: bool | None = None, **kwargs):
+        check_pixel_values(pixel_values, self.config.num_channels, type(self).__name__)
+        x, size = self.patch_embed(pixel_values)
+        if self.absolute_pos_embed is not None:
+            x = x + self._absolute_position(size)
+        x = self.pos_drop(x)
+        feature_maps = []
+        for i, stage in enumerate(self.layers):
+            x, size, out, out_size = stage(x, size)
+            out = getattr(self, f"norm{i}")(out)
+            feature_maps.append(out.view(-1, *out_size, self.num_features[i]).permute(0, 3, 1, 2).contiguous())
+        last = feature_maps[-1]
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=last,
+            pooler_output=last.mean(dim=(2, 3)),
+            hidden_states=tuple(feature_maps) if output_hidden_states else None,
+        )
+        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
+
+
+class AgentSwinBackbone(BackboneMixin, AgentSwinPreTrainedModel):
+    """Agent-Swin as a transformers backbone: `feature_maps` of the stages in `config.out_features`."""
+    _auto_class = "AutoBackbone"
+
+    def __init__(self, config: AgentSwinConfig):
+        super().__init__(config)
+        self.agent_swin = AgentSwinModel(config)
+        self.num_features = [config.embed_dim] + self.agent_swin.num_features
+        self.post_init()
+
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, return_dict: bool | None = None, **kwargs):
+        maps = self.agent_swin(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
+        by_stage = dict(zip(self.stage_names[1:], maps))
+        output = BackboneOutput(
+            feature_maps=tuple(by_stage[name] for name in self.out_features),
+            hidden_states=maps if output_hidden_states else None,
+        )
+        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
+
+
+class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
+    """Agent-Swin + UperNet (+ auxiliary FCN head on stage 3 during training), as in the paper.
+
+    `forward(pixel_values (B, 3, H, W), labels (B, H', W') optional)` returns `logits` (B, num_labels, H/4, W/4),
+    `auxiliary_logits` and, with labels, `loss` = CE(decode) + auxiliary_loss_weight * CE(auxiliary), each
+    computed as mmseg does (logits resized to the labels, ignore index, mean over all pixels).
+    """
+    _auto_class = "AutoModelForSemanticSegmentation"
+
+    def __init__(self, config: AgentSwinConfig):
+        super().__init__(config)
+        self.backbone = AgentSwinBackbone(config)
+        channels = [config.embed_dim * 2**i for i in range(config.num_layers)]
+        self.decode_head = UperNetDecodeHead(
+            channels,
+            config.decoder_hidden_size,
+            config.num_labels,
+            pool_scales=config.pool_scales,
+            dropout=config.classifier_dropout,
+            align_corners=config.align_corners,
+        )
+        self.auxiliary_head = None
+        if config.use_auxiliary_head:
+            self.auxiliary_head = FCNHead(
+                channels[config.auxiliary_in_index],
+                config.auxiliary_channels,
+                config.num_labels,
+                num_convs=config.auxiliary_num_convs,
+                concat_input=config.auxiliary_concat_input,
+                dropout=config.classifier_dropout,
+            )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> AgentSegmenterOutput:
+        features = self.backbone(pixel_values, return_dict=True).feature_maps
+        logits = self.decode_head(list(features))
+        auxiliary_logits = None
+        if self.auxiliary_head is not None:
+            auxiliary_logits = self.auxiliary_head(features[self.config.auxiliary_in_index])
+        loss = None
+        if labels is not None:
+            ignore, align = self.config.loss_ignore_index, self.config.align_corners
+            loss = segmentation_loss(logits, labels, ignore, align)
+            if auxiliary_logits is not None:
+                loss = loss + self.config.auxiliary_loss_weight * segmentation_loss(auxiliary_logits, labels, ignore, align)
+        output = AgentSegmenterOutput(
+            loss=loss,
+            logits=logits,
+            auxiliary_logits=auxiliary_logits,
+            hidden_states=tuple(features) if output_hidden_states else None,
+        )
+        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
+
+
+__all__ = [
+    "AgentSwinBackbone",
+    "AgentSwinForSemanticSegmentation",
+    "AgentSwinModel",
+    "AgentSwinPreTrainedModel",
+]

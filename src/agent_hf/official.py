@@ -1,0 +1,235 @@
+"""Official Agent Attention (mmsegmentation 0.x) configs and checkpoints -> agent_hf.
+
+`config_from_official(model_dict)` reads the `model` dict of an official config file (after its
+`_base_` files are merged); `load_official_checkpoint(checkpoint, config)` loads an mmseg segmentation
+checkpoint (`{'state_dict': ...}`, keys `backbone.`/`decode_head.`/`auxiliary_head.`/`neck.`) or an
+ImageNet classification checkpoint of the official code (`{'model': ...}`, the paper's starting point).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+
+from .configuration_agent_pvt import AgentPvtConfig
+from .configuration_agent_swin import AgentSwinConfig
+from .modeling_agent_pvt import AgentPvtForSemanticSegmentation
+from .modeling_agent_swin import AgentSwinForSemanticSegmentation
+
+_BACKBONE_PREFIX = {"agent_swin": "backbone.agent_swin.", "agent_pvt": "backbone.agent_pvt."}
+
+
+def _head_kwargs(model: Mapping) -> dict:
+    head = model.get("decode_head") or {}
+    kwargs = {}
+    if "num_classes" in head:
+        kwargs["num_labels"] = int(head["num_classes"])
+    if "channels" in head:
+        kwargs["decoder_hidden_size"] = int(head["channels"])
+    if "dropout_ratio" in head:
+        kwargs["classifier_dropout"] = float(head["dropout_ratio"])
+    if "align_corners" in head:
+        kwargs["align_corners"] = bool(head["align_corners"])
+    if "ignore_index" in head:
+        kwargs["loss_ignore_index"] = int(head["ignore_index"])
+    return kwargs
+
+
+def config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | AgentPvtConfig:
+    """Config equivalent to an official mmseg `model` dict (e.g. `cfg.model` of
+    `upernet_agent_swin_t_9-12-14-7.py`). Accepts the dict itself or `{'model': dict}`.
+    `overrides` (e.g. `id2label`) are applied last."""
+    if "model" in model and "backbone" not in model:
+        model = model["model"]
+    backbone = model.get("backbone")
+    if not isinstance(backbone, Mapping) or "type" not in backbone:
+        raise ValueError("config_from_official: expected an mmseg model dict with a 'backbone' dict that has a 'type'")
+    kind = backbone["type"]
+    kwargs = _head_kwargs(model)
+    if kind == "AgentSwinTransformer":
+        if backbone.get("patch_norm") is False:
+            kwargs["patch_norm"] = False
+        ws = int(backbone.get("window_size", 56))
+        out_indices = list(backbone.get("out_indices", (0, 1, 2, 3)))
+        if out_indices != [0, 1, 2, 3]:
+            raise ValueError(f"config_from_official: out_indices={out_indices}; only all four stages are supported")
+        kwargs.update(
+            pretrain_image_size=int(backbone.get("img_size", 224)),
+            patch_size=int(backbone.get("patch_size", 4)),
+            num_channels=int(backbone.get("in_chans", 3)),
+            embed_dim=int(backbone.get("embed_dim", 96)),
+            depths=list(backbone.get("depths", (2, 2, 6, 2))),
+            num_heads=list(backbone.get("num_heads", (3, 6, 12, 24))),
+            # The official window blocks use max(7, window_size // 8); its window_size is the agent map size.
+            window_size=max(7, ws // 8),
+            mlp_ratio=float(backbone.get("mlp_ratio", 4.0)),
+            qkv_bias=bool(backbone.get("qkv_bias", True)),
+            qk_scale=backbone.get("qk_scale"),
+            hidden_dropout_prob=float(backbone.get("drop_rate", 0.0)),
+            attention_probs_dropout_prob=float(backbone.get("attn_drop_rate", 0.0)),
+            drop_path_rate=float(backbone.get("drop_path_rate", 0.1)),
+            use_absolute_embeddings=bool(backbone.get("ape", False)),
+            agent_num=[int(n) for n in backbone.get("agent_num", (9, 16, 49, 49))],
+            downstream_agent_shapes=[list(s) for s in backbone.get("downstream_agent_shapes", ((3, 3), (4, 4), (7, 7), (7, 7)))],
+            agent_kernel_size=int(backbone.get("kernel_size", 3)),
+            attn_type=str(backbone.get("attn_type", "BBBB")),
+            attention_scale_exponent=float(backbone.get("scale", -0.5)),
+        )
+        head = model.get("decode_head") or {}
+        if "pool_scales" in head:
+            kwargs["pool_scales"] = list(head["pool_scales"])
+        aux = model.get("auxiliary_head")
+        kwargs["use_auxiliary_head"] = bool(aux)
+        if aux:
+            kwargs.update(
+                auxiliary_in_index=int(aux.get("in_index", 2)),
+                auxiliary_channels=int(aux.get("channels", 256)),
+                auxiliary_num_convs=int(aux.get("num_convs", 1)),
+                auxiliary_concat_input=bool(aux.get("concat_input", False)),
+            )
+            weight = (aux.get("loss_decode") or {}).get("loss_weight")
+            if weight is not None:
+                kwargs["auxiliary_loss_weight"] = float(weight)
+        kwargs.update(overrides)
+        return AgentSwinConfig(**kwargs)
+    if kind == "AgentPVT":
+        neck = model.get("neck") or {}
+        head = model.get("decode_head") or {}
+        agent_sr = backbone.get("agent_sr_ratios", "1111")
+        kwargs.update(
+            pretrain_image_size=int(backbone.get("img_size", 224)),
+            patch_size=int(backbone.get("patch_size", 4)),
+            num_channels=int(backbone.get("in_chans", 3)),
+            embed_dims=list(backbone.get("embed_dims", (64, 128, 256, 512))),
+            num_heads=list(backbone.get("num_heads", (1, 2, 4, 8))),
+            mlp_ratios=[float(r) for r in backbone.get("mlp_ratios", (4, 4, 4, 4))],
+            qkv_bias=bool(backbone.get("qkv_bias", False)),
+            qk_scale=backbone.get("qk_scale"),
+            hidden_dropout_prob=float(backbone.get("drop_rate", 0.0)),
+            attention_probs_dropout_prob=float(backbone.get("attn_drop_rate", 0.0)),
+            drop_path_rate=float(backbone.get("drop_path_rate", 0.0)),
+            depths=list(backbone.get("depths", (3, 4, 6, 3))),
+            sr_ratios=list(backbone.get("sr_ratios", (8, 4, 2, 1))),
+            agent_sr_ratios=[int(c) for c in str(agent_sr)] if isinstance(agent_sr, str) else list(agent_sr),
+            agent_num=[int(n) for n in backbone.get("agent_num", (9, 16, 49, 49))],
+            downstream_agent_shapes=[list(s) for s in backbone.get("downstream_agent_shapes", ((3, 3), (4, 4), (7, 7), (7, 7)))],
+            agent_kernel_size=int(backbone.get("kernel_size", 3)),
+            attn_type=str(backbone.get("attn_type") or "AAAA"),
+            attention_scale_exponent=float(backbone.get("scale", -0.5)),
+        )
+        if int(backbone.get("num_stages", 4)) != len(kwargs["depths"]):
+            raise ValueError("config_from_official: num_stages does not match the length of depths")
+        if "out_channels" in neck:
+            kwargs["fpn_hidden_size"] = int(neck["out_channels"])
+        if "feature_strides" in head:
+            kwargs["feature_strides"] = list(head["feature_strides"])
+        kwargs.update(overrides)
+        return AgentPvtConfig(**kwargs)
+    raise ValueError(
+        f"config_from_official: backbone type {kind!r} is not an Agent Attention backbone "
+        "(expected 'AgentSwinTransformer' or 'AgentPVT')"
+    )
+
+
+def _read_checkpoint(checkpoint) -> tuple[dict, str]:
+    """Returns (state dict, where it came from) from a path (.pth/.pt/.bin/.safetensors) or a mapping."""
+    if isinstance(checkpoint, (str, os.PathLike)):
+        path = os.fspath(checkpoint)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"load_official_checkpoint: no checkpoint file at {path}")
+        try:
+            if path.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return load_file(path), path
+            return torch.load(path, map_location="cpu", weights_only=True), path
+        except Exception as error:  # unreadable / corrupt / pickled objects
+            raise ValueError(f"load_official_checkpoint: could not read {path}: {error}") from error
+    if isinstance(checkpoint, Mapping):
+        return dict(checkpoint), "the given state dict"
+    raise TypeError(f"load_official_checkpoint: expected a path or a state dict, got {type(checkpoint).__name__}")
+
+
+def _is_imagenet_key(key: str) -> bool:
+    return not key.startswith(("backbone.", "decode_head.", "auxiliary_head.", "neck."))
+
+
+def official_to_hf_state_dict(state_dict: Mapping, config) -> tuple[dict, str]:
+    """Renames official keys to ours. Returns (renamed state dict, "segmentation" | "imagenet")."""
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
+        state_dict = state_dict["state_dict"]
+    elif "model" in state_dict and isinstance(state_dict["model"], Mapping):
+        state_dict = state_dict["model"]
+    prefix = _BACKBONE_PREFIX[config.model_type]
+    keys = [k for k in state_dict if isinstance(state_dict[k], torch.Tensor)]
+    kind = "imagenet" if all(_is_imagenet_key(k) for k in keys) else "segmentation"
+    renamed = {}
+    for key in keys:
+        tensor = state_dict[key]
+        if key.endswith("relative_position_index"):
+            continue  # a derived buffer, recomputed by the model
+        if kind == "imagenet":
+            if key.startswith("head.") or (config.model_type == "agent_swin" and key.startswith("norm.")):
+                continue  # classification head / final norm: not part of the segmentation backbone
+            renamed[prefix + key] = tensor
+        elif key.startswith("backbone."):
+            renamed[prefix + key[len("backbone.") :]] = tensor
+        else:
+            renamed[key] = tensor
+    return renamed, kind
+
+
+def load_official_checkpoint(checkpoint, config=None):
+    """The segmentation model of `config` with the weights of an official checkpoint.
+
+    Args:
+        checkpoint: path to a `.pth` (read with `torch.load(weights_only=True)`) or `.safetensors` file, or a
+            state dict: an mmseg segmentation checkpoint (`{'state_dict': ...}` or its bare state dict) or an
+            official ImageNet checkpoint (`{'model': ...}`), whose classification head is dropped and whose
+            segmentation heads keep their fresh initialisation.
+        config: an `AgentSwinConfig`/`AgentPvtConfig`, an official mmseg `model` dict, or a preset name.
+
+    Raises `ValueError` listing missing, unexpected and mis-shaped keys when the checkpoint does not fit.
+    """
+    if config is None:
+        raise ValueError("load_official_checkpoint: pass the config (an agent_hf config, official model dict or preset name)")
+    if isinstance(config, str):
+        from .presets import preset_config
+
+        config = preset_config(config)
+    elif isinstance(config, Mapping):
+        config = config_from_official(config)
+    raw, source = _read_checkpoint(checkpoint)
+    state_dict, kind = official_to_hf_state_dict(raw, config)
+    model_class = AgentSwinForSemanticSegmentation if config.model_type == "agent_swin" else AgentPvtForSemanticSegmentation
+    model = model_class(config)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mis_shaped = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in state_dict
+        if k in expected and state_dict[k].shape != expected[k].shape
+    ]
+    if kind == "imagenet":
+        prefix = _BACKBONE_PREFIX[config.model_type]
+        # Heads are trained from scratch; Swin's per-stage output norms are new (LayerNorm 1/0 init).
+        allowed = lambda k: not k.startswith(prefix) or (config.model_type == "agent_swin" and k[len(prefix) :].startswith("norm") and k[len(prefix) :][4].isdigit())  # noqa: E731
+        missing = [k for k in missing if not allowed(k)]
+    if missing or unexpected or mis_shaped:
+        arch = f"{type(config).__name__}(attn_type={config.attn_type!r}, depths={config.depths})"
+        lines = [f"load_official_checkpoint: {source} ({kind} checkpoint) does not fit {arch}:"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)):
+            if items:
+                shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
+                lines.append(f"  {len(items)} {title} keys: {shown}")
+        lines.append("  Check that the config (preset / official model dict) is the one this checkpoint was trained with.")
+        raise ValueError("\n".join(lines))
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=False)
+    model.eval()
+    return model
+
+
+__all__ = ["config_from_official", "load_official_checkpoint", "official_to_hf_state_dict"]
