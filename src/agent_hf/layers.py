@@ -66,7 +66,7 @@ def check_pixel_values(pixel_values, num_channels: int, model_name: str) -> None
 
 def drop_path_rates(drop_path_rate: float, depths) -> list[list[float]]:
     """Stochastic depth growing linearly from 0 to `drop_path_rate` over all blocks, split per stage."""
-    rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+    rates = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # as the official float32 rates
     out, start = [], 0
     for depth in depths:
         out.append(rates[start : start + depth])

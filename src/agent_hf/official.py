@@ -181,6 +181,15 @@ def official_to_hf_state_dict(state_dict: Mapping, config) -> tuple[dict, str]:
     return renamed, kind
 
 
+def _checkpoint_family(state_dict: Mapping) -> str | None:
+    """Which backbone family a (renamed) state dict holds, from its module names."""
+    if any(".layers.0.blocks." in k for k in state_dict):
+        return "agent_swin"
+    if any(".block1.0." in k for k in state_dict):
+        return "agent_pvt"
+    return None
+
+
 def load_official_checkpoint(checkpoint, config=None):
     """The segmentation model of `config` with the weights of an official checkpoint.
 
@@ -221,6 +230,10 @@ def load_official_checkpoint(checkpoint, config=None):
     if missing or unexpected or mis_shaped:
         arch = f"{type(config).__name__}(attn_type={config.attn_type!r}, depths={config.depths})"
         lines = [f"load_official_checkpoint: {source} ({kind} checkpoint) does not fit {arch}:"]
+        family = _checkpoint_family(state_dict)
+        if family and family != config.model_type:
+            names = {"agent_swin": "Agent-Swin", "agent_pvt": "Agent-PVT"}
+            lines.append(f"  it holds an {names[family]} backbone, but the config is for {names[config.model_type]}.")
         for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)):
             if items:
                 shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
