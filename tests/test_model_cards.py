@@ -1,0 +1,184 @@
+"""Model cards of the seven presets: metadata, paper numbers, body, and the committed `model_cards/*.md` artefacts.
+
+Regenerate the committed cards after changing `agent_hf.hub` with:
+
+    PYTHONPATH=src python -c "from agent_hf.hub import write_model_cards; write_model_cards('model_cards')"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from agent_hf.hub import BIBTEX, PAPER_RESULTS, WIDGET_EXAMPLE_IMAGES, render_model_card, write_model_cards
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The official README's tables, typed in independently of agent_hf.hub:
+# preset -> (mIoU, mAcc, exact #params, reported GFLOPs, iterations)
+OFFICIAL = {
+    "agent-swin-t-upernet-ade20k": (46.68, 58.53, 60_556_472, 954, 160_000),
+    "agent-swin-s-upernet-ade20k": (48.08, 59.78, 81_320_192, 1043, 160_000),
+    "agent-swin-b-upernet-ade20k": (48.73, 60.01, 121_606_588, 1196, 160_000),
+    "agent-pvt-t-fpn-ade20k": (40.18, 51.76, 15_323_998, 147, 40_000),
+    "agent-pvt-s-fpn-ade20k": (44.18, 56.17, 24_388_712, 211, 40_000),
+    "agent-pvt-m-fpn-ade20k": (44.30, 56.42, 39_675_392, 321, 40_000),
+    "agent-pvt-l-fpn-ade20k": (46.52, 58.50, 52_491_826, 434, 40_000),
+}
+
+
+def _parse(card: ModelCard) -> ModelCard:
+    """Round-trip through text, as the Hub sees it."""
+    return ModelCard(str(card))
+
+
+def _by_source(card: ModelCard, suffix: str) -> dict[str, float]:
+    return {r.metric_type: r.metric_value for r in card.data.eval_results if r.source_name.endswith(suffix)}
+
+
+def test_paper_results_table() -> None:
+    assert {
+        name: (r.mean_iou, r.mean_accuracy, r.num_parameters, r.reported_gflops, r.train_iterations)
+        for name, r in PAPER_RESULTS.items()
+    } == OFFICIAL
+    for name, result in PAPER_RESULTS.items():
+        swin = name.startswith("agent-swin")
+        assert (result.head_tag, result.backbone_tag, result.auxiliary_head) == (
+            ("upernet", "agent-swin", True) if swin else ("semantic-fpn", "agent-pvt", False)
+        )
+
+
+def test_official_checkpoint_links() -> None:
+    # The official README links checkpoints for these four only (the other links are empty).
+    linked = {name for name, r in PAPER_RESULTS.items() if r.official_checkpoint_url}
+    assert linked == {
+        "agent-swin-t-upernet-ade20k",
+        "agent-pvt-t-fpn-ade20k",
+        "agent-pvt-s-fpn-ade20k",
+        "agent-pvt-l-fpn-ade20k",
+    }
+    for name in linked:
+        assert PAPER_RESULTS[name].official_checkpoint_url in render_model_card(name).text
+
+
+def test_presets_match_the_model_registry() -> None:
+    from agent_hf.presets import PRESETS
+
+    assert set(PAPER_RESULTS) == set(PRESETS)
+
+
+@pytest.mark.parametrize("preset", list(OFFICIAL))
+def test_card_metadata(preset: str) -> None:
+    card = _parse(render_model_card(preset, repo_id=f"someone/{preset}"))
+    data = card.data
+    result = PAPER_RESULTS[preset]
+
+    assert data.pipeline_tag == "image-segmentation"
+    assert data.library_name == "transformers"
+    assert {"agent-attention", "semantic-segmentation", "custom_code", result.head_tag, result.backbone_tag} <= set(
+        data.tags
+    )
+    assert data.datasets == ["scene_parse_150"]
+    assert data.license == "other" and data.license_name and data.license_link
+    assert "no top-level LICENSE" in data.license_details and "Apache-2.0" in data.license_details
+    assert [w["src"] for w in data.widget] == [
+        f"https://huggingface.co/someone/{preset}/resolve/main/examples/{name}" for name in WIDGET_EXAMPLE_IMAGES
+    ]
+
+    assert data.model_name == preset
+    assert _by_source(card, "(reported)") == {"mean_iou": OFFICIAL[preset][0], "mean_accuracy": OFFICIAL[preset][1]}
+    assert len(data.eval_results) == 2
+    for r in data.eval_results:
+        assert (r.task_type, r.dataset_type, r.dataset_split) == (
+            "semantic-segmentation",
+            "scene_parse_150",
+            "validation",
+        )
+        assert r.source_name == "Agent Attention paper (reported)" and "2312.08874" in r.source_url
+
+
+@pytest.mark.parametrize("preset", list(OFFICIAL))
+def test_card_body(preset: str) -> None:
+    text = _parse(render_model_card(preset, repo_id=f"someone/{preset}")).text
+    result = PAPER_RESULTS[preset]
+    assert f"{result.num_parameters:,}" in text
+    assert f"{result.reported_gflops:g}G (reported by the authors" in text  # labelled as reported
+    assert f"| {result.mean_iou:.2f} | {result.mean_accuracy:.2f} |" in text
+    assert "AutoModelForSemanticSegmentation.from_pretrained(repo_id, trust_remote_code=True)" in text
+    assert f'pipeline("image-segmentation", model="someone/{preset}", trust_remote_code=True)' in text
+    assert f"scripts/convert_official_checkpoint.py --checkpoint PATH/TO/official.pth --preset {preset}" in text
+    assert (
+        f"scripts/run_semantic_segmentation.py --model_name_or_path someone/{preset} --dataset_name scene_parse_150"
+        in text
+    )
+    assert BIBTEX in text
+    assert "## Demo" not in text
+    for concept in (
+        "agent tokens",
+        "pooling",
+        "two softmax attentions",
+        "Agent biases",
+        "depth-wise convolution (DWC)",
+    ):
+        assert concept in text
+
+
+def test_measured_results_flops_and_demo() -> None:
+    measured = {"mean_iou": 46.6, "mean_accuracy": 58.4, "note": "fp32, single-scale"}
+    card = _parse(
+        render_model_card(
+            "agent-swin-t-upernet-ade20k",
+            repo_id="me/m",
+            measured=measured,
+            flops=1.9e12,
+            demo_url="https://huggingface.co/spaces/me/demo",
+        )
+    )
+    # Paper and measured numbers stay separate entries with their own source.
+    assert _by_source(card, "(reported)") == {"mean_iou": 46.68, "mean_accuracy": 58.53}
+    assert _by_source(card, "agent-hf (measured)") == {"mean_iou": 46.6, "mean_accuracy": 58.4}
+    model_index = card.data.to_dict()["model-index"][0]["results"]
+    assert [entry["source"]["name"] for entry in model_index] == [
+        "Agent Attention paper (reported)",
+        "agent-hf (measured)",
+    ]
+    assert "| agent-hf (measured): `scene_parse_150` (validation) | 46.60 | 58.40 |" in card.text
+    assert "fp32, single-scale" in card.text
+    assert "1,900.0 GFLOPs = 950.0 GMACs (measured)" in card.text
+    assert "torch.utils.flop_counter" in card.text and "MACs = FLOPs / 2" in card.text
+    assert "[demo Space](https://huggingface.co/spaces/me/demo)" in card.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"preset_name": "agent-vit-fpn"}, "Unknown preset"),
+        ({"measured": {"miou": 46.0}}, "Unknown key"),
+        ({"measured": {"mean_accuracy": 58.0}}, "mean_iou"),
+        ({"measured": {"mean_iou": 0.4668, "mean_accuracy": 0.58}}, "fractions"),
+        ({"measured": {"mean_iou": 146.0}}, r"\[0, 100\]"),
+        ({"flops": -1.0}, "flops"),
+        ({"repo_id": "not a repo"}, "Invalid repo_id"),
+    ],
+)
+def test_render_rejects_bad_arguments(kwargs: dict, match: str) -> None:
+    kwargs = {"preset_name": "agent-pvt-t-fpn-ade20k", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        render_model_card(kwargs.pop("preset_name"), **kwargs)
+
+
+def test_write_model_cards_matches_committed_files(tmp_path: Path) -> None:
+    written = write_model_cards(tmp_path)
+    assert [p.name for p in written] == [f"{preset}.md" for preset in PAPER_RESULTS]
+    committed = ROOT / "model_cards"
+    assert sorted(p.name for p in committed.glob("*.md")) == sorted(p.name for p in written), (
+        "model_cards/ is out of date: regenerate it with write_model_cards('model_cards')"
+    )
+    for path in written:
+        assert (committed / path.name).read_bytes() == path.read_bytes(), (
+            f"model_cards/{path.name} is out of date: regenerate it with write_model_cards('model_cards')"
+        )
+        _parse(ModelCard(path.read_text(encoding="utf-8")))  # committed cards parse
