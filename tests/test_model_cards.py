@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from agent_hf.hub import BIBTEX, PAPER_RESULTS, WIDGET_EXAMPLE_IMAGES, render_model_card, write_model_cards
+from agent_hf.hub import BIBTEX, DEMO_SPACE_URL, PAPER_RESULTS, WIDGET_EXAMPLE_IMAGES, render_model_card, write_model_cards
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_card_body(preset: str) -> None:
         in text
     )
     assert BIBTEX in text
-    assert "## Demo" not in text
+    assert f"[demo Space]({DEMO_SPACE_URL})" in text  # the cards link to the live demo app
     for concept in (
         "agent tokens",
         "pooling",

@@ -342,7 +342,9 @@ Official training recipe: {{ training_recipe }}.
 {% if demo_url %}
 ## Demo
 
-Try the model in the [demo Space]({{ demo_url }}).
+Try the model in the [demo Space]({{ demo_url }}) (upload or pick an image, choose a model, see the colour overlay and
+the classes found). The Hub's hosted widget does not run custom-code models, so the Space is the live demo; the same
+Gradio app runs locally from the agent-hf repository with `make app` (`app/app.py`).
 {% endif %}
 ## Limitations
 
@@ -485,13 +487,17 @@ def _flops_text(result: PaperResult, flops: float | None) -> tuple[str, str]:
     )
 
 
+# The Gradio app of `app/`, deployed as a Space; the cards link to it.
+DEMO_SPACE_URL = "https://huggingface.co/spaces/agent-hf/agent-attention-segmentation"
+
+
 def render_model_card(
     preset_name: str,
     *,
     repo_id: str | None = None,
     measured: Mapping[str, Any] | None = None,
     flops: float | None = None,
-    demo_url: str | None = None,
+    demo_url: str | None = DEMO_SPACE_URL,
 ) -> ModelCard:
     """Renders the Hub model card of one preset.
 
