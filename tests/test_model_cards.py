@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from agent_hf.hub import BIBTEX, DEMO_SPACE_URL, PAPER_RESULTS, WIDGET_EXAMPLE_IMAGES, render_model_card, write_model_cards
+from agent_hf.hub import BIBTEX, COUNTED_FLOPS, DEMO_SPACE_URL, PAPER_RESULTS, WIDGET_EXAMPLE_IMAGES, render_model_card, write_model_cards
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_card_body(preset: str) -> None:
     text = _parse(render_model_card(preset, repo_id=f"someone/{preset}")).text
     result = PAPER_RESULTS[preset]
     assert f"{result.num_parameters:,}" in text
-    assert f"{result.reported_gflops:g}G (reported by the authors" in text  # labelled as reported
+    assert f"reported: {result.reported_gflops:g}G" in text  # the authors' number, labelled as reported
     assert f"| {result.mean_iou:.2f} | {result.mean_accuracy:.2f} |" in text
     assert "AutoModelForSemanticSegmentation.from_pretrained(repo_id, trust_remote_code=True)" in text
     assert f'pipeline("image-segmentation", model="someone/{preset}", trust_remote_code=True)' in text
@@ -147,7 +147,7 @@ def test_measured_results_flops_and_demo() -> None:
     ]
     assert "| agent-hf (measured): `scene_parse_150` (validation) | 46.60 | 58.40 |" in card.text
     assert "fp32, single-scale" in card.text
-    assert "1,900.0 GFLOPs = 950.0 GMACs (measured)" in card.text
+    assert "950.0G MACs = 1,900.0G FLOPs (counted by agent-hf)" in card.text
     assert "torch.utils.flop_counter" in card.text and "MACs = FLOPs / 2" in card.text
     assert "[demo Space](https://huggingface.co/spaces/me/demo)" in card.text
 
@@ -182,3 +182,17 @@ def test_write_model_cards_matches_committed_files(tmp_path: Path) -> None:
             f"model_cards/{path.name} is out of date: regenerate it with write_model_cards('model_cards')"
         )
         _parse(ModelCard(path.read_text(encoding="utf-8")))  # committed cards parse
+
+
+@pytest.mark.parametrize("preset", list(PAPER_RESULTS))
+def test_counted_flops_are_recounted_from_the_models(preset: str) -> None:
+    """The cards' FLOPs are the project's own count: recount them from the model (meta device, no compute)."""
+    import agent_hf
+    from agent_hf.flops import count_flops
+
+    flops = count_flops(agent_hf.preset_config(preset))
+    assert flops == COUNTED_FLOPS[preset]
+    # Same order as the authors' MACs: within 2.5% of the paper's column.
+    assert abs(flops / 2e9 - PAPER_RESULTS[preset].reported_gflops) / PAPER_RESULTS[preset].reported_gflops < 0.025
+    card = render_model_card(preset).text
+    assert f"{flops / 2e9:,.1f}G MACs" in card and "counted by agent-hf" in card

@@ -481,11 +481,26 @@ def _flops_text(result: PaperResult, flops: float | None) -> tuple[str, str]:
     if isinstance(flops, bool) or not isinstance(flops, (int, float)) or flops <= 0:
         raise ValueError(f"`flops` must be a positive number of floating-point operations, got {flops!r}.")
     return (
-        f"{flops / 1e9:,.1f} GFLOPs = {flops / 2e9:,.1f} GMACs (measured); reported: {result.reported_gflops:g}G",
-        "Measured with `torch.utils.flop_counter.FlopCounterMode` (one forward pass on a 1×3×512×2048 input); it "
-        "counts 2 FLOPs per multiply-accumulate, so MACs = FLOPs / 2. " + upstream,
+        f"{flops / 2e9:,.1f}G MACs = {flops / 1e9:,.1f}G FLOPs (counted by agent-hf); reported: {result.reported_gflops:g}G",
+        "Counted by agent-hf with `torch.utils.flop_counter.FlopCounterMode` (`agent_hf.flops.count_flops`: one "
+        "inference pass on a 1×3×512×2048 input, auxiliary head excluded as in the paper); it counts 2 FLOPs per "
+        "multiply-accumulate, so MACs = FLOPs / 2. " + upstream,
     )
 
+
+# FLOPs of one 512x2048 inference pass (auxiliary head excluded, as in the paper's count), counted by
+# `agent_hf.flops.count_flops`; tests/test_model_cards.py recounts them from the models.
+COUNTED_FLOPS: Mapping[str, int] = MappingProxyType(
+    {
+        "agent-swin-t-upernet-ade20k": 1_911_672_289_440,
+        "agent-swin-s-upernet-ade20k": 2_086_948_010_592,
+        "agent-swin-b-upernet-ade20k": 2_394_385_631_616,
+        "agent-pvt-t-fpn-ade20k": 295_849_906_240,
+        "agent-pvt-s-fpn-ade20k": 427_735_269_872,
+        "agent-pvt-m-fpn-ade20k": 653_702_580_272,
+        "agent-pvt-l-fpn-ade20k": 884_501_515_488,
+    }
+)
 
 # The Gradio app of `app/`, deployed as a Space; the cards link to it.
 DEMO_SPACE_URL = "https://huggingface.co/spaces/agent-hf/agent-attention-segmentation"
@@ -511,8 +526,8 @@ def render_model_card(
             ``"scene_parsing"``), ``split`` (default ``"validation"``), ``note`` (free text shown under the table),
             ``source_url`` (default: the model repo URL).
         flops: total floating-point operations of one forward pass at 512x2048, as counted by
-            ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-accumulate). If not given, the card
-            shows the authors' number, labelled as reported.
+            ``torch.utils.flop_counter.FlopCounterMode`` (2 FLOPs per multiply-accumulate). Defaults to the
+            project's own count in :data:`COUNTED_FLOPS`; the authors' number is always shown beside it.
         demo_url: URL of a demo Space; adds a "Demo" section.
 
     Returns:
@@ -528,7 +543,7 @@ def render_model_card(
     repo_id = repo_id or f"{DEFAULT_NAMESPACE}/{preset_name}"
     _check_repo_id(repo_id)
     measured_norm = _normalize_measured(measured)
-    flops_cell, flops_note = _flops_text(result, flops)
+    flops_cell, flops_note = _flops_text(result, COUNTED_FLOPS.get(preset_name) if flops is None else flops)
 
     widget_urls = [f"https://huggingface.co/{repo_id}/resolve/main/examples/{name}" for name in WIDGET_EXAMPLE_IMAGES]
     card_data = ModelCardData(
