@@ -14,7 +14,21 @@ The biases B_an (n x N) and B_na (N x n) come from six learned tables: a 7x7 tab
 grid (h_a, w_a), on every call and once per image. Both resizes are linear maps on different axes, so
 we apply them as small 1-D interpolation matrices (exactly PyTorch's bilinear weights), agent axis
 first while the tables are tiny, and broadcast over the batch. The result is cached per resolution
-when no gradient is needed, and recomputed whenever a table changes (parameter version counters).
+(and attention dtype) when no gradient is needed, and recomputed whenever a table changes (parameter
+version counters); never cached while torch.compile traces.
+
+Performance notes (CPU; see docs/benchmarks.md):
+
+* With ``attn_implementation="sdpa"`` both steps go through `F.scaled_dot_product_attention` with a
+  contiguous 4-D float mask and contiguous agent tokens: that is what lets PyTorch pick its fused
+  (flash) CPU kernel, which never materialises the (n x N) score matrices. A 3-D mask or a strided
+  agent tensor silently falls back to the unfused "math" kernel (~7x slower at 512x2048).
+* PyTorch's fused CPU kernel has no gradient for the mask, so when the bias needs one (training),
+  it would again fall back to the math kernel, which keeps every score matrix alive for backward.
+  `_FlashAttentionWithBiasGrad` instead runs the fused forward and recomputes the probabilities
+  in its backward (one layer at a time), returning the bias gradient as well.
+* ``attn_implementation="eager"`` stays an explicit softmax(QK^T * s + B) V, with the bias added
+  inside the GEMM (`torch.baddbmm`) rather than as a separate pass.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ from torch import nn
 # Side of the square per-agent tables `an_bias`/`na_bias`, fixed by the official implementation.
 AGENT_TABLE_SIZE = 7
 _BIAS_CACHE_SIZE = 4
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def bilinear_matrix(in_size: int, out_size: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -36,6 +51,97 @@ def bilinear_matrix(in_size: int, out_size: int, device=None, dtype=torch.float3
     eye = torch.eye(in_size, device=device, dtype=torch.float32).view(1, in_size, in_size, 1)
     weights = F.interpolate(eye, size=(out_size, 1), mode="bilinear", align_corners=False)
     return weights.view(in_size, out_size).t().to(dtype)
+
+
+def attention_scores(query: torch.Tensor, key: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """query key^T * scale + bias, for query (B, h, M, d), key (B, h, N, d), bias (1 or B, h, M, N).
+
+    For one image the bias is the GEMM's accumulator (`baddbmm`: no separate pass over the scores);
+    otherwise the product is scaled and biased in place.
+    """
+    batch, heads, rows, _ = query.shape
+    if batch == 1:
+        return torch.baddbmm(bias.reshape(heads, rows, -1), query[0], key[0].transpose(-2, -1), alpha=scale).unsqueeze(0)
+    return torch.matmul(query, key.transpose(-2, -1)).mul_(scale).add_(bias)
+
+
+class _FlashAttentionWithBiasGrad(torch.autograd.Function):
+    """softmax(q k^T * scale + bias) v with the fused SDPA kernel in forward and a gradient for `bias`.
+
+    PyTorch's fused CPU kernel does not differentiate the mask, so SDPA with a mask that requires grad
+    uses the unfused math kernel, which saves every (M x N) probability matrix for backward. Here the
+    forward saves only q, k and v; backward recomputes this call's probabilities (one call at a time,
+    FlashAttention-style) and returns dq, dk, dv and dbias.
+
+    `recompute_bias`, when given, is a no-grad callable that returns the same bias again: the bias is
+    then not saved either (it is batch-independent but as large as one image's score matrix, and the
+    tables it is resized from are tiny), and is rebuilt in backward. `table_versions` is a callable
+    returning the tables' version counters, checked in backward like autograd checks saved tensors.
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, bias, scale, recompute_bias=None, table_versions=None):
+        # Detached: SDPA picks its kernel from `requires_grad`, even with grad mode off as it is here.
+        output = F.scaled_dot_product_attention(query.detach(), key.detach(), value.detach(), attn_mask=bias.detach(), scale=scale)
+        if bias.dim() != 4 or bias.shape[0] not in (1, query.shape[0]):
+            raise ValueError(f"_FlashAttentionWithBiasGrad: bias of shape {tuple(bias.shape)} is not (1 or B, h, M, N)")
+        ctx.scale, ctx.bias_shape = scale, bias.shape
+        ctx.recompute_bias, ctx.table_versions = recompute_bias, table_versions
+        ctx.versions = table_versions() if table_versions is not None else None
+        if recompute_bias is None:
+            ctx.save_for_backward(query, key, value, bias)
+        else:
+            ctx.save_for_backward(query, key, value)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if ctx.recompute_bias is None:
+            query, key, value, bias = ctx.saved_tensors
+        else:
+            query, key, value = ctx.saved_tensors
+            if ctx.table_versions is not None and ctx.table_versions() != ctx.versions:
+                raise RuntimeError(
+                    "AgentAttention: a bias table was modified in place between forward and backward; "
+                    "the attention bias cannot be recomputed for the gradient"
+                )
+            with torch.no_grad():
+                bias = ctx.recompute_bias()
+        scale, dtype = ctx.scale, query.dtype
+        compute = torch.float32 if dtype in _LOW_PRECISION else dtype  # probabilities and gradients in fp32
+        batch = query.shape[0]
+        shared_bias = bias.shape[0] == 1  # broadcast over the batch (AgentAttention's case)
+        bias = bias.to(compute)
+        grad_query = torch.empty(query.shape, dtype=compute, device=query.device)
+        grad_key = torch.empty(key.shape, dtype=compute, device=key.device)
+        grad_value = torch.empty(value.shape, dtype=compute, device=value.device)
+        grad_bias = None
+        # One image at a time: 3-D GEMMs straight on the strided per-head views (no copies), with the
+        # bias as the GEMM accumulator, and (h, M, N) temporaries for one image only.
+        for i in range(batch):
+            q, k, v = query[i].to(compute), key[i].to(compute), value[i].to(compute)
+            grad_out = grad_output[i].to(compute)
+            bias_i = bias[0] if shared_bias else bias[i]
+            probs = torch.softmax(torch.baddbmm(bias_i, q, k.transpose(1, 2), alpha=scale), dim=-1)
+            # delta = rowsum(dO * O), with O = P V recomputed (cheaper to keep than the forward's output).
+            delta = (grad_out * torch.bmm(probs, v)).sum(dim=-1, keepdim=True)
+            torch.bmm(probs.transpose(1, 2), grad_out, out=grad_value[i])
+            grad_scores = torch.bmm(grad_out, v.transpose(1, 2)).sub_(delta).mul_(probs)
+            del probs
+            torch.bmm(grad_scores, k, out=grad_query[i])
+            torch.bmm(grad_scores.transpose(1, 2), q, out=grad_key[i])
+            if ctx.needs_input_grad[3]:
+                if not shared_bias:
+                    grad_bias = torch.empty(bias.shape, dtype=compute, device=bias.device) if grad_bias is None else grad_bias
+                    grad_bias[i] = grad_scores
+                else:
+                    grad_bias = grad_scores if grad_bias is None else grad_bias.add_(grad_scores)
+            del grad_scores
+        grad_query.mul_(scale)
+        grad_key.mul_(scale)
+        if grad_bias is not None:
+            grad_bias = grad_bias.reshape(ctx.bias_shape).to(dtype)
+        return grad_query.to(dtype), grad_key.to(dtype), grad_value.to(dtype), grad_bias, None, None, None
 
 
 class AgentAttention(nn.Module):
@@ -56,7 +162,14 @@ class AgentAttention(nn.Module):
             softmax(QK^T)V, anything else for `F.scaled_dot_product_attention`), as transformers models do.
 
     Input `hidden_states` (B, N=H*W, C), row-major over (H, W); output (B, N, C).
+
+    Bias cache: `bias_cache_size` (class attribute, or per instance) resolutions are kept per module, FIFO;
+    0 disables caching. A cached entry holds both biases, 2 * h * n * H * W values: for Agent-Swin-T at
+    512x2048 about 0.95 GB over all its agent blocks (fp32), i.e. the cache trades memory for the
+    per-call resize (~5% of the backbone's time there). `clear_bias_cache()` frees it.
     """
+
+    bias_cache_size: int = _BIAS_CACHE_SIZE
 
     def __init__(
         self,
@@ -106,18 +219,33 @@ class AgentAttention(nn.Module):
         for table in self._bias_tables():
             nn.init.trunc_normal_(table, std=0.02)
         self._bias_cache: dict = {}
+        # Counters for tests and profiling: bias computations served from / added to the cache.
+        self.bias_cache_hits = 0
+        self.bias_cache_misses = 0
 
     def _bias_tables(self) -> tuple[nn.Parameter, ...]:
         return (self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias, self.wa_bias)
 
-    def _resize_bias(self, square, rows, cols, height, width) -> torch.Tensor:
-        """Bias (h, n_agents, H, W): official bilinear resize of `square` (h, A, 7, 7) + rows (h, A, H0)
-        broadcast over columns + cols (h, A, W0) broadcast over rows, to (H, W), then of the agent axis
-        (viewed as a pool x pool grid) to the agent grid. The sum of a row table and a column table
-        resizes to the sum of their 1-D resizes, so no (H0, W0) map is ever built."""
+    def _resize_bias(self, square, rows, cols, height, width, agents_last: bool = False) -> torch.Tensor:
+        """Bias (h, n_agents, H, W), or (h, H, W, n_agents) with `agents_last`: official bilinear resize of
+        `square` (h, A, 7, 7) + rows (h, A, H0) broadcast over columns + cols (h, A, W0) broadcast over
+        rows, to (H, W), then of the agent axis (viewed as a pool x pool grid) to the agent grid.
+
+        Everything is linear and separable, so the tables are first resized along each axis with small
+        1-D interpolation matrices (PyTorch's own bilinear weights; no (H0, W0) map is built), and the
+        full-size result is then written once, in the layout the attention reads:
+        agents first, per agent a rank-9 product U V^T with U = [R_h, rows, 1] (H x 9) and
+        V = [R_w S^T, 1, cols] (W x 9); agents last, rows + cols broadcast and the square term added in
+        place as one GEMM, kron(R_h, R_w) (H*W x 49) @ S (49 x n) per head. Computed in fp32 even
+        under autocast (the caller casts the result to the attention's dtype).
+        """
+        with torch.autocast(square.device.type, enabled=False):
+            return self._resize_bias_fp(square, rows, cols, height, width, agents_last)
+
+    def _resize_bias_fp(self, square, rows, cols, height, width, agents_last: bool) -> torch.Tensor:
         heads, p = self.num_heads, self.pool_size
         (ga_h, ga_w), device = self.agent_grid, square.device
-        dtype = torch.float32 if square.dtype in (torch.float16, torch.bfloat16) else square.dtype
+        dtype = torch.float32 if square.dtype in _LOW_PRECISION else square.dtype
         agent_h = bilinear_matrix(p, ga_h, device, dtype)
         agent_w = bilinear_matrix(p, ga_w, device, dtype)
 
@@ -128,83 +256,169 @@ class AgentAttention(nn.Module):
             return table.reshape(heads, ga_h * ga_w, *rest)
 
         square, rows, cols = to_agent_grid(square), to_agent_grid(rows), to_agent_grid(cols)
-        t = AGENT_TABLE_SIZE
-        bias = bilinear_matrix(t, height, device, dtype) @ square @ bilinear_matrix(t, width, device, dtype).t()
-        rows = rows @ bilinear_matrix(rows.shape[-1], height, device, dtype).t()
-        cols = cols @ bilinear_matrix(cols.shape[-1], width, device, dtype).t()
-        return bias + rows.unsqueeze(-1) + cols.unsqueeze(-2)
+        t, n = AGENT_TABLE_SIZE, square.shape[1]
+        resize_h, resize_w = bilinear_matrix(t, height, device, dtype), bilinear_matrix(t, width, device, dtype)
+        rows = rows @ bilinear_matrix(rows.shape[-1], height, device, dtype).t()  # (h, n, H)
+        cols = cols @ bilinear_matrix(cols.shape[-1], width, device, dtype).t()  # (h, n, W)
+        if not agents_last:
+            ones_h = torch.ones(1, 1, height, 1, device=device, dtype=dtype).expand(heads, n, height, 1)
+            ones_w = torch.ones(1, 1, width, 1, device=device, dtype=dtype).expand(heads, n, width, 1)
+            u = torch.cat([resize_h.expand(heads, n, height, t), rows.unsqueeze(-1), ones_h], dim=-1)  # (h, n, H, 9)
+            v = torch.cat([resize_w @ square.transpose(-1, -2), ones_w, cols.unsqueeze(-1)], dim=-1)  # (h, n, W, 9)
+            return torch.matmul(u, v.transpose(-1, -2))  # (h, n, H, W)
+        kron = (resize_h[:, None, :, None] * resize_w[None, :, None, :]).reshape(height * width, t * t)
+        # (h, H, W, n), row-major: the (small) addends are made contiguous in that order first, since a
+        # broadcast add lays its output out like its inputs.
+        bias = rows.transpose(1, 2).contiguous().unsqueeze(2) + cols.transpose(1, 2).contiguous().unsqueeze(1)
+        square = square.reshape(heads, n, t * t).transpose(1, 2)  # (h, 49, n)
+        bias.view(heads, height * width, n).baddbmm_(kron.expand(heads, -1, -1), square)
+        return bias
 
-    def agent_biases(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(agent->token bias (h, n, H*W), token->agent bias (h, H*W, n)) for a (height, width) map."""
-        cacheable = not (torch.is_grad_enabled() and self.an_bias.requires_grad) and not torch.compiler.is_compiling()
-        if cacheable:
-            key = (height, width, self.an_bias.device, self.an_bias.dtype)
-            versions = tuple(t._version for t in self._bias_tables()) + tuple(t.data_ptr() for t in self._bias_tables())
-            hit = self._bias_cache.get(key)
-            if hit is not None and hit[0] == versions:
-                return hit[1], hit[2]
+    def clear_bias_cache(self) -> None:
+        self._bias_cache.clear()
+
+    def _bias_cacheable(self) -> bool:
+        if self.bias_cache_size <= 0:
+            return False
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in self._bias_tables())
+        return not needs_grad and not torch.compiler.is_compiling()
+
+    def _table_versions(self) -> tuple[int, ...]:
+        return tuple(t._version for t in self._bias_tables())
+
+    def _agent_to_token_bias(self, height: int, width: int, dtype: torch.dtype | None) -> torch.Tensor:
+        """B_an as a contiguous (1, h, n, H*W) mask (not cached)."""
         heads, n = self.num_heads, self.agent_grid[0] * self.agent_grid[1]
-        agent_to_token = self._resize_bias(
+        bias = self._resize_bias(
             self.an_bias,
             self.ah_bias.reshape(heads, -1, self.ah_bias.shape[3]),
             self.aw_bias.reshape(heads, -1, self.aw_bias.shape[4]),
             height,
             width,
-        ).reshape(heads, n, height * width)
-        token_to_agent = self._resize_bias(
+        ).reshape(1, heads, n, height * width)
+        return bias if dtype is None else bias.to(dtype)
+
+    def _token_to_agent_bias(self, height: int, width: int, dtype: torch.dtype | None) -> torch.Tensor:
+        """B_na as a contiguous (1, h, H*W, n) mask (not cached), built agents-last: the fused SDPA
+        kernel reads the mask row by row, and a transposed (strided) mask would need a copy."""
+        heads, n = self.num_heads, self.agent_grid[0] * self.agent_grid[1]
+        bias = self._resize_bias(
             self.na_bias,
             self.ha_bias.reshape(heads, -1, self.ha_bias.shape[-1]).transpose(1, 2),
             self.wa_bias.reshape(heads, -1, self.wa_bias.shape[-1]).transpose(1, 2),
             height,
             width,
-        )
-        token_to_agent = token_to_agent.reshape(heads, n, height * width).transpose(1, 2)
+            agents_last=True,
+        ).reshape(1, heads, height * width, n)
+        return bias if dtype is None else bias.to(dtype)
+
+    def agent_biases(self, height: int, width: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(agent->token bias (1, h, n, H*W), token->agent bias (1, h, H*W, n)), both contiguous, for a
+        (height, width) map, in `dtype` (default: the tables' compute dtype, fp32 for fp16/bf16 tables).
+
+        Served from a small per-module cache keyed by (height, width, device, tables' dtype, dtype) when no
+        gradient is needed and torch.compile is not tracing; a hit also requires every table's version
+        counter and storage to be unchanged, so in-place updates (optimiser steps, `load_state_dict`,
+        `with torch.no_grad(): table.add_(1)`) invalidate it. `bias_cache_hits` / `bias_cache_misses`
+        count the cacheable calls.
+        """
+        cacheable = self._bias_cacheable()
         if cacheable:
-            if len(self._bias_cache) >= _BIAS_CACHE_SIZE:
+            tables = self._bias_tables()
+            key = (height, width, self.an_bias.device, self.an_bias.dtype, dtype)
+            versions = self._table_versions() + tuple(t.data_ptr() for t in tables)
+            hit = self._bias_cache.get(key)
+            if hit is not None:
+                if hit[0] == versions:
+                    self.bias_cache_hits += 1
+                    return hit[1], hit[2]
+                del self._bias_cache[key]  # stale: free it before building its replacement
+            self.bias_cache_misses += 1
+        agent_to_token = self._agent_to_token_bias(height, width, dtype)
+        token_to_agent = self._token_to_agent_bias(height, width, dtype)
+        if cacheable:
+            while len(self._bias_cache) >= self.bias_cache_size:
                 self._bias_cache.pop(next(iter(self._bias_cache)))
             self._bias_cache[key] = (versions, agent_to_token, token_to_agent)
         return agent_to_token, token_to_agent
 
-    def _attend(self, query, key, value, bias):
-        """softmax(query key^T * scale + bias) value, over the last two dims; bias broadcasts over batch."""
+    def _attend(self, query, key, value, bias, recompute_bias=None):
+        """softmax(query key^T * scale + bias) value for (B, h, M, d) / (B, h, N, d) inputs and a
+        (1, h, M, N) bias that broadcasts over the batch. `recompute_bias` (a no-grad callable giving
+        `bias` again) lets the CPU training path drop the bias after forward."""
         dropout = self.attn_drop if self.training else 0.0
-        bias = bias.to(query.dtype)
         if getattr(self.config, "_attn_implementation", None) != "eager":
+            if (
+                dropout == 0.0
+                and bias.requires_grad
+                and torch.is_grad_enabled()
+                and query.device.type == "cpu"
+                and not torch.compiler.is_compiling()
+            ):
+                versions = self._table_versions if recompute_bias is not None else None
+                return _FlashAttentionWithBiasGrad.apply(query, key, value, bias, self.scale, recompute_bias, versions)
             return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scale)
-        weights = torch.softmax((query * self.scale) @ key.transpose(-2, -1) + bias, dim=-1)
-        return F.dropout(weights, dropout, self.training) @ value
+        weights = torch.softmax(attention_scores(query, key, bias, self.scale), dim=-1)
+        return torch.matmul(F.dropout(weights, dropout, self.training), value)
+
+    def _project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """query, key, value (B, N, C) each as its own contiguous tensor.
+
+        The fused `qkv` (or `kv`) weight is applied one C-row slice at a time (same weights, same
+        products) instead of as one GEMM whose (B, N, 3C) output would be chunked into strided views:
+        a contiguous query is then a channels-last map that `adaptive_avg_pool2d` reads in place, and a
+        contiguous value one the depth-wise convolution reads in place, where the strided views cost a
+        full copy each (measured ~25 ms per stage-1 block at 512x2048 on 2 cores).
+        """
+        c = self.dim
+        if self.fused_qkv:
+            weight, bias = self.qkv.weight, self.qkv.bias
+            query = F.linear(hidden_states, weight[:c], None if bias is None else bias[:c])
+            offset = c
+        else:
+            query = self.q(hidden_states)
+            weight, bias = self.kv.weight, self.kv.bias
+            offset = 0
+        key = F.linear(hidden_states, weight[offset : offset + c], None if bias is None else bias[offset : offset + c])
+        value = F.linear(hidden_states, weight[offset + c :], None if bias is None else bias[offset + c :])
+        return query, key, value
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
         batch, tokens, channels = hidden_states.shape
         if tokens != height * width:
             raise ValueError(f"AgentAttention: got {tokens} tokens for a {height}x{width} map")
-        if self.fused_qkv:
-            query, key, value = self.qkv(hidden_states).chunk(3, dim=-1)
-        else:
-            query = self.q(hidden_states)
-            key, value = self.kv(hidden_states).chunk(2, dim=-1)
+        query, key, value = self._project(hidden_states)
         heads, head_dim = self.num_heads, self.head_dim
         agent_count = self.agent_grid[0] * self.agent_grid[1]
 
-        # Agent tokens: the queries average-pooled to the agent grid, (B, h, n, d).
-        query_map = query.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
+        # Agent tokens: the queries average-pooled to the agent grid, (B, h, n, d), contiguous (the fused
+        # SDPA kernel needs a unit stride on the last dim; the pooled map is tiny).
+        query_map = query.view(batch, height, width, channels).permute(0, 3, 1, 2)  # channels-last view
         agents = F.adaptive_avg_pool2d(query_map, self.agent_grid).reshape(batch, heads, head_dim, agent_count)
-        agents = agents.transpose(-2, -1)
+        agents = agents.transpose(-2, -1).contiguous()
 
-        def split_heads(x):  # (B, N, C) -> (B, h, N, d)
-            return x.reshape(batch, tokens, heads, head_dim).transpose(1, 2)
+        def split_heads(x):  # (B, N, C) -> (B, h, N, d), a strided view
+            return x.view(batch, tokens, heads, head_dim).transpose(1, 2)
 
-        agent_to_token, token_to_agent = self.agent_biases(height, width)
-        agent_values = self._attend(agents, split_heads(key), split_heads(value), agent_to_token)
-        output = self._attend(split_heads(query), agents, agent_values, token_to_agent)
-        output = output.transpose(1, 2).reshape(batch, tokens, channels)
+        dtype = query.dtype
+        agent_to_token, token_to_agent = self.agent_biases(height, width, dtype)
+        agent_values = self._attend(
+            agents, split_heads(key), split_heads(value), agent_to_token, lambda: self._agent_to_token_bias(height, width, dtype)
+        )
+        output = self._attend(
+            split_heads(query), agents, agent_values, token_to_agent, lambda: self._token_to_agent_bias(height, width, dtype)
+        )  # (B, h, N, d)
 
-        value_map = value.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
-        output = output + self.dwc(value_map).permute(0, 2, 3, 1).reshape(batch, tokens, channels)
-        return self.proj_drop(self.proj(output))
+        # The depth-wise convolution reads the value as a channels-last map in place and writes a
+        # channels-last map, i.e. (B, N, C) row-major; the attention output is added into it in the same
+        # pass that undoes its head-major layout (the conv does not need its output for backward).
+        value_map = value.view(batch, height, width, channels).permute(0, 3, 1, 2)
+        mixed = self.dwc(value_map).permute(0, 2, 3, 1).reshape(batch, tokens, heads, head_dim)
+        mixed = mixed.add_(output.transpose(1, 2)).view(batch, tokens, channels)
+        return self.proj_drop(self.proj(mixed))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, agent_grid={self.agent_grid}, pool_size={self.pool_size}"
 
 
-__all__ = ["AgentAttention", "bilinear_matrix"]
+__all__ = ["AgentAttention", "attention_scores", "bilinear_matrix"]

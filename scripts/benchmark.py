@@ -1,0 +1,677 @@
+#!/usr/bin/env python
+"""Benchmark agent_hf segmentation models against transformers' Swin-T + UperNet.
+
+For each model (an agent_hf preset or a config JSON) and for the peer (transformers'
+`UperNetForSemanticSegmentation` on a Swin-T `SwinBackbone`, and that `SwinBackbone` alone), measures:
+
+* inference latency of the backbone alone and of the whole segmentor (median of `--repeats` runs after
+  `--warmup` runs, under `torch.inference_mode`); the runs of all models at one (resolution, batch)
+  are interleaved round by round so that background load hits every model alike;
+* training-step time (forward with labels + backward + AdamW step, `model.train()`) at
+  `--train_resolution` / `--train_batch`;
+* peak memory: on CPU the peak-RSS increase during one measured call, in a fresh subprocess per
+  measurement (the kernel's RSS high-water mark is reset through /proc/self/clear_refs just before the
+  call; `resource.getrusage` is the fallback); on CUDA `torch.cuda.max_memory_allocated` over the call;
+* parameters; FLOPs with `torch.utils.flop_counter.FlopCounterMode` (MACs = FLOPs / 2; the paper's
+  "954G"-style numbers are MACs at 512x2048).
+
+Writes `benchmark.md`, `benchmark.csv` and `latency_vs_pixels.png` under `--output_dir` and prints the
+markdown. Example (the run in docs/benchmarks.md):
+
+    python scripts/benchmark.py --model agent-swin-t-upernet-ade20k agent-pvt-t-fpn-ade20k \
+        --resolutions 512x512 512x2048 1024x1024 --batch_sizes 1 --threads 2 --output_dir docs/benchmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+try:
+    import agent_hf
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT / "src"))
+    import agent_hf
+
+from transformers import SwinBackbone, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PEER = "swin-t-upernet (transformers)"
+NUM_LABELS = 150
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------------
+
+
+def peer_config(attn_implementation: str | None) -> UperNetConfig:
+    """transformers' UperNet on a Swin-T backbone, as in the Swin paper's ADE20K setting."""
+    backbone = SwinConfig(
+        embed_dim=96,
+        depths=[2, 2, 6, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=7,
+        drop_path_rate=0.3,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    if attn_implementation:
+        backbone._attn_implementation = attn_implementation
+    return UperNetConfig(
+        backbone_config=backbone,
+        hidden_size=512,
+        auxiliary_channels=256,
+        auxiliary_in_channels=384,
+        use_auxiliary_head=True,
+        num_labels=NUM_LABELS,
+    )
+
+
+def agent_config(spec: str):
+    """A preset name or a config JSON (a path, or the JSON text itself) -> agent_hf config."""
+    if spec in agent_hf.PRESETS:
+        return agent_hf.preset_config(spec)
+    text = Path(spec).read_text() if Path(spec).is_file() else spec
+    data = json.loads(text)
+    classes = {"agent_swin": agent_hf.AgentSwinConfig, "agent_pvt": agent_hf.AgentPvtConfig}
+    model_type = data.pop("model_type", "agent_swin")
+    if model_type not in classes:
+        raise ValueError(f"--config: model_type {model_type!r} is not one of {sorted(classes)}")
+    return classes[model_type](**data)
+
+
+def model_label(spec: str) -> str:
+    if spec in agent_hf.PRESETS:
+        return spec
+    if Path(spec).is_file():
+        return Path(spec).stem
+    return "config"
+
+
+def build(spec: str, part: str, attn_implementation: str | None):
+    """`part` "backbone" or "segmentor" of the model named by `spec` (a preset/config, or PEER)."""
+    if spec == PEER:
+        config = peer_config(attn_implementation)
+        if part == "backbone":
+            model = SwinBackbone(config.backbone_config)
+        else:
+            model = UperNetForSemanticSegmentation(config)
+    else:
+        config = agent_config(spec)
+        if attn_implementation:
+            config._attn_implementation = attn_implementation
+        segmentor = {"agent_swin": agent_hf.AgentSwinForSemanticSegmentation, "agent_pvt": agent_hf.AgentPvtForSemanticSegmentation}
+        model = segmentor[config.model_type](config)
+        if part == "backbone":
+            model = model.backbone
+    return model
+
+
+def num_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------
+# Measurements
+# ----------------------------------------------------------------------------------------------------
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"resolution {text!r} is not HxW (e.g. 512x2048)") from error
+    return height, width
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def make_inputs(batch: int, resolution, device: str, dtype: torch.dtype, labels: bool = False):
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(batch, 3, *resolution, generator=generator).to(device=device, dtype=dtype)
+    if not labels:
+        return pixels, None
+    return pixels, torch.randint(0, NUM_LABELS, (batch, *resolution), generator=generator).to(device)
+
+
+def forward_call(model, pixels):
+    def run():
+        return model(pixels)
+
+    return run
+
+
+def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):
+    """One optimiser step: forward with labels (under autocast for bf16/fp16), backward, AdamW step."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    autocast = dtype != torch.float32
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+
+    def run():
+        with torch.autocast(device_type, dtype=dtype, enabled=autocast):
+            loss = model(pixel_values=pixels, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    def init_optimizer_state():
+        """Create AdamW's state (a step on zero gradients), so that memory measurements exclude it."""
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return run, init_optimizer_state
+
+
+def prepare(spec, part, mode, resolution, batch, args):
+    """(model, callable) for one measurement; the model on the device in the right mode/dtype."""
+    dtype = DTYPES[args.dtype]
+    model = build(spec, part, args.attn_implementation).to(args.device)
+    if mode == "train":
+        model.train()
+        pixels, labels = make_inputs(batch, resolution, args.device, torch.float32, labels=True)
+        run, init_state = train_step_call(model, pixels, labels, args.device, dtype)
+        return model, run, init_state
+    model.eval().to(dtype)
+    pixels, _ = make_inputs(batch, resolution, args.device, dtype)
+    return model, forward_call(model, pixels), None
+
+
+def time_interleaved(calls: dict, device: str, warmup: int, repeats: int, inference: bool) -> dict:
+    """Median/min/max seconds of each call; each round runs every call once (in turn)."""
+    times = {name: [] for name in calls}
+    context = torch.inference_mode if inference else torch.enable_grad
+    with context():
+        for _ in range(warmup):
+            for call in calls.values():
+                call()
+        synchronize(device)
+        for _ in range(repeats):
+            for name, call in calls.items():
+                synchronize(device)
+                start = time.perf_counter()
+                call()
+                synchronize(device)
+                times[name].append(time.perf_counter() - start)
+    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t)} for name, t in times.items()}
+
+
+class FlopCounter(FlopCounterMode):
+    """FlopCounterMode that also counts PyTorch's fused CPU attention kernel (absent from its registry,
+    so SDPA on CPU would count 0 FLOPs for both the agent and the window attention)."""
+
+    def __init__(self):
+
+        def cpu_flash(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+            return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+        mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash}  # keyed by overload packet
+        super().__init__(display=False, custom_mapping=mapping)
+
+
+def count_flops(model, pixels) -> int:
+    counter = FlopCounter()
+    with torch.inference_mode(), counter:
+        model(pixels)
+    return counter.get_total_flops()
+
+
+def _read_status(field_name: str) -> int | None:
+    """A /proc/self/status field in bytes (Linux), else None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
+def measure_memory_here(spec, part, mode, resolution, batch, args) -> dict:
+    """Peak memory of one call (inference forward or training step), measured in this process."""
+    model, run, init_state = prepare(spec, part, mode, resolution, batch, args)
+    if init_state is not None:
+        init_state()
+    context = torch.inference_mode if mode == "inference" else torch.enable_grad
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        with context():
+            run()
+        torch.cuda.synchronize()
+        return {"peak_bytes": torch.cuda.max_memory_allocated() - before, "method": "cuda.max_memory_allocated"}
+    before = _read_status("VmRSS")
+    if before is not None and _reset_peak_rss():
+        with context():
+            run()
+        return {"peak_bytes": _read_status("VmHWM") - before, "method": "VmHWM-VmRSS"}
+    # Fallback: getrusage's high-water mark (includes whatever peak model construction reached).
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with context():
+        run()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"peak_bytes": after - before, "method": "getrusage"}
+
+
+def measure_memory(spec, part, mode, resolution, batch, args) -> dict:
+    """On CPU, in a fresh subprocess (so that nothing allocated before pollutes the high-water mark)."""
+    if args.device.startswith("cuda"):
+        return measure_memory_here(spec, part, mode, resolution, batch, args)
+    job = dict(spec=spec, part=part, mode=mode, resolution=list(resolution), batch=batch, args=vars(args))
+    command = [sys.executable, str(Path(__file__).resolve()), "--_memory_child", json.dumps(job, default=str)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=args.child_timeout)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("MEMORY_RESULT ")]
+    if result.returncode != 0 or not lines:
+        return {"peak_bytes": None, "method": "error", "error": (result.stderr or result.stdout).strip().splitlines()[-1:]}
+    return json.loads(lines[-1][len("MEMORY_RESULT ") :])
+
+
+def memory_child(job_text: str) -> None:
+    job = json.loads(job_text)
+    args = argparse.Namespace(**job["args"])
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    result = measure_memory_here(job["spec"], job["part"], job["mode"], tuple(job["resolution"]), job["batch"], args)
+    print("MEMORY_RESULT " + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Machine description and outputs
+# ----------------------------------------------------------------------------------------------------
+
+
+def machine_info(args) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
+        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device": args.device,
+    }
+    if args.device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name()
+    try:
+        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        info["ram_gib"] = round(mem_kb / 2**20, 1)
+    except (OSError, StopIteration):
+        pass
+    return info
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def fmt(value, digits=1, scale=1.0):
+    if value is None or value == "":
+        return "–"
+    return f"{value / scale:.{digits}f}"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    columns = [
+        "model", "role", "part", "mode", "resolution", "batch", "pixels", "dtype", "device", "threads",
+        "attn_implementation", "params", "flops", "macs", "latency_ms_median", "latency_ms_min",
+        "latency_ms_max", "repeats", "ratio_to_peer", "peak_memory_mb", "memory_method", "error",
+    ]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+
+
+def markdown(rows: list[dict], info: dict, args, command: str, started: str, loads: tuple[str, str], elapsed: float) -> str:
+    lines = [
+        "# Benchmark: agent_hf vs transformers Swin-T + UperNet",
+        "",
+        f"- Date: {started} (took {elapsed / 60:.1f} min)",
+        f"- Machine: {info['cpu']}, {info['cpu_cores']} cores ({info['cpu_cores_usable']} usable), "
+        f"{info.get('ram_gib', '?')} GiB RAM" + (f", GPU {info['gpu']}" if "gpu" in info else ""),
+        f"- Software: torch {info['torch']} (CPU capability {info['cpu_capability']}), transformers "
+        f"{info['transformers']}, Python {info['python']}",
+        f"- Threads: {info['threads']}; device {args.device}; dtype {args.dtype}; attention "
+        f"{args.attn_implementation or 'model default'}; warm-up {args.warmup}; repeats {args.repeats} "
+        f"(backbones {args.backbone_repeats}, training {args.repeats}); median reported",
+        f"- Load average (1/5/15 min) at start: {loads[0]}; at end: {loads[1]}",
+        "- Command:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        "Latency is the median of the repeats; at each (resolution, batch) the backbones are timed round-robin, then the segmentors, so that background load hits every model alike.",
+        "Peak memory: " + ("peak RSS increase during the call, each in a fresh process (VmHWM reset via "
+                           "/proc/self/clear_refs; inference after building the model, training after "
+                           "creating AdamW's state, so weights and optimiser state are excluded)."
+                           if not args.device.startswith("cuda") else "torch.cuda.max_memory_allocated over the call, "
+                           "minus what was allocated before it."),
+        "FLOPs: torch.utils.flop_counter (matmuls, convolutions, attention incl. PyTorch's fused CPU kernel);"
+        " MACs = FLOPs / 2 (the papers' \"G\" numbers). Ratio: latency / the Swin-T peer's, same part and shape.",
+        "",
+        "## Inference",
+        "",
+        "| model | part | resolution | batch | params (M) | GMACs | latency (ms) | min–max (ms) | vs Swin-T | peak mem (MB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if row["mode"] != "inference":
+            continue
+        spread = f"{fmt(row.get('latency_ms_min'), 0)}–{fmt(row.get('latency_ms_max'), 0)}" if row.get("latency_ms_min") else "–"
+        ratio = f"{row['ratio_to_peer']:.2f}x" if row.get("ratio_to_peer") else "–"
+        lines.append(
+            f"| {row['model']} | {row['part']} | {row['resolution']} | {row['batch']} | {fmt(row['params'], 2, 1e6)} | "
+            f"{fmt(row.get('macs'), 1, 1e9)} | {fmt(row.get('latency_ms_median'), 0)} | {spread} | {ratio} | "
+            f"{fmt(row.get('peak_memory_mb'), 0)} |"
+        )
+    train = [row for row in rows if row["mode"] == "train"]
+    if train:
+        lines += [
+            "",
+            "## Training step (forward with labels + backward + AdamW step, model.train())",
+            "",
+            "| model | resolution | batch | params (M) | step (ms) | min–max (ms) | vs Swin-T | peak mem (MB) | vs Swin-T |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        peer_mem = next((r.get("peak_memory_mb") for r in train if r["role"] == "peer"), None)
+        for row in train:
+            spread = f"{fmt(row.get('latency_ms_min'), 0)}–{fmt(row.get('latency_ms_max'), 0)}" if row.get("latency_ms_min") else "–"
+            ratio = f"{row['ratio_to_peer']:.2f}x" if row.get("ratio_to_peer") else "–"
+            mem_ratio = f"{row['peak_memory_mb'] / peer_mem:.2f}x" if peer_mem and row.get("peak_memory_mb") else "–"
+            lines.append(
+                f"| {row['model']} | {row['resolution']} | {row['batch']} | {fmt(row['params'], 2, 1e6)} | "
+                f"{fmt(row.get('latency_ms_median'), 0)} | {spread} | {ratio} | {fmt(row.get('peak_memory_mb'), 0)} | {mem_ratio} |"
+            )
+    errors = [row for row in rows if row.get("error")]
+    if errors:
+        lines += ["", "## Errors", ""] + [f"- {r['model']} {r['part']} {r['mode']} {r['resolution']} b{r['batch']}: {r['error']}" for r in errors]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path, title: str) -> str:
+    """Latency vs pixel count (batch 1 if measured, else the smallest batch): matplotlib when installed,
+    else drawn with PIL. Returns the backend used."""
+    rows = [r for r in rows if r["mode"] == "inference" and r.get("latency_ms_median")]
+    if not rows:
+        return "none"
+    batch = min(r["batch"] for r in rows)
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r["batch"] == batch:
+            series.setdefault(f"{r['model']} / {r['part']}", []).append((r["pixels"], r["latency_ms_median"]))
+    for points in series.values():
+        points.sort()
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for name, points in series.items():
+            ax.plot([p / 1e6 for p, _ in points], [t for _, t in points], marker="o", label=name)
+        ax.set_xlabel("pixels per image (millions)")
+        ax.set_ylabel(f"latency (ms), batch {batch}")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        return "matplotlib"
+    except ImportError:
+        pass
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height, left, right, top, bottom = 1000, 640, 90, 330, 50, 70
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    x_max = max(p for pts in series.values() for p, _ in pts) * 1.05
+    y_max = max(t for pts in series.values() for _, t in pts) * 1.1
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def to_xy(pixels, ms):
+        return left + pixels / x_max * plot_w, top + plot_h - ms / y_max * plot_h
+
+    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
+    for i in range(6):  # grid and tick labels
+        ms = y_max * i / 5
+        _, y = to_xy(0, ms)
+        draw.line([left, y, left + plot_w, y], fill=(225, 225, 225))
+        draw.text((left - 60, y - 6), f"{ms:,.0f}", fill="black", font=font)
+        px = x_max * i / 5
+        x, _ = to_xy(px, 0)
+        draw.line([x, top, x, top + plot_h], fill=(225, 225, 225))
+        draw.text((x - 12, top + plot_h + 8), f"{px / 1e6:.2f}", fill="black", font=font)
+    draw.text((left + plot_w // 2 - 80, height - 30), "pixels per image (millions)", fill="black", font=font)
+    draw.text((10, top - 30), f"latency (ms), batch {batch}", fill="black", font=font)
+    draw.text((left, 15), title, fill="black", font=font)
+    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+    for i, (name, points) in enumerate(series.items()):
+        colour = colours[i % len(colours)]
+        xy = [to_xy(p, t) for p, t in points]
+        if len(xy) > 1:
+            draw.line(xy, fill=colour, width=3)
+        for x, y in xy:
+            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
+        ly = top + 10 + 22 * i
+        draw.line([left + plot_w + 15, ly + 6, left + plot_w + 40, ly + 6], fill=colour, width=3)
+        draw.text((left + plot_w + 46, ly), name, fill="black", font=font)
+    image.save(path)
+    return "PIL"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", nargs="+", default=["agent-swin-t-upernet-ade20k"], help=f"agent_hf presets: {', '.join(agent_hf.PRESETS)}")
+    parser.add_argument("--config", nargs="*", default=[], help="agent_hf config JSON files (or JSON text) with a model_type, benchmarked in addition to --model")
+    parser.add_argument("--resolutions", nargs="+", type=parse_resolution, default=[(512, 512), (512, 2048), (1024, 1024)])
+    parser.add_argument("--batch_sizes", nargs="+", type=int, default=[1])
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="inference: model and inputs cast; training: autocast")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backbone_repeats", type=int, default=None, help="repeats for the (cheaper) backbones; default --repeats")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--train_resolution", type=parse_resolution, default=(512, 512))
+    parser.add_argument("--train_batch", type=int, default=2)
+    parser.add_argument("--no_train", action="store_true", help="skip the training-step measurements")
+    parser.add_argument("--memory", choices=["all", "train", "none"], default="all", help="which peak-memory measurements to run")
+    parser.add_argument("--no_flops", action="store_true")
+    parser.add_argument("--no_peer", action="store_true", help="skip transformers' Swin-T peer")
+    parser.add_argument("--parts", nargs="+", choices=["backbone", "segmentor"], default=["backbone", "segmentor"])
+    parser.add_argument("--attn_implementation", choices=["sdpa", "eager"], default=None, help="for every model (default: each model's default)")
+    parser.add_argument("--child_timeout", type=int, default=900)
+    parser.add_argument("--output_dir", type=Path, default=REPO_ROOT / "docs" / "benchmarks")
+    parser.add_argument("--_memory_child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.resolutions = [tuple(r) for r in args.resolutions]
+    args.train_resolution = tuple(args.train_resolution)
+    if args.backbone_repeats is None:
+        args.backbone_repeats = args.repeats
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args._memory_child is not None:
+        memory_child(args._memory_child)
+        return
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("--device cuda: CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    started_wall, start = datetime.datetime.now().isoformat(timespec="seconds"), time.time()
+    load_start = load_average()
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO_ROOT) if Path(sys.argv[0]).exists() else sys.argv[0]] + sys.argv[1:])
+    info = machine_info(args)
+    print(f"# machine: {json.dumps(info)}", flush=True)
+    print(f"# command: {command}", flush=True)
+
+    specs = list(args.model) + list(args.config)
+    for spec in args.model:
+        if spec not in agent_hf.PRESETS:
+            sys.exit(f"--model {spec!r}: not a preset ({', '.join(agent_hf.PRESETS)}); use --config for a JSON config")
+    if not args.no_peer:
+        specs.append(PEER)
+    labels = {spec: (PEER if spec == PEER else model_label(spec)) for spec in specs}
+    dtype = DTYPES[args.dtype]
+    rows: list[dict] = []
+
+    def base_row(spec, part, mode, resolution, batch):
+        return dict(
+            model=labels[spec], role="peer" if spec == PEER else "agent_hf", part=part, mode=mode,
+            resolution=f"{resolution[0]}x{resolution[1]}", batch=batch, pixels=resolution[0] * resolution[1],
+            dtype=args.dtype, device=args.device, threads=args.threads, attn_implementation=args.attn_implementation or "default",
+        )
+
+    # Inference: all models at one (resolution, batch) are built together and timed interleaved.
+    for resolution in args.resolutions:
+        for batch in args.batch_sizes:
+            calls, models, keys, errors = {}, {}, [], {}
+            for spec in specs:
+                for part in args.parts:
+                    key = (spec, part)
+                    try:
+                        model, call, _ = prepare(spec, part, "inference", resolution, batch, args)
+                        models[key], calls[key] = model, call
+                    except Exception as error:  # noqa: BLE001 - reported in the table
+                        errors[key] = f"{type(error).__name__}: {error}"
+                    keys.append(key)
+            print(f"# inference {resolution} batch {batch}: timing {len(calls)} models", flush=True)
+            timings = {}
+            for part in args.parts:  # backbones interleaved with backbones, segmentors with segmentors
+                group = {k: c for k, c in calls.items() if k[1] == part}
+                repeats = args.backbone_repeats if part == "backbone" else args.repeats
+                try:
+                    timed = time_interleaved(group, args.device, args.warmup, repeats, inference=True)
+                    timings.update({k: dict(v, repeats=repeats) for k, v in timed.items()})
+                except Exception as error:  # noqa: BLE001
+                    errors.update({k: f"{type(error).__name__}: {error}" for k in group})
+            for spec, part in keys:
+                row = base_row(spec, part, "inference", resolution, batch)
+                model = models.get((spec, part))
+                row["params"] = num_parameters(model) if model is not None else None
+                timing = timings.get((spec, part))
+                if timing:
+                    row.update(latency_ms_median=timing["median"] * 1e3, latency_ms_min=timing["min"] * 1e3, latency_ms_max=timing["max"] * 1e3, repeats=timing["repeats"])
+                if model is not None and not args.no_flops:
+                    pixels, _ = make_inputs(batch, resolution, args.device, dtype)
+                    row["flops"] = count_flops(model, pixels)
+                    row["macs"] = row["flops"] / 2
+                row["error"] = errors.get((spec, part))
+                rows.append(row)
+                print(f"#   {row['model']:<40} {part:<9} {fmt(row.get('latency_ms_median'), 0):>8} ms  {fmt(row.get('macs'), 1, 1e9):>7} GMACs", flush=True)
+            del calls, models
+
+    # Training steps, interleaved the same way.
+    if not args.no_train:
+        calls, models, errors = {}, {}, {}
+        for spec in specs:
+            try:
+                model, call, init_state = prepare(spec, "segmentor", "train", args.train_resolution, args.train_batch, args)
+                models[spec], calls[spec] = model, call
+            except Exception as error:  # noqa: BLE001
+                errors[spec] = f"{type(error).__name__}: {error}"
+        print(f"# training step {args.train_resolution} batch {args.train_batch}: timing {len(calls)} models", flush=True)
+        try:
+            timings = time_interleaved(calls, args.device, args.warmup, args.repeats, inference=False)
+        except Exception as error:  # noqa: BLE001
+            timings = {}
+            errors.update({k: f"{type(error).__name__}: {error}" for k in calls})
+        for spec in specs:
+            row = base_row(spec, "segmentor", "train", args.train_resolution, args.train_batch)
+            row["params"] = num_parameters(models[spec]) if spec in models else None
+            timing = timings.get(spec)
+            if timing:
+                row.update(latency_ms_median=timing["median"] * 1e3, latency_ms_min=timing["min"] * 1e3, latency_ms_max=timing["max"] * 1e3, repeats=args.repeats)
+            row["error"] = errors.get(spec)
+            rows.append(row)
+            print(f"#   {row['model']:<40} train     {fmt(row.get('latency_ms_median'), 0):>8} ms {row['error'] or ''}", flush=True)
+        del calls, models
+
+    # Peak memory, each measurement in a fresh process (CPU).
+    for row in rows:
+        if row.get("error") or args.memory == "none" or (args.memory == "train" and row["mode"] != "train"):
+            continue
+        spec = next(s for s in specs if labels[s] == row["model"])
+        resolution = parse_resolution(row["resolution"])
+        result = measure_memory(spec, row["part"], row["mode"], resolution, row["batch"], args)
+        if result.get("peak_bytes") is not None:
+            row["peak_memory_mb"] = result["peak_bytes"] / 2**20
+        row["memory_method"] = result.get("method")
+        if result.get("error"):
+            row["memory_method"] = f"error: {result['error']}"
+        print(f"#   memory {row['model']:<40} {row['part']:<9} {row['mode']:<9} {row['resolution']:>9} b{row['batch']}: {fmt(row.get('peak_memory_mb'), 0)} MB", flush=True)
+
+    # Ratios to the peer (same part, mode, resolution and batch).
+    peers = {(r["part"], r["mode"], r["resolution"], r["batch"]): r for r in rows if r["role"] == "peer"}
+    for row in rows:
+        peer = peers.get((row["part"], row["mode"], row["resolution"], row["batch"]))
+        if peer and row.get("latency_ms_median") and peer.get("latency_ms_median"):
+            row["ratio_to_peer"] = row["latency_ms_median"] / peer["latency_ms_median"]
+
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.output_dir / "benchmark.csv")
+    title = f"Inference latency, {info['cpu']}, {args.threads} threads, {args.dtype}, {args.device}"
+    backend = plot(rows, args.output_dir / "latency_vs_pixels.png", title)
+    text = markdown(rows, info, args, command, started_wall, (load_start, load_average()), time.time() - start)
+    (args.output_dir / "benchmark.md").write_text(text)
+    print(text)
+    print(f"# wrote {args.output_dir / 'benchmark.md'}, benchmark.csv, latency_vs_pixels.png ({backend})")
+
+
+if __name__ == "__main__":
+    main()
