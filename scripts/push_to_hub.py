@@ -30,6 +30,7 @@ from pathlib import Path
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from agent_hf.hub import (
+    DEMO_SPACE_URL,
     PAPER_RESULTS,
     CardPushError,
     HubTokenMissingError,
@@ -55,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--flops", type=float, help="measured FLOPs at 512x2048 (torch.utils.flop_counter) for the card"
     )
-    parser.add_argument("--demo_url", help="URL of a demo Space to link from the rendered card")
+    parser.add_argument("--demo_url", default=DEMO_SPACE_URL, help="URL of the demo Space linked from the rendered card")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", help="branch to push to (created if missing); default: main")
     parser.add_argument("--create_pr", action="store_true", help="open a pull request instead of committing directly")
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.model_dir is None and not args.card_only:
         parser.error("--model_dir is required (unless --card_only)")
-    if args.card is not None and (args.measured_json or args.flops or args.demo_url):
+    if args.card is not None and (args.measured_json or args.flops or args.demo_url != DEMO_SPACE_URL):
         parser.error("--measured_json/--flops/--demo_url only apply to a rendered card, not to --card")
     return args
 

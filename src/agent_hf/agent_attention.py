@@ -239,6 +239,8 @@ class AgentAttention(nn.Module):
         place as one GEMM, kron(R_h, R_w) (H*W x 49) @ S (49 x n) per head. Computed in fp32 even
         under autocast (the caller casts the result to the attention's dtype).
         """
+        if square.device.type == "meta":  # shape-only runs (FLOP counting): autocast knows no meta device
+            return self._resize_bias_fp(square, rows, cols, height, width, agents_last)
         with torch.autocast(square.device.type, enabled=False):
             return self._resize_bias_fp(square, rows, cols, height, width, agents_last)
 

@@ -492,13 +492,13 @@ def _flops_text(result: PaperResult, flops: float | None) -> tuple[str, str]:
 # `agent_hf.flops.count_flops`; tests/test_model_cards.py recounts them from the models.
 COUNTED_FLOPS: Mapping[str, int] = MappingProxyType(
     {
-        "agent-swin-t-upernet-ade20k": 1_911_672_289_440,
-        "agent-swin-s-upernet-ade20k": 2_086_948_010_592,
-        "agent-swin-b-upernet-ade20k": 2_394_385_631_616,
-        "agent-pvt-t-fpn-ade20k": 295_849_906_240,
-        "agent-pvt-s-fpn-ade20k": 427_735_269_872,
-        "agent-pvt-m-fpn-ade20k": 653_702_580_272,
-        "agent-pvt-l-fpn-ade20k": 884_501_515_488,
+        "agent-swin-t-upernet-ade20k": 1_910_615_020_704,
+        "agent-swin-s-upernet-ade20k": 2_086_380_258_912,
+        "agent-swin-b-upernet-ade20k": 2_393_411_066_240,
+        "agent-pvt-t-fpn-ade20k": 295_152_394_304,
+        "agent-pvt-s-fpn-ade20k": 426_203_607_536,
+        "agent-pvt-m-fpn-ade20k": 650_539_194_416,
+        "agent-pvt-l-fpn-ade20k": 879_804_482_784,
     }
 )
 
