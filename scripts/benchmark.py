@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 try:
@@ -49,6 +48,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT / "src"))
     import agent_hf
 
+from agent_hf.flops import count_model_flops  # noqa: E402
 from transformers import SwinBackbone, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -145,12 +145,13 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def make_inputs(batch: int, resolution, device: str, dtype: torch.dtype, labels: bool = False):
+def make_inputs(batch: int, resolution, device: str, dtype: torch.dtype, num_labels: int | None = None):
+    """Random pixels, and with `num_labels` random labels in [0, num_labels)."""
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randn(batch, 3, *resolution, generator=generator).to(device=device, dtype=dtype)
-    if not labels:
+    if num_labels is None:
         return pixels, None
-    return pixels, torch.randint(0, NUM_LABELS, (batch, *resolution), generator=generator).to(device)
+    return pixels, torch.randint(0, num_labels, (batch, *resolution), generator=generator).to(device)
 
 
 def forward_call(model, pixels):
@@ -190,7 +191,7 @@ def prepare(spec, part, mode, resolution, batch, args):
     model = build(spec, part, args.attn_implementation).to(args.device)
     if mode == "train":
         model.train()
-        pixels, labels = make_inputs(batch, resolution, args.device, torch.float32, labels=True)
+        pixels, labels = make_inputs(batch, resolution, args.device, torch.float32, num_labels=model.config.num_labels)
         run, init_state = train_step_call(model, pixels, labels, args.device, dtype)
         return model, run, init_state
     model.eval().to(dtype)
@@ -198,14 +199,22 @@ def prepare(spec, part, mode, resolution, batch, args):
     return model, forward_call(model, pixels), None
 
 
-def time_interleaved(calls: dict, device: str, warmup: int, repeats: int, inference: bool) -> dict:
-    """Median/min/max seconds of each call; each round runs every call once (in turn)."""
-    times = {name: [] for name in calls}
+def time_interleaved(calls: dict, device: str, warmup: int, repeats: int, inference: bool, errors: dict) -> dict:
+    """Median/min/max seconds of each call; each round runs every call once (in turn).
+
+    Every call first runs `warmup` times (at least once, alone); one that raises is reported in `errors` and left
+    out, so that one broken model does not cost the others their measurements.
+    """
     context = torch.inference_mode if inference else torch.enable_grad
     with context():
-        for _ in range(warmup):
-            for call in calls.values():
-                call()
+        for name, call in list(calls.items()):
+            try:
+                for _ in range(max(warmup, 1)):
+                    call()
+            except Exception as error:  # noqa: BLE001 - reported in the table
+                errors[name] = f"{type(error).__name__}: {error}"
+                calls = {k: c for k, c in calls.items() if k != name}
+        times = {name: [] for name in calls}
         synchronize(device)
         for _ in range(repeats):
             for name, call in calls.items():
@@ -215,26 +224,6 @@ def time_interleaved(calls: dict, device: str, warmup: int, repeats: int, infere
                 synchronize(device)
                 times[name].append(time.perf_counter() - start)
     return {name: {"median": statistics.median(t), "min": min(t), "max": max(t)} for name, t in times.items()}
-
-
-class FlopCounter(FlopCounterMode):
-    """FlopCounterMode that also counts PyTorch's fused CPU attention kernel (absent from its registry,
-    so SDPA on CPU would count 0 FLOPs for both the agent and the window attention)."""
-
-    def __init__(self):
-
-        def cpu_flash(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
-            return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-        mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash}  # keyed by overload packet
-        super().__init__(display=False, custom_mapping=mapping)
-
-
-def count_flops(model, pixels) -> int:
-    counter = FlopCounter()
-    with torch.inference_mode(), counter:
-        model(pixels)
-    return counter.get_total_flops()
 
 
 def _read_status(field_name: str) -> int | None:
@@ -434,32 +423,50 @@ def markdown(rows: list[dict], info: dict, args, command: str, started: str, loa
 
 
 def plot(rows: list[dict], path: Path, title: str) -> str:
-    """Latency vs pixel count (batch 1 if measured, else the smallest batch): matplotlib when installed,
-    else drawn with PIL. Returns the backend used."""
+    """Latency vs pixels per image, one panel per part (backbone / segmentor), batch 1 if measured (else
+    the smallest batch): a line through each model's square resolutions, other aspect ratios as
+    triangles. matplotlib when installed, else drawn with PIL. Returns the backend used."""
     rows = [r for r in rows if r["mode"] == "inference" and r.get("latency_ms_median")]
     if not rows:
         return "none"
     batch = min(r["batch"] for r in rows)
-    series: dict[str, list[tuple[int, float]]] = {}
-    for r in rows:
-        if r["batch"] == batch:
-            series.setdefault(f"{r['model']} / {r['part']}", []).append((r["pixels"], r["latency_ms_median"]))
-    for points in series.values():
-        points.sort()
+    parts = [p for p in ("backbone", "segmentor") if any(r["part"] == p for r in rows)]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    panels = {}
+    for part in parts:
+        for model in models:
+            points = sorted(
+                (r["pixels"], r["latency_ms_median"], r["resolution"])
+                for r in rows
+                if r["part"] == part and r["model"] == model and r["batch"] == batch
+            )
+            if points:
+                panels.setdefault(part, {})[model] = points
+
+    def is_square(resolution: str) -> bool:
+        height, width = resolution.split("x")
+        return height == width
+
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(8, 5))
-        for name, points in series.items():
-            ax.plot([p / 1e6 for p, _ in points], [t for _, t in points], marker="o", label=name)
-        ax.set_xlabel("pixels per image (millions)")
-        ax.set_ylabel(f"latency (ms), batch {batch}")
-        ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
+        for ax, (part, series) in zip(axes[0], panels.items()):
+            for i, (model, points) in enumerate(series.items()):
+                colour = f"C{i}"
+                square = [(p, t) for p, t, r in points if is_square(r)]
+                ax.plot([p / 1e6 for p, _ in square], [t for _, t in square], marker="o", color=colour, label=model)
+                other = [(p, t) for p, t, r in points if not is_square(r)]
+                ax.scatter([p / 1e6 for p, _ in other], [t for _, t in other], marker="^", s=60, color=colour)
+            ax.set_title(f"{part} (triangles: non-square inputs)")
+            ax.set_xlabel("pixels per image (millions)")
+            ax.set_ylabel(f"latency (ms), batch {batch}")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         return "matplotlib"
@@ -467,41 +474,50 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
         pass
     from PIL import Image, ImageDraw, ImageFont
 
-    width, height, left, right, top, bottom = 1000, 640, 90, 330, 50, 70
+    panel_w, panel_h, left, right, top, bottom, legend_h = 560, 420, 80, 30, 70, 60, 24 * len(models) + 20
+    width, height = panel_w * len(panels), panel_h + legend_h
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
-    x_max = max(p for pts in series.values() for p, _ in pts) * 1.05
-    y_max = max(t for pts in series.values() for _, t in pts) * 1.1
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def to_xy(pixels, ms):
-        return left + pixels / x_max * plot_w, top + plot_h - ms / y_max * plot_h
-
-    draw.rectangle([left, top, left + plot_w, top + plot_h], outline="black")
-    for i in range(6):  # grid and tick labels
-        ms = y_max * i / 5
-        _, y = to_xy(0, ms)
-        draw.line([left, y, left + plot_w, y], fill=(225, 225, 225))
-        draw.text((left - 60, y - 6), f"{ms:,.0f}", fill="black", font=font)
-        px = x_max * i / 5
-        x, _ = to_xy(px, 0)
-        draw.line([x, top, x, top + plot_h], fill=(225, 225, 225))
-        draw.text((x - 12, top + plot_h + 8), f"{px / 1e6:.2f}", fill="black", font=font)
-    draw.text((left + plot_w // 2 - 80, height - 30), "pixels per image (millions)", fill="black", font=font)
-    draw.text((10, top - 30), f"latency (ms), batch {batch}", fill="black", font=font)
-    draw.text((left, 15), title, fill="black", font=font)
     colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
-    for i, (name, points) in enumerate(series.items()):
-        colour = colours[i % len(colours)]
-        xy = [to_xy(p, t) for p, t in points]
-        if len(xy) > 1:
-            draw.line(xy, fill=colour, width=3)
-        for x, y in xy:
-            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
-        ly = top + 10 + 22 * i
-        draw.line([left + plot_w + 15, ly + 6, left + plot_w + 40, ly + 6], fill=colour, width=3)
-        draw.text((left + plot_w + 46, ly), name, fill="black", font=font)
+    colour_of = {model: colours[i % len(colours)] for i, model in enumerate(models)}
+    draw.text((10, 8), title, fill="black", font=font)
+    for k, (part, series) in enumerate(panels.items()):
+        x0 = panel_w * k + left
+        plot_w, plot_h = panel_w - left - right, panel_h - top - bottom
+        x_max = max(p for pts in series.values() for p, _, _ in pts) * 1.1
+        y_max = max(t for pts in series.values() for _, t, _ in pts) * 1.1
+
+        def to_xy(pixels, ms, x0=x0, plot_w=plot_w, plot_h=plot_h, x_max=x_max, y_max=y_max):
+            return x0 + pixels / x_max * plot_w, top + plot_h - ms / y_max * plot_h
+
+        draw.text((x0, top - 36), f"{part} (triangles: non-square inputs)", fill="black", font=font)
+        draw.text((x0 - 70, top - 20), f"latency (ms), batch {batch}", fill="black", font=font)
+        draw.rectangle([x0, top, x0 + plot_w, top + plot_h], outline="black")
+        for i in range(6):
+            ms, px = y_max * i / 5, x_max * i / 5
+            _, y = to_xy(0, ms)
+            draw.line([x0, y, x0 + plot_w, y], fill=(225, 225, 225))
+            draw.text((x0 - 55, y - 6), f"{ms:,.0f}", fill="black", font=font)
+            x, _ = to_xy(px, 0)
+            draw.line([x, top, x, top + plot_h], fill=(225, 225, 225))
+            draw.text((x - 12, top + plot_h + 8), f"{px / 1e6:.2f}", fill="black", font=font)
+        draw.text((x0 + plot_w // 2 - 80, top + plot_h + 28), "pixels per image (millions)", fill="black", font=font)
+        for model, points in series.items():
+            colour = colour_of[model]
+            square = [to_xy(p, t) for p, t, r in points if is_square(r)]
+            if len(square) > 1:
+                draw.line(square, fill=colour, width=3)
+            for x, y in square:
+                draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
+            for p, t, r in points:
+                if not is_square(r):
+                    x, y = to_xy(p, t)
+                    draw.polygon([(x, y - 6), (x - 6, y + 5), (x + 6, y + 5)], fill=colour)
+    for i, model in enumerate(models):  # legend under the panels
+        y = panel_h + 8 + 24 * i
+        draw.line([left, y + 6, left + 30, y + 6], fill=colour_of[model], width=3)
+        draw.text((left + 38, y), model, fill="black", font=font)
     image.save(path)
     return "PIL"
 
@@ -595,11 +611,8 @@ def main(argv=None) -> None:
             for part in args.parts:  # backbones interleaved with backbones, segmentors with segmentors
                 group = {k: c for k, c in calls.items() if k[1] == part}
                 repeats = args.backbone_repeats if part == "backbone" else args.repeats
-                try:
-                    timed = time_interleaved(group, args.device, args.warmup, repeats, inference=True)
-                    timings.update({k: dict(v, repeats=repeats) for k, v in timed.items()})
-                except Exception as error:  # noqa: BLE001
-                    errors.update({k: f"{type(error).__name__}: {error}" for k in group})
+                timed = time_interleaved(group, args.device, args.warmup, repeats, inference=True, errors=errors)
+                timings.update({k: dict(v, repeats=repeats) for k, v in timed.items()})
             for spec, part in keys:
                 row = base_row(spec, part, "inference", resolution, batch)
                 model = models.get((spec, part))
@@ -609,7 +622,7 @@ def main(argv=None) -> None:
                     row.update(latency_ms_median=timing["median"] * 1e3, latency_ms_min=timing["min"] * 1e3, latency_ms_max=timing["max"] * 1e3, repeats=timing["repeats"])
                 if model is not None and not args.no_flops:
                     pixels, _ = make_inputs(batch, resolution, args.device, dtype)
-                    row["flops"] = count_flops(model, pixels)
+                    row["flops"] = count_model_flops(model, pixels)  # after warm-up: bias cache warm
                     row["macs"] = row["flops"] / 2
                 row["error"] = errors.get((spec, part))
                 rows.append(row)
@@ -626,11 +639,7 @@ def main(argv=None) -> None:
             except Exception as error:  # noqa: BLE001
                 errors[spec] = f"{type(error).__name__}: {error}"
         print(f"# training step {args.train_resolution} batch {args.train_batch}: timing {len(calls)} models", flush=True)
-        try:
-            timings = time_interleaved(calls, args.device, args.warmup, args.repeats, inference=False)
-        except Exception as error:  # noqa: BLE001
-            timings = {}
-            errors.update({k: f"{type(error).__name__}: {error}" for k in calls})
+        timings = time_interleaved(calls, args.device, args.warmup, args.repeats, inference=False, errors=errors)
         for spec in specs:
             row = base_row(spec, "segmentor", "train", args.train_resolution, args.train_batch)
             row["params"] = num_parameters(models[spec]) if spec in models else None

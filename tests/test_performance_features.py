@@ -111,6 +111,43 @@ def test_bf16_autocast_forward_and_backward_are_finite(family):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Inference without gradients: in-place activation and residual adds
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_no_grad_inference_equals_the_recorded_forward(family):
+    """Without autograd the MLP's activation runs in place and the residual sums are written into the
+    branch outputs; the logits and every stage map must equal those of a forward that records a graph."""
+    model = tiny_model(family).eval()
+    pixels, _ = batch(height=64, width=256)
+    recorded = model(pixel_values=pixels, output_hidden_states=True)
+    assert recorded.logits.requires_grad
+    with torch.inference_mode():
+        fast = model(pixel_values=pixels, output_hidden_states=True)
+    torch.testing.assert_close(fast.logits, recorded.logits.detach(), rtol=0, atol=1e-6)
+    for got, expected in zip(fast.hidden_states, recorded.hidden_states, strict=True):
+        torch.testing.assert_close(got, expected.detach(), rtol=0, atol=1e-6)
+
+
+def test_residual_stream_stays_fp32_when_branches_are_bf16():
+    """Under autocast the attention and MLP branches come out bf16; the residual sum must not be written
+    into them (it would round the fp32 stream to bf16 at every block)."""
+    residual = torch.randn(2, 10, 8)
+    branch = torch.randn(2, 10, 8).bfloat16()
+    total = agent_hf.layers.add_residual(residual, branch)
+    assert total.dtype == torch.float32
+    torch.testing.assert_close(total, residual + branch.float(), rtol=0, atol=0)
+
+    # A block fed an fp32 stream (as on CUDA, where autocast runs LayerNorm in fp32) returns fp32.
+    for family, blocks in (("swin", lambda m: m.backbone.agent_swin.layers[0].blocks), ("pvt", lambda m: m.backbone.agent_pvt.block1)):
+        block = blocks(tiny_model(family).eval())[0]
+        hidden_states = torch.randn(2, 16 * 16, 16)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert block(hidden_states, 16, 16).dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------------------------------
 # torch.compile
 # ----------------------------------------------------------------------------------------------------
 

@@ -17,16 +17,22 @@ first while the tables are tiny, and broadcast over the batch. The result is cac
 (and attention dtype) when no gradient is needed, and recomputed whenever a table changes (parameter
 version counters); never cached while torch.compile traces.
 
-Performance notes (CPU; see docs/benchmarks.md):
+Performance notes (CPU; measurements in docs/benchmarks.md):
 
 * With ``attn_implementation="sdpa"`` both steps go through `F.scaled_dot_product_attention` with a
   contiguous 4-D float mask and contiguous agent tokens: that is what lets PyTorch pick its fused
   (flash) CPU kernel, which never materialises the (n x N) score matrices. A 3-D mask or a strided
-  agent tensor silently falls back to the unfused "math" kernel (~7x slower at 512x2048).
-* PyTorch's fused CPU kernel has no gradient for the mask, so when the bias needs one (training),
-  it would again fall back to the math kernel, which keeps every score matrix alive for backward.
-  `_FlashAttentionWithBiasGrad` instead runs the fused forward and recomputes the probabilities
-  in its backward (one layer at a time), returning the bias gradient as well.
+  agent tensor silently falls back to the unfused "math" kernel (~7x slower for the stage-1 agent
+  step at 512x2048).
+* q, k and v are projected as three contiguous tensors, so the agent pooling and the depth-wise
+  convolution read them in place (channels-last views); the convolution's channels-last output is
+  where the attention output is added, in the same pass that undoes the head-major layout.
+* The biases are written once, directly in the layout the kernel reads (agent->token (h, n, N),
+  token->agent (h, N, n)), from rank-9 / Kronecker-factored forms of the separable resize.
+* PyTorch's fused CPU kernel has no gradient for the mask, so with a bias that needs one (training)
+  SDPA would fall back to the math kernel, which keeps the probability matrices alive for backward.
+  `_FlashAttentionWithBiasGrad` runs the fused forward and saves only q, k, v; its backward rebuilds
+  the bias from the (tiny) tables and recomputes the probabilities one image at a time.
 * ``attn_implementation="eager"`` stays an explicit softmax(QK^T * s + B) V, with the bias added
   inside the GEMM (`torch.baddbmm`) rather than as a separate pass.
 """
@@ -81,10 +87,10 @@ class _FlashAttentionWithBiasGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, bias, scale, recompute_bias=None, table_versions=None):
-        # Detached: SDPA picks its kernel from `requires_grad`, even with grad mode off as it is here.
-        output = F.scaled_dot_product_attention(query.detach(), key.detach(), value.detach(), attn_mask=bias.detach(), scale=scale)
         if bias.dim() != 4 or bias.shape[0] not in (1, query.shape[0]):
             raise ValueError(f"_FlashAttentionWithBiasGrad: bias of shape {tuple(bias.shape)} is not (1 or B, h, M, N)")
+        # Detached: SDPA picks its kernel from `requires_grad`, even with grad mode off as it is here.
+        output = F.scaled_dot_product_attention(query.detach(), key.detach(), value.detach(), attn_mask=bias.detach(), scale=scale)
         ctx.scale, ctx.bias_shape = scale, bias.shape
         ctx.recompute_bias, ctx.table_versions = recompute_bias, table_versions
         ctx.versions = table_versions() if table_versions is not None else None
@@ -165,8 +171,9 @@ class AgentAttention(nn.Module):
 
     Bias cache: `bias_cache_size` (class attribute, or per instance) resolutions are kept per module, FIFO;
     0 disables caching. A cached entry holds both biases, 2 * h * n * H * W values: for Agent-Swin-T at
-    512x2048 about 0.95 GB over all its agent blocks (fp32), i.e. the cache trades memory for the
-    per-call resize (~5% of the backbone's time there). `clear_bias_cache()` frees it.
+    512x2048 about 0.95 GB over all its agent blocks (fp32); without it the backbone is ~30% slower
+    there on a 2-core CPU (mostly first-touch page faults of the large bias buffers).
+    `clear_bias_cache()` frees it.
     """
 
     bias_cache_size: int = _BIAS_CACHE_SIZE
@@ -370,7 +377,8 @@ class AgentAttention(nn.Module):
         products) instead of as one GEMM whose (B, N, 3C) output would be chunked into strided views:
         a contiguous query is then a channels-last map that `adaptive_avg_pool2d` reads in place, and a
         contiguous value one the depth-wise convolution reads in place, where the strided views cost a
-        full copy each (measured ~25 ms per stage-1 block at 512x2048 on 2 cores).
+        full copy each (~25 ms per stage-1 block at 512x2048 on one core). Three (N, C) x (C, C) GEMMs
+        run as fast as one (N, C) x (C, 3C) here.
         """
         c = self.dim
         if self.fused_qkv:

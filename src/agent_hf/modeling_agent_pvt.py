@@ -18,7 +18,7 @@ from transformers.modeling_utils import PreTrainedModel
 from .agent_attention import AgentAttention
 from .configuration_agent_pvt import AgentPvtConfig
 from .heads import FPNNeck, SemanticFPNHead, segmentation_loss
-from .layers import AgentSegmenterOutput, AutoMapMixin, DropPath, Mlp, check_pixel_values, drop_path_rates, init_agent_weights
+from .layers import AgentSegmenterOutput, AutoMapMixin, DropPath, Mlp, add_residual, check_pixel_values, drop_path_rates, init_agent_weights
 
 
 def pretrain_grids(config: AgentPvtConfig) -> list[int]:
@@ -42,7 +42,8 @@ class AgentPvtPatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.proj(x)
+        # A channels-last input makes the convolution write channels-last, i.e. tokens (B, N, C) in place.
+        x = self.proj(x.contiguous(memory_format=torch.channels_last))
         size = (x.shape[2], x.shape[3])
         return self.norm(x.flatten(2).transpose(1, 2)), size
 
@@ -114,8 +115,8 @@ class AgentPvtBlock(GradientCheckpointingLayer):
         self.mlp = Mlp(dim, int(dim * config.mlp_ratios[stage]), config.hidden_act, config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        hidden_states = hidden_states + self.drop_path(self.attn(self.norm1(hidden_states), height, width))
-        return hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+        hidden_states = add_residual(hidden_states, self.drop_path(self.attn(self.norm1(hidden_states), height, width)))
+        return add_residual(hidden_states, self.drop_path(self.mlp(self.norm2(hidden_states))))
 
 
 class AgentPvtPreTrainedModel(AutoMapMixin, PreTrainedModel):
@@ -188,7 +189,7 @@ class AgentPvtModel(AgentPvtPreTrainedModel):
             x = getattr(self, f"pos_drop{i + 1}")(x + self.position_embedding(i, height, width))
             for block in getattr(self, f"block{i + 1}"):
                 x = block(x, height, width)
-            x = x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2).contiguous()
+            x = x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2)  # channels-last, no copy
             feature_maps.append(x)
         last = feature_maps[-1]
         output = BaseModelOutputWithPooling(

@@ -18,7 +18,7 @@ from transformers.modeling_utils import PreTrainedModel
 from .agent_attention import AgentAttention
 from .configuration_agent_swin import AgentSwinConfig
 from .heads import FCNHead, UperNetDecodeHead, segmentation_loss
-from .layers import AgentSegmenterOutput, AutoMapMixin, DropPath, Mlp, check_pixel_values, drop_path_rates, init_agent_weights
+from .layers import AgentSegmenterOutput, AutoMapMixin, DropPath, Mlp, add_residual, check_pixel_values, drop_path_rates, init_agent_weights
 
 
 class AgentSwinPatchEmbed(nn.Module):
@@ -38,7 +38,8 @@ class AgentSwinPatchEmbed(nn.Module):
         pad_w, pad_h = -width % self.patch_size, -height % self.patch_size
         if pad_w or pad_h:
             pixel_values = F.pad(pixel_values, (0, pad_w, 0, pad_h))
-        x = self.proj(pixel_values)
+        # A channels-last input makes the convolution write channels-last, i.e. tokens (B, N, C) in place.
+        x = self.proj(pixel_values.contiguous(memory_format=torch.channels_last))
         size = (x.shape[2], x.shape[3])
         x = x.flatten(2).transpose(1, 2)
         return (self.norm(x) if self.norm is not None else x), size
@@ -161,8 +162,8 @@ class AgentSwinBlock(GradientCheckpointingLayer):
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
         x = self.norm1(hidden_states)
         x = self.attn(x, height, width) if self.attention_type == "A" else self.window_attention(x, height, width)
-        hidden_states = hidden_states + self.drop_path(x)
-        return hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+        hidden_states = add_residual(hidden_states, self.drop_path(x))
+        return add_residual(hidden_states, self.drop_path(self.mlp(self.norm2(hidden_states))))
 
 
 class AgentSwinPatchMerging(nn.Module):
@@ -269,7 +270,7 @@ class AgentSwinModel(AgentSwinPreTrainedModel):
         for i, stage in enumerate(self.layers):
             x, size, out, out_size = stage(x, size)
             out = getattr(self, f"norm{i}")(out)
-            feature_maps.append(out.view(-1, *out_size, self.num_features[i]).permute(0, 3, 1, 2).contiguous())
+            feature_maps.append(out.view(-1, *out_size, self.num_features[i]).permute(0, 3, 1, 2))
         last = feature_maps[-1]
         output = BaseModelOutputWithPooling(
             last_hidden_state=last,
