@@ -113,6 +113,8 @@ def test_backbone_outputs_follow_out_features(factory):
     out = backbone(torch.randn(1, 3, 64, 96))
     assert [tuple(f.shape[-2:]) for f in out.feature_maps] == [(8, 12), (2, 3)]
     assert backbone.channels == [backbone.num_features[2], backbone.num_features[4]]
+    # plain contiguous (B, C, H, W) maps, as transformers backbones return (`.view` works on them)
+    assert all(f.is_contiguous() for f in out.feature_maps)
 
 
 @pytest.mark.parametrize("factory", [tiny_swin_config, tiny_pvt_config])

@@ -189,8 +189,10 @@ class AgentPvtModel(AgentPvtPreTrainedModel):
             x = getattr(self, f"pos_drop{i + 1}")(x + self.position_embedding(i, height, width))
             for block in getattr(self, f"block{i + 1}"):
                 x = block(x, height, width)
-            x = x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2)  # channels-last, no copy
-            feature_maps.append(x)
+            # The next patch embedding reads the channels-last view in place; the heads get the usual
+            # contiguous (B, C, H, W) maps (their convolutions train slower on channels-last inputs).
+            x = x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2)
+            feature_maps.append(x.contiguous())
         last = feature_maps[-1]
         output = BaseModelOutputWithPooling(
             last_hidden_state=last,

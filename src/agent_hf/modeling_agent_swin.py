@@ -270,7 +270,7 @@ class AgentSwinModel(AgentSwinPreTrainedModel):
         for i, stage in enumerate(self.layers):
             x, size, out, out_size = stage(x, size)
             out = getattr(self, f"norm{i}")(out)
-            feature_maps.append(out.view(-1, *out_size, self.num_features[i]).permute(0, 3, 1, 2))
+            feature_maps.append(out.view(-1, *out_size, self.num_features[i]).permute(0, 3, 1, 2).contiguous())
         last = feature_maps[-1]
         output = BaseModelOutputWithPooling(
             last_hidden_state=last,
