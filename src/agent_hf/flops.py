@@ -15,12 +15,12 @@ class FlopCounter(FlopCounterMode):
     the same products as any SDPA kernel.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, display: bool = False, custom_mapping: dict | None = None, **kwargs):
         def cpu_flash(query_shape, key_shape, value_shape, *args, out_shape=None, **kw):
             return sdpa_flop_count(query_shape, key_shape, value_shape)
 
-        mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash, **kwargs.pop("custom_mapping", {})}
-        super().__init__(display=kwargs.pop("display", False), custom_mapping=mapping, **kwargs)
+        mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash, **(custom_mapping or {})}
+        super().__init__(display=display, custom_mapping=mapping, **kwargs)
 
 
 def count_model_flops(model: torch.nn.Module, *inputs, **kwargs) -> int:
