@@ -1,6 +1,6 @@
 """Agent Attention semantic segmentation demo: a Gradio app, ready to be a Hugging Face Space.
 
-Upload an image (or pick an example), choose a model and get the ADE20K-palette colour overlay and a legend of
+Upload an image (or pick an example), choose a model and get the ADE20K-palette color overlay and a legend of
 the classes found. Models are one of
 
 * the seven ADE20K presets of `agent_hf.PRESETS`: the published weights ``<namespace>/<preset>`` when the Hub
@@ -50,9 +50,10 @@ except ImportError:  # a source checkout without `pip install -e .`, or a Space 
             break
     import agent_hf
 
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation  # noqa: E402
+
 from agent_hf.data.ade20k import ADE20K_PALETTE  # noqa: E402
 from agent_hf.processing import make_image_processor  # noqa: E402
-from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation  # noqa: E402
 
 EXAMPLES_DIR = APP_DIR / "examples"
 DEMO_MODEL_DIR = Path("outputs") / "demo" / "model"  # written by scripts/demo.py
@@ -60,7 +61,7 @@ DEMO_MODEL_DIR = Path("outputs") / "demo" / "model"  # written by scripts/demo.p
 FALLBACK_PRESET = "agent-pvt-t-fpn-ade20k"
 DEFAULT_PRESET_NAMESPACE = "agent-hf"
 #: Images are segmented with their longer side at most this many pixels; the label map is then enlarged
-#: (nearest neighbour) to the full image, so huge uploads don't need a (num_labels, H, W) float tensor.
+#: (nearest neighbor) to the full image, so huge uploads don't need a (num_labels, H, W) float tensor.
 MAX_PREDICTION_SIDE = 1024
 DEFAULT_ALPHA = 0.5
 MODEL_CACHE_SIZE = 3
@@ -119,7 +120,7 @@ def model_choices(default: str | None = None) -> list[str]:
     return ([] if default in agent_hf.PRESETS else [default]) + list(agent_hf.PRESETS)
 
 
-def _normalise_choice(choice: str | None) -> str:
+def _normalize_choice(choice: str | None) -> str:
     choice = (choice or "").strip()
     return choice or default_model_choice()
 
@@ -171,7 +172,7 @@ _CACHE_LOCK = threading.Lock()
 
 def load_model(choice: str | None) -> LoadedModel:
     """The model for a dropdown value (preset, folder or repo id; empty: the default), cached per choice."""
-    choice = _normalise_choice(choice)
+    choice = _normalize_choice(choice)
     key = (choice, SETTINGS)
     with _CACHE_LOCK:
         if key in _MODEL_CACHE:
@@ -195,7 +196,7 @@ def model_status(choice: str | None) -> str:
     num_labels = len(loaded.id2label)
     if loaded.random_weights:
         return (
-            f"**Warning: random weights.** `{loaded.choice}` runs with randomly initialised weights "
+            f"**Warning: random weights.** `{loaded.choice}` runs with randomly initialized weights "
             f"({loaded.source}). The architecture runs, but the predicted classes are meaningless."
         )
     origin = "" if loaded.source == loaded.choice else f", weights from `{loaded.source}`"
@@ -225,7 +226,7 @@ def _prediction_size(width: int, height: int, max_side: int = MAX_PREDICTION_SID
 def predict(image, model_choice: str | None = None) -> np.ndarray:
     """The predicted class id of every pixel, ``(H, W)`` ``int64`` at the image's size.
 
-    The image processor resizes and normalises; ``post_process_semantic_segmentation`` resizes the logits
+    The image processor resizes and normalizes; ``post_process_semantic_segmentation`` resizes the logits
     (bilinear) to the image and takes the argmax.
     """
     image = to_rgb_image(image)
@@ -244,16 +245,16 @@ def predict(image, model_choice: str | None = None) -> np.ndarray:
 
 
 def colorize(label_map: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` ``uint8`` colours of a label map (ADE20K palette; ids beyond 150 wrap around)."""
+    """``(H, W, 3)`` ``uint8`` colors of a label map (ADE20K palette; ids beyond 150 wrap around)."""
     return _PALETTE[np.asarray(label_map) % len(_PALETTE)]
 
 
-def class_colour(class_id: int) -> tuple[int, int, int]:
+def class_color(class_id: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in _PALETTE[int(class_id) % len(_PALETTE)])
 
 
 def overlay(image, label_map: np.ndarray, alpha: float = DEFAULT_ALPHA) -> Image.Image:
-    """The image alpha-blended with the colour map: ``(1 - alpha) * image + alpha * colours``."""
+    """The image alpha-blended with the color map: ``(1 - alpha) * image + alpha * colors``."""
     image = to_rgb_image(image)
     if label_map.shape != (image.height, image.width):
         raise ValueError(f"label map {label_map.shape} does not match the image {(image.height, image.width)}")
@@ -266,7 +267,7 @@ def overlay(image, label_map: np.ndarray, alpha: float = DEFAULT_ALPHA) -> Image
 class LegendRow:
     class_id: int
     name: str
-    colour: tuple[int, int, int]
+    color: tuple[int, int, int]
     pixels: int
     fraction: float  # of all pixels, 0-1
 
@@ -276,7 +277,7 @@ def legend_rows(label_map: np.ndarray, id2label: Mapping[int, str]) -> list[Lege
     ids, counts = np.unique(np.asarray(label_map), return_counts=True)
     total = int(counts.sum())
     rows = [
-        LegendRow(int(i), str(id2label.get(int(i), f"class {int(i)}")), class_colour(int(i)), int(n), int(n) / total)
+        LegendRow(int(i), str(id2label.get(int(i), f"class {int(i)}")), class_color(int(i)), int(n), int(n) / total)
         for i, n in zip(ids, counts, strict=True)
     ]
     return sorted(rows, key=lambda row: (-row.pixels, row.class_id))
@@ -293,11 +294,11 @@ _SWATCH = "display:inline-block;width:1.4em;height:1em;border-radius:3px;border:
 
 
 def legend_html(rows: list[LegendRow]) -> str:
-    """An HTML table: colour swatch, class name, share of pixels. Rows carry ``data-class-id``/``data-pixels``."""
+    """An HTML table: color swatch, class name, share of pixels. Rows carry ``data-class-id``/``data-pixels``."""
     body = "\n".join(
         f'<tr data-class-id="{row.class_id}" data-pixels="{row.pixels}">'
-        f'<td style="{_CELL}"><span class="swatch" style="{_SWATCH};background:rgb{row.colour}" '
-        f'title="rgb{row.colour}"></span></td>'
+        f'<td style="{_CELL}"><span class="swatch" style="{_SWATCH};background:rgb{row.color}" '
+        f'title="rgb{row.color}"></span></td>'
         f'<td class="class-name" style="{_CELL}">{html.escape(row.name)}</td>'
         f'<td class="percent" style="{_CELL};text-align:right">{format_percent(row.fraction)}</td></tr>'
         for row in rows
@@ -306,7 +307,7 @@ def legend_html(rows: list[LegendRow]) -> str:
     return (
         '<table class="agent-hf-legend" style="width:100%;border-collapse:collapse">'
         f'<caption style="text-align:left;font-weight:600">{len(rows)} {plural} found</caption>'
-        '<thead><tr><th>Colour</th><th style="text-align:left">Class</th>'
+        '<thead><tr><th>Color</th><th style="text-align:left">Class</th>'
         '<th style="text-align:right">Pixels</th></tr></thead>'
         f"<tbody>\n{body}\n</tbody></table>"
     )
@@ -340,7 +341,7 @@ def build_demo(default_choice: str | None = None):
     """The Gradio Blocks app (imports gradio lazily, so the functions above work without it)."""
     import gradio as gr
 
-    default_choice = _normalise_choice(default_choice)
+    default_choice = _normalize_choice(default_choice)
 
     def run(image, choice, alpha):
         if image is None:
@@ -378,7 +379,9 @@ def build_demo(default_choice: str | None = None):
                     "type to enter your own.",
                     elem_id="model-choice",
                 )
-                alpha_in = gr.Slider(0.0, 1.0, value=DEFAULT_ALPHA, step=0.05, label="Overlay opacity", elem_id="alpha")
+                alpha_in = gr.Slider(
+                    0.0, 1.0, value=DEFAULT_ALPHA, step=0.05, label="Overlay opacity", elem_id="alpha"
+                )
                 button = gr.Button("Segment", variant="primary", elem_id="segment-button")
                 examples = example_paths()
                 if examples:

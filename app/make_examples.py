@@ -1,11 +1,11 @@
 """Writes the demo's example images (`app/examples/*.jpg`, 10-50 KB each):
 
 * `street.jpg`, `landscape.jpg`: PIL drawings of ADE20K-like scenes (sky, buildings, road, car, tree; mountains,
-  lake, grass, trees). Not photographs: no licence questions, tiny, reproducible. A model trained on ADE20K sees
-  them as stylised scenes.
+  lake, grass, trees). Not photographs: no license questions, tiny, reproducible. A model trained on ADE20K sees
+  them as stylized scenes.
 * `synthetic_scene.jpg`: a validation-style scene of agent_hf's procedural dataset
   (`agent_hf.data.make_synthetic_scene_parsing`, 8 classes), the data `make demo` trains `outputs/demo/model` on,
-  so the default model of the app has something it recognises (about 96% pixel accuracy on it).
+  so the default model of the app has something it recognizes (about 96% pixel accuracy on it).
 
 Regenerate with `python app/make_examples.py`; the outputs are committed (the same Pillow version writes the
 same bytes).
@@ -28,8 +28,8 @@ def _vertical_gradient(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int]
     x0, y0, x1, y1 = box
     for y in range(y0, y1):
         t = (y - y0) / max(1, y1 - y0 - 1)
-        colour = tuple(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True))
-        draw.line([(x0, y), (x1 - 1, y)], fill=colour)
+        color = tuple(round(a + (b - a) * t) for a, b in zip(top, bottom, strict=True))
+        draw.line([(x0, y), (x1 - 1, y)], fill=color)
 
 
 def _tree(draw: ImageDraw.ImageDraw, x: int, ground: int, height: int, rng: np.random.Generator) -> None:
@@ -55,10 +55,10 @@ def street(rng: np.random.Generator) -> Image.Image:
     draw = ImageDraw.Draw(image)
     _vertical_gradient(draw, (0, 0, WIDTH, 120), (110, 160, 225), (190, 215, 240))  # sky
     x, facades = 0, ((95, (150, 120, 100)), (70, (185, 175, 160)), (110, (120, 125, 135)), (80, (170, 140, 120)))
-    for i, (height, colour) in enumerate(facades):
+    for i, (height, color) in enumerate(facades):
         w = WIDTH - x if i == len(facades) - 1 else int(rng.integers(60, 90))  # the last one reaches the edge
         top = 150 - height
-        draw.rectangle([x, top, x + w, 150], fill=colour)  # building
+        draw.rectangle([x, top, x + w, 150], fill=color)  # building
         for wy in range(top + 8, 140, 16):
             for wx in range(x + 6, x + w - 10, 14):
                 draw.rectangle([wx, wy, wx + 7, wy + 9], fill=(70, 90, 120))  # windows

@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,8 +47,9 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT / "src"))
     import agent_hf
 
+from transformers import SwinBackbone, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation  # noqa: E402
+
 from agent_hf.flops import count_model_flops  # noqa: E402
-from transformers import SwinBackbone, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PEER = "swin-t-upernet (transformers)"
@@ -116,7 +116,10 @@ def build(spec: str, part: str, attn_implementation: str | None):
         config = agent_config(spec)
         if attn_implementation:
             config._attn_implementation = attn_implementation
-        segmentor = {"agent_swin": agent_hf.AgentSwinForSemanticSegmentation, "agent_pvt": agent_hf.AgentPvtForSemanticSegmentation}
+        segmentor = {
+            "agent_swin": agent_hf.AgentSwinForSemanticSegmentation,
+            "agent_pvt": agent_hf.AgentPvtForSemanticSegmentation,
+        }
         model = segmentor[config.model_type](config)
         if part == "backbone":
             model = model.backbone
@@ -162,7 +165,7 @@ def forward_call(model, pixels):
 
 
 def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):
-    """One optimiser step: forward with labels (under autocast for bf16/fp16), backward, AdamW step."""
+    """One optimizer step: forward with labels (under autocast for bf16/fp16), backward, AdamW step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     autocast = dtype != torch.float32
     device_type = "cuda" if device.startswith("cuda") else "cpu"
@@ -281,7 +284,11 @@ def measure_memory(spec, part, mode, resolution, batch, args) -> dict:
     result = subprocess.run(command, capture_output=True, text=True, timeout=args.child_timeout)
     lines = [line for line in result.stdout.splitlines() if line.startswith("MEMORY_RESULT ")]
     if result.returncode != 0 or not lines:
-        return {"peak_bytes": None, "method": "error", "error": (result.stderr or result.stdout).strip().splitlines()[-1:]}
+        return {
+            "peak_bytes": None,
+            "method": "error",
+            "error": (result.stderr or result.stdout).strip().splitlines()[-1:],
+        }
     return json.loads(lines[-1][len("MEMORY_RESULT ") :])
 
 
@@ -322,7 +329,11 @@ def machine_info(args) -> dict:
     if args.device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
     try:
-        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        mem_kb = int(
+            next(
+                line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+            ).split()[1]
+        )
         info["ram_gib"] = round(mem_kb / 2**20, 1)
     except (OSError, StopIteration):
         pass
@@ -344,9 +355,28 @@ def fmt(value, digits=1, scale=1.0):
 
 def write_csv(rows: list[dict], path: Path) -> None:
     columns = [
-        "model", "role", "part", "mode", "resolution", "batch", "pixels", "dtype", "device", "threads",
-        "attn_implementation", "params", "flops", "macs", "latency_ms_median", "latency_ms_min",
-        "latency_ms_max", "repeats", "ratio_to_peer", "peak_memory_mb", "memory_method", "error",
+        "model",
+        "role",
+        "part",
+        "mode",
+        "resolution",
+        "batch",
+        "pixels",
+        "dtype",
+        "device",
+        "threads",
+        "attn_implementation",
+        "params",
+        "flops",
+        "macs",
+        "latency_ms_median",
+        "latency_ms_min",
+        "latency_ms_max",
+        "repeats",
+        "ratio_to_peer",
+        "peak_memory_mb",
+        "memory_method",
+        "error",
     ]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
@@ -355,7 +385,9 @@ def write_csv(rows: list[dict], path: Path) -> None:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
 
 
-def markdown(rows: list[dict], info: dict, args, command: str, started: str, loads: tuple[str, str], elapsed: float) -> str:
+def markdown(
+    rows: list[dict], info: dict, args, command: str, started: str, loads: tuple[str, str], elapsed: float
+) -> str:
     lines = [
         "# Benchmark: agent_hf vs transformers Swin-T + UperNet",
         "",
@@ -374,27 +406,37 @@ def markdown(rows: list[dict], info: dict, args, command: str, started: str, loa
         command,
         "```",
         "",
-        "Latency is the median of the repeats; at each (resolution, batch) the backbones are timed round-robin, then the segmentors, so that background load hits every model alike.",
-        "Peak memory: " + ("peak RSS increase during the call, each in a fresh process (VmHWM reset via "
-                           "/proc/self/clear_refs; inference after building the model, training after "
-                           "creating AdamW's state, so weights and optimiser state are excluded)."
-                           if not args.device.startswith("cuda") else "torch.cuda.max_memory_allocated over the call, "
-                           "minus what was allocated before it."),
+        "Latency is the median of the repeats; at each (resolution, batch) the backbones are timed round-robin, "
+        "then the segmentors, so that background load hits every model alike.",
+        "Peak memory: "
+        + (
+            "peak RSS increase during the call, each in a fresh process (VmHWM reset via "
+            "/proc/self/clear_refs; inference after building the model, training after "
+            "creating AdamW's state, so weights and optimizer state are excluded)."
+            if not args.device.startswith("cuda")
+            else "torch.cuda.max_memory_allocated over the call, minus what was allocated before it."
+        ),
         "FLOPs: torch.utils.flop_counter (matmuls, convolutions, attention incl. PyTorch's fused CPU kernel);"
         " MACs = FLOPs / 2 (the papers' \"G\" numbers). Ratio: latency / the Swin-T peer's, same part and shape.",
         "",
         "## Inference",
         "",
-        "| model | part | resolution | batch | params (M) | GMACs | latency (ms) | min–max (ms) | vs Swin-T | peak mem (MB) |",
+        "| model | part | resolution | batch | params (M) | GMACs | latency (ms) | min–max (ms) | vs Swin-T "
+        "| peak mem (MB) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if row["mode"] != "inference":
             continue
-        spread = f"{fmt(row.get('latency_ms_min'), 0)}–{fmt(row.get('latency_ms_max'), 0)}" if row.get("latency_ms_min") else "–"
+        spread = (
+            f"{fmt(row.get('latency_ms_min'), 0)}–{fmt(row.get('latency_ms_max'), 0)}"
+            if row.get("latency_ms_min")
+            else "–"
+        )
         ratio = f"{row['ratio_to_peer']:.2f}x" if row.get("ratio_to_peer") else "–"
         lines.append(
-            f"| {row['model']} | {row['part']} | {row['resolution']} | {row['batch']} | {fmt(row['params'], 2, 1e6)} | "
+            f"| {row['model']} | {row['part']} | {row['resolution']} | {row['batch']} | "
+            f"{fmt(row['params'], 2, 1e6)} | "
             f"{fmt(row.get('macs'), 1, 1e9)} | {fmt(row.get('latency_ms_median'), 0)} | {spread} | {ratio} | "
             f"{fmt(row.get('peak_memory_mb'), 0)} |"
         )
@@ -404,21 +446,29 @@ def markdown(rows: list[dict], info: dict, args, command: str, started: str, loa
             "",
             "## Training step (forward with labels + backward + AdamW step, model.train())",
             "",
-            "| model | resolution | batch | params (M) | step (ms) | min–max (ms) | vs Swin-T | peak mem (MB) | vs Swin-T |",
+            "| model | resolution | batch | params (M) | step (ms) | min–max (ms) | vs Swin-T | peak mem (MB) "
+            "| vs Swin-T |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         peer_mem = next((r.get("peak_memory_mb") for r in train if r["role"] == "peer"), None)
         for row in train:
-            spread = f"{fmt(row.get('latency_ms_min'), 0)}–{fmt(row.get('latency_ms_max'), 0)}" if row.get("latency_ms_min") else "–"
+            spread = (
+                f"{fmt(row.get('latency_ms_min'), 0)}–{fmt(row.get('latency_ms_max'), 0)}"
+                if row.get("latency_ms_min")
+                else "–"
+            )
             ratio = f"{row['ratio_to_peer']:.2f}x" if row.get("ratio_to_peer") else "–"
             mem_ratio = f"{row['peak_memory_mb'] / peer_mem:.2f}x" if peer_mem and row.get("peak_memory_mb") else "–"
             lines.append(
                 f"| {row['model']} | {row['resolution']} | {row['batch']} | {fmt(row['params'], 2, 1e6)} | "
-                f"{fmt(row.get('latency_ms_median'), 0)} | {spread} | {ratio} | {fmt(row.get('peak_memory_mb'), 0)} | {mem_ratio} |"
+                f"{fmt(row.get('latency_ms_median'), 0)} | {spread} | {ratio} | "
+                f"{fmt(row.get('peak_memory_mb'), 0)} | {mem_ratio} |"
             )
     errors = [row for row in rows if row.get("error")]
     if errors:
-        lines += ["", "## Errors", ""] + [f"- {r['model']} {r['part']} {r['mode']} {r['resolution']} b{r['batch']}: {r['error']}" for r in errors]
+        lines += ["", "## Errors", ""] + [
+            f"- {r['model']} {r['part']} {r['mode']} {r['resolution']} b{r['batch']}: {r['error']}" for r in errors
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -456,11 +506,11 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
         fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
         for ax, (part, series) in zip(axes[0], panels.items()):
             for i, (model, points) in enumerate(series.items()):
-                colour = f"C{i}"
+                color = f"C{i}"
                 square = [(p, t) for p, t, r in points if is_square(r)]
-                ax.plot([p / 1e6 for p, _ in square], [t for _, t in square], marker="o", color=colour, label=model)
+                ax.plot([p / 1e6 for p, _ in square], [t for _, t in square], marker="o", color=color, label=model)
                 other = [(p, t) for p, t, r in points if not is_square(r)]
-                ax.scatter([p / 1e6 for p, _ in other], [t for _, t in other], marker="^", s=60, color=colour)
+                ax.scatter([p / 1e6 for p, _ in other], [t for _, t in other], marker="^", s=60, color=color)
             ax.set_title(f"{part} (triangles: non-square inputs)")
             ax.set_xlabel("pixels per image (millions)")
             ax.set_ylabel(f"latency (ms), batch {batch}")
@@ -479,8 +529,17 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
-    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
-    colour_of = {model: colours[i % len(colours)] for i, model in enumerate(models)}
+    colors = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+    ]
+    color_of = {model: colors[i % len(colors)] for i, model in enumerate(models)}
     draw.text((10, 8), title, fill="black", font=font)
     for k, (part, series) in enumerate(panels.items()):
         x0 = panel_w * k + left
@@ -504,19 +563,19 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
             draw.text((x - 12, top + plot_h + 8), f"{px / 1e6:.2f}", fill="black", font=font)
         draw.text((x0 + plot_w // 2 - 80, top + plot_h + 28), "pixels per image (millions)", fill="black", font=font)
         for model, points in series.items():
-            colour = colour_of[model]
+            color = color_of[model]
             square = [to_xy(p, t) for p, t, r in points if is_square(r)]
             if len(square) > 1:
-                draw.line(square, fill=colour, width=3)
+                draw.line(square, fill=color, width=3)
             for x, y in square:
-                draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
+                draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
             for p, t, r in points:
                 if not is_square(r):
                     x, y = to_xy(p, t)
-                    draw.polygon([(x, y - 6), (x - 6, y + 5), (x + 6, y + 5)], fill=colour)
+                    draw.polygon([(x, y - 6), (x - 6, y + 5), (x + 6, y + 5)], fill=color)
     for i, model in enumerate(models):  # legend under the panels
         y = panel_h + 8 + 24 * i
-        draw.line([left, y + 6, left + 30, y + 6], fill=colour_of[model], width=3)
+        draw.line([left, y + 6, left + 30, y + 6], fill=color_of[model], width=3)
         draw.text((left + 38, y), model, fill="black", font=font)
     image.save(path)
     return "PIL"
@@ -528,25 +587,50 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", nargs="+", default=["agent-swin-t-upernet-ade20k"], help=f"agent_hf presets: {', '.join(agent_hf.PRESETS)}")
-    parser.add_argument("--config", nargs="*", default=[], help="agent_hf config JSON files (or JSON text) with a model_type, benchmarked in addition to --model")
-    parser.add_argument("--resolutions", nargs="+", type=parse_resolution, default=[(512, 512), (512, 2048), (1024, 1024)])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        default=["agent-swin-t-upernet-ade20k"],
+        help=f"agent_hf presets: {', '.join(agent_hf.PRESETS)}",
+    )
+    parser.add_argument(
+        "--config",
+        nargs="*",
+        default=[],
+        help="agent_hf config JSON files (or JSON text) with a model_type, benchmarked in addition to --model",
+    )
+    parser.add_argument(
+        "--resolutions", nargs="+", type=parse_resolution, default=[(512, 512), (512, 2048), (1024, 1024)]
+    )
     parser.add_argument("--batch_sizes", nargs="+", type=int, default=[1])
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="inference: model and inputs cast; training: autocast")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="fp32", help="inference: model and inputs cast; training: autocast"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--backbone_repeats", type=int, default=None, help="repeats for the (cheaper) backbones; default --repeats")
+    parser.add_argument(
+        "--backbone_repeats", type=int, default=None, help="repeats for the (cheaper) backbones; default --repeats"
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--train_resolution", type=parse_resolution, default=(512, 512))
     parser.add_argument("--train_batch", type=int, default=2)
     parser.add_argument("--no_train", action="store_true", help="skip the training-step measurements")
-    parser.add_argument("--memory", choices=["all", "train", "none"], default="all", help="which peak-memory measurements to run")
+    parser.add_argument(
+        "--memory", choices=["all", "train", "none"], default="all", help="which peak-memory measurements to run"
+    )
     parser.add_argument("--no_flops", action="store_true")
     parser.add_argument("--no_peer", action="store_true", help="skip transformers' Swin-T peer")
     parser.add_argument("--parts", nargs="+", choices=["backbone", "segmentor"], default=["backbone", "segmentor"])
-    parser.add_argument("--attn_implementation", choices=["sdpa", "eager"], default=None, help="for every model (default: each model's default)")
+    parser.add_argument(
+        "--attn_implementation",
+        choices=["sdpa", "eager"],
+        default=None,
+        help="for every model (default: each model's default)",
+    )
     parser.add_argument("--child_timeout", type=int, default=900)
     parser.add_argument("--output_dir", type=Path, default=REPO_ROOT / "docs" / "benchmarks")
     parser.add_argument("--_memory_child", default=None, help=argparse.SUPPRESS)
@@ -571,7 +655,11 @@ def main(argv=None) -> None:
     torch.manual_seed(0)
     started_wall, start = datetime.datetime.now().isoformat(timespec="seconds"), time.time()
     load_start = load_average()
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO_ROOT) if Path(sys.argv[0]).exists() else sys.argv[0]] + sys.argv[1:])
+    command = "python " + " ".join(
+        shlex.quote(a)
+        for a in [os.path.relpath(sys.argv[0], REPO_ROOT) if Path(sys.argv[0]).exists() else sys.argv[0]]
+        + sys.argv[1:]
+    )
     info = machine_info(args)
     print(f"# machine: {json.dumps(info)}", flush=True)
     print(f"# command: {command}", flush=True)
@@ -588,9 +676,17 @@ def main(argv=None) -> None:
 
     def base_row(spec, part, mode, resolution, batch):
         return dict(
-            model=labels[spec], role="peer" if spec == PEER else "agent_hf", part=part, mode=mode,
-            resolution=f"{resolution[0]}x{resolution[1]}", batch=batch, pixels=resolution[0] * resolution[1],
-            dtype=args.dtype, device=args.device, threads=args.threads, attn_implementation=args.attn_implementation or "default",
+            model=labels[spec],
+            role="peer" if spec == PEER else "agent_hf",
+            part=part,
+            mode=mode,
+            resolution=f"{resolution[0]}x{resolution[1]}",
+            batch=batch,
+            pixels=resolution[0] * resolution[1],
+            dtype=args.dtype,
+            device=args.device,
+            threads=args.threads,
+            attn_implementation=args.attn_implementation or "default",
         )
 
     # Inference: all models at one (resolution, batch) are built together and timed interleaved.
@@ -619,14 +715,23 @@ def main(argv=None) -> None:
                 row["params"] = num_parameters(model) if model is not None else None
                 timing = timings.get((spec, part))
                 if timing:
-                    row.update(latency_ms_median=timing["median"] * 1e3, latency_ms_min=timing["min"] * 1e3, latency_ms_max=timing["max"] * 1e3, repeats=timing["repeats"])
+                    row.update(
+                        latency_ms_median=timing["median"] * 1e3,
+                        latency_ms_min=timing["min"] * 1e3,
+                        latency_ms_max=timing["max"] * 1e3,
+                        repeats=timing["repeats"],
+                    )
                 if model is not None and not args.no_flops:
                     pixels, _ = make_inputs(batch, resolution, args.device, dtype)
                     row["flops"] = count_model_flops(model, pixels)  # after warm-up: bias cache warm
                     row["macs"] = row["flops"] / 2
                 row["error"] = errors.get((spec, part))
                 rows.append(row)
-                print(f"#   {row['model']:<40} {part:<9} {fmt(row.get('latency_ms_median'), 0):>8} ms  {fmt(row.get('macs'), 1, 1e9):>7} GMACs", flush=True)
+                print(
+                    f"#   {row['model']:<40} {part:<9} {fmt(row.get('latency_ms_median'), 0):>8} ms  "
+                    f"{fmt(row.get('macs'), 1, 1e9):>7} GMACs",
+                    flush=True,
+                )
             del calls, models
 
     # Training steps, interleaved the same way.
@@ -634,21 +739,33 @@ def main(argv=None) -> None:
         calls, models, errors = {}, {}, {}
         for spec in specs:
             try:
-                model, call, init_state = prepare(spec, "segmentor", "train", args.train_resolution, args.train_batch, args)
+                model, call, init_state = prepare(
+                    spec, "segmentor", "train", args.train_resolution, args.train_batch, args
+                )
                 models[spec], calls[spec] = model, call
             except Exception as error:  # noqa: BLE001
                 errors[spec] = f"{type(error).__name__}: {error}"
-        print(f"# training step {args.train_resolution} batch {args.train_batch}: timing {len(calls)} models", flush=True)
+        print(
+            f"# training step {args.train_resolution} batch {args.train_batch}: timing {len(calls)} models", flush=True
+        )
         timings = time_interleaved(calls, args.device, args.warmup, args.repeats, inference=False, errors=errors)
         for spec in specs:
             row = base_row(spec, "segmentor", "train", args.train_resolution, args.train_batch)
             row["params"] = num_parameters(models[spec]) if spec in models else None
             timing = timings.get(spec)
             if timing:
-                row.update(latency_ms_median=timing["median"] * 1e3, latency_ms_min=timing["min"] * 1e3, latency_ms_max=timing["max"] * 1e3, repeats=args.repeats)
+                row.update(
+                    latency_ms_median=timing["median"] * 1e3,
+                    latency_ms_min=timing["min"] * 1e3,
+                    latency_ms_max=timing["max"] * 1e3,
+                    repeats=args.repeats,
+                )
             row["error"] = errors.get(spec)
             rows.append(row)
-            print(f"#   {row['model']:<40} train     {fmt(row.get('latency_ms_median'), 0):>8} ms {row['error'] or ''}", flush=True)
+            print(
+                f"#   {row['model']:<40} train     {fmt(row.get('latency_ms_median'), 0):>8} ms {row['error'] or ''}",
+                flush=True,
+            )
         del calls, models
 
     # Peak memory, each measurement in a fresh process (CPU).
@@ -663,7 +780,11 @@ def main(argv=None) -> None:
         row["memory_method"] = result.get("method")
         if result.get("error"):
             row["memory_method"] = f"error: {result['error']}"
-        print(f"#   memory {row['model']:<40} {row['part']:<9} {row['mode']:<9} {row['resolution']:>9} b{row['batch']}: {fmt(row.get('peak_memory_mb'), 0)} MB", flush=True)
+        print(
+            f"#   memory {row['model']:<40} {row['part']:<9} {row['mode']:<9} {row['resolution']:>9} "
+            f"b{row['batch']}: {fmt(row.get('peak_memory_mb'), 0)} MB",
+            flush=True,
+        )
 
     # Ratios to the peer (same part, mode, resolution and batch).
     peers = {(r["part"], r["mode"], r["resolution"], r["batch"]): r for r in rows if r["role"] == "peer"}

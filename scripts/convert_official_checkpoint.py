@@ -5,7 +5,7 @@ trust_remote_code=True)` and `pipeline("image-segmentation", model=dir, trust_re
 
     python scripts/convert_official_checkpoint.py --checkpoint upernet_agent_swin_t.pth \
         --preset agent-swin-t-upernet-ade20k --output_dir agent-swin-t-upernet-ade20k
-    python scripts/convert_official_checkpoint.py --checkpoint ckpt.pth --official-config model.json --output_dir out
+    python scripts/convert_official_checkpoint.py --checkpoint ckpt.pth --official_config model.json --output_dir out
 """
 
 from __future__ import annotations
@@ -26,10 +26,19 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint", required=True, help="official .pth (torch.load weights_only) or .safetensors")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", choices=agent_hf.PRESETS, help="one of the seven published models")
-    source.add_argument("--official-config", dest="official_config", help="JSON with the official mmseg `model` dict (bare or under 'model')")
+    source.add_argument(
+        "--official_config",
+        "--official-config",  # the 0.1.0 spelling
+        dest="official_config",
+        help="JSON with the official mmseg `model` dict (bare or under 'model')",
+    )
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--no_reduce_labels", action="store_true", help="image processor without ADE20K's reduce-zero-label")
-    parser.add_argument("--push_to_hub", action="store_true", help="upload the folder (then its model card) to --hub_model_id")
+    parser.add_argument(
+        "--no_reduce_labels", action="store_true", help="image processor without ADE20K's reduce-zero-label"
+    )
+    parser.add_argument(
+        "--push_to_hub", action="store_true", help="upload the folder (then its model card) to --hub_model_id"
+    )
     parser.add_argument("--hub_model_id", help="repo id for --push_to_hub, e.g. user/agent-swin-t-upernet-ade20k")
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--hub_token")
@@ -70,7 +79,11 @@ def main(argv=None) -> int:
 
         preset = args.preset or getattr(config, "agent_hf_preset", None)
         card = render_model_card(preset, repo_id=args.hub_model_id) if preset else None
-        print(push_folder_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, private=args.private, card=card))
+        print(
+            push_folder_to_hub(
+                args.output_dir, args.hub_model_id, token=args.hub_token, private=args.private, card=card
+            )
+        )
     return 0
 
 

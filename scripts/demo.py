@@ -71,7 +71,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def colourise(labels: np.ndarray) -> np.ndarray:
+def colorize_labels(labels: np.ndarray) -> np.ndarray:
     """``(H, W)`` class ids -> ``(H, W, 3)`` uint8 with the ADE20K palette; the ignore index 255 is black."""
     palette = np.zeros((256, 3), np.uint8)
     palette[: len(ADE20K_PALETTE)] = ADE20K_PALETTE
@@ -89,7 +89,7 @@ def prediction_panel(model, dataset, settings: EvalSettings, indices: list[int])
         inputs = multiscale_inputs(image, settings.scale, settings.ratios, settings.mean, settings.std)
         prediction = segment(model, inputs, truth.shape, settings.flip, settings.mode)[0].numpy().astype(np.uint8)
         gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-        rows.append(np.concatenate([image, gap, colourise(truth), gap, colourise(prediction)], axis=1))
+        rows.append(np.concatenate([image, gap, colorize_labels(truth), gap, colorize_labels(prediction)], axis=1))
     width = max(row.shape[1] for row in rows)
     rows = [np.pad(row, ((0, 4), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
     return Image.fromarray(np.concatenate(rows, axis=0))
@@ -149,7 +149,8 @@ def main() -> None:
     chance = 1 / (2 * NUM_CLASSES - 1)  # mIoU of uniformly random predictions on balanced classes
     print(
         f"\nValidation ({args.num_val} images, {settings.describe()}): mIoU {100 * metrics['eval_mIoU']:.1f}% "
-        f"(chance ~{100 * chance:.1f}%), mAcc {100 * metrics['eval_mAcc']:.1f}%, aAcc {100 * metrics['eval_aAcc']:.1f}%"
+        f"(chance ~{100 * chance:.1f}%), mAcc {100 * metrics['eval_mAcc']:.1f}%, "
+        f"aAcc {100 * metrics['eval_aAcc']:.1f}%"
     )
     print(f"Model folder: {model_dir}")
     print(f"Predictions (image | ground truth | prediction): {args.output_dir / 'prediction.png'}")

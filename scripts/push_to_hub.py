@@ -56,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--flops", type=float, help="measured FLOPs at 512x2048 (torch.utils.flop_counter) for the card"
     )
-    parser.add_argument("--demo_url", default=DEMO_SPACE_URL, help="URL of the demo Space linked from the rendered card")
+    parser.add_argument(
+        "--demo_url", default=DEMO_SPACE_URL, help="URL of the demo Space linked from the rendered card"
+    )
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", help="branch to push to (created if missing); default: main")
     parser.add_argument("--create_pr", action="store_true", help="open a pull request instead of committing directly")

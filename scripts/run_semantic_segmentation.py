@@ -11,7 +11,7 @@ and runs under ``python``, ``accelerate launch`` and ``torchrun --nproc_per_node
   ``scene_parse_150`` schema, or local folders (``--train_dir``/``--validation_dir``: an ``ADEChallengeData2016``
   root or any folder with ``images/`` and ``annotations/`` PNG masks of the same stems);
 * training uses mmseg's ADE20K pipeline (random resize, crop with ``cat_max_ratio``, flip, photometric distortion)
-  and the official optimiser/schedule (``--recipe paper``); ``--learning_rate``, ``--weight_decay``,
+  and the official optimizer/schedule (``--recipe paper``); ``--learning_rate``, ``--weight_decay``,
   ``--max_steps``, ``--warmup_steps``, ``--per_device_train_batch_size``, ... override the recipe when given;
 * evaluation is mmseg's (``--eval_mode whole|slide``, ``--eval_scales``, ``--eval_flip``): every image at its
   original resolution, streamed into a mean-IoU accumulator; ``eval_mIoU``/``eval_mAcc``/``eval_aAcc`` are logged
@@ -143,7 +143,9 @@ class DataTrainingArguments:
     train_val_split: float = field(
         default=0.15, metadata={"help": "Fraction of train split off as validation when there is no validation split."}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep this many (shuffled) training images."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep this many (shuffled) training images."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation images."})
     do_reduce_labels: bool | None = field(
         default=None,
@@ -160,7 +162,7 @@ class DataTrainingArguments:
     recipe: str | None = field(
         default=None,
         metadata={
-            "help": "Optimiser/schedule recipe (see agent_hf.training.recipe_for). Default: paper for Agent Attention "
+            "help": "Optimizer/schedule recipe (see agent_hf.training.recipe_for). Default: paper for Agent Attention "
             "models, hf-example otherwise.",
             "choices": list(RECIPE_NAMES),
         },
@@ -169,7 +171,8 @@ class DataTrainingArguments:
         default_factory=lambda: [512], metadata={"help": "Training crop: SIZE or HEIGHT WIDTH."}
     )
     scale: list[int] = field(
-        default_factory=lambda: [2048, 512], metadata={"help": "Train resize bound LONG SHORT, before the ratio range."}
+        default_factory=lambda: [2048, 512],
+        metadata={"help": "Train resize bound LONG SHORT, before the ratio range."},
     )
     ratio_range: list[float] = field(
         default_factory=lambda: [0.5, 2.0], metadata={"help": "Random resize ratio range."}
@@ -272,7 +275,7 @@ def setup_logging(training_args: TrainingArguments) -> None:
 @dataclass
 class LoadedData:
     """The splits (columns ``image`` and ``annotation``), their class names if known, whether the annotations follow
-    ADE20K's convention (0 = unlabelled, reduced by default) and a short name for logs and the model card."""
+    ADE20K's convention (0 = unlabeled, reduced by default) and a short name for logs and the model card."""
 
     splits: datasets.DatasetDict
     id2label: dict[int, str] | None
@@ -442,7 +445,7 @@ def build_model(model_args: ModelArguments, id2label: dict[int, str] | None):
     relabel = id2label is not None and len(id2label) != config.num_labels
     if relabel:
         logger.warning(
-            f"{name} has {config.num_labels} classes, the dataset {len(id2label)}: the classifiers are re-initialised"
+            f"{name} has {config.num_labels} classes, the dataset {len(id2label)}: the classifiers are re-initialized"
         )
     for key, value in labels.items():
         setattr(config, key, value)
@@ -496,7 +499,10 @@ def model_card(repo_id: str, model_name: str, dataset: str, metrics: dict[str, f
             metric_name=metric_name,
             metric_value=round(100 * metrics[key], 2),
         )
-        for key, metric_type, metric_name in (("eval_mIoU", "mean_iou", "mIoU"), ("eval_mAcc", "mean_accuracy", "mAcc"))
+        for key, metric_type, metric_name in (
+            ("eval_mIoU", "mean_iou", "mIoU"),
+            ("eval_mAcc", "mean_accuracy", "mAcc"),
+        )
         if key in metrics and not np.isnan(metrics[key])
     ]
     data = ModelCardData(
@@ -524,7 +530,11 @@ def model_card(repo_id: str, model_name: str, dataset: str, metrics: dict[str, f
 
 # --------------------------------------------------------------------------------------------------------- main
 def make_train_dataset(
-    split: datasets.Dataset, data_args: DataTrainingArguments, training_args: TrainingArguments, model, transform_kwargs
+    split: datasets.Dataset,
+    data_args: DataTrainingArguments,
+    training_args: TrainingArguments,
+    model,
+    transform_kwargs,
 ) -> TrainDataset:
     """The mmseg train pipeline; each process draws its own augmentations (seeded by seed and rank)."""
     rank_seed = np.random.SeedSequence([training_args.seed, training_args.process_index]).generate_state(1)[0]

@@ -10,6 +10,26 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+# The tiny models every test file builds (~0.7M / ~0.2M parameters): all four stages, a few channels each.
+TINY_SWIN = dict(
+    embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], decoder_hidden_size=16, auxiliary_channels=8
+)
+TINY_PVT = dict(embed_dims=[16, 32, 40, 64], depths=[1, 1, 1, 1], fpn_hidden_size=16, decoder_hidden_size=8)
+
+
+def tiny_swin_config(**kwargs):
+    """A tiny `AgentSwinConfig` (5 classes unless `num_labels`/`id2label` say otherwise); kwargs override."""
+    from agent_hf import AgentSwinConfig
+
+    return AgentSwinConfig(**{**TINY_SWIN, "num_labels": 5, **kwargs})
+
+
+def tiny_pvt_config(**kwargs):
+    """A tiny `AgentPvtConfig` (5 classes unless `num_labels`/`id2label` say otherwise); kwargs override."""
+    from agent_hf import AgentPvtConfig
+
+    return AgentPvtConfig(**{**TINY_PVT, "num_labels": 5, **kwargs})
+
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:

@@ -46,7 +46,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-
 __all__ = ["Commit", "LocalHubServer", "RecordedRequest", "Repo"]
 
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"

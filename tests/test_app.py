@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_swin_config
 from PIL import Image
 
 import agent_hf
@@ -63,16 +64,7 @@ def app():
 def tiny_model_dir(tmp_path_factory) -> Path:
     """An untrained 0.7M-parameter Agent-Swin with ADE20K's 150 class names, saved as a model folder."""
     id2label = ade20k_id2label()
-    config = agent_hf.AgentSwinConfig(
-        embed_dim=16,
-        depths=[2, 2, 2, 2],
-        num_heads=[1, 2, 4, 8],
-        decoder_hidden_size=16,
-        auxiliary_channels=8,
-        num_labels=150,
-        id2label=id2label,
-        label2id={name: i for i, name in id2label.items()},
-    )
+    config = tiny_swin_config(num_labels=150, id2label=id2label, label2id={name: i for i, name in id2label.items()})
     torch.manual_seed(0)
     model = agent_hf.AgentSwinForSemanticSegmentation(config).eval()
     folder = tmp_path_factory.mktemp("tiny_agent_swin")
@@ -99,13 +91,13 @@ def _reference_label_map(model_dir: Path, image: Image.Image) -> np.ndarray:
 
 
 def _parse_legend(legend: str) -> list[tuple[int, int, str, str, str]]:
-    """(class id, pixels, swatch colour, name, percent text) of each legend row."""
+    """(class id, pixels, swatch color, name, percent text) of each legend row."""
     pattern = re.compile(
         r'<tr data-class-id="(\d+)" data-pixels="(\d+)">.*?background:rgb(\([^)]*\)).*?'
         r'<td class="class-name"[^>]*>(.*?)</td><td class="percent"[^>]*>(.*?)</td></tr>',
         re.DOTALL,
     )
-    return [(int(i), int(n), colour, html.unescape(name), pct) for i, n, colour, name, pct in pattern.findall(legend)]
+    return [(int(i), int(n), color, html.unescape(name), pct) for i, n, color, name, pct in pattern.findall(legend)]
 
 
 # ------------------------------------------------------------------------------------------ pure functions
@@ -126,10 +118,10 @@ def test_segment_overlay_size_and_legend(app, tiny_model_dir, size):
     assert sorted(r[0] for r in rows) == ids.tolist()  # exactly the classes present, each once
     assert f"{len(ids)} {'class' if len(ids) == 1 else 'classes'} found" in legend
     total = expected.size
-    for class_id, pixels, colour, name, percent in rows:
+    for class_id, pixels, color, name, percent in rows:
         assert pixels == counts[ids.tolist().index(class_id)]
         assert name == ADE20K_CLASSES[class_id]
-        assert colour == str(tuple(ADE20K_PALETTE[class_id]))
+        assert color == str(tuple(ADE20K_PALETTE[class_id]))
         assert percent == f"{100 * pixels / total:.2f}%" or (percent == "<0.01%" and pixels / total < 1e-4)
     assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)  # largest first
     assert sum(r[1] for r in rows) == total
@@ -139,12 +131,12 @@ def test_overlay_is_an_alpha_blend(app):
     image = Image.fromarray(np.full((4, 6, 3), 200, dtype=np.uint8))
     label_map = np.zeros((4, 6), dtype=np.int64)
     label_map[:, 3:] = 2  # wall | sky
-    colours = np.asarray(ADE20K_PALETTE, dtype=np.float32)[label_map]
+    colors = np.asarray(ADE20K_PALETTE, dtype=np.float32)[label_map]
 
     np.testing.assert_array_equal(np.asarray(app.overlay(image, label_map, alpha=0.0)), np.asarray(image))
-    np.testing.assert_array_equal(np.asarray(app.overlay(image, label_map, alpha=1.0)), colours.astype(np.uint8))
+    np.testing.assert_array_equal(np.asarray(app.overlay(image, label_map, alpha=1.0)), colors.astype(np.uint8))
     half = np.asarray(app.overlay(image, label_map, alpha=0.5), dtype=np.int64)
-    assert np.abs(half - np.rint(0.5 * 200 + 0.5 * colours)).max() <= 0
+    assert np.abs(half - np.rint(0.5 * 200 + 0.5 * colors)).max() <= 0
     with pytest.raises(ValueError, match="does not match"):
         app.overlay(image, label_map[:, :5])
 
@@ -228,7 +220,9 @@ def _chromium_paths() -> tuple[str, str]:
             pytrace=False,
         )
     if importlib.util.find_spec("selenium") is None:
-        pytest.fail("The browser test needs selenium: pip install -e '.[app]' (or: pip install selenium)", pytrace=False)
+        pytest.fail(
+            "The browser test needs selenium: pip install -e '.[app]' (or: pip install selenium)", pytrace=False
+        )
     return browser, driver
 
 
@@ -286,7 +280,9 @@ def _chrome(browser: str, driver: str, profile_dir: str):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download (it isn't used: paths are given)
+    os.environ.setdefault(
+        "SE_OFFLINE", "true"
+    )  # Selenium Manager must never download (it isn't used: paths are given)
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for argument in (
@@ -349,7 +345,9 @@ def _drive_the_app(app, tiny_model_dir: Path, browser: str, driver: str, url: st
                 pytrace=False,
             )
         overlay_img = chrome.find_element(By.CSS_SELECTOR, "#overlay img")
-        wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay_img))
+        wait.until(
+            lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay_img)
+        )
         assert chrome.execute_script("return arguments[0].naturalWidth", overlay_img) == Image.open(example).width
         assert src.startswith(("http", "data:image"))
         legend_rows = legend.find_elements(By.CSS_SELECTOR, "tr[data-class-id]")

@@ -9,19 +9,24 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from conftest import TINY_PVT, tiny_pvt_config
 
 import agent_hf
 from agent_hf.flops import FlopCounter, count_flops, count_model_flops
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TINY_PVT = dict(model_type="agent_pvt", embed_dims=[16, 32, 40, 64], depths=[1, 1, 1, 1], fpn_hidden_size=16, decoder_hidden_size=8, num_labels=5)
+TINY_PVT_CONFIG = dict(model_type="agent_pvt", **TINY_PVT, num_labels=5)
 
 
 def test_flop_counter_counts_the_fused_cpu_attention_kernel():
     """On CPU, SDPA runs a fused kernel that torch's own counter does not know; ours counts it as the
     two matrix products it performs: 2 * (B*h*M*N*d) multiply-adds."""
     batch, heads, rows, keys, dim = 2, 3, 40, 70, 16
-    query, key, value = torch.randn(batch, heads, rows, dim), torch.randn(batch, heads, keys, dim), torch.randn(batch, heads, keys, dim)
+    query, key, value = (
+        torch.randn(batch, heads, rows, dim),
+        torch.randn(batch, heads, keys, dim),
+        torch.randn(batch, heads, keys, dim),
+    )
     mask = torch.randn(1, heads, rows, keys)
     with torch.no_grad(), FlopCounter() as counter:
         F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
@@ -32,7 +37,7 @@ def test_flop_counter_counts_the_fused_cpu_attention_kernel():
 
 def test_real_and_meta_counts_agree():
     """The benchmark counts a real model, the model cards a meta-device one: same operations."""
-    config = agent_hf.AgentPvtConfig(**{k: v for k, v in TINY_PVT.items() if k != "model_type"}, use_auxiliary_head=False)
+    config = agent_hf.AgentPvtConfig(**TINY_PVT, num_labels=5, use_auxiliary_head=False)
     torch.manual_seed(0)
     model = agent_hf.AgentPvtForSemanticSegmentation(config).eval()
     pixels = torch.randn(1, 3, 64, 128)
@@ -41,10 +46,31 @@ def test_real_and_meta_counts_agree():
 
 def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(tmp_path):
     command = [
-        sys.executable, str(REPO_ROOT / "scripts" / "benchmark.py"),
-        "--model", "agent-pvt-t-fpn-ade20k", "--config", json.dumps(TINY_PVT),
-        "--resolutions", "64x64", "64x128", "--batch_sizes", "1", "--threads", "1", "--warmup", "0", "--repeats", "1",
-        "--train_resolution", "64x64", "--train_batch", "2", "--memory", "train", "--output_dir", str(tmp_path),
+        sys.executable,
+        str(REPO_ROOT / "scripts" / "benchmark.py"),
+        "--model",
+        "agent-pvt-t-fpn-ade20k",
+        "--config",
+        json.dumps(TINY_PVT_CONFIG),
+        "--resolutions",
+        "64x64",
+        "64x128",
+        "--batch_sizes",
+        "1",
+        "--threads",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--train_resolution",
+        "64x64",
+        "--train_batch",
+        "2",
+        "--memory",
+        "train",
+        "--output_dir",
+        str(tmp_path),
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -60,11 +86,15 @@ def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(tmp_path):
         assert not row["error"], row
         assert float(row["latency_ms_median"]) > 0 and float(row["macs"]) == float(row["flops"]) / 2 > 0
         assert float(row["ratio_to_peer"]) > 0
-    peer_backbone = next(r for r in inference if r["role"] == "peer" and r["part"] == "backbone" and r["resolution"] == "64x64")
+    peer_backbone = next(
+        r for r in inference if r["role"] == "peer" and r["part"] == "backbone" and r["resolution"] == "64x64"
+    )
     assert float(peer_backbone["ratio_to_peer"]) == 1.0
     # the tiny config's count is the project's own counter's (one source of FLOPs)
-    tiny = next(r for r in inference if r["model"] == "config" and r["part"] == "segmentor" and r["resolution"] == "64x128")
-    model = agent_hf.AgentPvtForSemanticSegmentation(agent_hf.AgentPvtConfig(**{k: v for k, v in TINY_PVT.items() if k != "model_type"})).eval()
+    tiny = next(
+        r for r in inference if r["model"] == "config" and r["part"] == "segmentor" and r["resolution"] == "64x128"
+    )
+    model = agent_hf.AgentPvtForSemanticSegmentation(tiny_pvt_config()).eval()
     pixels = torch.randn(1, 3, 64, 128)
     with torch.no_grad():
         model(pixels)  # the benchmark counts after its warm-up: agent biases served from the cache

@@ -35,7 +35,6 @@ from agent_hf.hub import (
     validate_model_folder,
 )
 
-
 try:  # tests/ as a package or as a plain folder on sys.path
     from .hub_server import LocalHubServer
 except ImportError:
@@ -207,9 +206,9 @@ def assert_card_metadata(readme: bytes, repo_id: str = REPO_ID, preset: str = PR
     return card
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Happy paths
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def test_cli_pushes_model_files_then_card_last(hub: LocalHubServer, model_dir: Path) -> None:
@@ -334,9 +333,9 @@ def test_card_only_with_preset(hub: LocalHubServer, model_dir: Path, cli) -> Non
     assert list(last.added) == ["README.md"] and "GMACs" not in last.added["README.md"].decode()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Errors: clear message, and nothing sent when the problem is local
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def test_missing_token_is_a_clear_error_and_nothing_is_sent(hub: LocalHubServer, model_dir: Path, cli) -> None:

@@ -128,9 +128,7 @@ def test_merge_and_state_dict_round_trip():
     a.update(PRED[:2], REF[:2])
     b.update(PRED[2:], REF[2:])
     a.merge(b)
-    np.testing.assert_array_equal(
-        a.compute()["per_category_iou"], full.compute()["per_category_iou"]
-    )
+    np.testing.assert_array_equal(a.compute()["per_category_iou"], full.compute()["per_category_iou"])
     restored = MeanIoU(3)
     restored.load_state_dict(full.state_dict())
     assert restored.total_area_union.tolist() == [4, 3, 3]
@@ -158,9 +156,7 @@ def test_sync_is_a_no_op_without_process_group():
 
 
 def _sync_worker(rank: int, world_size: int, init_file: str, results: dict) -> None:
-    dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
-    )
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         metric = MeanIoU(3)
         # rank 0 scores the first row of the example, rank 1 the other two

@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from agent_hf.hub import BIBTEX, COUNTED_FLOPS, DEMO_SPACE_URL, PAPER_RESULTS, WIDGET_EXAMPLE_IMAGES, render_model_card, write_model_cards
-
+from agent_hf.hub import (
+    BIBTEX,
+    COUNTED_FLOPS,
+    DEMO_SPACE_URL,
+    PAPER_RESULTS,
+    WIDGET_EXAMPLE_IMAGES,
+    render_model_card,
+    write_model_cards,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

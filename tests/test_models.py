@@ -1,4 +1,4 @@
-"""Model behaviour beyond parity: presets, Auto classes, losses, saving with code, pipelines, bad input."""
+"""Model behavior beyond parity: presets, Auto classes, losses, saving with code, pipelines, bad input."""
 
 import json
 import subprocess
@@ -9,23 +9,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO_ROOT, tiny_pvt_config, tiny_swin_config
 from PIL import Image
 from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForSemanticSegmentation, pipeline
 
 import agent_hf
 from agent_hf import (
     AgentPvtBackbone,
-    AgentPvtConfig,
     AgentPvtForSemanticSegmentation,
     AgentPvtModel,
     AgentSwinBackbone,
-    AgentSwinConfig,
     AgentSwinForSemanticSegmentation,
     AgentSwinModel,
 )
 from agent_hf.data.ade20k import ADE20K_CLASSES
 from agent_hf.processing import make_image_processor, save_model_folder
-from conftest import REPO_ROOT
 
 OFFICIAL_PARAMETERS = {
     "agent-swin-t-upernet-ade20k": 60_556_472,
@@ -38,16 +36,6 @@ OFFICIAL_PARAMETERS = {
 }
 
 
-def tiny_swin_config(**kwargs):
-    defaults = dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], decoder_hidden_size=16, auxiliary_channels=8, num_labels=5)
-    return AgentSwinConfig(**{**defaults, **kwargs})
-
-
-def tiny_pvt_config(**kwargs):
-    defaults = dict(embed_dims=[16, 32, 40, 64], depths=[1, 1, 1, 1], fpn_hidden_size=16, decoder_hidden_size=8, num_labels=5)
-    return AgentPvtConfig(**{**defaults, **kwargs})
-
-
 @pytest.mark.parametrize("name", list(OFFICIAL_PARAMETERS))
 def test_preset_parameter_counts_equal_the_official_ones(name):
     config = agent_hf.preset_config(name)
@@ -58,7 +46,12 @@ def test_preset_parameter_counts_equal_the_official_ones(name):
 
 
 def test_preset_layouts_are_the_official_ones():
-    assert agent_hf.preset_config("agent-swin-t-upernet-ade20k").block_attention_types == [["A"] * 2, ["A"] * 2, ["A"] * 6, ["B"] * 2]
+    assert agent_hf.preset_config("agent-swin-t-upernet-ade20k").block_attention_types == [
+        ["A"] * 2,
+        ["A"] * 2,
+        ["A"] * 6,
+        ["B"] * 2,
+    ]
     assert agent_hf.preset_config("agent-swin-s-upernet-ade20k").block_attention_types[2] == ["B"] * 18
     base = agent_hf.preset_config("agent-swin-b-upernet-ade20k").block_attention_types
     assert base[2] == ["A", "A"] + ["B"] * 16 and base[3] == ["B", "B"]
@@ -148,13 +141,19 @@ def test_training_step_reaches_every_parameter():
     assert not without_grad, without_grad
 
 
-@pytest.mark.parametrize("bad,message", [
-    (torch.randn(3, 64, 64), r"shape \(batch, 3, height, width\)"),
-    (torch.randn(1, 1, 64, 64), r"shape \(batch, 3, height, width\)"),
-    (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "floating-point"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (torch.randn(3, 64, 64), r"shape \(batch, 3, height, width\)"),
+        (torch.randn(1, 1, 64, 64), r"shape \(batch, 3, height, width\)"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "floating-point"),
+    ],
+)
 def test_bad_pixel_values_get_a_clear_error(bad, message):
-    for model in (AgentSwinForSemanticSegmentation(tiny_swin_config()), AgentPvtForSemanticSegmentation(tiny_pvt_config())):
+    for model in (
+        AgentSwinForSemanticSegmentation(tiny_swin_config()),
+        AgentPvtForSemanticSegmentation(tiny_pvt_config()),
+    ):
         with pytest.raises(ValueError, match=message):
             model(bad)
 
@@ -166,7 +165,11 @@ def test_pvt_rejects_images_smaller_than_its_stride():
 
 def test_checkpoint_of_another_architecture_is_rejected(reference_dir):
     swin_weights = reference_dir / "agent_swin_aaab_upernet.weights.safetensors"
-    with pytest.raises(ValueError, match=r"(?s)does not fit AgentPvtConfig.*Agent-Swin backbone, but the config is for Agent-PVT.*missing keys.*unexpected keys"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)does not fit AgentPvtConfig.*Agent-Swin backbone, but the config is for Agent-PVT"
+        r".*missing keys.*unexpected keys",
+    ):
         agent_hf.load_official_checkpoint(swin_weights, tiny_pvt_config())
     spec = json.loads((reference_dir / "agent_swin_aaab_upernet.json").read_text())["model"]
     wider = json.loads(json.dumps(spec))
@@ -187,7 +190,9 @@ def test_save_and_reload_locally_keeps_outputs(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(x).logits, reloaded(x).logits)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["auto_map"]["AutoModelForSemanticSegmentation"] == "modeling_agent_pvt.AgentPvtForSemanticSegmentation"
+    assert (
+        config["auto_map"]["AutoModelForSemanticSegmentation"] == "modeling_agent_pvt.AgentPvtForSemanticSegmentation"
+    )
     assert {"modeling_agent_pvt.py", "configuration_agent_pvt.py", "agent_attention.py", "heads.py", "layers.py"} <= {
         p.name for p in tmp_path.iterdir()
     }
@@ -230,12 +235,17 @@ def test_saved_folder_loads_with_trust_remote_code_without_agent_hf(factory, tmp
         with torch.no_grad():
             assert torch.equal(model(io["x"]).logits, io["logits"])
         base = AutoModel.from_pretrained("model", trust_remote_code=True)
-        assert type(AutoConfig.from_pretrained("model", trust_remote_code=True)).__name__ == "{type(model.config).__name__}"
+        config = AutoConfig.from_pretrained("model", trust_remote_code=True)
+        assert type(config).__name__ == "{type(model.config).__name__}"
         print(type(model).__name__, type(model).__module__.startswith("transformers_modules"), type(base).__name__)
         """,
         tmp_path,
     )
-    assert out.split() == [type(model).__name__, "True", type(model).__name__.replace("ForSemanticSegmentation", "Model")]
+    assert out.split() == [
+        type(model).__name__,
+        "True",
+        type(model).__name__.replace("ForSemanticSegmentation", "Model"),
+    ]
 
 
 def test_pipeline_returns_one_mask_per_class_with_ade20k_names(tmp_path):
@@ -249,7 +259,9 @@ def test_pipeline_returns_one_mask_per_class_with_ade20k_names(tmp_path):
     processor = make_image_processor()
     with torch.no_grad():
         logits = model(**processor(image, return_tensors="pt")).logits
-    expected = processor.post_process_semantic_segmentation(type("O", (), {"logits": logits})(), target_sizes=[(96, 128)])[0]
+    expected = processor.post_process_semantic_segmentation(
+        type("O", (), {"logits": logits})(), target_sizes=[(96, 128)]
+    )[0]
     assert sorted(r["label"] for r in results) == sorted(ADE20K_CLASSES[i] for i in expected.unique().tolist())
     for r in results:
         assert r["mask"].size == image.size
@@ -260,10 +272,20 @@ def test_pipeline_returns_one_mask_per_class_with_ade20k_names(tmp_path):
 def test_conversion_script_writes_a_folder_that_loads_everywhere(tmp_path, reference_dir):
     folder = tmp_path / "converted"
     subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "convert_official_checkpoint.py"),
-         "--checkpoint", str(reference_dir / "agent_swin_aaab_upernet.weights.safetensors"),
-         "--official-config", str(reference_dir / "agent_swin_aaab_upernet.json"), "--output_dir", str(folder)],
-        check=True, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "convert_official_checkpoint.py"),
+            "--checkpoint",
+            str(reference_dir / "agent_swin_aaab_upernet.weights.safetensors"),
+            "--official-config",
+            str(reference_dir / "agent_swin_aaab_upernet.json"),
+            "--output_dir",
+            str(folder),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert (folder / "preprocessor_config.json").exists() and (folder / "model.safetensors").exists()
     from safetensors.torch import load_file
@@ -280,7 +302,8 @@ def test_conversion_script_writes_a_folder_that_loads_everywhere(tmp_path, refer
         with torch.no_grad():
             err = (model(io["x"]).logits - io["logits"]).norm() / io["logits"].norm()
         assert err < 1e-5, err
-        masks = pipeline("image-segmentation", model="converted", trust_remote_code=True)(Image.new("RGB", (120, 90), (200, 30, 30)))
+        segmenter = pipeline("image-segmentation", model="converted", trust_remote_code=True)
+        masks = segmenter(Image.new("RGB", (120, 90), (200, 30, 30)))
         print(len(masks) >= 1, all(m["mask"].size == (120, 90) for m in masks))
         """,
         tmp_path,
@@ -291,10 +314,19 @@ def test_conversion_script_writes_a_folder_that_loads_everywhere(tmp_path, refer
 def test_conversion_script_fails_cleanly_on_a_mismatched_checkpoint(tmp_path, reference_dir):
     folder = tmp_path / "converted"
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "convert_official_checkpoint.py"),
-         "--checkpoint", str(reference_dir / "agent_pvt_aaaa_fpn.weights.safetensors"),
-         "--preset", "agent-swin-t-upernet-ade20k", "--output_dir", str(folder)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "convert_official_checkpoint.py"),
+            "--checkpoint",
+            str(reference_dir / "agent_pvt_aaaa_fpn.weights.safetensors"),
+            "--preset",
+            "agent-swin-t-upernet-ade20k",
+            "--output_dir",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0 and "does not fit AgentSwinConfig" in result.stderr
     assert not folder.exists() and [p.name for p in tmp_path.iterdir()] == [], "no half-written output"

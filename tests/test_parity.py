@@ -11,11 +11,11 @@ import json
 
 import pytest
 import torch
+from conftest import REFERENCE_DIR
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from agent_hf import config_from_official, load_official_checkpoint
-from conftest import REFERENCE_DIR
 
 TOLERANCE = 1e-5
 SEGMENTATION_MODELS = ["agent_swin_aaab_upernet", "agent_swin_aamb2_upernet", "agent_pvt_aaaa_fpn"]
@@ -41,7 +41,9 @@ def official_model(name, implementation):
         config = config_from_official(reference_spec(name)["model"])
         model = load_official_checkpoint(REFERENCE_DIR / f"{name}.weights.safetensors", config)
         model.config._attn_implementation = implementation
-        attention_configs = {id(m.config) for m in model.modules() if hasattr(m, "config") and not hasattr(m, "base_model_prefix")}
+        attention_configs = {
+            id(m.config) for m in model.modules() if hasattr(m, "config") and not hasattr(m, "base_model_prefix")
+        }
         assert attention_configs == {id(model.config)}, "every attention module reads the model's config"
         _MODELS[name, implementation] = model
     return _MODELS[name, implementation]
@@ -54,7 +56,9 @@ def reference_io(name):
 def module_cases(name):
     with safe_open(REFERENCE_DIR / f"{name}.io.safetensors", "pt") as f:
         prefix = "case1.module.backbone."
-        return sorted({k[len(prefix) : -len(".input")] for k in f.keys() if k.startswith(prefix) and k.endswith(".input")})
+        return sorted(
+            {k[len(prefix) : -len(".input")] for k in f.keys() if k.startswith(prefix) and k.endswith(".input")}  # noqa: SIM118
+        )
 
 
 def our_module(model, official_path):
@@ -72,7 +76,11 @@ MODULE_PARAMS = [(name, path) for name in SEGMENTATION_MODELS for path in module
 def test_module_level_cases_cover_every_block_kind():
     paths = [path for _, path in MODULE_PARAMS]
     assert sum(p.endswith(".attn") for p in paths) >= 10, "every official AgentAttention module is checked"
-    swin_window_blocks = [p for n, p in MODULE_PARAMS if n == "agent_swin_aamb2_upernet" and p.startswith(("layers.2.blocks.3", "layers.3"))]
+    swin_window_blocks = [
+        p
+        for n, p in MODULE_PARAMS
+        if n == "agent_swin_aamb2_upernet" and p.startswith(("layers.2.blocks.3", "layers.3"))
+    ]
     assert swin_window_blocks, "shifted-window blocks (with padding) are checked"
 
 
@@ -127,7 +135,7 @@ def test_imagenet_checkpoint_parity(name):
         features = model.backbone(io["case0.pixel_values"]).feature_maps
     for i, feature in enumerate(features):
         assert relative_error(feature, io[f"case0.backbone.{i}"]) <= TOLERANCE, f"backbone map {i}"
-    # What the official loader reported missing keeps its official initialisation (LayerNorm 1 / 0).
+    # What the official loader reported missing keeps its official initialization (LayerNorm 1 / 0).
     for key in spec["official_load"]["missing_keys"]:
         tensor = model.backbone.get_submodule(model.backbone.base_model_prefix).get_parameter(key)
         expected = torch.ones_like(tensor) if key.endswith("weight") else torch.zeros_like(tensor)

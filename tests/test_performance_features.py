@@ -1,25 +1,15 @@
-"""Behaviour of the performance features (never timings): gradient checkpointing, bf16 autocast,
+"""Behavior of the performance features (never timings): gradient checkpointing, bf16 autocast,
 torch.compile, the agent-bias cache, and the CPU training path of AgentAttention (fused SDPA forward
 with a recomputing backward) against the explicit eager attention."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_pvt_config, tiny_swin_config
 
 import agent_hf
 from agent_hf import AgentPvtForSemanticSegmentation, AgentSwinForSemanticSegmentation
 from agent_hf.agent_attention import AgentAttention
-
-
-def tiny_swin_config(**kwargs):
-    defaults = dict(embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], decoder_hidden_size=16, auxiliary_channels=8, num_labels=5)
-    return agent_hf.AgentSwinConfig(**{**defaults, **kwargs})
-
-
-def tiny_pvt_config(**kwargs):
-    defaults = dict(embed_dims=[16, 32, 40, 64], depths=[1, 1, 1, 1], fpn_hidden_size=16, decoder_hidden_size=8, num_labels=5)
-    return agent_hf.AgentPvtConfig(**{**defaults, **kwargs})
-
 
 FAMILIES = {
     "swin": (tiny_swin_config, AgentSwinForSemanticSegmentation),
@@ -140,7 +130,10 @@ def test_residual_stream_stays_fp32_when_branches_are_bf16():
     torch.testing.assert_close(total, residual + branch.float(), rtol=0, atol=0)
 
     # A block fed an fp32 stream (as on CUDA, where autocast runs LayerNorm in fp32) returns fp32.
-    for family, blocks in (("swin", lambda m: m.backbone.agent_swin.layers[0].blocks), ("pvt", lambda m: m.backbone.agent_pvt.block1)):
+    for family, blocks in (
+        ("swin", lambda m: m.backbone.agent_swin.layers[0].blocks),
+        ("pvt", lambda m: m.backbone.agent_pvt.block1),
+    ):
         block = blocks(tiny_model(family).eval())[0]
         hidden_states = torch.randn(2, 16 * 16, 16)
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -215,7 +208,12 @@ def test_bias_cache_values_equal_a_fresh_computation():
     with torch.enable_grad():
         fresh = attention.agent_biases(10, 14, torch.float32)
     assert fresh[0].requires_grad and fresh[1].requires_grad
-    assert fresh[0].shape == (1, attention.num_heads, 144, 140) and fresh[1].shape == (1, attention.num_heads, 140, 144)
+    assert fresh[0].shape == (1, attention.num_heads, 144, 140) and fresh[1].shape == (
+        1,
+        attention.num_heads,
+        140,
+        144,
+    )
     assert torch.equal(cached[0], fresh[0].detach()) and torch.equal(cached[1], fresh[1].detach())
 
 
@@ -301,7 +299,10 @@ def test_bias_cache_size_zero_disables_the_cache_and_clear_frees_it():
     hits, misses = attention.bias_cache_hits, attention.bias_cache_misses
     with torch.no_grad():
         first, second = attention(x, 8, 8), attention(x, 8, 8)
-    assert len(attention._bias_cache) == 0 and (attention.bias_cache_hits, attention.bias_cache_misses) == (hits, misses)
+    assert len(attention._bias_cache) == 0 and (attention.bias_cache_hits, attention.bias_cache_misses) == (
+        hits,
+        misses,
+    )
     assert torch.equal(first, second)
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+from conftest import REPO_ROOT, TINY_SWIN, tiny_pvt_config, tiny_swin_config
+from hub_server import LocalHubServer
 from torch import nn
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, TrainingArguments
 
@@ -33,24 +35,18 @@ from agent_hf.training import (
     parameter_groups,
     recipe_for,
 )
-from conftest import REPO_ROOT
-from hub_server import LocalHubServer
 
 SCRIPT = REPO_ROOT / "scripts" / "run_semantic_segmentation.py"
 AGENT_BIASES = ("an_bias", "na_bias", "ah_bias", "aw_bias", "ha_bias", "wa_bias")
-TINY_SWIN = dict(
-    embed_dim=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 4, 8], decoder_hidden_size=16, auxiliary_channels=8
-)
-TINY_PVT = dict(embed_dims=[16, 32, 40, 64], depths=[1, 1, 1, 1], fpn_hidden_size=16, decoder_hidden_size=8)
 
 
 def tiny_swin(**kwargs):
-    config = agent_hf.AgentSwinConfig(**{**TINY_SWIN, "num_labels": 5, "attn_type": "AAAB", **kwargs})
+    config = tiny_swin_config(**{"attn_type": "AAAB", **kwargs})
     return agent_hf.AgentSwinForSemanticSegmentation(config)
 
 
 def tiny_pvt():
-    return agent_hf.AgentPvtForSemanticSegmentation(agent_hf.AgentPvtConfig(**TINY_PVT, num_labels=5))
+    return agent_hf.AgentPvtForSemanticSegmentation(tiny_pvt_config())
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -183,9 +179,9 @@ def test_swin_schedule_matches_mmcv(i):
     model = tiny_swin()
     recipe = recipe_for(model.config)
     scheduler = build_scheduler(build_optimizer(model, recipe), recipe)
-    assert mmcv_poly_lr(i, 6e-5, 160_000, power=1.0, min_lr=0.0, warmup_steps=1500, warmup_ratio=1e-6) == pytest.approx(
-        mmcv_swin_lr(i), rel=1e-12
-    )
+    assert mmcv_poly_lr(
+        i, 6e-5, 160_000, power=1.0, min_lr=0.0, warmup_steps=1500, warmup_ratio=1e-6
+    ) == pytest.approx(mmcv_swin_lr(i), rel=1e-12)
     for lr_lambda, base_lr in zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True):
         assert base_lr * lr_lambda(i) == pytest.approx(mmcv_swin_lr(i), rel=1e-12, abs=1e-20)
     assert mmcv_swin_lr(0) == pytest.approx(6e-11) and mmcv_swin_lr(1500) == pytest.approx(6e-5 * (1 - 1500 / 160_000))
@@ -200,7 +196,7 @@ def test_pvt_schedule_matches_mmcv(i):
 
 
 def test_scheduler_steps_an_optimizer_like_mmcv():
-    """Iteration i (0-based) runs with lr(i): the Trainer steps the scheduler after each optimiser step."""
+    """Iteration i (0-based) runs with lr(i): the Trainer steps the scheduler after each optimizer step."""
     model = tiny_swin()
     recipe = dataclasses.replace(
         recipe_for(model.config),
@@ -442,7 +438,7 @@ def test_missing_columns_and_empty_splits_fail_before_training(script):
         )
 
 
-def test_backbone_checkpoint_initialises_a_preset(script, reference_dir):
+def test_backbone_checkpoint_initializes_a_preset(script, reference_dir):
     """--backbone_checkpoint: an official ImageNet checkpoint in the preset's backbone, fresh heads for our classes."""
     checkpoint = reference_dir / "agent_pvt_aaaa_imagenet.pth"
     backbone = json.loads((reference_dir / "agent_pvt_aaaa_imagenet.json").read_text())["model"]["backbone"]

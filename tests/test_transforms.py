@@ -51,10 +51,10 @@ def test_reduce_zero_label_matches_ade20k_convention():
     assert seg64[0, 0] == 0
 
 
-def test_to_rgb_array_handles_grey_rgba_and_16_bit():
-    grey = Image.fromarray(np.array([[7, 200]], dtype=np.uint8))
-    np.testing.assert_array_equal(to_rgb_array(grey), [[[7, 7, 7], [200, 200, 200]]])
-    # alpha is dropped, not composited (a fully transparent pixel keeps its colour)
+def test_to_rgb_array_handles_gray_rgba_and_16_bit():
+    gray = Image.fromarray(np.array([[7, 200]], dtype=np.uint8))
+    np.testing.assert_array_equal(to_rgb_array(gray), [[[7, 7, 7], [200, 200, 200]]])
+    # alpha is dropped, not composited (a fully transparent pixel keeps its color)
     rgba = np.array([[[10, 20, 30, 0], [40, 50, 60, 255]]], dtype=np.uint8)
     np.testing.assert_array_equal(to_rgb_array(Image.fromarray(rgba)), rgba[..., :3])
     np.testing.assert_array_equal(to_rgb_array(rgba), rgba[..., :3])
@@ -95,7 +95,7 @@ def test_rescale_size_formula(width, height, scale, expected):
     assert out.shape == (expected[1], expected[0], 3)
 
 
-def test_resize_bilinear_half_pixel_centres_without_antialias():
+def test_resize_bilinear_half_pixel_centers_without_antialias():
     # Enlarging [0, 100] to 4 px samples at -0.25 (clamped), 0.25, 0.75, 1.25 (clamped).
     row = np.array([[0, 100]], dtype=np.uint8)
     np.testing.assert_array_equal(resize_bilinear(row, (4, 1)), [[0, 25, 75, 100]])
@@ -108,9 +108,7 @@ def test_resize_bilinear_half_pixel_centres_without_antialias():
     rgb = np.stack([row, 255 - row, row], axis=-1)
     np.testing.assert_array_equal(resize_bilinear(rgb, (2, 1))[0, :, 1], [205, 30])
     # 0.5 rounds up (OpenCV's fixed point adds half an LSB): [0, 2] -> 0, .5, 1.5, 2
-    np.testing.assert_array_equal(
-        resize_bilinear(np.array([[0, 2]], np.uint8), (4, 1)), [[0, 1, 2, 2]]
-    )
+    np.testing.assert_array_equal(resize_bilinear(np.array([[0, 2]], np.uint8), (4, 1)), [[0, 1, 2, 2]])
 
 
 def test_resize_bilinear_agrees_with_pil_when_enlarging():
@@ -209,9 +207,7 @@ def test_random_crop_ignores_ignore_index_and_counts_draws(cells, draws):
 def test_random_crop_small_image_is_kept_then_padded():
     img = np.full((3, 4, 3), 9, np.uint8)
     seg = np.full((3, 4), 1, np.uint8)
-    out_img, out_seg = random_crop(
-        img, seg, (5, 6), cat_max_ratio=1.0, rng=np.random.default_rng(0)
-    )
+    out_img, out_seg = random_crop(img, seg, (5, 6), cat_max_ratio=1.0, rng=np.random.default_rng(0))
     assert out_img.shape == (3, 4, 3) and out_seg.shape == (3, 4)
     padded_img, padded_seg = pad_to(out_img, out_seg, size=(5, 6))
     assert padded_img.shape == (5, 6, 3) and padded_seg.shape == (5, 6)
@@ -230,9 +226,7 @@ def test_mismatched_mask_names_the_sample():
             rng=np.random.default_rng(0),
         )
     with pytest.raises(ValueError, match="differ"):
-        random_crop(
-            np.zeros((4, 5, 3), np.uint8), np.zeros((5, 4), np.uint8), rng=np.random.default_rng(0)
-        )
+        random_crop(np.zeros((4, 5, 3), np.uint8), np.zeros((5, 4), np.uint8), rng=np.random.default_rng(0))
 
 
 # ------------------------------------------------------------------ flip, pad, norm
@@ -270,7 +264,7 @@ def test_normalize_values_and_layout():
     np.testing.assert_allclose(out[:, 0, 1], expected_second, rtol=1e-5)
 
 
-# ------------------------------------------------------------------------ colour
+# ------------------------------------------------------------------------ color
 @pytest.mark.parametrize(
     ("rgb", "hsv"),
     [
@@ -308,13 +302,13 @@ def test_hsv_round_trip():
     rgb = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 1, 3)
     back = hsv_to_rgb(rgb_to_hsv(rgb))
     err = np.abs(back.astype(int) - rgb)
-    # H is quantised to 2 degrees (half a step = 1/60 of a sector, i.e. up to ~4.3
+    # H is quantized to 2 degrees (half a step = 1/60 of a sector, i.e. up to ~4.3
     # levels on the middle channel) plus S rounding and truncation: a few levels.
     assert err.max() <= 6
-    greys = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2)
-    np.testing.assert_array_equal(hsv_to_rgb(rgb_to_hsv(greys)), greys)
-    for colour in [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]:
-        np.testing.assert_array_equal(hsv_to_rgb(rgb_to_hsv(px(*colour))), px(*colour))
+    grays = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2)
+    np.testing.assert_array_equal(hsv_to_rgb(rgb_to_hsv(grays)), grays)
+    for color in [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]:
+        np.testing.assert_array_equal(hsv_to_rgb(rgb_to_hsv(px(*color))), px(*color))
 
 
 def test_hsv_to_rgb_truncates_in_simd_blocks_and_rounds_in_row_tails():
@@ -430,13 +424,9 @@ def test_train_transform_is_deterministic_per_rng():
     a = transform(img, ann, rng=np.random.default_rng(7))
     b = transform(img, ann, rng=np.random.default_rng(7))
     c = transform(img, ann, rng=np.random.default_rng(8))
-    assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(
-        a["labels"], b["labels"]
-    )
+    assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["labels"], b["labels"])
     assert not torch.equal(a["pixel_values"], c["pixel_values"])
-    seeded = [
-        TrainTransform(crop_size=(128, 128), scale=(512, 128), seed=3)(img, ann) for _ in range(2)
-    ]
+    seeded = [TrainTransform(crop_size=(128, 128), scale=(512, 128), seed=3)(img, ann) for _ in range(2)]
     assert torch.equal(seeded[0]["pixel_values"], seeded[1]["pixel_values"])
 
 
@@ -473,9 +463,7 @@ def test_dataloader_workers_draw_different_augmentations():
     # The same sample in two workers (interleaved: items 0, 2 from worker 0; 1, 3
     # from worker 1) must not get identical augmentations from copied generators.
     dataset = _RepeatedSample(TrainTransform(crop_size=(32, 32), scale=(128, 32), seed=0))
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=None, num_workers=2, multiprocessing_context="fork"
-    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context="fork")
     torch.manual_seed(0)
     first = list(loader)
     assert not torch.equal(first[0], first[1])

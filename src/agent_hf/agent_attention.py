@@ -21,7 +21,7 @@ Performance notes (CPU; measurements in docs/benchmarks.md):
 
 * With ``attn_implementation="sdpa"`` both steps go through `F.scaled_dot_product_attention` with a
   contiguous 4-D float mask and contiguous agent tokens: that is what lets PyTorch pick its fused
-  (flash) CPU kernel, which never materialises the (n x N) score matrices. A 3-D mask or a strided
+  (flash) CPU kernel, which never materializes the (n x N) score matrices. A 3-D mask or a strided
   agent tensor silently falls back to the unfused "math" kernel (~7x slower for the stage-1 agent
   step at 512x2048).
 * q, k and v are projected as three contiguous tensors, so the agent pooling and the depth-wise
@@ -67,7 +67,9 @@ def attention_scores(query: torch.Tensor, key: torch.Tensor, bias: torch.Tensor,
     """
     batch, heads, rows, _ = query.shape
     if batch == 1:
-        return torch.baddbmm(bias.reshape(heads, rows, -1), query[0], key[0].transpose(-2, -1), alpha=scale).unsqueeze(0)
+        return torch.baddbmm(bias.reshape(heads, rows, -1), query[0], key[0].transpose(-2, -1), alpha=scale).unsqueeze(
+            0
+        )
     return torch.matmul(query, key.transpose(-2, -1)).mul_(scale).add_(bias)
 
 
@@ -88,9 +90,13 @@ class _FlashAttentionWithBiasGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, value, bias, scale, recompute_bias=None, table_versions=None):
         if bias.dim() != 4 or bias.shape[0] not in (1, query.shape[0]):
-            raise ValueError(f"_FlashAttentionWithBiasGrad: bias of shape {tuple(bias.shape)} is not (1 or B, h, M, N)")
+            raise ValueError(
+                f"_FlashAttentionWithBiasGrad: bias of shape {tuple(bias.shape)} is not (1 or B, h, M, N)"
+            )
         # Detached: SDPA picks its kernel from `requires_grad`, even with grad mode off as it is here.
-        output = F.scaled_dot_product_attention(query.detach(), key.detach(), value.detach(), attn_mask=bias.detach(), scale=scale)
+        output = F.scaled_dot_product_attention(
+            query.detach(), key.detach(), value.detach(), attn_mask=bias.detach(), scale=scale
+        )
         ctx.scale, ctx.bias_shape = scale, bias.shape
         ctx.recompute_bias, ctx.table_versions = recompute_bias, table_versions
         ctx.versions = table_versions() if table_versions is not None else None
@@ -138,7 +144,9 @@ class _FlashAttentionWithBiasGrad(torch.autograd.Function):
             torch.bmm(grad_scores.transpose(1, 2), q, out=grad_key[i])
             if ctx.needs_input_grad[3]:
                 if not shared_bias:
-                    grad_bias = torch.empty(bias.shape, dtype=compute, device=bias.device) if grad_bias is None else grad_bias
+                    grad_bias = (
+                        torch.empty(bias.shape, dtype=compute, device=bias.device) if grad_bias is None else grad_bias
+                    )
                     grad_bias[i] = grad_scores
                 else:
                     grad_bias = grad_scores if grad_bias is None else grad_bias.add_(grad_scores)
@@ -321,13 +329,15 @@ class AgentAttention(nn.Module):
         ).reshape(1, heads, height * width, n)
         return bias if dtype is None else bias.to(dtype)
 
-    def agent_biases(self, height: int, width: int, dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def agent_biases(
+        self, height: int, width: int, dtype: torch.dtype | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(agent->token bias (1, h, n, H*W), token->agent bias (1, h, H*W, n)), both contiguous, for a
         (height, width) map, in `dtype` (default: the tables' compute dtype, fp32 for fp16/bf16 tables).
 
         Served from a small per-module cache keyed by (height, width, device, tables' dtype, dtype) when no
         gradient is needed and torch.compile is not tracing; a hit also requires every table's version
-        counter and storage to be unchanged, so in-place updates (optimiser steps, `load_state_dict`,
+        counter and storage to be unchanged, so in-place updates (optimizer steps, `load_state_dict`,
         `with torch.no_grad(): table.add_(1)`) invalidate it. `bias_cache_hits` / `bias_cache_misses`
         count the cacheable calls.
         """
@@ -366,7 +376,9 @@ class AgentAttention(nn.Module):
             ):
                 versions = self._table_versions if recompute_bias is not None else None
                 return _FlashAttentionWithBiasGrad.apply(query, key, value, bias, self.scale, recompute_bias, versions)
-            return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scale)
+            return F.scaled_dot_product_attention(
+                query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scale
+            )
         weights = torch.softmax(attention_scores(query, key, bias, self.scale), dim=-1)
         return torch.matmul(F.dropout(weights, dropout, self.training), value)
 
@@ -413,10 +425,18 @@ class AgentAttention(nn.Module):
         dtype = query.dtype
         agent_to_token, token_to_agent = self.agent_biases(height, width, dtype)
         agent_values = self._attend(
-            agents, split_heads(key), split_heads(value), agent_to_token, lambda: self._agent_to_token_bias(height, width, dtype)
+            agents,
+            split_heads(key),
+            split_heads(value),
+            agent_to_token,
+            lambda: self._agent_to_token_bias(height, width, dtype),
         )
         output = self._attend(
-            split_heads(query), agents, agent_values, token_to_agent, lambda: self._token_to_agent_bias(height, width, dtype)
+            split_heads(query),
+            agents,
+            agent_values,
+            token_to_agent,
+            lambda: self._token_to_agent_bias(height, width, dtype),
         )  # (B, h, N, d)
 
         # The depth-wise convolution reads the value as a channels-last map in place and writes a

@@ -72,7 +72,15 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        for name in ("embed_dims", "num_heads", "depths", "sr_ratios", "agent_sr_ratios", "agent_num", "feature_strides"):
+        for name in (
+            "embed_dims",
+            "num_heads",
+            "depths",
+            "sr_ratios",
+            "agent_sr_ratios",
+            "agent_num",
+            "feature_strides",
+        ):
             setattr(self, name, [int(v) for v in getattr(self, name)])
         self.mlp_ratios = [float(r) for r in self.mlp_ratios]
         self.downstream_agent_shapes = [list(s) for s in self.downstream_agent_shapes]
@@ -93,7 +101,16 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
 
     def _check_consistency(self) -> None:
         n = self.num_stages
-        per_stage = ("embed_dims", "num_heads", "mlp_ratios", "sr_ratios", "agent_sr_ratios", "agent_num", "downstream_agent_shapes", "feature_strides")
+        per_stage = (
+            "embed_dims",
+            "num_heads",
+            "mlp_ratios",
+            "sr_ratios",
+            "agent_sr_ratios",
+            "agent_num",
+            "downstream_agent_shapes",
+            "feature_strides",
+        )
         for name in per_stage:
             if len(getattr(self, name)) != n:
                 raise ValueError(
@@ -101,10 +118,15 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
                     f"(depths={self.depths}, {name}={getattr(self, name)}); give one entry per stage"
                 )
         if len(self.attn_type) != n or any(c not in "AB" for c in self.attn_type):
-            raise ValueError(f"AgentPvtConfig: attn_type={self.attn_type!r} must have one 'A' or 'B' per stage ({n} stages)")
+            raise ValueError(
+                f"AgentPvtConfig: attn_type={self.attn_type!r} must have one 'A' or 'B' per stage ({n} stages)"
+            )
         for i in range(n):
             if self.embed_dims[i] % self.num_heads[i]:
-                raise ValueError(f"AgentPvtConfig: embed_dims[{i}]={self.embed_dims[i]} is not divisible by num_heads[{i}]={self.num_heads[i]}")
+                raise ValueError(
+                    f"AgentPvtConfig: embed_dims[{i}]={self.embed_dims[i]} is not divisible by "
+                    f"num_heads[{i}]={self.num_heads[i]}"
+                )
             if self.attn_type[i] == "A":
                 if int(round(self.agent_num[i] ** 0.5)) ** 2 != self.agent_num[i]:
                     raise ValueError(f"AgentPvtConfig: agent_num[{i}]={self.agent_num[i]} must be a square number")

@@ -23,7 +23,9 @@ def expand_swin_attention_layout(attn_type: str, depths) -> list[list[str]]:
             "followed by the number of agent blocks if a stage is 'M' (e.g. 'AAMB2')"
         )
     if "M" in head and not tail.isdigit():
-        raise ValueError(f"attn_type={attn_type!r}: a mixed stage 'M' needs the number of agent blocks after the layout")
+        raise ValueError(
+            f"attn_type={attn_type!r}: a mixed stage 'M' needs the number of agent blocks after the layout"
+        )
     if "M" not in head and tail:
         raise ValueError(f"attn_type={attn_type!r}: trailing {tail!r} is only allowed with a mixed stage 'M'")
     layout = []
@@ -149,7 +151,7 @@ class AgentSwinConfig(BackboneConfigMixin, PreTrainedConfig):
                     f"AgentSwinConfig: {name} has {len(getattr(self, name))} entries but depths has {n} stages "
                     f"(depths={self.depths}, {name}={getattr(self, name)}); give one entry per stage"
                 )
-        self.block_attention_types  # validates attn_type
+        expand_swin_attention_layout(self.attn_type, self.depths)  # validates attn_type
         for i, (heads, agents, grid) in enumerate(zip(self.num_heads, self.agent_num, self.downstream_agent_shapes)):
             dim = self.embed_dim * 2**i
             if dim % heads:

@@ -80,7 +80,8 @@ class UperNetDecodeHead(DecodeHead):
         super().__init__(channels, num_labels, dropout)
         self.align_corners = align_corners
         self.psp_modules = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(scale), ConvBNReLU(in_channels[-1], channels, 1)) for scale in pool_scales
+            nn.Sequential(nn.AdaptiveAvgPool2d(scale), ConvBNReLU(in_channels[-1], channels, 1))
+            for scale in pool_scales
         )
         self.bottleneck = ConvBNReLU(in_channels[-1] + len(pool_scales) * channels, channels, 3, padding=1)
         self.lateral_convs = nn.ModuleList(ConvBNReLU(c, channels, 1) for c in in_channels[:-1])
@@ -134,7 +135,9 @@ class FPNNeck(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, features)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest"
+            )
         return [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
 
 
@@ -144,7 +147,9 @@ class SemanticFPNHead(DecodeHead):
     for the coarser levels; the levels are summed and classified.
     """
 
-    def __init__(self, in_channels, channels, num_labels, feature_strides=(4, 8, 16, 32), dropout=0.1, align_corners=False):
+    def __init__(
+        self, in_channels, channels, num_labels, feature_strides=(4, 8, 16, 32), dropout=0.1, align_corners=False
+    ):
         super().__init__(channels, num_labels, dropout)
         self.align_corners = align_corners
         self.scale_heads = nn.ModuleList()

@@ -41,7 +41,6 @@ from huggingface_hub import (
 from huggingface_hub.errors import OfflineModeIsEnabled
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-
 __all__ = [
     "BIBTEX",
     "DEFAULT_NAMESPACE",
@@ -62,9 +61,9 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Paper results
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 UPSTREAM_REPO_URL = "https://github.com/LeapLabTHU/Agent-Attention"
 UPSTREAM_SEGMENTATION_URL = f"{UPSTREAM_REPO_URL}/tree/HEAD/downstream/segmentation"
@@ -193,9 +192,9 @@ _TRAINING_RECIPES = {
     "agent-pvt": "AdamW (lr 2e-4, weight decay 1e-4), poly decay (power 0.9), 16 images per iteration",
 }
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Model cards
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 _PAPER_SOURCE_NAME = "Agent Attention paper (reported)"
 _MEASURED_SOURCE_NAME = "agent-hf (measured)"
@@ -342,7 +341,7 @@ Official training recipe: {{ training_recipe }}.
 {% if demo_url %}
 ## Demo
 
-Try the model in the [demo Space]({{ demo_url }}) (upload or pick an image, choose a model, see the colour overlay and
+Try the model in the [demo Space]({{ demo_url }}) (upload or pick an image, choose a model, see the color overlay and
 the classes found). The Hub's hosted widget does not run custom-code models, so the Space is the live demo; the same
 Gradio app runs locally from the agent-hf repository with `make app` (`app/app.py`).
 {% endif %}
@@ -394,7 +393,7 @@ def _eval_results(result: PaperResult, measured: Mapping[str, Any] | None, repo_
     if measured:
         # `huggingface_hub` groups results by (task, dataset, config, split, revision) and keeps the source of the
         # first one: measured results on scene_parse_150 always carry a config ("scene_parsing", its default) so that
-        # they never share the paper's identifier (no config) and are never labelled as the paper's.
+        # they never share the paper's identifier (no config) and are never labeled as the paper's.
         for metric_type, metric_name in (("mean_iou", "mIoU"), ("mean_accuracy", "mAcc")):
             if measured.get(metric_type) is None:
                 continue
@@ -481,7 +480,8 @@ def _flops_text(result: PaperResult, flops: float | None) -> tuple[str, str]:
     if isinstance(flops, bool) or not isinstance(flops, (int, float)) or flops <= 0:
         raise ValueError(f"`flops` must be a positive number of floating-point operations, got {flops!r}.")
     return (
-        f"{flops / 2e9:,.1f}G MACs = {flops / 1e9:,.1f}G FLOPs (counted by agent-hf); reported: {result.reported_gflops:g}G",
+        f"{flops / 2e9:,.1f}G MACs = {flops / 1e9:,.1f}G FLOPs (counted by agent-hf); "
+        f"reported: {result.reported_gflops:g}G",
         "Counted by agent-hf with `torch.utils.flop_counter.FlopCounterMode` (`agent_hf.flops.count_flops`: one "
         "inference pass on a 1×3×512×2048 input, auxiliary head excluded as in the paper); it counts 2 FLOPs per "
         "multiply-accumulate, so MACs = FLOPs / 2. " + upstream,
@@ -610,9 +610,9 @@ def write_model_cards(output_dir: PathLike = "model_cards") -> list[Path]:
     return paths
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Model folder validation
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 CONFIG_NAME = "config.json"
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
@@ -791,9 +791,9 @@ def validate_model_folder(folder: PathLike) -> list[str]:
     return sorted(files)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Publishing
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 class HubTokenMissingError(RuntimeError):

@@ -11,7 +11,7 @@ The models return logits at 1/4 of the input resolution. mmseg turns them into a
 * :func:`predict_multiscale` (``MultiScaleFlipAug`` + ``aug_test``): the softmax probabilities of several resized
   (and optionally horizontally flipped) copies of the image, each brought back to the original size, averaged.
 
-Inputs are normalised ``pixel_values`` as produced by :class:`agent_hf.data.EvalTransform` (one tensor per scale);
+Inputs are normalized ``pixel_values`` as produced by :class:`agent_hf.data.EvalTransform` (one tensor per scale);
 :func:`multiscale_inputs` builds them from an image.
 """
 
@@ -67,7 +67,7 @@ def predict_whole(model, pixel_values: torch.Tensor, output_size: Sequence[int])
 
     Args:
         model: an agent_hf segmentation model (in eval mode).
-        pixel_values: ``(B, 3, h, w)`` normalised images (already resized for testing, not padded).
+        pixel_values: ``(B, 3, h, w)`` normalized images (already resized for testing, not padded).
         output_size: ``(H, W)`` of the original images.
 
     Returns:
@@ -94,7 +94,7 @@ def predict_slide(
 
     Args:
         model: an agent_hf segmentation model (in eval mode).
-        pixel_values: ``(B, 3, h, w)`` normalised images.
+        pixel_values: ``(B, 3, h, w)`` normalized images.
         output_size: ``(H, W)`` of the original images.
         crop_size: ``(height, width)`` of a window; images smaller than a window are processed whole.
         stride: ``(height, width)`` step between windows.
@@ -194,9 +194,9 @@ def multiscale_inputs(
     mean: Sequence[float] = ADE20K_MEAN,
     std: Sequence[float] = ADE20K_STD,
 ) -> list[torch.Tensor]:
-    """The normalised test inputs of one image, one ``(1, 3, h_i, w_i)`` tensor per ratio.
+    """The normalized test inputs of one image, one ``(1, 3, h_i, w_i)`` tensor per ratio.
 
     Each is the image resized keeping its aspect ratio to fit ``scaled_bound(scale, ratio)`` (mmcv ``imrescale``
-    with OpenCV's bilinear sampling), then normalised with ``mean``/``std`` (0-255 units).
+    with OpenCV's bilinear sampling), then normalized with ``mean``/``std`` (0-255 units).
     """
     return [EvalTransform(scaled_bound(scale, ratio), mean, std)(image)["pixel_values"][None] for ratio in ratios]

@@ -1,4 +1,4 @@
-"""Building blocks shared by Agent-Swin and Agent-PVT: MLP, stochastic depth, weight initialisation,
+"""Building blocks shared by Agent-Swin and Agent-PVT: MLP, stochastic depth, weight initialization,
 and the segmentation output type."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from transformers.modeling_outputs import SemanticSegmenterOutput
 
 from .agent_attention import AgentAttention
 from .heads import ConvBNReLU, ConvLayer, DecodeHead
-
 
 # In-place twins of `ACT2FN` activations (same function), used where no gradient is recorded: at
 # segmentation resolutions a fresh (B, N, 4C) buffer costs more in first-touch page faults than the
@@ -84,8 +83,8 @@ def check_pixel_values(pixel_values, num_channels: int, model_name: str) -> None
         )
     if not pixel_values.is_floating_point():
         raise ValueError(
-            f"{model_name}: expected floating-point (normalised) pixel_values, got dtype {pixel_values.dtype}; "
-            "use the image processor to rescale and normalise uint8 images"
+            f"{model_name}: expected floating-point (normalized) pixel_values, got dtype {pixel_values.dtype}; "
+            "use the image processor to rescale and normalize uint8 images"
         )
 
 
@@ -100,7 +99,7 @@ def drop_path_rates(drop_path_rate: float, depths) -> list[list[float]]:
 
 
 def init_agent_weights(module: nn.Module, std: float = 0.02) -> None:
-    """The official initialisation: timm-style backbone (trunc-normal linears, tables and position
+    """The official initialization: timm-style backbone (trunc-normal linears, tables and position
     embeddings; PyTorch defaults for convs) and mmseg heads (Kaiming fan-out convs in ConvModules,
     Xavier FPN neck, N(0, 0.01) classifiers). Children are visited before their parents, so a head's
     own rule overrides the plain-conv default of its convs."""
@@ -164,4 +163,13 @@ class AgentSegmenterOutput(SemanticSegmenterOutput):
     auxiliary_logits: torch.FloatTensor | None = None
 
 
-__all__ = ["AgentSegmenterOutput", "AutoMapMixin", "DropPath", "Mlp", "add_residual", "check_pixel_values", "drop_path_rates", "init_agent_weights"]
+__all__ = [
+    "AgentSegmenterOutput",
+    "AutoMapMixin",
+    "DropPath",
+    "Mlp",
+    "add_residual",
+    "check_pixel_values",
+    "drop_path_rates",
+    "init_agent_weights",
+]

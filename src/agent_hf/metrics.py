@@ -79,10 +79,7 @@ class MeanIoU:
     def reset(self) -> None:
         """Zero all histograms (keeps the device)."""
         device = self._device or torch.device("cpu")
-        self._local = {
-            key: torch.zeros(self.num_labels, dtype=torch.int64, device=device)
-            for key in _STATE_KEYS
-        }
+        self._local = {key: torch.zeros(self.num_labels, dtype=torch.int64, device=device) for key in _STATE_KEYS}
         self._synced = None
 
     def _totals(self) -> dict[str, torch.Tensor]:
@@ -124,14 +121,10 @@ class MeanIoU:
             TypeError: non-integer inputs.
         """
         if isinstance(predictions, (list, tuple)) or isinstance(references, (list, tuple)):
-            if not (
-                isinstance(predictions, (list, tuple)) and isinstance(references, (list, tuple))
-            ):
+            if not (isinstance(predictions, (list, tuple)) and isinstance(references, (list, tuple))):
                 raise ValueError("predictions and references must both be lists or both arrays")
             if len(predictions) != len(references):
-                raise ValueError(
-                    f"got {len(predictions)} predictions but {len(references)} references"
-                )
+                raise ValueError(f"got {len(predictions)} predictions but {len(references)} references")
             for pred, ref in zip(predictions, references, strict=True):
                 self._update_one(pred, ref)
         else:
@@ -139,9 +132,7 @@ class MeanIoU:
 
     def _update_one(self, prediction: ArrayLike, reference: ArrayLike) -> None:
         if self._device is None:
-            self._device = (
-                prediction.device if isinstance(prediction, torch.Tensor) else torch.device("cpu")
-            )
+            self._device = prediction.device if isinstance(prediction, torch.Tensor) else torch.device("cpu")
             self._local = {key: value.to(self._device) for key, value in self._local.items()}
         pred = _as_tensor(prediction, "predictions", self._device)
         ref = _as_tensor(reference, "references", self._device)
@@ -175,16 +166,13 @@ class MeanIoU:
         if low < 0 or high >= self.num_labels:
             bad = low if low < 0 else high
             ignore = f" or the ignore index {self.ignore_index}" if what == "reference" else ""
-            raise ValueError(
-                f"{what} label value {bad} is outside the expected range "
-                f"[0, {self.num_labels}){ignore}"
-            )
+            raise ValueError(f"{what} label value {bad} is outside the expected range [0, {self.num_labels}){ignore}")
 
     # ------------------------------------------------------------ distributed
     def sync(self) -> None:
         """Sum the histograms over all ``torch.distributed`` processes.
 
-        A no-op unless a process group is initialised. The global totals are kept
+        A no-op unless a process group is initialized. The global totals are kept
         next to the local ones, so calling ``sync`` again (or ``update`` then
         ``sync``) never double-counts. Every rank must call it (collective).
         """
@@ -214,7 +202,7 @@ class MeanIoU:
             self._local[key] += other._local[key].to(self._local[key].device)
         self._synced = None
 
-    # --------------------------------------------------------- serialisation
+    # --------------------------------------------------------- serialization
     def state_dict(self) -> dict[str, Any]:
         """Settings and local histograms (CPU tensors), for checkpoints/merging."""
         state: dict[str, Any] = {
@@ -229,10 +217,7 @@ class MeanIoU:
         """Restore histograms saved by :meth:`state_dict` (settings must match)."""
         for setting in ("num_labels", "ignore_index", "reduce_labels"):
             if state[setting] != getattr(self, setting):
-                raise ValueError(
-                    f"state has {setting}={state[setting]!r}, this metric "
-                    f"{getattr(self, setting)!r}"
-                )
+                raise ValueError(f"state has {setting}={state[setting]!r}, this metric {getattr(self, setting)!r}")
         device = self._device or torch.device("cpu")
         for key in _STATE_KEYS:
             value = torch.as_tensor(state[key], dtype=torch.int64)

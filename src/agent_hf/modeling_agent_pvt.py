@@ -18,7 +18,16 @@ from transformers.modeling_utils import PreTrainedModel
 from .agent_attention import AgentAttention
 from .configuration_agent_pvt import AgentPvtConfig
 from .heads import FPNNeck, SemanticFPNHead, segmentation_loss
-from .layers import AgentSegmenterOutput, AutoMapMixin, DropPath, Mlp, add_residual, check_pixel_values, drop_path_rates, init_agent_weights
+from .layers import (
+    AgentSegmenterOutput,
+    AutoMapMixin,
+    DropPath,
+    Mlp,
+    add_residual,
+    check_pixel_values,
+    drop_path_rates,
+    init_agent_weights,
+)
 
 
 def pretrain_grids(config: AgentPvtConfig) -> list[int]:
@@ -115,7 +124,9 @@ class AgentPvtBlock(GradientCheckpointingLayer):
         self.mlp = Mlp(dim, int(dim * config.mlp_ratios[stage]), config.hidden_act, config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        hidden_states = add_residual(hidden_states, self.drop_path(self.attn(self.norm1(hidden_states), height, width)))
+        hidden_states = add_residual(
+            hidden_states, self.drop_path(self.attn(self.norm1(hidden_states), height, width))
+        )
         return add_residual(hidden_states, self.drop_path(self.mlp(self.norm2(hidden_states))))
 
 
@@ -149,6 +160,7 @@ class AgentPvtModel(AgentPvtPreTrainedModel):
     `forward(pixel_values (B, 3, H, W))` returns `last_hidden_state` (B, C_4, H/32, W/32) (sizes floored),
     `pooler_output` (B, C_4) and, with `output_hidden_states`, the four stage maps (B, C_i, H_i, W_i).
     """
+
     _auto_class = "AutoModel"
 
     def __init__(self, config: AgentPvtConfig):
@@ -173,9 +185,17 @@ class AgentPvtModel(AgentPvtPreTrainedModel):
         if (height, width) == (grid, grid) or (stage == 0 and height * width == grid * grid):
             return table
         table = table.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-        return F.interpolate(table, size=(height, width), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+        return (
+            F.interpolate(table, size=(height, width), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+        )
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, return_dict: bool | None = None, **kwargs):
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
         check_pixel_values(pixel_values, self.config.num_channels, type(self).__name__)
         min_side = self.config.patch_size * 2 ** (self.config.num_stages - 1)
         if min(pixel_values.shape[-2:]) < min_side:
@@ -204,6 +224,7 @@ class AgentPvtModel(AgentPvtPreTrainedModel):
 
 class AgentPvtBackbone(BackboneMixin, AgentPvtPreTrainedModel):
     """Agent-PVT as a transformers backbone: `feature_maps` of the stages in `config.out_features`."""
+
     _auto_class = "AutoBackbone"
 
     def __init__(self, config: AgentPvtConfig):
@@ -212,7 +233,13 @@ class AgentPvtBackbone(BackboneMixin, AgentPvtPreTrainedModel):
         self.num_features = [config.embed_dims[0]] + list(config.embed_dims)
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, return_dict: bool | None = None, **kwargs):
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
         maps = self.agent_pvt(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
         by_stage = dict(zip(self.stage_names[1:], maps))
         output = BackboneOutput(
@@ -228,6 +255,7 @@ class AgentPvtForSemanticSegmentation(AgentPvtPreTrainedModel):
     `forward(pixel_values (B, 3, H, W), labels (B, H', W') optional)` returns `logits` (B, num_labels, H/4, W/4)
     and, with labels, the mmseg cross-entropy `loss` (logits resized to the labels, ignore index, mean over pixels).
     """
+
     _auto_class = "AutoModelForSemanticSegmentation"
 
     def __init__(self, config: AgentPvtConfig):
@@ -257,7 +285,9 @@ class AgentPvtForSemanticSegmentation(AgentPvtPreTrainedModel):
         loss = None
         if labels is not None:
             loss = segmentation_loss(logits, labels, self.config.loss_ignore_index, self.config.align_corners)
-        output = AgentSegmenterOutput(loss=loss, logits=logits, hidden_states=tuple(features) if output_hidden_states else None)
+        output = AgentSegmenterOutput(
+            loss=loss, logits=logits, hidden_states=tuple(features) if output_hidden_states else None
+        )
         return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
 

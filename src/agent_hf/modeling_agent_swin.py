@@ -18,7 +18,16 @@ from transformers.modeling_utils import PreTrainedModel
 from .agent_attention import AgentAttention
 from .configuration_agent_swin import AgentSwinConfig
 from .heads import FCNHead, UperNetDecodeHead, segmentation_loss
-from .layers import AgentSegmenterOutput, AutoMapMixin, DropPath, Mlp, add_residual, check_pixel_values, drop_path_rates, init_agent_weights
+from .layers import (
+    AgentSegmenterOutput,
+    AutoMapMixin,
+    DropPath,
+    Mlp,
+    add_residual,
+    check_pixel_values,
+    drop_path_rates,
+    init_agent_weights,
+)
 
 
 class AgentSwinPatchEmbed(nn.Module):
@@ -30,7 +39,9 @@ class AgentSwinPatchEmbed(nn.Module):
     def __init__(self, config: AgentSwinConfig):
         super().__init__()
         self.patch_size = config.patch_size
-        self.proj = nn.Conv2d(config.num_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size)
+        self.proj = nn.Conv2d(
+            config.num_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size
+        )
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.patch_norm else None
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -86,19 +97,24 @@ class WindowAttention(nn.Module):
             weights = torch.softmax((query * self.scale) @ key.transpose(-2, -1) + bias, dim=-1)
             output = F.dropout(weights, dropout, self.training) @ value
         else:
-            output = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scale)
+            output = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scale
+            )
         output = output.transpose(2, 3).reshape(batch, num_windows, tokens, channels)
         return self.proj_drop(self.proj(output))
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int, device) -> torch.Tensor:
     """(nW, w*w, w*w) mask: 0 between tokens of the same region of the rolled map, -100 otherwise."""
+
     def regions(size):
         index = torch.arange(size, device=device)
         return (index >= size - window).long() + (index >= size - shift).long()
 
     region = regions(height)[:, None] * 3 + regions(width)[None, :]
-    region = region.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1, window * window)
+    region = (
+        region.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1, window * window)
+    )
     return (region[:, :, None] != region[:, None, :]).float() * -100.0
 
 
@@ -152,9 +168,17 @@ class AgentSwinBlock(GradientCheckpointingLayer):
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
             mask = shifted_window_mask(padded_h, padded_w, window, shift, x.device)
         rows, cols = padded_h // window, padded_w // window
-        windows = x.view(batch, rows, window, cols, window, channels).transpose(2, 3).reshape(batch, rows * cols, window * window, channels)
+        windows = (
+            x.view(batch, rows, window, cols, window, channels)
+            .transpose(2, 3)
+            .reshape(batch, rows * cols, window * window, channels)
+        )
         windows = self.attn(windows, mask)
-        x = windows.view(batch, rows, cols, window, window, channels).transpose(2, 3).reshape(batch, padded_h, padded_w, channels)
+        x = (
+            windows.view(batch, rows, cols, window, window, channels)
+            .transpose(2, 3)
+            .reshape(batch, padded_h, padded_w, channels)
+        )
         if shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
         return x[:, :height, :width, :].reshape(batch, height * width, channels)
@@ -167,7 +191,7 @@ class AgentSwinBlock(GradientCheckpointingLayer):
 
 
 class AgentSwinPatchMerging(nn.Module):
-    """2x2 neighbourhood concat (odd sizes padded) -> LayerNorm(4C) -> Linear(4C, 2C, no bias)."""
+    """2x2 neighborhood concat (odd sizes padded) -> LayerNorm(4C) -> Linear(4C, 2C, no bias)."""
 
     def __init__(self, config: AgentSwinConfig, dim: int):
         super().__init__()
@@ -234,8 +258,9 @@ class AgentSwinModel(AgentSwinPreTrainedModel):
     """The Agent-Swin backbone: patch embedding, four stages, and a LayerNorm on each stage output.
 
     `forward(pixel_values (B, 3, H, W))` returns `last_hidden_state` (B, C_4, H/32, W/32), `pooler_output`
-    (B, C_4, global average) and, with `output_hidden_states`, the four normalised stage maps (B, C_i, H_i, W_i).
+    (B, C_4, global average) and, with `output_hidden_states`, the four normalized stage maps (B, C_i, H_i, W_i).
     """
+
     _auto_class = "AutoModel"
 
     def __init__(self, config: AgentSwinConfig):
@@ -260,7 +285,13 @@ class AgentSwinModel(AgentSwinPreTrainedModel):
         table = self.absolute_pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
         return F.interpolate(table, size=size, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, return_dict: bool | None = None, **kwargs):
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
         check_pixel_values(pixel_values, self.config.num_channels, type(self).__name__)
         x, size = self.patch_embed(pixel_values)
         if self.absolute_pos_embed is not None:
@@ -282,6 +313,7 @@ class AgentSwinModel(AgentSwinPreTrainedModel):
 
 class AgentSwinBackbone(BackboneMixin, AgentSwinPreTrainedModel):
     """Agent-Swin as a transformers backbone: `feature_maps` of the stages in `config.out_features`."""
+
     _auto_class = "AutoBackbone"
 
     def __init__(self, config: AgentSwinConfig):
@@ -290,7 +322,13 @@ class AgentSwinBackbone(BackboneMixin, AgentSwinPreTrainedModel):
         self.num_features = [config.embed_dim] + self.agent_swin.num_features
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, return_dict: bool | None = None, **kwargs):
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
         maps = self.agent_swin(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
         by_stage = dict(zip(self.stage_names[1:], maps))
         output = BackboneOutput(
@@ -307,6 +345,7 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
     `auxiliary_logits` and, with labels, `loss` = CE(decode) + auxiliary_loss_weight * CE(auxiliary), each
     computed as mmseg does (logits resized to the labels, ignore index, mean over all pixels).
     """
+
     _auto_class = "AutoModelForSemanticSegmentation"
 
     def __init__(self, config: AgentSwinConfig):
@@ -351,7 +390,9 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
             ignore, align = self.config.loss_ignore_index, self.config.align_corners
             loss = segmentation_loss(logits, labels, ignore, align)
             if auxiliary_logits is not None:
-                loss = loss + self.config.auxiliary_loss_weight * segmentation_loss(auxiliary_logits, labels, ignore, align)
+                loss = loss + self.config.auxiliary_loss_weight * segmentation_loss(
+                    auxiliary_logits, labels, ignore, align
+                )
         output = AgentSegmenterOutput(
             loss=loss,
             logits=logits,

@@ -72,7 +72,9 @@ def config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | Agent
             drop_path_rate=float(backbone.get("drop_path_rate", 0.1)),
             use_absolute_embeddings=bool(backbone.get("ape", False)),
             agent_num=[int(n) for n in backbone.get("agent_num", (9, 16, 49, 49))],
-            downstream_agent_shapes=[list(s) for s in backbone.get("downstream_agent_shapes", ((3, 3), (4, 4), (7, 7), (7, 7)))],
+            downstream_agent_shapes=[
+                list(s) for s in backbone.get("downstream_agent_shapes", ((3, 3), (4, 4), (7, 7), (7, 7)))
+            ],
             agent_kernel_size=int(backbone.get("kernel_size", 3)),
             attn_type=str(backbone.get("attn_type", "BBBB")),
             attention_scale_exponent=float(backbone.get("scale", -0.5)),
@@ -114,7 +116,9 @@ def config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | Agent
             sr_ratios=list(backbone.get("sr_ratios", (8, 4, 2, 1))),
             agent_sr_ratios=[int(c) for c in str(agent_sr)] if isinstance(agent_sr, str) else list(agent_sr),
             agent_num=[int(n) for n in backbone.get("agent_num", (9, 16, 49, 49))],
-            downstream_agent_shapes=[list(s) for s in backbone.get("downstream_agent_shapes", ((3, 3), (4, 4), (7, 7), (7, 7)))],
+            downstream_agent_shapes=[
+                list(s) for s in backbone.get("downstream_agent_shapes", ((3, 3), (4, 4), (7, 7), (7, 7)))
+            ],
             agent_kernel_size=int(backbone.get("kernel_size", 3)),
             attn_type=str(backbone.get("attn_type") or "AAAA"),
             attention_scale_exponent=float(backbone.get("scale", -0.5)),
@@ -197,13 +201,15 @@ def load_official_checkpoint(checkpoint, config=None):
         checkpoint: path to a `.pth` (read with `torch.load(weights_only=True)`) or `.safetensors` file, or a
             state dict: an mmseg segmentation checkpoint (`{'state_dict': ...}` or its bare state dict) or an
             official ImageNet checkpoint (`{'model': ...}`), whose classification head is dropped and whose
-            segmentation heads keep their fresh initialisation.
+            segmentation heads keep their fresh initialization.
         config: an `AgentSwinConfig`/`AgentPvtConfig`, an official mmseg `model` dict, or a preset name.
 
     Raises `ValueError` listing missing, unexpected and mis-shaped keys when the checkpoint does not fit.
     """
     if config is None:
-        raise ValueError("load_official_checkpoint: pass the config (an agent_hf config, official model dict or preset name)")
+        raise ValueError(
+            "load_official_checkpoint: pass the config (an agent_hf config, official model dict or preset name)"
+        )
     if isinstance(config, str):
         from .presets import preset_config
 
@@ -212,7 +218,9 @@ def load_official_checkpoint(checkpoint, config=None):
         config = config_from_official(config)
     raw, source = _read_checkpoint(checkpoint)
     state_dict, kind = official_to_hf_state_dict(raw, config)
-    model_class = AgentSwinForSemanticSegmentation if config.model_type == "agent_swin" else AgentPvtForSemanticSegmentation
+    model_class = (
+        AgentSwinForSemanticSegmentation if config.model_type == "agent_swin" else AgentPvtForSemanticSegmentation
+    )
     model = model_class(config)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -225,7 +233,14 @@ def load_official_checkpoint(checkpoint, config=None):
     if kind == "imagenet":
         prefix = _BACKBONE_PREFIX[config.model_type]
         # Heads are trained from scratch; Swin's per-stage output norms are new (LayerNorm 1/0 init).
-        allowed = lambda k: not k.startswith(prefix) or (config.model_type == "agent_swin" and k[len(prefix) :].startswith("norm") and k[len(prefix) :][4].isdigit())  # noqa: E731
+        allowed = lambda k: (
+            not k.startswith(prefix)
+            or (
+                config.model_type == "agent_swin"
+                and k[len(prefix) :].startswith("norm")
+                and k[len(prefix) :][4].isdigit()
+            )
+        )  # noqa: E731
         missing = [k for k in missing if not allowed(k)]
     if missing or unexpected or mis_shaped:
         arch = f"{type(config).__name__}(attn_type={config.attn_type!r}, depths={config.depths})"
@@ -238,7 +253,9 @@ def load_official_checkpoint(checkpoint, config=None):
             if items:
                 shown = ", ".join(items[:20]) + (f", ... ({len(items) - 20} more)" if len(items) > 20 else "")
                 lines.append(f"  {len(items)} {title} keys: {shown}")
-        lines.append("  Check that the config (preset / official model dict) is the one this checkpoint was trained with.")
+        lines.append(
+            "  Check that the config (preset / official model dict) is the one this checkpoint was trained with."
+        )
         raise ValueError("\n".join(lines))
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=False)
     model.eval()

@@ -1,7 +1,7 @@
 """The seven published Agent Attention segmentation models (ADE20K, 150 classes), by name.
 
 Each preset is the official config file's model, expressed as an agent_hf config; the training recipe
-that goes with it (optimiser, schedule, iterations) lives in `agent_hf.training`.
+that goes with it (optimizer, schedule, iterations) lives in `agent_hf.training`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,30 @@ from .data.ade20k import ade20k_id2label
 
 _SWIN = {
     # name: (embed_dim, depths, num_heads, downstream_agent_shapes, attn_type, drop_path_rate)
-    "agent-swin-t-upernet-ade20k": (96, [2, 2, 6, 2], [3, 6, 12, 24], [[9, 9], [12, 12], [14, 14], [7, 7]], "AAAB", 0.3),
-    "agent-swin-s-upernet-ade20k": (96, [2, 2, 18, 2], [3, 6, 12, 24], [[9, 9], [12, 12], [7, 7], [7, 7]], "AABB", 0.3),
-    "agent-swin-b-upernet-ade20k": (128, [2, 2, 18, 2], [4, 8, 16, 32], [[9, 9], [12, 12], [14, 14], [7, 7]], "AAMB2", 0.5),
+    "agent-swin-t-upernet-ade20k": (
+        96,
+        [2, 2, 6, 2],
+        [3, 6, 12, 24],
+        [[9, 9], [12, 12], [14, 14], [7, 7]],
+        "AAAB",
+        0.3,
+    ),
+    "agent-swin-s-upernet-ade20k": (
+        96,
+        [2, 2, 18, 2],
+        [3, 6, 12, 24],
+        [[9, 9], [12, 12], [7, 7], [7, 7]],
+        "AABB",
+        0.3,
+    ),
+    "agent-swin-b-upernet-ade20k": (
+        128,
+        [2, 2, 18, 2],
+        [4, 8, 16, 32],
+        [[9, 9], [12, 12], [14, 14], [7, 7]],
+        "AAMB2",
+        0.5,
+    ),
 }
 _PVT = {
     # name: (depths, drop_path_rate); all share widths 64-128-320-512 and agent grids 12-16-28-28
@@ -36,7 +57,14 @@ def preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
     common = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()}, agent_hf_preset=name)
     if name in _SWIN:
         embed_dim, depths, heads, shapes, layout, dpr = _SWIN[name]
-        kwargs = dict(embed_dim=embed_dim, depths=depths, num_heads=heads, downstream_agent_shapes=shapes, attn_type=layout, drop_path_rate=dpr)
+        kwargs = dict(
+            embed_dim=embed_dim,
+            depths=depths,
+            num_heads=heads,
+            downstream_agent_shapes=shapes,
+            attn_type=layout,
+            drop_path_rate=dpr,
+        )
         return AgentSwinConfig(**{**common, **kwargs, **overrides})
     if name in _PVT:
         depths, dpr = _PVT[name]

@@ -12,8 +12,10 @@ IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
 
-def make_image_processor(do_reduce_labels: bool = True, size: int | tuple[int, int] = 512) -> SegformerImageProcessorPil:
-    """A Segformer-style image processor: resize to `size`, rescale to 0-1, normalise with ImageNet statistics.
+def make_image_processor(
+    do_reduce_labels: bool = True, size: int | tuple[int, int] = 512
+) -> SegformerImageProcessorPil:
+    """A Segformer-style image processor: resize to `size`, rescale to 0-1, normalize with ImageNet statistics.
 
     `do_reduce_labels=True` applies ADE20K's reduce-zero-label to segmentation maps (0 -> 255, k -> k-1).
     Saved as `preprocessor_config.json` (type `SegformerImageProcessor`), so `AutoImageProcessor` and

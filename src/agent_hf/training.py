@@ -1,6 +1,6 @@
 """Training recipes of the paper (mmsegmentation 0.28 / mmcv 1.x) and their `transformers.Trainer` glue.
 
-* :class:`Recipe` / :func:`recipe_for`: the optimiser, learning-rate schedule and batch size of the official configs
+* :class:`Recipe` / :func:`recipe_for`: the optimizer, learning-rate schedule and batch size of the official configs
   (``configs/agent_swin/upernet_agent_swin_*.py``, ``configs/agent_pvt/fpn_agent_pvt_*.py``) or of transformers'
   semantic-segmentation example.
 * :func:`parameter_groups` / :func:`build_optimizer`: AdamW with mmcv's ``paramwise_cfg.custom_keys`` rule (a
@@ -8,7 +8,7 @@
 * :func:`build_scheduler`: a ``LambdaLR`` reproducing mmcv's ``PolyLrUpdaterHook`` with linear warm-up.
 * :class:`TrainDataset` / :class:`EvalDataset` / :func:`evaluate_segmentation`: the mmseg train pipeline and the
   mmseg evaluation (per image, at the original resolution, streamed into :class:`~agent_hf.metrics.MeanIoU`).
-* :class:`SegmentationTrainer`: a ``Trainer`` whose optimiser and schedule come from the recipe and whose
+* :class:`SegmentationTrainer`: a ``Trainer`` whose optimizer and schedule come from the recipe and whose
   ``evaluate`` runs the mmseg evaluation, reporting ``eval_mIoU``, ``eval_mAcc`` and ``eval_aAcc``.
 """
 
@@ -85,7 +85,7 @@ _ARGUMENT_FIELDS = _TRAINER_FIELDS + ("lr_scheduler_type", "lr_scheduler_kwargs"
 # ----------------------------------------------------------------------------------------------------------- recipes
 @dataclass(frozen=True)
 class Recipe:
-    """Optimiser, schedule and batch size of a training run.
+    """Optimizer, schedule and batch size of a training run.
 
     Attributes:
         name: ``"paper"`` or ``"hf-example"`` (``"+overrides"`` is appended once command-line values replace some).
@@ -100,8 +100,8 @@ class Recipe:
             warm-up starts at ``warmup_ratio`` times the regular lr); otherwise passed to
             ``transformers.get_scheduler``.
         warmup_steps: warm-up iterations; a value in ``(0, 1)`` is a fraction of the run, as in ``TrainingArguments``.
-        max_steps: iterations (optimiser steps); ``-1`` trains for ``num_train_epochs`` instead.
-        total_batch_size: images per optimiser step over all processes (per-device batch x processes x gradient
+        max_steps: iterations (optimizer steps); ``-1`` trains for ``num_train_epochs`` instead.
+        total_batch_size: images per optimizer step over all processes (per-device batch x processes x gradient
             accumulation).
         max_grad_norm: gradient clipping norm; 0 disables it (mmcv's ``OptimizerHook`` without ``grad_clip``).
         sync_batchnorm: use ``SyncBatchNorm`` in the heads when training on several GPUs (mmseg's ``SyncBN``).
@@ -285,7 +285,7 @@ def official_parameter_name(name: str) -> str:
 
 
 def parameter_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
-    """The optimiser's parameter groups: ``"decay"`` (``weight_decay=recipe.weight_decay``) and ``"no_decay"``
+    """The optimizer's parameter groups: ``"decay"`` (``weight_decay=recipe.weight_decay``) and ``"no_decay"``
     (``weight_decay=0``); empty groups are left out, frozen parameters too.
 
     Each group is a dict with ``group`` (its name), ``weight_decay``, ``param_names`` (our names) and ``params``.
@@ -337,7 +337,7 @@ def mmcv_poly_lr(
     warmup_ratio: float = 0.1,
 ) -> float:
     """Learning rate of mmcv 1.x ``PolyLrUpdaterHook(by_epoch=False, warmup='linear')`` at iteration ``step``
-    (0 for the first optimiser step)::
+    (0 for the first optimizer step)::
 
         regular = (base_lr - min_lr) * (1 - step / max_steps) ** power + min_lr
         lr = regular * (1 - (1 - step / warmup_steps) * (1 - warmup_ratio))   if step < warmup_steps
@@ -368,8 +368,8 @@ def build_scheduler(
 
     ``"mmcv_poly"`` gives a ``LambdaLR`` whose learning rate at step ``i`` is :func:`mmcv_poly_lr` of each group's
     initial lr (mmcv's ``runner.max_iters`` is the length of the run); other types come from
-    ``transformers.get_scheduler``. The optimiser's lr at construction is the step-0 value; the ``Trainer`` calls
-    ``scheduler.step()`` after every optimiser step.
+    ``transformers.get_scheduler``. The optimizer's lr at construction is the step-0 value; the ``Trainer`` calls
+    ``scheduler.step()`` after every optimizer step.
     """
     total = num_training_steps if num_training_steps is not None else recipe.max_steps
     if total is None or total < 1:
@@ -488,7 +488,7 @@ class EvalSettings:
         ratios: test-time scales (``img_ratios``), each multiplying ``scale``; ``(1.0,)`` is single-scale.
         flip: also evaluate the horizontally flipped images (probabilities averaged).
         crop_size, stride: ``(height, width)`` of the sliding windows and their step (``mode="slide"``).
-        mean, std: RGB normalisation in 0-255 units.
+        mean, std: RGB normalization in 0-255 units.
         reduce_labels: apply reduce-zero-label to the ground truth (ADE20K).
     """
 
@@ -641,7 +641,7 @@ def segmentation_metrics(
 class SegmentationTrainer(Trainer):
     """A ``Trainer`` for agent_hf segmentation models with an mmseg recipe and mmseg evaluation.
 
-    * The optimiser (:func:`build_optimizer`) and schedule (:func:`build_scheduler`) come from ``recipe``, which is
+    * The optimizer (:func:`build_optimizer`) and schedule (:func:`build_scheduler`) come from ``recipe``, which is
       written into ``args`` first (:meth:`Recipe.configure`); to let some ``TrainingArguments`` values win, pass
       ``recipe.merge(args, explicit={...})``. The recipe is printed when training starts.
     * ``evaluate`` runs :func:`evaluate_segmentation` on an :class:`EvalDataset`, logs ``eval_mIoU``, ``eval_mAcc``,

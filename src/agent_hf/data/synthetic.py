@@ -1,11 +1,11 @@
 """A small procedurally generated scene-parsing dataset (``scene_parse_150`` schema).
 
 Each image is a mosaic of regions (anisotropic Voronoi cells with ellipses on top).
-Every region is either "other" (annotation 0: a smooth, randomly coloured
+Every region is either "other" (annotation 0: a smooth, randomly colored
 background) or one of ``K`` classes (annotation ``1..K``). A class is a fixed
-combination of a mean colour and a texture (stripes at an angle, checkerboard,
-dot lattice or per-pixel noise), so it is recognisable from local appearance: a
-small CNN or transformer learns it far above chance, and even per-pixel colour
+combination of a mean color and a texture (stripes at an angle, checkerboard,
+dot lattice or per-pixel noise), so it is recognizable from local appearance: a
+small CNN or transformer learns it far above chance, and even per-pixel color
 separates most classes. Appearance varies per image (texture phase, period and
 angle jitter, lighting, sensor noise) so it is not memorisable by position.
 
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 _PATTERNS = ("stripes", "checker", "dots", "noise")
-_COLOUR_NAMES = (
+_COLOR_NAMES = (
     "red", "orange", "yellow", "lime", "green", "spring", "cyan", "azure", "blue",
     "violet", "magenta", "rose",
 )  # fmt: skip
@@ -45,7 +45,7 @@ _ADE_SPLIT_DIRS = {"train": "training", "validation": "validation"}
 
 @dataclass(frozen=True)
 class _ClassStyle:
-    colour: np.ndarray  # (3,) float32 mean RGB, 0..255
+    color: np.ndarray  # (3,) float32 mean RGB, 0..255
     pattern: str
     period: float  # pixels
     angle: float  # radians (stripes only)
@@ -60,15 +60,15 @@ def _class_styles(num_classes: int) -> list[_ClassStyle]:
         hue = (c * 0.618033988749895) % 1.0  # golden-ratio steps spread hues evenly
         saturation = 0.85 if (c // 4) % 2 == 0 else 0.55
         value = 0.85 if (c // 8) % 2 == 0 else 0.6
-        colour = np.array(colorsys.hsv_to_rgb(hue, saturation, value), np.float32) * 255
+        color = np.array(colorsys.hsv_to_rgb(hue, saturation, value), np.float32) * 255
         pattern = _PATTERNS[c % len(_PATTERNS)]
-        name = f"{_COLOUR_NAMES[round(hue * 12) % 12]}_{pattern}"
+        name = f"{_COLOR_NAMES[round(hue * 12) % 12]}_{pattern}"
         if name in names:
             name = f"{name}_{c + 1}"
         names.add(name)
         styles.append(
             _ClassStyle(
-                colour=colour,
+                color=color,
                 pattern=pattern,
                 period=6.0 + 2.0 * ((c // 4) % 4),
                 angle=np.deg2rad((37.0 * c) % 180.0),
@@ -87,9 +87,7 @@ def synthetic_id2label(num_classes: int = 8) -> dict[int, str]:
     return {i: style.name for i, style in enumerate(_class_styles(num_classes))}
 
 
-def _texture(
-    style: _ClassStyle, yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def _texture(style: _ClassStyle, yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Texture in ``[-1, 1]`` at pixel coordinates ``(yy, xx)``, with per-image jitter."""
     period = style.period * rng.uniform(0.9, 1.1)
     phase_y, phase_x = rng.uniform(0, period, size=2)
@@ -119,15 +117,13 @@ def _render_scene(
 
     # Layout: anisotropic Voronoi cells, then a few ellipses painted over them.
     num_cells = int(rng.integers(3, 8))
-    centres = rng.uniform((0, 0), (height, width), size=(num_cells, 2)).astype(np.float32)
+    centers = rng.uniform((0, 0), (height, width), size=(num_cells, 2)).astype(np.float32)
     stretch = rng.uniform(0.6, 1.6, size=(num_cells, 2)).astype(np.float32)
-    dist = ((yy[None] - centres[:, 0, None, None]) / stretch[:, 0, None, None]) ** 2 + (
-        (xx[None] - centres[:, 1, None, None]) / stretch[:, 1, None, None]
+    dist = ((yy[None] - centers[:, 0, None, None]) / stretch[:, 0, None, None]) ** 2 + (
+        (xx[None] - centers[:, 1, None, None]) / stretch[:, 1, None, None]
     ) ** 2
-    # ~15% of the cells are "other" (0), like ADE20K's unlabelled stuff.
-    cell_class = np.where(
-        rng.random(num_cells) < 0.15, 0, rng.integers(1, num_classes + 1, size=num_cells)
-    )
+    # ~15% of the cells are "other" (0), like ADE20K's unlabeled stuff.
+    cell_class = np.where(rng.random(num_cells) < 0.15, 0, rng.integers(1, num_classes + 1, size=num_cells))
     annotation = cell_class[np.argmin(dist, axis=0)].astype(np.uint8)
     for _ in range(int(rng.integers(0, 4))):
         cy, cx = rng.uniform((0, 0), (height, width))
@@ -137,7 +133,7 @@ def _render_scene(
         v = -(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)
         annotation[(u / rx) ** 2 + (v / ry) ** 2 <= 1.0] = rng.integers(1, num_classes + 1)
 
-    # "Other": a smooth random colour gradient.
+    # "Other": a smooth random color gradient.
     base = rng.uniform(40, 215, size=3).astype(np.float32)
     slope = rng.uniform(-0.4, 0.4, size=(2, 3)).astype(np.float32)
     image = base + yy[..., None] * slope[0] + xx[..., None] * slope[1]
@@ -145,10 +141,10 @@ def _render_scene(
         if label == 0:
             continue
         style = styles[label - 1]
-        colour = style.colour + rng.normal(0.0, 6.0, size=3).astype(np.float32)  # colour cast
+        color = style.color + rng.normal(0.0, 6.0, size=3).astype(np.float32)  # color cast
         region = annotation == label
         texture = _texture(style, yy[region], xx[region], rng)  # only where it is drawn
-        image[region] = colour + 45.0 * texture[:, None]
+        image[region] = color + 45.0 * texture[:, None]
 
     image += rng.normal(0.0, 8.0)  # global lighting
     image += 5.0 * rng.standard_normal(image.shape, dtype=np.float32)  # sensor noise
@@ -198,9 +194,7 @@ def make_synthetic_scene_parsing(
             image, annotation = _render_scene(styles, height, width, rng)
             images.append(_png_bytes(image))
             annotations.append(_png_bytes(annotation))
-        splits[split] = datasets.Dataset.from_dict(
-            {"image": images, "annotation": annotations}, features=features
-        )
+        splits[split] = datasets.Dataset.from_dict({"image": images, "annotation": annotations}, features=features)
     return datasets.DatasetDict(splits)
 
 
@@ -240,7 +234,5 @@ def save_as_image_folders(
                 image.save(image_dir / f"{stem}.png")
             example["annotation"].save(annotation_dir / f"{stem}.png")
     if id2label is not None:
-        (root / "id2label.json").write_text(
-            json.dumps({str(k): v for k, v in id2label.items()}, indent=2) + "\n"
-        )
+        (root / "id2label.json").write_text(json.dumps({str(k): v for k, v in id2label.items()}, indent=2) + "\n")
     return root

@@ -34,11 +34,11 @@ mmcv resizes with ``cv2.resize``: ``INTER_LINEAR`` for images and
 ``INTER_NEAREST`` for labels, and PhotoMetricDistortion goes through
 ``cv2.cvtColor`` BGR<->HSV. PIL matches none of these:
 
-* ``INTER_LINEAR`` samples the two nearest source pixels at the half-pixel-centre
+* ``INTER_LINEAR`` samples the two nearest source pixels at the half-pixel-center
   position ``(x + 0.5) * src / dst - 0.5`` and does **not** antialias when
   shrinking. PIL's ``Image.resize(BILINEAR)`` widens its filter by the shrink
   factor (it antialiases, even with ``reducing_gap=None``), so for ratios < 1, which
-  ``ratio_range=(0.5, 2.0)`` produces half of the time, it differs by many grey
+  ``ratio_range=(0.5, 2.0)`` produces half of the time, it differs by many gray
   levels near edges; when enlarging it agrees only to +-1 (different rounding).
 * ``INTER_NEAREST`` picks source index ``floor(x * src / dst)``; PIL's ``NEAREST``
   picks ``floor((x + 0.5) * src / dst)``, shifting label maps by up to one pixel.
@@ -47,12 +47,12 @@ So :func:`resize_bilinear`, :func:`resize_nearest`, :func:`rgb_to_hsv` and
 :func:`hsv_to_rgb` re-implement OpenCV's integer / float32 arithmetic in numpy. In
 our checks against opencv-python 4.10 and 5.0 (x86-64, AVX2 code path) they are
 bit-exact: random image sizes and channel counts for the resizes, every 8-bit
-colour for the HSV conversions.
+color for the HSV conversions.
 
 Known, deliberate differences from mmseg
 ----------------------------------------
 * OpenCV builds for other CPUs (ARM, or x86 without AVX2) use other SIMD block
-  widths in HSV->RGB; there the last pixels of a row can differ by 1 grey level.
+  widths in HSV->RGB; there the last pixels of a row can differ by 1 gray level.
 * 16-bit images are reduced to 8 bits by dropping the low byte (``v >> 8``), as
   OpenCV's ``IMREAD_COLOR`` PNG decoder does.
 * Labels outside ``0..255`` raise ``ValueError``; mmseg would silently wrap them with
@@ -118,7 +118,7 @@ def to_rgb_array(image: ImageInput, name: str | None = None) -> np.ndarray:
     """Convert an image to an ``(H, W, 3)`` ``uint8`` RGB array.
 
     Accepts a PIL image of any mode or a numpy array ``(H, W)``, ``(H, W, 1)``,
-    ``(H, W, 3)`` or ``(H, W, 4)``. Greyscale is replicated to three channels and an
+    ``(H, W, 3)`` or ``(H, W, 4)``. Grayscale is replicated to three channels and an
     alpha channel is dropped (not composited), as OpenCV's ``IMREAD_COLOR`` does.
     16-bit data (PIL modes ``I``/``I;16*``, numpy ``uint16``, or other integer arrays
     with values above 255) keeps its high byte.
@@ -155,8 +155,7 @@ def to_rgb_array(image: ImageInput, name: str | None = None) -> np.ndarray:
         array = array[:, :, :3]
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(
-            f"{_where(name)}expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) "
-            f"image, got shape {array.shape}"
+            f"{_where(name)}expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {array.shape}"
         )
     return np.ascontiguousarray(array)
 
@@ -172,9 +171,7 @@ def to_label_array(label: ImageInput, name: str | None = None) -> np.ndarray:
     """
     if isinstance(label, Image.Image):
         if label.mode not in {"L", "P", "1"} | _SIXTEEN_BIT_MODES:
-            raise ValueError(
-                f"{_where(name)}label image mode {label.mode!r} is not a single-channel index mask"
-            )
+            raise ValueError(f"{_where(name)}label image mode {label.mode!r} is not a single-channel index mask")
         array = np.asarray(label)
     else:
         array = np.asarray(label)
@@ -257,7 +254,7 @@ def _linear_taps(
     of 1/2048 and sum to 2048 (up to rounding).
     """
     scale = 1.0 / (dst_len / src_len)  # cv2 stores the inverse of dst/src
-    # cv2 evaluates the half-pixel-centre position in double and stores it as float.
+    # cv2 evaluates the half-pixel-center position in double and stores it as float.
     pos = ((np.arange(dst_len, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
     start = np.floor(pos)
     frac = pos - start
@@ -280,7 +277,7 @@ def _linear_taps(
 def resize_bilinear(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize like ``cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)``.
 
-    Half-pixel-centre bilinear sampling without antialiasing, in OpenCV's 8-bit
+    Half-pixel-center bilinear sampling without antialiasing, in OpenCV's 8-bit
     fixed-point arithmetic: 11-bit weights, an exact integer horizontal pass, then
     the vertical pass of its SIMD kernel,
     ``((S0 >> 4) * b0 >> 16) + ((S1 >> 4) * b1 >> 16) + 2 >> 2``. Bit-exact with
@@ -489,14 +486,12 @@ def pad_to(
     img = np.pad(img, img_pad, constant_values=pad_val)
     if seg is not None:
         if seg.shape[:2] != (height, width):
-            raise ValueError(
-                f"label size {seg.shape[:2]} differs from image size {(height, width)}"
-            )
+            raise ValueError(f"label size {seg.shape[:2]} differs from image size {(height, width)}")
         seg = np.pad(seg, pad_hw, constant_values=seg_pad_val)
     return img, seg
 
 
-# ---------------------------------------------------------------------- colour / HSV
+# ---------------------------------------------------------------------- color / HSV
 _HSV_SHIFT = 12
 _CV_HSV_BLOCK = 32  # pixels per iteration of OpenCV's AVX2 8-bit HSV->RGB kernel
 _LEVELS = np.arange(1, 256, dtype=np.float64)
@@ -512,7 +507,7 @@ def rgb_to_hsv(img: np.ndarray) -> np.ndarray:
     OpenCV's 8-bit convention: ``H`` in ``[0, 180)`` (degrees / 2), ``S`` and ``V`` in
     ``[0, 255]``; integer fixed-point arithmetic with 12 fractional bits, bit-exact
     with OpenCV. E.g. red ``(255, 0, 0) -> (0, 255, 255)``, green ``-> (60, 255, 255)``,
-    blue ``-> (120, 255, 255)``, greys ``(g, g, g) -> (0, 0, g)``.
+    blue ``-> (120, 255, 255)``, grays ``(g, g, g) -> (0, 0, g)``.
 
     Args:
         img: ``(..., 3)`` ``uint8`` RGB.
@@ -669,7 +664,7 @@ class TrainTransform:
 
     Steps: [reduce-zero-label] -> :func:`random_resize` -> :func:`random_crop` ->
     :func:`random_flip` -> :func:`photometric_distortion` -> :func:`normalize` ->
-    :func:`pad_to` (image with 0 *after* normalisation, label with 255).
+    :func:`pad_to` (image with 0 *after* normalization, label with 255).
 
     Randomness: pass ``rng=`` to :meth:`__call__` for full control. Otherwise the
     transform keeps its own generator, created lazily per process. In the main
@@ -685,7 +680,7 @@ class TrainTransform:
         ratio_range: range of the random resize ratio.
         cat_max_ratio: max share of a single class in an accepted crop.
         flip_prob: probability of a horizontal flip.
-        mean, std: RGB normalisation constants (0..255 units).
+        mean, std: RGB normalization constants (0..255 units).
         reduce_labels: apply :func:`reduce_zero_label` first (ADE20K: True).
         ignore_index: label value excluded from the crop statistics; also the pad
             value of the label.
@@ -757,9 +752,7 @@ class TrainTransform:
         if self.reduce_labels:
             seg = reduce_zero_label(seg)
         img, seg = random_resize(img, seg, self.scale, self.ratio_range, rng=rng)
-        img, seg = random_crop(
-            img, seg, self.crop_size, self.cat_max_ratio, self.ignore_index, rng=rng
-        )
+        img, seg = random_crop(img, seg, self.crop_size, self.cat_max_ratio, self.ignore_index, rng=rng)
         img, seg = random_flip(img, seg, self.flip_prob, rng=rng)
         img = photometric_distortion(img, rng=rng)
         pixels = normalize(img, self.mean, self.std)
@@ -771,7 +764,7 @@ class TrainTransform:
 
 
 class EvalTransform:
-    """The mmseg ADE20K test pipeline: keep-ratio resize + normalise.
+    """The mmseg ADE20K test pipeline: keep-ratio resize + normalize.
 
     The label is *not* resized: mmseg scores predictions at the original
     resolution (the model's logits are upsampled to the label's size), so the
@@ -781,7 +774,7 @@ class EvalTransform:
 
     Args:
         scale: ``(long_edge, short_edge)`` bound of the resize.
-        mean, std: RGB normalisation constants (0..255 units).
+        mean, std: RGB normalization constants (0..255 units).
         reduce_labels: apply :func:`reduce_zero_label` to the label.
     """
 
@@ -812,11 +805,7 @@ class EvalTransform:
             the original image size.
         """
         img = to_rgb_array(image, name)
-        out = {
-            "pixel_values": torch.from_numpy(
-                normalize(resize_keep_ratio(img, self.scale), self.mean, self.std)
-            )
-        }
+        out = {"pixel_values": torch.from_numpy(normalize(resize_keep_ratio(img, self.scale), self.mean, self.std))}
         if label is not None:
             seg = to_label_array(label, name)
             _check_pair(img, seg, name)
