@@ -75,15 +75,10 @@ def main(argv=None) -> int:
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output_dir}: {type(model).__name__}, {params:,} parameters")
     if args.push_to_hub:
-        from agent_hf.hub import push_folder_to_hub, render_model_card
+        from agent_hf.hub import push_folder_to_hub
 
-        preset = args.preset or getattr(config, "agent_hf_preset", None)
-        card = render_model_card(preset, repo_id=args.hub_model_id) if preset else None
-        print(
-            push_folder_to_hub(
-                args.output_dir, args.hub_model_id, token=args.hub_token, private=args.private, card=card
-            )
-        )
+        # No card given: the folder's provenance picks it (the paper's card only for a preset's official weights).
+        print(push_folder_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, private=args.private))
     return 0
 
 

@@ -37,6 +37,7 @@ Examples::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ import datasets
 import numpy as np
 import torch
 import transformers
-from huggingface_hub import EvalResult, ModelCard, ModelCardData, get_token, hf_hub_download
+from huggingface_hub import get_token, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import (
@@ -63,13 +64,13 @@ from transformers import (
 import agent_hf
 from agent_hf.data import ade20k_id2label, make_synthetic_scene_parsing, synthetic_id2label
 from agent_hf.data.transforms import TrainTransform
-from agent_hf.hub import push_folder_to_hub
+from agent_hf.hub import card_for_folder, push_folder_to_hub
 from agent_hf.processing import make_image_processor, save_model_folder
+from agent_hf.provenance import eval_results_from_metrics, record_provenance, trained_provenance
 from agent_hf.training import (
     RECIPE_NAMES,
     EvalDataset,
     EvalSettings,
-    Recipe,
     SegmentationTrainer,
     TrainDataset,
     pad_collate,
@@ -488,46 +489,6 @@ def hub_repo_id(training_args: TrainingArguments) -> str:
     return repo_id
 
 
-def model_card(repo_id: str, model_name: str, dataset: str, metrics: dict[str, float], recipe: Recipe) -> ModelCard:
-    """The card of a model trained by this script (the presets' paper cards describe the official weights)."""
-    eval_results = [
-        EvalResult(
-            task_type="semantic-segmentation",
-            dataset_type=dataset,
-            dataset_name=dataset,
-            metric_type=metric_type,
-            metric_name=metric_name,
-            metric_value=round(100 * metrics[key], 2),
-        )
-        for key, metric_type, metric_name in (
-            ("eval_mIoU", "mean_iou", "mIoU"),
-            ("eval_mAcc", "mean_accuracy", "mAcc"),
-        )
-        if key in metrics and not np.isnan(metrics[key])
-    ]
-    data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="image-segmentation",
-        tags=["agent-attention", "semantic-segmentation", "custom_code"],
-        model_name=repo_id.split("/")[-1],
-        eval_results=eval_results or None,
-    )
-    results = ", ".join(
-        f"{key[5:]} {100 * value:.2f}"
-        for key, value in metrics.items()
-        if key in ("eval_mIoU", "eval_mAcc", "eval_aAcc")
-    )
-    body = (
-        f"# {repo_id.split('/')[-1]}\n\n"
-        f"Agent Attention segmentation model (`{model_name}`) trained with agent-hf's "
-        f"`scripts/run_semantic_segmentation.py` on `{dataset}`.\n\n"
-        f"Evaluation (mmseg protocol, %): {results or 'not evaluated'}.\n\n"
-        "Load it with `AutoModelForSemanticSegmentation.from_pretrained(repo_id, trust_remote_code=True)`.\n\n"
-        f"```\n{recipe.describe()}\n```\n"
-    )
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
-
-
 # --------------------------------------------------------------------------------------------------------- main
 def make_train_dataset(
     split: datasets.Dataset,
@@ -624,9 +585,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     metrics = train_and_evaluate(trainer, training_args)
 
     if trainer.is_world_process_zero() and training_args.do_train:
+        provenance = trained_provenance(
+            trainer.model,
+            base=model_args.model_name_or_path,
+            dataset=data.description,
+            steps=trainer.state.global_step,
+            recipe=dataclasses.asdict(trainer.recipe),
+            eval_results=eval_results_from_metrics(metrics, data.description),
+        )
+        record_provenance(trainer.model, provenance)
         save_model_folder(trainer.model, training_args.output_dir, image_processor)
         if push_repo_id:
-            card = model_card(push_repo_id, model_args.model_name_or_path, data.description, metrics, trainer.recipe)
+            card = card_for_folder(training_args.output_dir, push_repo_id)
             result = push_folder_to_hub(
                 training_args.output_dir,
                 push_repo_id,

@@ -17,6 +17,7 @@ from .configuration_agent_pvt import AgentPvtConfig
 from .configuration_agent_swin import AgentSwinConfig
 from .modeling_agent_pvt import AgentPvtForSemanticSegmentation
 from .modeling_agent_swin import AgentSwinForSemanticSegmentation
+from .provenance import official_checkpoint_provenance, record_provenance
 
 _BACKBONE_PREFIX = {"agent_swin": "backbone.agent_swin.", "agent_pvt": "backbone.agent_pvt."}
 
@@ -205,6 +206,9 @@ def load_official_checkpoint(checkpoint, config=None):
         config: an `AgentSwinConfig`/`AgentPvtConfig`, an official mmseg `model` dict, or a preset name.
 
     Raises `ValueError` listing missing, unexpected and mis-shaped keys when the checkpoint does not fit.
+    The model's config records where its weights come from (`config.agent_hf_provenance`, see
+    `agent_hf.provenance`): origin "official-checkpoint" for a segmentation checkpoint, "initialized" for an
+    ImageNet one.
     """
     if config is None:
         raise ValueError(
@@ -259,6 +263,9 @@ def load_official_checkpoint(checkpoint, config=None):
         raise ValueError("\n".join(lines))
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=False)
     model.eval()
+    # Where the weights come from, saved in config.json: it decides the model card (agent_hf.provenance).
+    checkpoint_path = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+    record_provenance(model, official_checkpoint_provenance(model, checkpoint_path, kind))
     return model
 
 
