@@ -32,8 +32,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+
+# Publishing needs no model: agent_hf then imports no torch (the Auto classes register on first model use).
+os.environ.setdefault("AGENT_HF_LAZY_IMPORT", "1")
 
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 

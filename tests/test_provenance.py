@@ -2,7 +2,8 @@
 initialized or modified model gets a card of its own (its architecture, its parameter count, its measured results);
 a folder without provenance (agent-hf 0.1.0) gets no paper numbers unless the preset is named and matches.
 
-Also: `import agent_hf` stays light (no datasets, no gradio, no torch until a model name is used).
+Also: `import agent_hf` registers the Auto classes and loads neither datasets nor gradio; with
+`AGENT_HF_LAZY_IMPORT=1` (the hub CLI) it loads no torch until a model name is used.
 """
 
 from __future__ import annotations
@@ -253,22 +254,39 @@ def test_parameter_count_and_digest_read_from_the_files(factory, tmp_path: Path)
 
 
 # ---------------------------------------------------------------------------------------------------- imports
-def test_import_agent_hf_is_light_and_registers_on_first_use() -> None:
-    probe = """
+_EAGER_PROBE = """
 import sys
 import agent_hf
-light = sorted(m for m in ("torch", "transformers", "datasets", "gradio") if m in sys.modules)
-for name in agent_hf.__all__:
-    getattr(agent_hf, name)
-config = agent_hf.preset_config("agent-pvt-t-fpn-ade20k")
-from transformers import AutoConfig, AutoModelForSemanticSegmentation
-assert type(AutoConfig.for_model("agent_swin")).__name__ == "AgentSwinConfig"
-print(light, sorted(m for m in ("datasets", "gradio") if m in sys.modules))
+from transformers import AutoConfig
+# Registered by the import alone, before any name of the package is used.
+print(type(AutoConfig.for_model("agent_swin")).__name__, sorted(m for m in ("datasets", "gradio") if m in sys.modules))
 """
+
+_LAZY_PROBE = """
+import sys
+import agent_hf, agent_hf.hub, agent_hf.registry
+light = sorted(m for m in ("torch", "transformers", "datasets", "gradio") if m in sys.modules)
+config = agent_hf.preset_config("agent-pvt-t-fpn-ade20k")  # first use of a package name registers
+from transformers import AutoConfig
+print(light, type(AutoConfig.for_model("agent_swin")).__name__)
+"""
+
+
+def _run_probe(probe: str, **env_overrides: str) -> str:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
     }
+    env.pop("AGENT_HF_LAZY_IMPORT", None)
+    env.update(env_overrides)
     proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[] []"
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_import_agent_hf_registers_the_auto_classes_and_loads_no_datasets_or_gradio() -> None:
+    assert _run_probe(_EAGER_PROBE) == "AgentSwinConfig []"
+
+
+def test_lazy_import_mode_loads_nothing_heavy_and_registers_on_first_use() -> None:
+    assert _run_probe(_LAZY_PROBE, AGENT_HF_LAZY_IMPORT="1") == "[] AgentSwinConfig"

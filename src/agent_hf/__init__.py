@@ -1,22 +1,23 @@
 """agent-hf: Agent Attention (Han et al., ECCV 2024) segmentation models for the Hugging Face stack.
 
-The first use of any name of the package (``agent_hf.preset_config``, ``from agent_hf import AgentSwinConfig``, ...)
-imports the model code and registers the models with transformers' Auto classes:
+``import agent_hf`` registers the models with transformers' Auto classes (`AutoConfig`, `AutoModel`,
+`AutoBackbone`, `AutoModelForSemanticSegmentation`):
 
     >>> import agent_hf
     >>> from transformers import AutoModelForSemanticSegmentation
     >>> model = AutoModelForSemanticSegmentation.from_config(agent_hf.preset_config("agent-swin-t-upernet-ade20k"))
 
-Importing `agent_hf.presets` (hence `agent_hf.training`) registers them too. ``import agent_hf`` alone imports
-nothing heavy, so that tools which need no model (`agent_hf.hub`, `agent_hf.registry`, the ``push_to_hub``
-script) start without torch; code that loads a saved folder through the Auto classes without touching any name of
-the package calls :func:`register_auto_classes` first.
+The package's own names (``agent_hf.AgentSwinConfig``, ``agent_hf.preset_config``, ...) are imported on first
+access. With ``AGENT_HF_LAZY_IMPORT=1`` in the environment (the ``push_to_hub`` script sets it), ``import agent_hf``
+imports nothing heavy and registers on the first use of a package name, so that tools needing no model
+(`agent_hf.hub`, `agent_hf.registry`) start without torch.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from typing import Any
 
 __version__ = "0.1.0"
@@ -64,6 +65,14 @@ def register_auto_classes() -> None:
             config_class, getattr(modeling, f"{prefix}ForSemanticSegmentation"), exist_ok=True
         )
     _registered = True
+
+
+# Tools that never build a model (the push_to_hub CLI) set this before importing agent_hf, so that they start without
+# importing torch; they get the registration on first use of a package name instead.
+LAZY_IMPORT_ENV = "AGENT_HF_LAZY_IMPORT"
+
+if os.environ.get(LAZY_IMPORT_ENV, "").strip().lower() not in ("1", "true", "yes"):
+    register_auto_classes()
 
 
 def __getattr__(name: str) -> Any:
