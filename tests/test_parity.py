@@ -17,8 +17,6 @@ from safetensors.torch import load_file
 
 from agent_hf import config_from_official, load_official_checkpoint
 from agent_hf.layers import rename_key
-from agent_hf.modeling_agent_pvt import LEGACY_KEY_MAPPING as PVT_KEY_MAPPING
-from agent_hf.modeling_agent_swin import LEGACY_KEY_MAPPING as SWIN_KEY_MAPPING
 
 TOLERANCE = 1e-5
 SEGMENTATION_MODELS = ["agent_swin_aaab_upernet", "agent_swin_aamb2_upernet", "agent_pvt_aaaa_fpn"]
@@ -140,10 +138,11 @@ def test_imagenet_checkpoint_parity(name):
     for i, feature in enumerate(features):
         assert relative_error(feature, io[f"case0.backbone.{i}"]) <= TOLERANCE, f"backbone map {i}"
     # What the official loader reported missing keeps its official initialization (LayerNorm 1 / 0).
-    mapping = SWIN_KEY_MAPPING if model.config.model_type == "agent_swin" else PVT_KEY_MAPPING
+    base_model = model.backbone.get_submodule(model.backbone.base_model_prefix)
+    mapping = type(base_model)._checkpoint_key_mapping()
     for key in spec["official_load"]["missing_keys"]:
         # official names (e.g. `norm0.weight`) -> ours (`norms.0.weight`)
-        tensor = model.backbone.get_submodule(model.backbone.base_model_prefix).get_parameter(rename_key(key, mapping))
+        tensor = base_model.get_parameter(rename_key(key, mapping))
         expected = torch.ones_like(tensor) if key.endswith("weight") else torch.zeros_like(tensor)
         assert torch.equal(tensor, expected), key
 

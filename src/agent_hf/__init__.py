@@ -7,15 +7,35 @@ Importing the package registers the models with transformers' Auto classes:
     >>> model = AutoModelForSemanticSegmentation.from_config(agent_hf.preset_config("agent-swin-t-upernet-ade20k"))
 """
 
-from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForSemanticSegmentation
+# The lowest transformers the package supports (its own tests pass there); the Hub-shipped model code alone also
+# runs on 4.57. Checked first, so that an older transformers gets this message instead of an ImportError from
+# deep inside.
+MIN_TRANSFORMERS_VERSION = "5.0.0"
 
-from .agent_attention import AgentAttention
-from .configuration_agent_pvt import AgentPvtConfig
-from .configuration_agent_swin import AgentSwinConfig
-from .modeling_agent_pvt import AgentPvtBackbone, AgentPvtForSemanticSegmentation, AgentPvtModel
-from .modeling_agent_swin import AgentSwinBackbone, AgentSwinForSemanticSegmentation, AgentSwinModel
-from .official import config_from_official, load_official_checkpoint
-from .presets import PRESETS, preset_config
+
+def _check_transformers_version() -> None:
+    import transformers
+    from packaging.version import Version
+
+    if Version(transformers.__version__) < Version(MIN_TRANSFORMERS_VERSION):
+        raise ImportError(
+            f"agent_hf needs transformers>={MIN_TRANSFORMERS_VERSION}, but transformers {transformers.__version__} "
+            f"is installed: pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION}'. (A model folder saved by "
+            "agent_hf also loads without agent_hf on transformers 4.57+ with trust_remote_code=True.)"
+        )
+
+
+_check_transformers_version()
+
+from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForSemanticSegmentation  # noqa: E402
+
+from .agent_attention import AgentAttention  # noqa: E402
+from .configuration_agent_pvt import AgentPvtConfig  # noqa: E402
+from .configuration_agent_swin import AgentSwinConfig  # noqa: E402
+from .modeling_agent_pvt import AgentPvtBackbone, AgentPvtForSemanticSegmentation, AgentPvtModel  # noqa: E402
+from .modeling_agent_swin import AgentSwinBackbone, AgentSwinForSemanticSegmentation, AgentSwinModel  # noqa: E402
+from .official import config_from_official, load_official_checkpoint  # noqa: E402
+from .presets import PRESETS, preset_config  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -30,6 +50,7 @@ for _config, _model, _backbone, _segmentation in _FAMILIES:
     AutoModelForSemanticSegmentation.register(_config, _segmentation, exist_ok=True)
 
 __all__ = [
+    "MIN_TRANSFORMERS_VERSION",
     "PRESETS",
     "AgentAttention",
     "AgentPvtBackbone",

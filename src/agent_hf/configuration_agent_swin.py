@@ -4,12 +4,23 @@ Shipped to the Hub with the model: imports only torch/transformers and sibling m
 """
 
 # Import shims: these modules travel to the Hub and run on transformers 4.57 (the last 4.x) through the newest
-# 5.x. `BackboneConfigMixin` moved to `transformers.backbone_utils` in 5.1; `PreTrainedConfig` was
+# 5.x. `BackboneConfigMixin` moved to `transformers.backbone_utils` in 5.x; `PreTrainedConfig` was
 # `PretrainedConfig` in 4.x. (transformers' `check_imports` ignores imports inside try blocks.)
+import transformers
+
+# The shipped code needs transformers 4.57 or newer (say so, rather than fail on a missing import further down).
+if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < (4, 57):
+    raise ImportError(
+        f"This model's code needs transformers>=4.57, but transformers {transformers.__version__} is installed: "
+        "pip install -U transformers"
+    )
+
 try:
     from transformers.backbone_utils import BackboneConfigMixin
-except ImportError:  # transformers < 5.1
-    from transformers.utils.backbone_utils import BackboneConfigMixin
+
+    get_aligned_output_features_output_indices = None
+except ImportError:  # older transformers: a module-level function aligns out_features and out_indices
+    from transformers.utils.backbone_utils import BackboneConfigMixin, get_aligned_output_features_output_indices
 try:
     from transformers.configuration_utils import PreTrainedConfig
 except ImportError:  # transformers 4.x
@@ -223,10 +234,14 @@ class AgentSwinConfig(BackboneConfigMixin, PreTrainedConfig):
         self.num_layers = len(self.depths)
         self.hidden_size = int(self.embed_dim * 2 ** (self.num_layers - 1))
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, self.num_layers + 1)]
-        self.set_output_features_output_indices(
-            out_features=list(out_features) if out_features is not None else None,
-            out_indices=list(out_indices) if out_indices is not None else None,
-        )
+        out_features = list(out_features) if out_features is not None else None
+        out_indices = list(out_indices) if out_indices is not None else None
+        if get_aligned_output_features_output_indices is None:
+            self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+        else:
+            self._out_features, self._out_indices = get_aligned_output_features_output_indices(
+                out_features=out_features, out_indices=out_indices, stage_names=self.stage_names
+            )
         self._check_consistency()
 
     @property

@@ -27,6 +27,7 @@ from .layers import (
     add_residual,
     check_labels,
     check_pixel_values,
+    checkpoint_key_mapping,
     drop_path_rates,
     init_backbone_weights,
 )
@@ -225,9 +226,9 @@ class AgentPvtStage(nn.Module):
         return x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2), attentions
 
 
-# agent-hf 0.1.0 (and the official code) named the per-stage attributes `patch_embed{i}`, `pos_embed{i}` and
+# agent-hf 0.1.0 and the official code named the per-stage attributes `patch_embed{i}`, `pos_embed{i}` and
 # `block{i}` (1-based); they are `stages.{i-1}.patch_embed`, `.pos_embed` and `.blocks` now.
-LEGACY_KEY_MAPPING = {
+LEGACY_KEY_NAMES = {
     rule: target
     for i in range(1, 9)
     for rule, target in (
@@ -236,8 +237,8 @@ LEGACY_KEY_MAPPING = {
         (rf"block{i}\.", f"stages.{i - 1}.blocks."),
     )
 }
-# Keys of a bare `AgentPvtModel` (they start with one of its top-level names).
-_BASE_MODEL_KEYS = r"^(?=stages\.)"
+# The first name of every key of a bare `AgentPvtModel`.
+_BASE_MODEL_KEYS = r"(?:stages|patch_embed\d|pos_embed\d|block\d)\b"
 
 
 class AgentPvtPreTrainedModel(AgentPreTrainedMixin, PreTrainedModel):
@@ -286,7 +287,7 @@ class AgentPvtModel(AgentPvtPreTrainedModel):
 
     @classmethod
     def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        return {**LEGACY_KEY_MAPPING, r"^backbone\.agent_pvt\.": ""}
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_pvt", _BASE_MODEL_KEYS, "model")
 
     def __init__(self, config: AgentPvtConfig):
         super().__init__(config)
@@ -350,7 +351,7 @@ class AgentPvtBackbone(BackboneMixin, AgentPvtPreTrainedModel):
 
     @classmethod
     def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        return {**LEGACY_KEY_MAPPING, r"^backbone\.agent_pvt\.": "agent_pvt."}
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_pvt", _BASE_MODEL_KEYS, "backbone")
 
     def __init__(self, config: AgentPvtConfig):
         super().__init__(config)
@@ -406,7 +407,7 @@ class AgentPvtForSemanticSegmentation(AgentPvtPreTrainedModel):
     @classmethod
     def _checkpoint_key_mapping(cls) -> dict[str, str]:
         # Folders of the base model or of the backbone load their backbone weights (the heads start fresh).
-        return {**LEGACY_KEY_MAPPING, _BASE_MODEL_KEYS: "backbone.agent_pvt.", r"^agent_pvt\.": "backbone.agent_pvt."}
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_pvt", _BASE_MODEL_KEYS, "segmentation")
 
     def __init__(self, config: AgentPvtConfig):
         super().__init__(config)
@@ -471,5 +472,5 @@ __all__ = [
     "AgentPvtForSemanticSegmentation",
     "AgentPvtModel",
     "AgentPvtPreTrainedModel",
-    "LEGACY_KEY_MAPPING",
+    "LEGACY_KEY_NAMES",
 ]

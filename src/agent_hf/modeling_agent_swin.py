@@ -25,6 +25,7 @@ from .layers import (
     add_residual,
     check_labels,
     check_pixel_values,
+    checkpoint_key_mapping,
     copy_into,
     drop_path_rates,
     init_backbone_weights,
@@ -311,15 +312,10 @@ class AgentSwinStage(nn.Module):
         return down, down_size, x, size, attentions
 
 
-# agent-hf 0.1.0 named the per-stage output norms `norm{i}`; they are `norms.{i}` now. The lookbehinds keep
-# the blocks' own `norm1`/`norm2` out: only a key that starts with the name, or has it right after the base
-# model's attribute, is renamed. (transformers 4.x applies the first matching rule, 5.x every rule in turn.)
-LEGACY_KEY_MAPPING = {
-    **{rf"(?<![\w.])norm{i}\.": f"norms.{i}." for i in range(8)},
-    **{rf"(?<=agent_swin\.)norm{i}\.": f"norms.{i}." for i in range(8)},
-}
-# Keys of a bare `AgentSwinModel` (they start with one of its top-level names).
-_BASE_MODEL_KEYS = r"^(?=(?:patch_embed|absolute_pos_embed|layers|norms)\b)"
+# agent-hf 0.1.0 and the official code named the per-stage output norms `norm{i}`; they are `norms.{i}` now.
+LEGACY_KEY_NAMES = {rf"norm{i}\.": f"norms.{i}." for i in range(8)}
+# The first name of every key of a bare `AgentSwinModel`.
+_BASE_MODEL_KEYS = r"(?:patch_embed|absolute_pos_embed|layers|norms?\d*)\b"
 
 
 class AgentSwinPreTrainedModel(AgentPreTrainedMixin, PreTrainedModel):
@@ -371,7 +367,7 @@ class AgentSwinModel(AgentSwinPreTrainedModel):
 
     @classmethod
     def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        return {**LEGACY_KEY_MAPPING, r"^backbone\.agent_swin\.": ""}
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_swin", _BASE_MODEL_KEYS, "model")
 
     def __init__(self, config: AgentSwinConfig):
         super().__init__(config)
@@ -446,7 +442,7 @@ class AgentSwinBackbone(BackboneMixin, AgentSwinPreTrainedModel):
 
     @classmethod
     def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        return {**LEGACY_KEY_MAPPING, r"^backbone\.agent_swin\.": "agent_swin."}
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_swin", _BASE_MODEL_KEYS, "backbone")
 
     def __init__(self, config: AgentSwinConfig):
         super().__init__(config)
@@ -503,11 +499,7 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
     @classmethod
     def _checkpoint_key_mapping(cls) -> dict[str, str]:
         # Folders of the base model or of the backbone load their backbone weights (the heads start fresh).
-        return {
-            **LEGACY_KEY_MAPPING,
-            _BASE_MODEL_KEYS: "backbone.agent_swin.",
-            r"^agent_swin\.": "backbone.agent_swin.",
-        }
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_swin", _BASE_MODEL_KEYS, "segmentation")
 
     def __init__(self, config: AgentSwinConfig):
         super().__init__(config)
@@ -587,7 +579,7 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
 
 
 __all__ = [
-    "LEGACY_KEY_MAPPING",
+    "LEGACY_KEY_NAMES",
     "AgentSwinBackbone",
     "AgentSwinForSemanticSegmentation",
     "AgentSwinModel",

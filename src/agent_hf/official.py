@@ -16,15 +16,16 @@ import torch
 from .configuration_agent_pvt import AgentPvtConfig
 from .configuration_agent_swin import AgentSwinConfig
 from .layers import rename_key
-from .modeling_agent_pvt import LEGACY_KEY_MAPPING as PVT_KEY_MAPPING
 from .modeling_agent_pvt import AgentPvtForSemanticSegmentation
-from .modeling_agent_swin import LEGACY_KEY_MAPPING as SWIN_KEY_MAPPING
 from .modeling_agent_swin import AgentSwinForSemanticSegmentation
 
 _BACKBONE_PREFIX = {"agent_swin": "backbone.agent_swin.", "agent_pvt": "backbone.agent_pvt."}
 # The official per-stage names (`norm{i}`, `block{i}`, `patch_embed{i}`, `pos_embed{i}`) -> ours (`norms.{i}`,
 # `stages.{i-1}.blocks`, ...).
-_KEY_MAPPING = {"agent_swin": SWIN_KEY_MAPPING, "agent_pvt": PVT_KEY_MAPPING}
+_KEY_MAPPING = {
+    "agent_swin": AgentSwinForSemanticSegmentation._checkpoint_key_mapping(),
+    "agent_pvt": AgentPvtForSemanticSegmentation._checkpoint_key_mapping(),
+}
 
 
 def _all_stages(depths) -> list[str]:
