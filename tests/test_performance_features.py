@@ -132,7 +132,7 @@ def test_residual_stream_stays_fp32_when_branches_are_bf16():
     # A block fed an fp32 stream (as on CUDA, where autocast runs LayerNorm in fp32) returns fp32.
     for family, blocks in (
         ("swin", lambda m: m.backbone.agent_swin.layers[0].blocks),
-        ("pvt", lambda m: m.backbone.agent_pvt.block1),
+        ("pvt", lambda m: m.backbone.agent_pvt.stages[0].blocks),
     ):
         block = blocks(tiny_model(family).eval())[0]
         hidden_states = torch.randn(2, 16 * 16, 16)

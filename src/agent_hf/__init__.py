@@ -16,9 +16,36 @@ imports nothing heavy and registers on the first use of a package name, so that 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 from typing import Any
+
+# The lowest transformers the package supports (its own tests pass there); the Hub-shipped model code alone also
+# runs on 4.57. Checked first (from the installed metadata, without importing transformers), so that an older
+# transformers gets this message instead of an ImportError from deep inside.
+MIN_TRANSFORMERS_VERSION = "5.0.0"
+
+
+def _check_transformers_version() -> None:
+    from packaging.version import Version
+
+    try:
+        installed = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(
+            f"agent_hf needs transformers>={MIN_TRANSFORMERS_VERSION}: "
+            f"pip install 'transformers>={MIN_TRANSFORMERS_VERSION}'"
+        ) from None
+    if Version(installed) < Version(MIN_TRANSFORMERS_VERSION):
+        raise ImportError(
+            f"agent_hf needs transformers>={MIN_TRANSFORMERS_VERSION}, but transformers {installed} is installed: "
+            f"pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION}'. (A model folder saved by agent_hf also loads "
+            "without agent_hf on transformers 4.57+ with trust_remote_code=True.)"
+        )
+
+
+_check_transformers_version()
 
 __version__ = "0.1.0"
 
@@ -93,6 +120,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "MIN_TRANSFORMERS_VERSION",
     "PRESETS",
     "AgentAttention",
     "AgentPvtBackbone",

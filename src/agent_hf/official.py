@@ -15,11 +15,22 @@ import torch
 
 from .configuration_agent_pvt import AgentPvtConfig
 from .configuration_agent_swin import AgentSwinConfig
+from .layers import rename_key
 from .modeling_agent_pvt import AgentPvtForSemanticSegmentation
 from .modeling_agent_swin import AgentSwinForSemanticSegmentation
 from .provenance import official_checkpoint_provenance, record_provenance
 
 _BACKBONE_PREFIX = {"agent_swin": "backbone.agent_swin.", "agent_pvt": "backbone.agent_pvt."}
+# The official per-stage names (`norm{i}`, `block{i}`, `patch_embed{i}`, `pos_embed{i}`) -> ours (`norms.{i}`,
+# `stages.{i-1}.blocks`, ...).
+_KEY_MAPPING = {
+    "agent_swin": AgentSwinForSemanticSegmentation._checkpoint_key_mapping(),
+    "agent_pvt": AgentPvtForSemanticSegmentation._checkpoint_key_mapping(),
+}
+
+
+def _all_stages(depths) -> list[str]:
+    return [f"stage{i}" for i in range(1, len(depths) + 1)]
 
 
 def _head_kwargs(model: Mapping) -> dict:
@@ -95,6 +106,7 @@ def config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | Agent
             weight = (aux.get("loss_decode") or {}).get("loss_weight")
             if weight is not None:
                 kwargs["auxiliary_loss_weight"] = float(weight)
+        kwargs["out_features"] = _all_stages(kwargs["depths"])  # the official backbone returns all four maps
         kwargs.update(overrides)
         return AgentSwinConfig(**kwargs)
     if kind == "AgentPVT":
@@ -130,6 +142,7 @@ def config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | Agent
             kwargs["fpn_hidden_size"] = int(neck["out_channels"])
         if "feature_strides" in head:
             kwargs["feature_strides"] = list(head["feature_strides"])
+        kwargs["out_features"] = _all_stages(kwargs["depths"])  # the official backbone returns all four maps
         kwargs.update(overrides)
         return AgentPvtConfig(**kwargs)
     raise ValueError(
@@ -162,7 +175,8 @@ def _is_imagenet_key(key: str) -> bool:
 
 
 def official_to_hf_state_dict(state_dict: Mapping, config) -> tuple[dict, str]:
-    """Renames official keys to ours. Returns (renamed state dict, "segmentation" | "imagenet")."""
+    """Renames official keys to ours (backbone prefix, then the per-stage module names).
+    Returns (renamed state dict, "segmentation" | "imagenet")."""
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]
     elif "model" in state_dict and isinstance(state_dict["model"], Mapping):
@@ -171,6 +185,7 @@ def official_to_hf_state_dict(state_dict: Mapping, config) -> tuple[dict, str]:
     keys = [k for k in state_dict if isinstance(state_dict[k], torch.Tensor)]
     kind = "imagenet" if all(_is_imagenet_key(k) for k in keys) else "segmentation"
     renamed = {}
+    mapping = _KEY_MAPPING[config.model_type]
     for key in keys:
         tensor = state_dict[key]
         if key.endswith("relative_position_index"):
@@ -178,9 +193,9 @@ def official_to_hf_state_dict(state_dict: Mapping, config) -> tuple[dict, str]:
         if kind == "imagenet":
             if key.startswith("head.") or (config.model_type == "agent_swin" and key.startswith("norm.")):
                 continue  # classification head / final norm: not part of the segmentation backbone
-            renamed[prefix + key] = tensor
+            renamed[rename_key(prefix + key, mapping)] = tensor
         elif key.startswith("backbone."):
-            renamed[prefix + key[len("backbone.") :]] = tensor
+            renamed[rename_key(prefix + key[len("backbone.") :], mapping)] = tensor
         else:
             renamed[key] = tensor
     return renamed, kind
@@ -190,7 +205,7 @@ def _checkpoint_family(state_dict: Mapping) -> str | None:
     """Which backbone family a (renamed) state dict holds, from its module names."""
     if any(".layers.0.blocks." in k for k in state_dict):
         return "agent_swin"
-    if any(".block1.0." in k for k in state_dict):
+    if any(".stages.0.blocks.0." in k for k in state_dict):
         return "agent_pvt"
     return None
 
@@ -238,12 +253,7 @@ def load_official_checkpoint(checkpoint, config=None):
         prefix = _BACKBONE_PREFIX[config.model_type]
         # Heads are trained from scratch; Swin's per-stage output norms are new (LayerNorm 1/0 init).
         allowed = lambda k: (
-            not k.startswith(prefix)
-            or (
-                config.model_type == "agent_swin"
-                and k[len(prefix) :].startswith("norm")
-                and k[len(prefix) :][4].isdigit()
-            )
+            not k.startswith(prefix) or (config.model_type == "agent_swin" and k[len(prefix) :].startswith("norms."))
         )  # noqa: E731
         missing = [k for k in missing if not allowed(k)]
     if missing or unexpected or mis_shaped:

@@ -25,14 +25,20 @@ def preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
     """Config of a published model, e.g. `preset_config("agent-swin-t-upernet-ade20k")`.
 
     `overrides` replace any field (e.g. `id2label=...` for another dataset, `drop_path_rate=0.0`).
-    The preset's name is kept in the config as `agent_hf_preset`.
+    The preset's name is kept in the config as `agent_hf_preset`. The backbone returns all four stage maps
+    (`out_features`), as the official one; pass `out_features=[...]` to select others.
     """
     try:
         spec = get_model_spec(name)
     except ValueError:
         raise ValueError(f"Unknown preset {name!r}; available presets: {', '.join(PRESETS)}") from None
     id2label = ade20k_id2label()
-    kwargs = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()}, agent_hf_preset=name)
+    kwargs = dict(
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        agent_hf_preset=name,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
     return _CONFIG_CLASSES[spec.model_type](**{**kwargs, **spec.config_kwargs, **overrides})
 
 
