@@ -351,6 +351,23 @@ def test_missing_columns_and_splits_are_named(script):
         )
 
 
+def test_local_dataset_folders_load_by_path(script, tmp_path):
+    """A `save_to_disk` folder and a parquet folder (the layout scripts/prepare_ade20k.py writes) load by path, with
+    their id2label.json."""
+    data = make_synthetic_scene_parsing(2, 1, num_classes=5, min_size=48, max_size=64)
+    data.save_to_disk(tmp_path / "arrow")
+    (tmp_path / "parquet" / "data").mkdir(parents=True)
+    for split, part in data.items():
+        part.to_parquet(str(tmp_path / "parquet" / "data" / f"{split}-00000-of-00001.parquet"))
+    (tmp_path / "parquet" / "id2label.json").write_text(json.dumps(synthetic_id2label(5)))
+    for folder in ("arrow", "parquet"):
+        args = script.DataTrainingArguments(dataset_name=str(tmp_path / folder))
+        loaded = script.load_data(args, script.ModelArguments(model_name_or_path="x"), seed=0)
+        assert {split: len(part) for split, part in loaded.splits.items()} == {"train": 2, "validation": 1}
+        assert loaded.splits["train"][0]["image"].size == data["train"][0]["image"].size
+    assert loaded.id2label == synthetic_id2label(5)
+
+
 def test_eval_scales_is_an_alias_of_eval_ratios(script):
     base = ["--model_name_or_path", "x", "--output_dir", "o"]
     _, data_args, _, _, explicit = script.parse_arguments([*base, "--eval_scales", "0.5", "1"])
