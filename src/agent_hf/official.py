@@ -152,7 +152,12 @@ def config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | Agent
 
 
 def _read_checkpoint(checkpoint) -> tuple[dict, str]:
-    """Returns (state dict, where it came from) from a path (.pth/.pt/.bin/.safetensors) or a mapping."""
+    """Returns (state dict, where it came from) from a path (.pth/.pt/.bin/.safetensors) or a mapping.
+
+    Pickled files are read with ``weights_only=True``; one that also holds other objects (the official classification
+    code stores a yacs ``CfgNode`` under ``config``) is read again by a restricted unpickler that builds only tensors
+    and plain containers and leaves inert placeholders for the rest, running no code of the file.
+    """
     if isinstance(checkpoint, (str, os.PathLike)):
         path = os.fspath(checkpoint)
         if not os.path.isfile(path):
@@ -162,8 +167,10 @@ def _read_checkpoint(checkpoint) -> tuple[dict, str]:
                 from safetensors.torch import load_file
 
                 return load_file(path), path
-            return torch.load(path, map_location="cpu", weights_only=True), path
-        except Exception as error:  # unreadable / corrupt / pickled objects
+            from .restricted_pickle import load_checkpoint_file
+
+            return load_checkpoint_file(path), path
+        except Exception as error:  # unreadable / corrupt
             raise ValueError(f"load_official_checkpoint: could not read {path}: {error}") from error
     if isinstance(checkpoint, Mapping):
         return dict(checkpoint), "the given state dict"
