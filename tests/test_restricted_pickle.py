@@ -11,6 +11,7 @@ import torch
 from conftest import REFERENCE_DIR
 
 import agent_hf
+from agent_hf.official import official_to_hf_state_dict
 from agent_hf.restricted_pickle import UnpickledObject, load_tensors
 
 IMAGENET_CHECKPOINT = REFERENCE_DIR / "agent_pvt_aaaa_imagenet.pth"
@@ -97,5 +98,5 @@ def test_an_official_checkpoint_with_a_config_node_loads(tmp_path, foreign_modul
     overrides = {key: backbone[key] for key in ("embed_dims", "num_heads", "mlp_ratios", "depths")}
     model = agent_hf.load_official_checkpoint(path, agent_hf.preset_config("agent-pvt-t-fpn-ade20k", **overrides))
     state = model.state_dict()
-    loaded_keys = [key for key in official["model"] if not key.startswith("head.")]
-    assert all(torch.equal(state[f"backbone.agent_pvt.{key}"], official["model"][key]) for key in loaded_keys)
+    expected, _ = official_to_hf_state_dict(official, model.config)  # official names -> ours
+    assert expected and all(torch.equal(state[key], tensor) for key, tensor in expected.items())

@@ -17,6 +17,7 @@ from agent_hf.cli import ScriptError
 from agent_hf.data import TrainTransform, make_synthetic_scene_parsing, save_as_image_folders, synthetic_id2label
 from agent_hf.data.ade20k import find_split_folders, scene_parsing_folder
 from agent_hf.inference import predict_multiscale, predict_slide, predict_whole, segment
+from agent_hf.official import official_to_hf_state_dict
 from agent_hf.training import (
     EvalDataset,
     EvalSettings,
@@ -63,7 +64,15 @@ def test_official_parameter_names():
         official_parameter_name("backbone.agent_swin.layers.0.blocks.0.attn.an_bias")
         == "backbone.layers.0.blocks.0.attn.an_bias"
     )
-    assert official_parameter_name("backbone.agent_pvt.block1.0.norm1.weight") == "backbone.block1.0.norm1.weight"
+    assert official_parameter_name("backbone.agent_swin.norms.3.bias") == "backbone.norm3.bias"
+    assert (
+        official_parameter_name("backbone.agent_pvt.stages.0.blocks.1.norm1.weight")
+        == "backbone.block1.1.norm1.weight"
+    )
+    assert official_parameter_name("backbone.agent_pvt.stages.3.pos_embed") == "backbone.pos_embed4"
+    assert official_parameter_name("backbone.agent_pvt.stages.1.patch_embed.proj.weight") == (
+        "backbone.patch_embed2.proj.weight"
+    )
     assert official_parameter_name("decode_head.conv_seg.weight") == "decode_head.conv_seg.weight"
 
 
@@ -83,7 +92,7 @@ def test_swin_paper_groups_follow_mmcv_custom_keys():
         "backbone.agent_swin.absolute_pos_embed",
         "backbone.agent_swin.patch_embed.norm.weight",
         "backbone.agent_swin.layers.0.downsample.norm.weight",
-        "backbone.agent_swin.norm3.bias",
+        "backbone.agent_swin.norms.3.bias",
     ]:
         assert name in no_decay, name
     for name in [
@@ -389,5 +398,5 @@ def test_backbone_checkpoint_initializes_a_preset(script, reference_dir):
     assert model.training and model.config.num_labels == 5
     state = model.state_dict()
     official = torch.load(checkpoint, weights_only=True)["model"]
-    loaded = [key for key in official if not key.startswith("head.")]
-    assert loaded and all(torch.equal(state[f"backbone.agent_pvt.{key}"], official[key]) for key in loaded)
+    expected, _ = official_to_hf_state_dict(official, model.config)  # official names -> ours
+    assert expected and all(torch.equal(state[key], tensor) for key, tensor in expected.items())

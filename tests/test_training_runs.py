@@ -221,7 +221,7 @@ def test_the_model_is_saved_before_evaluation(train, tmp_path):
         data_collator=pad_collate((64, 64)),
     )
     with pytest.raises(InvalidSampleError, match=r"validation\[0\] \(synthetic_validation_00000001.jpg\)"):
-        train.train_and_evaluate(trainer, training_args, plan, processor)
+        train.train_and_evaluate(trainer, training_args, plan, processor, "agent-swin-t-upernet-ade20k", "synthetic")
     saved = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "run")
     torch.testing.assert_close(saved.state_dict(), model.state_dict())
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import re
 from functools import partial
 from typing import Any
 
@@ -28,12 +29,28 @@ _OFFICIAL_PREFIXES = {"backbone.agent_swin.": "backbone.", "backbone.agent_pvt."
 _TRANSFORMERS_NO_DECAY_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
 
 
+# Our module names that differ from the official ones (beyond the backbone prefix): per-stage lists are ModuleLists
+# here (`norms.3`, `stages.0.blocks`) where the official code numbers attributes (`norm3`, `block1`, 1-based in PVT).
+_OFFICIAL_STAGE_NAMES = (
+    (re.compile(r"^backbone\.norms\.(\d+)\."), lambda m: f"backbone.norm{m[1]}."),
+    (
+        re.compile(r"^backbone\.stages\.(\d+)\.(patch_embed|pos_embed|blocks)\b"),
+        lambda m: f"backbone.{'block' if m[2] == 'blocks' else m[2]}{int(m[1]) + 1}",
+    ),
+)
+
+
 def official_parameter_name(name: str) -> str:
     """The official mmseg name of one of our parameters, e.g.
-    ``backbone.agent_swin.layers.0.blocks.0.attn.an_bias -> backbone.layers.0.blocks.0.attn.an_bias``."""
+    ``backbone.agent_swin.layers.0.blocks.0.attn.an_bias -> backbone.layers.0.blocks.0.attn.an_bias``,
+    ``backbone.agent_swin.norms.3.bias -> backbone.norm3.bias``,
+    ``backbone.agent_pvt.stages.0.blocks.1.norm1.weight -> backbone.block1.1.norm1.weight``."""
     for ours, official in _OFFICIAL_PREFIXES.items():
         if name.startswith(ours):
-            return official + name[len(ours) :]
+            name = official + name[len(ours) :]
+            for pattern, replacement in _OFFICIAL_STAGE_NAMES:
+                name = pattern.sub(replacement, name)
+            return name
     return name
 
 
