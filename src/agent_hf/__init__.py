@@ -7,11 +7,12 @@ Importing the package registers the models with transformers' Auto classes:
     >>> model = AutoModelForSemanticSegmentation.from_config(agent_hf.preset_config("agent-swin-t-upernet-ade20k"))
 """
 
-from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForSemanticSegmentation
+from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
 
 from .agent_attention import AgentAttention
 from .configuration_agent_pvt import AgentPvtConfig
 from .configuration_agent_swin import AgentSwinConfig
+from .image_processing_agent import AgentImageProcessor
 from .modeling_agent_pvt import AgentPvtBackbone, AgentPvtForSemanticSegmentation, AgentPvtModel
 from .modeling_agent_swin import AgentSwinBackbone, AgentSwinForSemanticSegmentation, AgentSwinModel
 from .official import config_from_official, load_official_checkpoint
@@ -28,10 +29,12 @@ for _config, _model, _backbone, _segmentation in _FAMILIES:
     AutoModel.register(_config, _model, exist_ok=True)
     AutoBackbone.register(_config, _backbone, exist_ok=True)
     AutoModelForSemanticSegmentation.register(_config, _segmentation, exist_ok=True)
+    AutoImageProcessor.register(_config, slow_image_processor_class=AgentImageProcessor, exist_ok=True)
 
 __all__ = [
     "PRESETS",
     "AgentAttention",
+    "AgentImageProcessor",
     "AgentPvtBackbone",
     "AgentPvtConfig",
     "AgentPvtForSemanticSegmentation",
