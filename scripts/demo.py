@@ -8,7 +8,8 @@ learning rate than the paper's fine-tuning value since it starts from random wei
 
 Outputs, under ``outputs/demo``:
 
-* ``model/``: a complete model folder (``AutoModelForSemanticSegmentation.from_pretrained`` + image processor);
+* ``model/``: a complete model folder (``AutoModelForSemanticSegmentation.from_pretrained``, the image processor
+  with the demo's test resize, the ``image-segmentation`` pipeline and the Inference Endpoints handler);
 * ``prediction.png``: validation images, their ground truth and the predictions side by side;
 * ``eval_per_class.json``: per-class IoU and accuracy.
 """
@@ -142,7 +143,8 @@ def main() -> None:
     metrics = trainer.evaluate()
 
     model_dir = args.output_dir / "model"
-    save_model_folder(model, model_dir, make_image_processor(do_reduce_labels=True, size=CROP))
+    # The processor's keep-ratio resize is the evaluation's (SCALE), so the app and the pipeline see what eval saw.
+    save_model_folder(model, model_dir, make_image_processor(do_reduce_labels=True, scale=SCALE))
     panel = prediction_panel(model.eval(), data["validation"], settings, indices=[0, 1, 2])
     panel.save(args.output_dir / "prediction.png")
 
