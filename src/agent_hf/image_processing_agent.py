@@ -222,3 +222,7 @@ class AgentImageProcessor(BaseImageProcessor):
             at_input = at_input[:, :, :height, :width]
             maps.append(upsampled_argmax(at_input, target, self.align_corners)[0])
         return maps
+
+
+# `processor.save_pretrained(folder)` also copies this code and writes `auto_map` (as remote-code loading does).
+AgentImageProcessor.register_for_auto_class("AutoImageProcessor")

@@ -48,9 +48,6 @@ PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 ENDPOINT_FILES = ("handler.py", "requirements.txt")
 _INFERENCE_SETTINGS = ("mode", "ratios", "flip", "crop_size", "stride")
 
-# `processor.save_pretrained(folder)` also copies the processor's code and writes its auto_map.
-AgentImageProcessor.register_for_auto_class("AutoImageProcessor")
-
 
 def make_image_processor(
     do_reduce_labels: bool = True, scale: tuple[int, int] = DEFAULT_EVAL_SCALE, **settings: Any
