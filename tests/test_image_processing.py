@@ -233,6 +233,8 @@ def test_settings_are_validated_saved_and_overridable(tmp_path):
         AgentImageProcessor(ratios=[])
     with pytest.raises(ValueError, match="scale"):
         AgentImageProcessor(scale=(2048,))
+    with pytest.raises(TypeError, match=r"unknown setting\(s\) \['size'\].*scale=\(long_edge, short_edge\)"):
+        make_image_processor(size=512)  # the fixed square size of earlier versions
     processor = make_image_processor(scale=(1024, 256), mode="slide", ratios=[0.75, 1.0], flip=True)
     with pytest.raises(ValueError, match="unknown inference setting"):
         processor.inference_settings(window=3)

@@ -56,11 +56,24 @@ def make_image_processor(
 
     Args:
         do_reduce_labels: the model predicts ADE20K's reduced labels (recorded; images are unaffected).
-        scale: ``(long_edge, short_edge)`` bound of the keep-ratio resize.
+        scale: ``(long_edge, short_edge)`` bound of the keep-ratio resize (the evaluation's test scale).
         settings: other :class:`AgentImageProcessor` arguments (``image_mean``, ``image_std``, ``mode``, ``ratios``,
             ``flip``, ``crop_size``, ``stride``, ``align_corners``).
+
+    Raises:
+        TypeError: an unknown setting (e.g. the fixed ``size`` of earlier versions: the resize now keeps the
+            aspect ratio, give ``scale``).
     """
+    unknown = sorted(set(settings) - set(_SETTING_NAMES))
+    if unknown:
+        raise TypeError(
+            f"make_image_processor got unknown setting(s) {unknown}; expected some of {list(_SETTING_NAMES)} "
+            "(images keep their aspect ratio: give the test resize bound as scale=(long_edge, short_edge))"
+        )
     return AgentImageProcessor(scale=scale, do_reduce_labels=do_reduce_labels, **settings)
+
+
+_SETTING_NAMES = ("image_mean", "image_std", *_INFERENCE_SETTINGS, "align_corners")
 
 
 def _is_agent_model(config: Any) -> bool:
