@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint install chromium app clean
+.PHONY: demo test test-compat lint install chromium app clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,16 @@ chromium:
 test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 
+# The Hub-shipped model code on transformers 4.57.6 (the last 4.x), the floor and the newest 5.x, in cached venvs
+# (.venv-compat/<version>, created on first use), plus the parity tests on the floor (tests/compat_check.py).
+test-compat: $(STAMP)
+	$(PY) tests/compat_check.py
+
 app: $(STAMP)
 	$(PY) app/app.py --host 127.0.0.1 --port 7860
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs .venv-compat .cache-compat
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

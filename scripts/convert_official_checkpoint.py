@@ -6,23 +6,26 @@ trust_remote_code=True)` and `pipeline("image-segmentation", model=dir, trust_re
     python scripts/convert_official_checkpoint.py --checkpoint upernet_agent_swin_t.pth \
         --preset agent-swin-t-upernet-ade20k --output_dir agent-swin-t-upernet-ade20k
     python scripts/convert_official_checkpoint.py --checkpoint ckpt.pth --official_config model.json --output_dir out
+
+The folder is written beside --output_dir first and swapped in only once complete. A folder that is not empty is
+replaced only with --overwrite_output_dir, and never when it holds the checkpoint or config being converted, or is the
+current directory. Errors are one line (exit code 1); --debug shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 
 import agent_hf
+from agent_hf.cli import ArgumentParser, ScriptError, folder_error, run_script
+from agent_hf.folders import OutputFolderError, check_output_folder, write_folder
 from agent_hf.processing import make_image_processor, save_model_folder
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="official .pth (torch.load weights_only) or .safetensors")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--preset", choices=agent_hf.PRESETS, help="one of the seven published models")
@@ -33,6 +36,13 @@ def parse_args(argv=None):
         help="JSON with the official mmseg `model` dict (bare or under 'model')",
     )
     parser.add_argument("--output_dir", required=True)
+    parser.add_argument(
+        "--overwrite_output_dir",
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --output_dir (never one that holds the inputs or the current directory)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument(
         "--no_reduce_labels", action="store_true", help="image processor without ADE20K's reduce-zero-label"
     )
@@ -45,47 +55,40 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.push_to_hub and not args.hub_model_id:
-        sys.exit("--push_to_hub needs --hub_model_id")
+        raise ScriptError("--push_to_hub needs --hub_model_id")
+    inputs = [args.checkpoint, args.official_config]
+    try:  # before the (slow) conversion; checked again when the folder is swapped in
+        check_output_folder(args.output_dir, overwrite=args.overwrite_output_dir, inputs=inputs)
+    except OutputFolderError as error:
+        raise folder_error(error) from error
     if args.preset:
         config = agent_hf.preset_config(args.preset)
     else:
         try:
             with open(args.official_config) as f:
                 config = agent_hf.config_from_official(json.load(f))
-        except (OSError, json.JSONDecodeError) as error:
-            sys.exit(f"could not read the official config {args.official_config}: {error}")
+        except (OSError, ValueError) as error:
+            raise ScriptError(f"could not read the official config {args.official_config}: {error}") from error
     try:
         model = agent_hf.load_official_checkpoint(args.checkpoint, config)
     except (ValueError, FileNotFoundError) as error:
-        sys.exit(str(error))
-    # Write next to the destination first, so a failure leaves no half-written model folder.
-    parent = os.path.dirname(os.path.abspath(args.output_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
+        raise ScriptError(str(error)) from error
     try:
-        save_model_folder(model, staging, make_image_processor(do_reduce_labels=not args.no_reduce_labels))
-        if os.path.isdir(args.output_dir):
-            shutil.rmtree(args.output_dir)
-        os.replace(staging, args.output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with write_folder(args.output_dir, overwrite=args.overwrite_output_dir, inputs=inputs) as staging:
+            save_model_folder(model, staging, make_image_processor(do_reduce_labels=not args.no_reduce_labels))
+    except OutputFolderError as error:
+        raise folder_error(error) from error
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output_dir}: {type(model).__name__}, {params:,} parameters")
     if args.push_to_hub:
-        from agent_hf.hub import push_folder_to_hub, render_model_card
+        from agent_hf.hub import push_folder_to_hub
 
-        preset = args.preset or getattr(config, "agent_hf_preset", None)
-        card = render_model_card(preset, repo_id=args.hub_model_id) if preset else None
-        print(
-            push_folder_to_hub(
-                args.output_dir, args.hub_model_id, token=args.hub_token, private=args.private, card=card
-            )
-        )
-    return 0
+        # No card given: the folder's provenance picks it (the paper's card only for a preset's official weights).
+        print(push_folder_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, private=args.private))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -11,13 +11,20 @@ Outputs, under ``outputs/demo``:
 * ``model/``: a complete model folder (``AutoModelForSemanticSegmentation.from_pretrained``, the image processor
   with the demo's test resize, the ``image-segmentation`` pipeline and the Inference Endpoints handler);
 * ``prediction.png``: validation images, their ground truth and the predictions side by side;
-* ``eval_per_class.json``: per-class IoU and accuracy.
+* ``eval_per_class.json``: per-class IoU and accuracy;
+* ``demo_run.json``: the settings and metrics of the run.
+
+The folder is written beside ``--output_dir`` first and swapped in when complete. The demo replaces its own earlier
+output (a folder holding only these files, ``demo_run.json`` included), so ``make demo`` can run again; any other
+non-empty folder is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +35,7 @@ from transformers import AutoModelForSemanticSegmentation, TrainingArguments
 from transformers.utils import logging
 
 import agent_hf
+from agent_hf.cli import ArgumentParser, folder_error, run_script
 from agent_hf.data import (
     ADE20K_PALETTE,
     TrainTransform,
@@ -36,6 +44,7 @@ from agent_hf.data import (
     synthetic_id2label,
     to_label_array,
 )
+from agent_hf.folders import OutputFolderError, check_output_folder, write_folder
 from agent_hf.inference import multiscale_inputs, segment
 from agent_hf.processing import make_image_processor, save_model_folder
 from agent_hf.training import EvalDataset, EvalSettings, SegmentationTrainer, TrainDataset, pad_collate, recipe_for
@@ -53,9 +62,26 @@ MODEL = dict(
 )
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+# What the demo writes into its output folder; a folder holding only these (with the marker) is its own output.
+OUTPUT_ENTRIES = frozenset({"model", "prediction.png", "eval_per_class.json", "demo_run.json"})
+MARKER = "demo_run.json"
+
+
+def is_demo_output(folder: Path) -> bool:
+    """Whether ``folder`` was written by this script (and holds nothing else), so it may be replaced."""
+    names = {entry.name for entry in folder.iterdir()}
+    return MARKER in names and names <= OUTPUT_ENTRIES
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/demo"))
+    parser.add_argument(
+        "--overwrite_output_dir",
+        "--overwrite",
+        action="store_true",
+        help="replace a non-empty --output_dir that is not an earlier demo output",
+    )
     parser.add_argument("--max_steps", type=int, default=300, help="training iterations")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--learning_rate", type=float, default=2e-3)
@@ -69,7 +95,7 @@ def parse_args() -> argparse.Namespace:
         help="CPU threads. The demo's tensors are small: extra threads gain little and, on a shared or busy "
         "machine, make every operation wait for the slowest thread (10x slower on a loaded 2-core VM).",
     )
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def colorize_labels(labels: np.ndarray) -> np.ndarray:
@@ -96,8 +122,21 @@ def prediction_panel(model, dataset, settings: EvalSettings, indices: list[int])
     return Image.fromarray(np.concatenate(rows, axis=0))
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    folder_checks = dict(overwrite=args.overwrite_output_dir, is_own_output=is_demo_output)
+    try:  # before the minutes of training; checked again when the folder is swapped in
+        check_output_folder(args.output_dir, **folder_checks)
+        with write_folder(args.output_dir, **folder_checks) as staging:
+            run_demo(args, staging)
+    except OutputFolderError as error:
+        raise folder_error(error) from error
+    print(f"Model folder: {args.output_dir / 'model'}")
+    print(f"Predictions (image | ground truth | prediction): {args.output_dir / 'prediction.png'}")
+
+
+def run_demo(args: argparse.Namespace, output_dir: Path) -> None:
+    """Generates the data, trains, evaluates and writes the outputs into ``output_dir``."""
     logging.set_verbosity_warning()
     start = time.time()
     torch.set_num_threads(args.num_threads)
@@ -124,7 +163,7 @@ def main() -> None:
     )
     settings = EvalSettings(scale=SCALE)
     training_args = TrainingArguments(
-        output_dir=str(args.output_dir),
+        output_dir=str(output_dir),
         logging_steps=max(1, args.max_steps // 10),
         save_strategy="no",
         report_to="none",
@@ -142,11 +181,12 @@ def main() -> None:
     trainer.train()
     metrics = trainer.evaluate()
 
-    model_dir = args.output_dir / "model"
     # The processor's keep-ratio resize is the evaluation's (SCALE), so the app and the pipeline see what eval saw.
-    save_model_folder(model, model_dir, make_image_processor(do_reduce_labels=True, scale=SCALE))
+    save_model_folder(model, output_dir / "model", make_image_processor(do_reduce_labels=True, scale=SCALE))
     panel = prediction_panel(model.eval(), data["validation"], settings, indices=[0, 1, 2])
-    panel.save(args.output_dir / "prediction.png")
+    panel.save(output_dir / "prediction.png")
+    settings_record = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    (output_dir / MARKER).write_text(json.dumps({"arguments": settings_record, "metrics": metrics}, indent=2) + "\n")
 
     chance = 1 / (2 * NUM_CLASSES - 1)  # mIoU of uniformly random predictions on balanced classes
     print(
@@ -154,10 +194,8 @@ def main() -> None:
         f"(chance ~{100 * chance:.1f}%), mAcc {100 * metrics['eval_mAcc']:.1f}%, "
         f"aAcc {100 * metrics['eval_aAcc']:.1f}%"
     )
-    print(f"Model folder: {model_dir}")
-    print(f"Predictions (image | ground truth | prediction): {args.output_dir / 'prediction.png'}")
     print(f"Total time: {time.time() - start:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

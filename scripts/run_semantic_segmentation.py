@@ -3,21 +3,34 @@
 
 The command line follows transformers' ``examples/pytorch/semantic-segmentation/run_semantic_segmentation.py``
 (``--model_name_or_path``, ``--dataset_name``, ``--do_reduce_labels``, ... plus every ``TrainingArguments`` option),
-and runs under ``python``, ``accelerate launch`` and ``torchrun --nproc_per_node N``. Differences:
+and runs under ``python``, ``accelerate launch`` and ``torchrun``. Differences:
 
 * the model can be a preset (``agent-swin-t-upernet-ade20k``, ...; random init, or ``--backbone_checkpoint`` for an
   official ImageNet checkpoint), a local model folder or a Hub id;
-* data: ``--dataset_name synthetic`` (the default: a generated scene-parsing set), a Hub dataset in the
-  ``scene_parse_150`` schema, or local folders (``--train_dir``/``--validation_dir``: an ``ADEChallengeData2016``
-  root or any folder with ``images/`` and ``annotations/`` PNG masks of the same stems);
+* data: ``--dataset_name synthetic`` (the default: a generated scene-parsing set), a Hub dataset or local dataset
+  folder in the ``scene_parse_150`` schema (``scene_parse_150`` itself is read from the Hub's parquet export), or
+  local folders (``--train_dir``/``--validation_dir``: an ``ADEChallengeData2016`` root or any folder with
+  ``images/`` and ``annotations/`` PNG masks of the same stems); ``--streaming`` streams Hub/parquet datasets,
+  split across processes;
+* every sample of the splits it will read is checked before the first step (decoding, mask size, label range,
+  missing masks); bad samples are named, or skipped and listed with ``--skip_invalid_samples``;
 * training uses mmseg's ADE20K pipeline (random resize, crop with ``cat_max_ratio``, flip, photometric distortion)
+  with augmentations derived from (seed, epoch, sample), so a resumed run repeats the uninterrupted run's batches,
   and the official optimizer/schedule (``--recipe paper``); ``--learning_rate``, ``--weight_decay``,
-  ``--max_steps``, ``--warmup_steps``, ``--per_device_train_batch_size``, ... override the recipe when given;
-* evaluation is mmseg's (``--eval_mode whole|slide``, ``--eval_scales``, ``--eval_flip``): every image at its
+  ``--max_steps``, ``--warmup_steps``, ``--per_device_train_batch_size``, ... override the recipe when given; the
+  batch arithmetic (processes x per-device batch x accumulation) is printed against the recipe's 16 images;
+* the trained model is saved as soon as training ends, before evaluation;
+* evaluation is mmseg's (``--eval_mode whole|slide``, ``--eval_ratios``, ``--eval_flip``): every image at its
   original resolution, streamed into a mean-IoU accumulator; ``eval_mIoU``/``eval_mAcc``/``eval_aAcc`` are logged
   and per-class results are written to ``{output_dir}/eval_per_class.json``;
 * the output folder is a complete model folder (weights, config with model code, image processor) and
   ``--push_to_hub`` publishes it with ``agent_hf.hub.push_folder_to_hub`` (model files first, model card last).
+
+Output folder: a rerun into a folder that holds this run's checkpoints resumes from the newest complete one
+(half-written checkpoints are skipped and named); any other non-empty folder is refused unless
+``--overwrite_output_dir``, which trains into a staging folder beside it and swaps it in when the model is saved
+(never replacing a folder that holds an input or the current directory). Errors in the arguments, config or data are
+one line (exit code 1); ``--debug`` shows the traceback.
 
 Examples::
 
@@ -28,27 +41,30 @@ Examples::
         --per_device_train_batch_size 8 --do_train --do_eval --output_dir outputs/tiny
 
     # the paper's Agent-Swin-T run on ADE20K (8 GPUs x 2 images, 160k iterations)
-    torchrun --nproc_per_node 8 scripts/run_semantic_segmentation.py \\
+    accelerate launch --multi_gpu --num_processes 8 scripts/run_semantic_segmentation.py \\
         --model_name_or_path agent-swin-t-upernet-ade20k --backbone_checkpoint agent_swin_t.pth \\
         --train_dir data/ADEChallengeData2016 --validation_dir data/ADEChallengeData2016 \\
-        --do_train --do_eval --eval_strategy steps --eval_steps 16000 --save_steps 16000 \\
-        --dataloader_num_workers 4 --output_dir outputs/agent-swin-t
+        --per_device_train_batch_size 2 --do_train --do_eval --eval_strategy steps --eval_steps 16000 \\
+        --save_steps 16000 --dataloader_num_workers 4 --output_dir outputs/agent-swin-t
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 import transformers
-from huggingface_hub import EvalResult, ModelCard, ModelCardData, get_token, hf_hub_download
+from datasets.distributed import split_dataset_by_node
+from huggingface_hub import get_token, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import (
@@ -61,25 +77,51 @@ from transformers import (
 )
 
 import agent_hf
-from agent_hf.data import ade20k_id2label, make_synthetic_scene_parsing, synthetic_id2label
+from agent_hf.cli import ScriptError, folder_error, run_script
+from agent_hf.data import make_synthetic_scene_parsing, synthetic_id2label
+from agent_hf.data.ade20k import (
+    ADE_SPLIT_FOLDERS,
+    PARQUET_EXPORT_REVISION,
+    ParquetExportNotFoundError,
+    ade20k_id2label,
+    load_parquet_export,
+    scene_parsing_folder,
+)
 from agent_hf.data.transforms import TrainTransform
-from agent_hf.hub import push_folder_to_hub
+from agent_hf.folders import (
+    OutputFolderError,
+    add_files,
+    check_output_folder,
+    new_staging_folder,
+    replace_folder,
+)
+from agent_hf.hub import card_for_folder, push_folder_to_hub
 from agent_hf.processing import make_image_processor, save_model_folder
+from agent_hf.provenance import PROVENANCE_KEY, eval_results_from_metrics, record_provenance, trained_provenance
 from agent_hf.training import (
     RECIPE_NAMES,
     EvalDataset,
     EvalSettings,
     Recipe,
     SegmentationTrainer,
+    StreamingEvalDataset,
+    StreamingTrainDataset,
     TrainDataset,
+    batch_plan,
+    find_invalid_samples,
+    has_batchnorm,
     pad_collate,
     recipe_for,
 )
+from agent_hf.training.checkpoints import CheckpointScan, checkpoint_problem, scan_checkpoints
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-ADE_SPLIT_FOLDERS = {"train": "training", "validation": "validation"}
+SCENE_PARSE_150 = "scene_parse_150"
+SCENE_PARSE_150_REPO = "zhoubolei/scene_parse_150"  # the Hub's home of the former canonical `scene_parse_150`
+ADE_DOWNLOAD = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
+# What an evaluation-only run writes into its output folder.
+EVAL_RESULT_FILES = ("eval_per_class.json", "eval_results.json", "all_results.json")
 
 
 @dataclass
@@ -121,11 +163,31 @@ class DataTrainingArguments:
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "'synthetic' (default without --train_dir/--validation_dir), or a Hub dataset / local dataset "
-            "folder in the scene_parse_150 schema (columns image + annotation)."
+            "help": "'synthetic' (default without --train_dir/--validation_dir); a Hub dataset or local dataset "
+            "folder (parquet files, e.g. written by scripts/prepare_ade20k.py, or a save_to_disk folder) in the "
+            "scene_parse_150 schema (columns image + annotation); 'scene_parse_150' loads the Hub's parquet export."
         },
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Hub dataset configuration name (scene_parse_150: scene_parsing)."}
+    )
+    dataset_revision: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Dataset version: branch, tag, commit id or {PARQUET_EXPORT_REVISION} (the Hub's parquet "
+            f"export; the default for {SCENE_PARSE_150})."
+        },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the dataset instead of downloading it first (Hub/parquet datasets): each process reads "
+            "its part of the stream; training is driven by --max_steps."
+        },
+    )
+    streaming_buffer_size: int = field(
+        default=1000, metadata={"help": "Shuffle buffer of a streamed training split (examples)."}
+    )
     train_dir: str | None = field(
         default=None,
         metadata={
@@ -147,11 +209,18 @@ class DataTrainingArguments:
         default=None, metadata={"help": "Keep this many (shuffled) training images."}
     )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N validation images."})
+    skip_invalid_samples: bool = field(
+        default=False,
+        metadata={
+            "help": "Skip (and list) samples that cannot be used (undecodable image or mask, size mismatch, label "
+            "values outside the classes, missing mask) instead of stopping before training."
+        },
+    )
     do_reduce_labels: bool | None = field(
         default=None,
         metadata={
             "help": "Map annotation 0 to ignore (255) and k to k-1 (ADE20K). Default: on for synthetic, "
-            "scene_parse_150 and ADEChallengeData2016 folders, off otherwise."
+            "scene_parse_150, ADEChallengeData2016 folders and datasets with ADE20K's 150 classes, off otherwise."
         },
     )
     synthetic_train_samples: int = field(
@@ -183,8 +252,13 @@ class DataTrainingArguments:
     eval_scale: list[int] = field(
         default_factory=lambda: [2048, 512], metadata={"help": "Test resize bound LONG SHORT (keep ratio)."}
     )
-    eval_scales: list[float] = field(
-        default_factory=lambda: [1.0], metadata={"help": "Test-time scale ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75."}
+    eval_ratios: list[float] = field(
+        default_factory=lambda: [1.0],
+        metadata={
+            "help": "Test-time ratios of --eval_scale (mmseg's img_ratios), e.g. 0.5 0.75 1.0 1.25 1.5 1.75 "
+            "(--eval_scales is the older name).",
+            "aliases": ["--eval_scales"],
+        },
     )
     eval_flip: bool = field(default=False, metadata={"help": "Also evaluate horizontally flipped images."})
     eval_crop_size: list[int] = field(
@@ -201,9 +275,9 @@ class DataTrainingArguments:
             ("--ratio_range", self.ratio_range),
         ):
             if len(values) != 2 or min(values) <= 0:
-                raise ValueError(f"{option} takes two positive numbers, got {values}")
-        if not self.eval_scales or min(self.eval_scales) <= 0:
-            raise ValueError(f"--eval_scales takes positive ratios, got {self.eval_scales}")
+                raise ScriptError(f"{option} takes two positive numbers, got {values}")
+        if not self.eval_ratios or min(self.eval_ratios) <= 0:
+            raise ScriptError(f"--eval_ratios takes positive ratios, got {self.eval_ratios}")
         for option, values in (
             ("--crop_size", self.crop_size),
             ("--eval_crop_size", self.eval_crop_size),
@@ -212,29 +286,73 @@ class DataTrainingArguments:
             _pair(values, option)
 
 
+@dataclass
+class OutputArguments:
+    """What may happen to an existing output folder."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in an --output_dir that is not empty: the run trains into a staging folder beside "
+            "it, which replaces it once the model is saved (never a folder holding an input or the current "
+            "directory). Without it, a folder with this run's checkpoints is resumed and any other non-empty "
+            "folder is refused. For --do_eval alone: replace earlier evaluation results."
+        },
+    )
+
+
 def _pair(values: list[int], option: str) -> tuple[int, int]:
     if len(values) not in (1, 2) or min(values) < 1:
-        raise ValueError(f"{option} takes one or two positive integers, got {values}")
+        raise ScriptError(f"{option} takes one or two positive integers, got {values}")
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
 # ---------------------------------------------------------------------------------------------------- arguments
-def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, set[str]]:
-    """The three argument groups and the names of the options given explicitly (they override the recipe)."""
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, TrainingArguments), allow_abbrev=False)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        path = os.path.abspath(argv[0])
-        with open(path) as file:
-            explicit = set(json.load(file))
-        return (*parser.parse_json_file(json_file=path), explicit)
-    dests = {option: action.dest for action in parser._actions for option in action.option_strings}
-    explicit = {dests[token.split("=", 1)[0]] for token in argv if token.split("=", 1)[0] in dests}
-    return (*parser.parse_args_into_dataclasses(args=argv), explicit)
+class _ArgumentParser(HfArgumentParser):
+    def error(self, message: str):
+        raise ScriptError(message)  # one line, not argparse's usage text of every TrainingArguments option
+
+
+def parse_arguments(
+    argv: list[str],
+) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, OutputArguments, set[str]]:
+    """The argument groups and the names of the options given explicitly (they override the recipe)."""
+    parser = _ArgumentParser(
+        (ModelArguments, DataTrainingArguments, TrainingArguments, OutputArguments), allow_abbrev=False
+    )
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            path = os.path.abspath(argv[0])
+            with open(path) as file:
+                values = json.load(file)
+            if "eval_scales" in values:  # the older name of eval_ratios
+                values["eval_ratios"] = values.pop("eval_scales")
+            return (*parser.parse_dict(values), set(values))
+        argv = _bare_flags_to_true(argv)
+        dests = {option: action.dest for action in parser._actions for option in action.option_strings}
+        explicit = {dests[token.split("=", 1)[0]] for token in argv if token.split("=", 1)[0] in dests}
+        return (*parser.parse_args_into_dataclasses(args=argv), explicit)
+    except (OSError, ValueError) as error:  # an unreadable JSON file, or TrainingArguments' own checks
+        raise ScriptError(str(error)) from error
+
+
+# `bool | None` options (None = decided from the data) that may be given bare, as in transformers' example.
+_OPTIONAL_FLAGS = ("--do_reduce_labels", "--do-reduce-labels")
+
+
+def _bare_flags_to_true(argv: list[str]) -> list[str]:
+    result = []
+    for position, token in enumerate(argv):
+        result.append(token)
+        if token in _OPTIONAL_FLAGS and (position + 1 == len(argv) or argv[position + 1].startswith("--")):
+            result.append("True")
+    return result
 
 
 def use_cpu_processes_without_accelerator() -> None:
-    """Under ``torchrun --nproc_per_node N`` on a machine without GPU, accelerate only forms a (gloo) process group
-    when told to use the CPU; without this every process would silently train on its own."""
+    """Under ``torchrun --nproc_per_node N`` or ``accelerate launch --multi_gpu --num_processes N`` on a machine
+    without GPU, accelerate only forms a (gloo) process group when told to use the CPU; without this every process
+    would silently train on its own."""
     accelerator = getattr(torch, "accelerator", None)
     has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator:
@@ -244,10 +362,22 @@ def use_cpu_processes_without_accelerator() -> None:
 def check_world_size(training_args: TrainingArguments) -> None:
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != training_args.world_size:
-        raise RuntimeError(
+        raise ScriptError(
             f"launched {launched} processes but the Trainer sees a world size of {training_args.world_size}: the "
             "processes would train independently (on CPU pass --use_cpu)"
         )
+
+
+def check_run_arguments(training_args: TrainingArguments, data_args: DataTrainingArguments, explicit: set[str]):
+    if not (training_args.do_train or training_args.do_eval):
+        raise ScriptError("nothing to do: pass --do_train and/or --do_eval")
+    if (
+        data_args.streaming
+        and training_args.do_train
+        and "num_train_epochs" in explicit
+        and "max_steps" not in explicit
+    ):
+        raise ScriptError("a streamed dataset has no length: give --max_steps instead of --num_train_epochs")
 
 
 def setup_logging(training_args: TrainingArguments) -> None:
@@ -271,45 +401,163 @@ def setup_logging(training_args: TrainingArguments) -> None:
     )
 
 
+@contextmanager
+def user_errors(context: str, errors: tuple[type[BaseException], ...] = (OSError, ValueError)) -> Iterator[None]:
+    """Reports ``errors`` raised inside the block as a one-line :class:`ScriptError` starting with ``context``."""
+    try:
+        yield
+    except ScriptError:
+        raise
+    except errors as error:
+        raise ScriptError(f"{context}: {error}") from error
+
+
+# ------------------------------------------------------------------------------------------------ output folder
+@dataclass
+class OutputPlan:
+    """Where the run writes.
+
+    Attributes:
+        output_dir: where the results end up (``--output_dir``).
+        run_dir: where the Trainer writes checkpoints and results: ``output_dir``, or (``--overwrite_output_dir`` on
+            a non-empty folder) a staging folder beside it that replaces it once the model is saved.
+        resume_from: the checkpoint to resume from, if any.
+        inputs: local paths the run reads (never replaced).
+    """
+
+    output_dir: Path
+    run_dir: Path
+    resume_from: str | None
+    inputs: list[str]
+
+    @property
+    def staged(self) -> bool:
+        return self.run_dir != self.output_dir
+
+
+def run_inputs(model_args: ModelArguments, data_args: DataTrainingArguments, resume: str | None) -> list[str]:
+    """The local paths among the run's inputs."""
+    candidates = [
+        model_args.model_name_or_path,
+        model_args.config_name,
+        model_args.image_processor_name,
+        model_args.backbone_checkpoint,
+        data_args.train_dir,
+        data_args.validation_dir,
+        data_args.dataset_name,
+        resume,
+    ]
+    return [path for path in candidates if path and os.path.exists(path)]
+
+
+def _wants_last_checkpoint(value: str | None) -> bool:
+    return isinstance(value, str) and value.lower() in ("true", "last")
+
+
+def _describe_partial(partial: list[tuple[Path, str]]) -> str:
+    return "; ".join(f"{folder.name} ({problem})" for folder, problem in partial)
+
+
+def _skipped_message(scan: CheckpointScan, chosen: Path | None) -> str:
+    skipped = scan.skipped_after(chosen)
+    return f" Skipped incomplete checkpoint(s): {_describe_partial(skipped)}" if skipped else ""
+
+
+def resolve_resume(value: str | None, scan: CheckpointScan, output_dir: Path) -> str | None:
+    """The checkpoint that ``--resume_from_checkpoint`` names: ``True``/``last`` is the newest complete one."""
+    if value is None or value.lower() == "false":
+        return None
+    if _wants_last_checkpoint(value):
+        if scan.last is None:
+            partial = f" (incomplete: {_describe_partial(scan.partial)})" if scan.partial else ""
+            raise ScriptError(f"--resume_from_checkpoint {value}: {output_dir} holds no complete checkpoint{partial}")
+        logger.warning(
+            f"Resuming from {scan.last}, the newest complete checkpoint.{_skipped_message(scan, scan.last)}"
+        )
+        return str(scan.last)
+    if not os.path.isdir(value):
+        raise ScriptError(f"--resume_from_checkpoint {value}: no such folder")
+    problem = checkpoint_problem(value)
+    if problem:
+        newest = f"; the newest complete one is {scan.last}" if scan.last else ""
+        raise ScriptError(f"--resume_from_checkpoint {value} is not a complete checkpoint: {problem}{newest}")
+    return value
+
+
+def _agreed_staging_name(output_dir: Path, training_args: TrainingArguments) -> str:
+    """A staging folder name that every process of the run uses (chosen by process 0)."""
+    name = [new_staging_folder(output_dir).name if training_args.process_index == 0 else None]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.broadcast_object_list(name, src=0)
+    return name[0]
+
+
+def plan_output(
+    training_args: TrainingArguments,
+    output_args: OutputArguments,
+    model_args: ModelArguments,
+    data_args: DataTrainingArguments,
+) -> OutputPlan:
+    """Decides, before anything is loaded, where the run writes and whether it resumes (see the module docstring)."""
+    output_dir = Path(training_args.output_dir)
+    overwrite = output_args.overwrite_output_dir
+    resume_arg = training_args.resume_from_checkpoint
+    inputs = run_inputs(model_args, data_args, None if _wants_last_checkpoint(resume_arg) else resume_arg)
+    if not training_args.do_train:  # evaluation only: adds its result files next to whatever is there
+        existing = [name for name in EVAL_RESULT_FILES if (output_dir / name).exists()]
+        if existing and not overwrite:
+            raise ScriptError(
+                f"{output_dir} already holds evaluation results ({', '.join(existing)}): choose another "
+                "--output_dir or pass --overwrite_output_dir to replace them"
+            )
+        return OutputPlan(output_dir, output_dir, None, inputs)
+    try:
+        check_output_folder(output_dir, overwrite=True, inputs=[])  # not a file, not the current directory
+    except OutputFolderError as error:
+        if error.reason != "current_directory" or overwrite:
+            raise folder_error(error) from error
+    scan = scan_checkpoints(output_dir)
+    if overwrite:
+        if _wants_last_checkpoint(resume_arg):
+            raise ScriptError("--overwrite_output_dir starts the run over: it cannot also resume its last checkpoint")
+        resume = resolve_resume(resume_arg, scan, output_dir)
+        try:
+            check_output_folder(output_dir, overwrite=True, inputs=inputs)
+        except OutputFolderError as error:
+            raise folder_error(error) from error
+        if output_dir.is_dir() and any(output_dir.iterdir()):
+            run_dir = output_dir.parent / _agreed_staging_name(output_dir, training_args)
+            new_staging_folder(output_dir, name=run_dir.name)  # the other processes' (and machines') copy
+            logger.warning(f"Training into {run_dir}; it replaces {output_dir} once the model is saved")
+            return OutputPlan(output_dir, run_dir, resume, inputs)
+        return OutputPlan(output_dir, output_dir, resume, inputs)
+    resume = resolve_resume(resume_arg, scan, output_dir)
+    if resume is None and scan.last is not None:
+        logger.warning(
+            f"Resuming from {scan.last}: {output_dir} holds this run's checkpoints (pass --overwrite_output_dir to "
+            f"start over instead).{_skipped_message(scan, scan.last)}"
+        )
+        resume = str(scan.last)
+    if resume is None and output_dir.is_dir() and any(output_dir.iterdir()):
+        partial = f"; its checkpoints are incomplete: {_describe_partial(scan.partial)}" if scan.partial else ""
+        raise ScriptError(
+            f"output folder {output_dir} is not empty and holds no checkpoint to resume{partial}: choose another "
+            "--output_dir, or pass --overwrite_output_dir to replace it"
+        )
+    return OutputPlan(output_dir, output_dir, resume, inputs)
+
+
 # --------------------------------------------------------------------------------------------------------- data
 @dataclass
 class LoadedData:
-    """The splits (columns ``image`` and ``annotation``), their class names if known, whether the annotations follow
-    ADE20K's convention (0 = unlabeled, reduced by default) and a short name for logs and the model card."""
+    """The splits (columns ``image`` and ``annotation``; ``IterableDataset``\\ s when streaming), their class names if
+    known, whether the annotations follow ADE20K's convention (0 = unlabeled, reduced by default) and a short name
+    for logs and the model card."""
 
-    splits: datasets.DatasetDict
+    splits: datasets.DatasetDict | datasets.IterableDatasetDict
     id2label: dict[int, str] | None
     reduce_labels_default: bool
     description: str
-
-
-def _split_folders(root: Path, split: str) -> tuple[Path, Path]:
-    """``(images, annotations)`` folders of one split under ``root`` (ADEChallengeData2016 or a flat pair)."""
-    ade = ADE_SPLIT_FOLDERS[split]
-    for images_dir, masks_dir in (
-        (root / "images" / ade, root / "annotations" / ade),
-        (root / "images", root / "annotations"),
-    ):
-        if images_dir.is_dir() and masks_dir.is_dir() and any(p.is_file() for p in images_dir.iterdir()):
-            return images_dir, masks_dir
-    raise FileNotFoundError(
-        f"--{split}_dir {root}: expected {root}/images/{ade} and {root}/annotations/{ade} (ADEChallengeData2016 "
-        f"layout) or {root}/images and {root}/annotations (image files and PNG masks with the same names)"
-    )
-
-
-def _folder_split(root: Path, split: str) -> datasets.Dataset:
-    images_dir, annotations_dir = _split_folders(root, split)
-    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    annotations = [annotations_dir / f"{p.stem}.png" for p in images]
-    missing = [str(image) for image, mask in zip(images, annotations, strict=True) if not mask.is_file()]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise FileNotFoundError(f"no PNG mask in {annotations_dir} for {len(missing)} image(s): {shown}")
-    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
-    return datasets.Dataset.from_dict(
-        {"image": [str(p) for p in images], "annotation": [str(p) for p in annotations]}, features=features
-    )
 
 
 def _folder_id2label(roots: list[Path]) -> dict[int, str] | None:
@@ -317,36 +565,6 @@ def _folder_id2label(roots: list[Path]) -> dict[int, str] | None:
         if (root / "id2label.json").is_file():
             return {int(k): v for k, v in json.loads((root / "id2label.json").read_text()).items()}
     return None
-
-
-def load_data(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int) -> LoadedData:
-    """Loads the splits named by the arguments (folders, the generated dataset or a Hub dataset)."""
-    if data_args.train_dir or data_args.validation_dir:
-        given = {"train": data_args.train_dir, "validation": data_args.validation_dir}
-        roots = {split: Path(path) for split, path in given.items() if path}
-        splits = datasets.DatasetDict({split: _folder_split(root, split) for split, root in roots.items()})
-        ade_layout = any((root / "images" / ADE_SPLIT_FOLDERS[split]).is_dir() for split, root in roots.items())
-        id2label = _folder_id2label(list(roots.values()))
-        if id2label is None and ade_layout:
-            id2label = ade20k_id2label()
-        return LoadedData(
-            splits, id2label, ade_layout, ", ".join(sorted({root.resolve().name for root in roots.values()}))
-        )
-    if data_args.dataset_name in (None, "synthetic"):
-        splits = make_synthetic_scene_parsing(
-            data_args.synthetic_train_samples,
-            data_args.synthetic_validation_samples,
-            num_classes=data_args.synthetic_num_labels,
-            seed=seed,
-        )
-        return LoadedData(splits, synthetic_id2label(data_args.synthetic_num_labels), True, "synthetic")
-    splits = datasets.load_dataset(
-        data_args.dataset_name, data_args.dataset_config_name, cache_dir=model_args.cache_dir, token=model_args.token
-    )
-    splits = _standard_columns(splits)
-    is_ade = data_args.dataset_name.split("/")[-1] == "scene_parse_150"
-    id2label = ade20k_id2label() if is_ade else _dataset_id2label(data_args.dataset_name, model_args)
-    return LoadedData(splits, id2label, is_ade, data_args.dataset_name)
 
 
 def _dataset_id2label(dataset_name: str, model_args: ModelArguments) -> dict[int, str] | None:
@@ -360,20 +578,95 @@ def _dataset_id2label(dataset_name: str, model_args: ModelArguments) -> dict[int
     return {int(k): v for k, v in json.loads(Path(path).read_text()).items()}
 
 
-def _standard_columns(splits: datasets.DatasetDict) -> datasets.DatasetDict:
+def _scene_parse_150_missing(name: str, revision: str, error: Exception) -> ScriptError:
+    return ScriptError(
+        f"{name}: {error}. {SCENE_PARSE_150} on the Hub is a loading script, which datasets>=4 no longer runs, so it "
+        f"is read from its parquet export (--dataset_revision {revision}). Without it, download ADEChallengeData2016 "
+        f"({ADE_DOWNLOAD}) and pass --train_dir/--validation_dir, or convert it once with scripts/prepare_ade20k.py"
+    )
+
+
+def _load_named_dataset(data_args: DataTrainingArguments, model_args: ModelArguments):
+    """A local dataset folder, ``scene_parse_150`` (parquet export) or another Hub dataset."""
+    name, config = data_args.dataset_name, data_args.dataset_config_name
+    hub = dict(cache_dir=model_args.cache_dir, token=model_args.token)
+    if os.path.isdir(name):
+        if (Path(name) / "dataset_dict.json").is_file():  # written by DatasetDict.save_to_disk
+            return datasets.load_from_disk(name)
+        return datasets.load_dataset(name, config, streaming=data_args.streaming, **hub)
+    if name.split("/")[-1] == SCENE_PARSE_150:
+        revision = data_args.dataset_revision or PARQUET_EXPORT_REVISION
+        repo_id = name if "/" in name else SCENE_PARSE_150_REPO
+        try:
+            export = load_parquet_export(
+                repo_id,
+                config or "scene_parsing",
+                splits=("train", "validation"),  # the test split has no annotations
+                revision=revision,
+                streaming=data_args.streaming,
+                **hub,
+            )
+        except ParquetExportNotFoundError as error:
+            raise _scene_parse_150_missing(repo_id, revision, error) from error
+        for split in export.partial:
+            logger.warning(f"The parquet export of {name} holds only part of its {split} split")
+        return export.splits
+    try:
+        return datasets.load_dataset(
+            name, config, revision=data_args.dataset_revision, streaming=data_args.streaming, **hub
+        )
+    except RuntimeError as error:
+        if "scripts are no longer supported" not in str(error):
+            raise
+        logger.warning(f"{name} is a loading script (not run by datasets>=4): reading its parquet export instead")
+        try:
+            return load_parquet_export(name, config or "default", streaming=data_args.streaming, **hub).splits
+        except ParquetExportNotFoundError as export_error:
+            raise ScriptError(f"{name} is a loading-script dataset, and {export_error}") from error
+
+
+def load_data(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int) -> LoadedData:
+    """Loads the splits named by the arguments (folders, the generated dataset or a Hub/local dataset)."""
+    if data_args.train_dir or data_args.validation_dir:
+        given = {"train": data_args.train_dir, "validation": data_args.validation_dir}
+        roots = {split: Path(path) for split, path in given.items() if path}
+        splits = datasets.DatasetDict({split: scene_parsing_folder(root, split) for split, root in roots.items()})
+        ade_layout = any((root / "images" / ADE_SPLIT_FOLDERS[split]).is_dir() for split, root in roots.items())
+        id2label = _folder_id2label(list(roots.values()))
+        if id2label is None and ade_layout:
+            id2label = ade20k_id2label()
+        description = ", ".join(sorted({root.resolve().name for root in roots.values()}))
+        return LoadedData(splits, id2label, ade_layout or id2label == ade20k_id2label(), description)
+    if data_args.dataset_name in (None, "synthetic"):
+        splits = make_synthetic_scene_parsing(
+            data_args.synthetic_train_samples,
+            data_args.synthetic_validation_samples,
+            num_classes=data_args.synthetic_num_labels,
+            seed=seed,
+        )
+        return LoadedData(splits, synthetic_id2label(data_args.synthetic_num_labels), True, "synthetic")
+    splits = _standard_columns(_load_named_dataset(data_args, model_args))
+    is_ade = data_args.dataset_name.split("/")[-1] == SCENE_PARSE_150
+    id2label = ade20k_id2label() if is_ade else _dataset_id2label(data_args.dataset_name, model_args)
+    return LoadedData(splits, id2label, is_ade or id2label == ade20k_id2label(), data_args.dataset_name)
+
+
+def _standard_columns(splits):
     """Renames ``pixel_values``/``label`` to ``image``/``annotation`` and checks both columns exist."""
     for split, dataset in splits.items():
+        columns = list(dataset.column_names or dataset.features or [])
         renames = {
             old: new
             for old, new in (("pixel_values", "image"), ("label", "annotation"))
-            if old in dataset.column_names and new not in dataset.column_names
+            if old in columns and new not in columns
         }
         dataset = dataset.rename_columns(renames) if renames else dataset
-        missing = [column for column in ("image", "annotation") if column not in dataset.column_names]
+        columns = [renames.get(column, column) for column in columns]
+        missing = [column for column in ("image", "annotation") if column not in columns]
         if missing:
-            raise ValueError(
-                f"split {split!r} has columns {dataset.column_names} but needs 'image' and 'annotation' (or 'label'); "
-                f"missing: {missing}"
+            raise ScriptError(
+                f"split {split!r} has columns {columns} but needs 'image' and 'annotation' (or 'pixel_values' and "
+                f"'label'); missing: {missing}"
             )
         for column in ("image", "annotation"):
             if not isinstance(dataset.features[column], datasets.Image):
@@ -382,31 +675,103 @@ def _standard_columns(splits: datasets.DatasetDict) -> datasets.DatasetDict:
     return splits
 
 
-def select_splits(
-    data: LoadedData, data_args: DataTrainingArguments, training_args: TrainingArguments
-) -> datasets.DatasetDict:
+def select_splits(data: LoadedData, data_args: DataTrainingArguments, training_args: TrainingArguments):
     """Train/validation splits after ``--train_val_split`` and ``--max_*_samples``; errors for missing/empty ones."""
-    splits = datasets.DatasetDict(data.splits)
+    streamed = isinstance(data.splits, datasets.IterableDatasetDict)
+    splits = type(data.splits)(data.splits)
     if "validation" not in splits and "train" in splits and data_args.train_val_split > 0 and training_args.do_eval:
+        if streamed:
+            raise ScriptError(
+                f"{data.description} has no validation split ({sorted(splits)}), and a streamed split cannot be "
+                "divided: drop --streaming or use a dataset with a validation split"
+            )
         parts = splits["train"].train_test_split(data_args.train_val_split, seed=training_args.seed)
         splits = datasets.DatasetDict(train=parts["train"], validation=parts["test"])
     if training_args.do_train:
         if "train" not in splits:
-            raise ValueError(f"--do_train needs a train split; {data.description} has {sorted(splits)}")
+            raise ScriptError(f"--do_train needs a train split; {data.description} has {sorted(splits)}")
         if data_args.max_train_samples is not None:
-            train = splits["train"].shuffle(seed=training_args.seed)
-            splits["train"] = train.select(range(min(data_args.max_train_samples, len(train))))
+            if streamed:
+                splits["train"] = splits["train"].take(data_args.max_train_samples)
+            else:
+                train = splits["train"].shuffle(seed=training_args.seed)
+                splits["train"] = train.select(range(min(data_args.max_train_samples, len(train))))
     if training_args.do_eval:
         if "validation" not in splits:
-            raise ValueError(f"--do_eval needs a validation split; {data.description} has {sorted(splits)}")
+            raise ScriptError(f"--do_eval needs a validation split; {data.description} has {sorted(splits)}")
         if data_args.max_eval_samples is not None:
-            splits["validation"] = splits["validation"].select(
-                range(min(data_args.max_eval_samples, len(splits["validation"])))
+            validation = splits["validation"]
+            splits["validation"] = (
+                validation.take(data_args.max_eval_samples)
+                if streamed
+                else validation.select(range(min(data_args.max_eval_samples, len(validation))))
             )
-    needed = [s for s, wanted in (("train", training_args.do_train), ("validation", training_args.do_eval)) if wanted]
-    for split in needed:
+    if not streamed:
+        for split in needed_splits(training_args):
+            if len(splits[split]) == 0:
+                raise ScriptError(f"the {split} split of {data.description} is empty")
+    return splits
+
+
+def needed_splits(training_args: TrainingArguments) -> list[str]:
+    return [s for s, wanted in (("train", training_args.do_train), ("validation", training_args.do_eval)) if wanted]
+
+
+def to_streams(splits, training_args: TrainingArguments, data_args: DataTrainingArguments):
+    """This process's part of each split as a stream (``split_dataset_by_node``; the training split shuffled)."""
+    streams = {}
+    for name, split in splits.items():
+        if isinstance(split, datasets.Dataset):  # a local split, streamed from its Arrow files
+            shards = max(1, training_args.world_size * max(1, training_args.dataloader_num_workers))
+            split = split.to_iterable_dataset(num_shards=min(shards, max(1, len(split))))
+        if name == "train":
+            split = split.shuffle(seed=training_args.seed, buffer_size=data_args.streaming_buffer_size)
+        streams[name] = split_dataset_by_node(split, training_args.process_index, training_args.world_size)
+    return streams
+
+
+_HINTS = {
+    "label_range": "check --do_reduce_labels (ADE20K-style annotations, 0 = unlabeled, need it) and the dataset's "
+    "label ids against the model's classes",
+    "missing_mask": "each image needs annotations/<same name>.png",
+}
+
+
+def check_samples(splits, model, reduce_labels: bool, data_args, training_args: TrainingArguments):
+    """Checks every sample of the splits the run reads; stops naming every bad one, or skips them (listed)."""
+    found = {}
+    for split in needed_splits(training_args):
+        found[split] = find_invalid_samples(
+            splits[split],
+            model.config.num_labels,
+            reduce_labels=reduce_labels,
+            split=split,
+            num_workers=training_args.dataloader_num_workers,
+            process_index=training_args.process_index,
+            world_size=training_args.world_size,
+            progress=training_args.process_index == 0 and not training_args.disable_tqdm,
+        )
+    bad_splits = {split: invalid for split, invalid in found.items() if invalid}
+    if not bad_splits:
+        return splits
+    hints = sorted({_HINTS[s.kind] for invalid in bad_splits.values() for s in invalid if s.kind in _HINTS})
+    hint_lines = "".join(f"\n  hint: {hint}" for hint in hints)
+    listings = {
+        split: f"{len(invalid)} of {len(splits[split])} {split} samples" + "".join(f"\n  {s}" for s in invalid)
+        for split, invalid in bad_splits.items()
+    }
+    if not data_args.skip_invalid_samples:
+        report = "\n".join(listing.replace(" samples", " samples cannot be used:", 1) for listing in listings.values())
+        raise ScriptError(
+            f"{report}{hint_lines}\nNothing was trained: fix or remove these files, or pass --skip_invalid_samples "
+            "to leave them out"
+        )
+    for split, invalid in bad_splits.items():
+        logger.warning(f"Skipping {listings[split]}{hint_lines}")
+        bad = {sample.index for sample in invalid}
+        splits[split] = splits[split].select([i for i in range(len(splits[split])) if i not in bad])
         if len(splits[split]) == 0:
-            raise ValueError(f"the {split} split of {data.description} is empty")
+            raise ScriptError(f"no usable sample left in the {split} split")
     return splits
 
 
@@ -417,9 +782,9 @@ def _config_overrides(model_args: ModelArguments) -> dict:
     try:
         overrides = json.loads(model_args.config_overrides)
     except json.JSONDecodeError as error:
-        raise ValueError(f"--config_overrides is not valid JSON: {error}") from error
+        raise ScriptError(f"--config_overrides is not valid JSON: {error}") from error
     if not isinstance(overrides, dict):
-        raise ValueError("--config_overrides must be a JSON object of config fields")
+        raise ScriptError("--config_overrides must be a JSON object of config fields")
     return overrides
 
 
@@ -434,7 +799,7 @@ def build_model(model_args: ModelArguments, id2label: dict[int, str] | None):
             return agent_hf.load_official_checkpoint(model_args.backbone_checkpoint, config).train()
         return AutoModelForSemanticSegmentation.from_config(config)
     if model_args.backbone_checkpoint:
-        raise ValueError("--backbone_checkpoint needs a preset as --model_name_or_path")
+        raise ScriptError("--backbone_checkpoint needs a preset as --model_name_or_path")
     hub_kwargs = dict(
         cache_dir=model_args.cache_dir,
         revision=model_args.model_revision,
@@ -473,135 +838,203 @@ def build_image_processor(model_args: ModelArguments, do_reduce_labels: bool):
 def hub_repo_id(training_args: TrainingArguments) -> str:
     """Checks, before any training, that ``--push_to_hub`` can work: a full repo id, a token, online mode."""
     if not training_args.do_train:
-        raise ValueError("--push_to_hub publishes the trained model folder: it needs --do_train")
+        raise ScriptError("--push_to_hub publishes the trained model folder: it needs --do_train")
     repo_id = training_args.hub_model_id
     if not repo_id or "/" not in repo_id:
-        raise ValueError("--push_to_hub needs --hub_model_id NAMESPACE/NAME")
+        raise ScriptError("--push_to_hub needs --hub_model_id NAMESPACE/NAME")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
-        raise ValueError(f"--hub_model_id {repo_id!r} is not a valid repository id: {error}") from error
+        raise ScriptError(f"--hub_model_id {repo_id!r} is not a valid repository id: {error}") from error
     if not (training_args.hub_token or get_token()):
-        raise ValueError("--push_to_hub needs a Hub token: --hub_token, HF_TOKEN or `hf auth login`")
+        raise ScriptError("--push_to_hub needs a Hub token: --hub_token, HF_TOKEN or `hf auth login`")
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise ValueError("--push_to_hub is impossible with HF_HUB_OFFLINE set")
+        raise ScriptError("--push_to_hub is impossible with HF_HUB_OFFLINE set")
     return repo_id
-
-
-def model_card(repo_id: str, model_name: str, dataset: str, metrics: dict[str, float], recipe: Recipe) -> ModelCard:
-    """The card of a model trained by this script (the presets' paper cards describe the official weights)."""
-    eval_results = [
-        EvalResult(
-            task_type="semantic-segmentation",
-            dataset_type=dataset,
-            dataset_name=dataset,
-            metric_type=metric_type,
-            metric_name=metric_name,
-            metric_value=round(100 * metrics[key], 2),
-        )
-        for key, metric_type, metric_name in (
-            ("eval_mIoU", "mean_iou", "mIoU"),
-            ("eval_mAcc", "mean_accuracy", "mAcc"),
-        )
-        if key in metrics and not np.isnan(metrics[key])
-    ]
-    data = ModelCardData(
-        library_name="transformers",
-        pipeline_tag="image-segmentation",
-        tags=["agent-attention", "semantic-segmentation", "custom_code"],
-        model_name=repo_id.split("/")[-1],
-        eval_results=eval_results or None,
-    )
-    results = ", ".join(
-        f"{key[5:]} {100 * value:.2f}"
-        for key, value in metrics.items()
-        if key in ("eval_mIoU", "eval_mAcc", "eval_aAcc")
-    )
-    body = (
-        f"# {repo_id.split('/')[-1]}\n\n"
-        f"Agent Attention segmentation model (`{model_name}`) trained with agent-hf's "
-        f"`scripts/run_semantic_segmentation.py` on `{dataset}`.\n\n"
-        f"Evaluation (mmseg protocol, %): {results or 'not evaluated'}.\n\n"
-        "Load it with `AutoModelForSemanticSegmentation.from_pretrained(repo_id, trust_remote_code=True)`.\n\n"
-        f"```\n{recipe.describe()}\n```\n"
-    )
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
 # --------------------------------------------------------------------------------------------------------- main
 def make_train_dataset(
-    split: datasets.Dataset,
-    data_args: DataTrainingArguments,
-    training_args: TrainingArguments,
-    model,
-    transform_kwargs,
-) -> TrainDataset:
-    """The mmseg train pipeline; each process draws its own augmentations (seeded by seed and rank)."""
-    rank_seed = np.random.SeedSequence([training_args.seed, training_args.process_index]).generate_state(1)[0]
+    split, data_args: DataTrainingArguments, training_args: TrainingArguments, model, transform_kwargs
+) -> TrainDataset | StreamingTrainDataset:
+    """The mmseg train pipeline; augmentations derive from (seed, epoch, sample), see ``agent_hf.training``."""
     transform = TrainTransform(
         crop_size=_pair(data_args.crop_size, "--crop_size"),
         scale=tuple(data_args.scale),
         ratio_range=tuple(data_args.ratio_range),
-        seed=int(rank_seed),
+        seed=training_args.seed,
         **transform_kwargs,
     )
-    return TrainDataset(split, transform, model.config.num_labels, "train")
+    seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+    if isinstance(split, datasets.IterableDataset):
+        return StreamingTrainDataset(
+            split,
+            transform,
+            model.config.num_labels,
+            seed=seed,
+            rank=training_args.process_index,
+            skip_invalid=data_args.skip_invalid_samples,
+        )
+    return TrainDataset(split, transform, model.config.num_labels, "train", seed=seed)
 
 
-def make_eval_dataset(split: datasets.Dataset, data_args: DataTrainingArguments, transform_kwargs) -> EvalDataset:
+def make_eval_dataset(
+    split, data_args: DataTrainingArguments, training_args: TrainingArguments, transform_kwargs
+) -> EvalDataset | StreamingEvalDataset:
     settings = EvalSettings(
         mode=data_args.eval_mode,
         scale=tuple(data_args.eval_scale),
-        ratios=tuple(data_args.eval_scales),
+        ratios=tuple(data_args.eval_ratios),
         flip=data_args.eval_flip,
         crop_size=_pair(data_args.eval_crop_size, "--eval_crop_size"),
         stride=_pair(data_args.eval_stride, "--eval_stride"),
         **transform_kwargs,
     )
+    if isinstance(split, datasets.IterableDataset):
+        return StreamingEvalDataset(split, settings, rank=training_args.process_index)
     return EvalDataset(split, settings, "validation")
 
 
-def train_and_evaluate(trainer: SegmentationTrainer, training_args: TrainingArguments) -> dict[str, float]:
-    """``--do_train`` (optionally resuming) then ``--do_eval``; metrics are logged and saved (``all_results.json``)."""
+def describe_batch(trainer: SegmentationTrainer, reference: Recipe, model) -> str:
+    """The batch arithmetic against the reference recipe, what to change to match it, and the BatchNorm caveat."""
+    plan = batch_plan(trainer.args, reference.total_batch_size)
+    lines = [f"Batch: {plan.describe()}."]
+    if not plan.matches:
+        accumulation = plan.matching_accumulation
+        change = (
+            f"pass --gradient_accumulation_steps {accumulation}"
+            if accumulation
+            else f"choose --per_device_train_batch_size and --gradient_accumulation_steps so that "
+            f"{plan.world_size} x batch x accumulation = {plan.recipe_total}"
+        )
+        lines.append(f"  The recipe '{reference.name}' uses {plan.recipe_total} images per iteration: {change}.")
+    if has_batchnorm(model) and not trainer.uses_sync_batchnorm:
+        where = (
+            "a single process"
+            if plan.world_size == 1
+            else f"{plan.world_size} processes without SyncBatchNorm (it needs CUDA)"
+        )
+        lines.append(
+            f"  BatchNorm: {where}: the heads normalize over the {plan.per_device} image(s) of each forward pass"
+            + (
+                f"; the paper's SyncBN normalizes over all {reference.total_batch_size} images of an iteration (8 GPUs"
+                " x 2), so the statistics differ from the paper's."
+                if reference.sync_batchnorm and plan.per_device != reference.total_batch_size
+                else "."
+            )
+        )
+    return "\n".join(lines)
+
+
+def check_batchnorm_batch(trainer: SegmentationTrainer, model) -> None:
+    """UperNet's pyramid pooling has a 1x1 branch: with one image per forward pass and no SyncBatchNorm, its
+    BatchNorm would see one value per channel and fail at the first step."""
+    single = trainer.args.per_device_train_batch_size == 1 and not trainer.uses_sync_batchnorm
+    if single and has_batchnorm(model) and 1 in (getattr(model.config, "pool_scales", None) or ()):
+        raise ScriptError(
+            "one image per device cannot train the UperNet heads without SyncBatchNorm (several CUDA GPUs): the "
+            "pyramid pooling's 1x1 features leave BatchNorm a single value per channel; use "
+            "--per_device_train_batch_size 2 or more (and --gradient_accumulation_steps for the total)"
+        )
+
+
+def save_trained_model(
+    trainer: SegmentationTrainer, plan: OutputPlan, image_processor, base: str, dataset: str
+) -> None:
+    """Records the model's provenance (trained from `base` on `dataset`), writes the model folder into the run folder
+    (each file complete before it appears, ``config.json`` last), swaps a staged run folder in, and points the
+    Trainer at the final output folder."""
+    provenance = trained_provenance(
+        trainer.model,
+        base=base,
+        dataset=dataset,
+        steps=trainer.state.global_step,
+        recipe=dataclasses.asdict(trainer.recipe),
+    )
+    record_provenance(trainer.model, provenance)
+    if trainer.args.should_save:
+        with add_files(plan.run_dir) as staging:
+            save_model_folder(trainer.model, staging, image_processor)
+        if plan.staged:
+            with user_errors(f"could not replace {plan.output_dir} (the run is complete in {plan.run_dir})"):
+                replace_folder(plan.run_dir, plan.output_dir, overwrite=True, inputs=plan.inputs)
+    trainer.accelerator.wait_for_everyone()
+    trainer.args.output_dir = str(plan.output_dir)
+    logger.info(f"Saved the trained model to {plan.output_dir}")
+
+
+def record_eval_results(
+    trainer: SegmentationTrainer, output_dir: str, metrics: dict[str, float], dataset: str
+) -> None:
+    """Adds the measured results to the trained model's provenance and rewrites its ``config.json`` (atomically), so
+    that its model card reports them."""
+    provenance = dict(getattr(trainer.model.config, PROVENANCE_KEY, None) or {})
+    results = eval_results_from_metrics(metrics, dataset)
+    if provenance.get("origin") != "trained" or results is None:
+        return
+    provenance["eval_results"] = results
+    record_provenance(trainer.model, provenance)
+    if trainer.is_world_process_zero():
+        with add_files(output_dir) as staging:
+            trainer.model.config.save_pretrained(staging)
+
+
+def train_and_evaluate(
+    trainer: SegmentationTrainer,
+    training_args: TrainingArguments,
+    plan: OutputPlan,
+    image_processor,
+    base: str,
+    dataset: str,
+) -> dict[str, float]:
+    """``--do_train`` (optionally resuming), saving the model at once, then ``--do_eval``; metrics are logged and
+    saved (``all_results.json``), and a trained model's ``config.json`` gets the measured results."""
     metrics: dict[str, float] = {}
     if training_args.do_train:
-        resume = training_args.resume_from_checkpoint
-        resume = True if isinstance(resume, str) and resume.lower() in ("true", "last") else resume
-        train_metrics = trainer.train(resume_from_checkpoint=resume).metrics
+        train_metrics = trainer.train(resume_from_checkpoint=plan.resume_from).metrics
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
         metrics.update(train_metrics)
+        # Before evaluating: a failing evaluation loses nothing.
+        save_trained_model(trainer, plan, image_processor, base, dataset)
     if training_args.do_eval:
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
+        if training_args.do_train:
+            record_eval_results(trainer, str(plan.output_dir), eval_metrics, dataset)
     return metrics
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def main(argv: list[str]) -> dict[str, float]:
     use_cpu_processes_without_accelerator()
-    model_args, data_args, training_args, explicit = parse_arguments(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args, output_args, explicit = parse_arguments(argv)
     setup_logging(training_args)
     check_world_size(training_args)
-    if not (training_args.do_train or training_args.do_eval):
-        raise ValueError("nothing to do: pass --do_train and/or --do_eval")
+    check_run_arguments(training_args, data_args, explicit)
     push_repo_id = hub_repo_id(training_args) if training_args.push_to_hub else None
     training_args.push_to_hub = False  # the model folder is published by agent_hf.hub (card last), not by Trainer
     if training_args.device.type == "cpu" and "dataloader_pin_memory" not in explicit:
         training_args.dataloader_pin_memory = False  # nothing to pin to without an accelerator
+    plan = plan_output(training_args, output_args, model_args, data_args)
+    training_args.output_dir = str(plan.run_dir)
 
     set_seed(training_args.seed)
-    with training_args.main_process_first(desc="loading the dataset"):
+    with training_args.main_process_first(desc="loading the dataset"), user_errors("could not load the dataset"):
         data = load_data(data_args, model_args, training_args.seed)
     splits = select_splits(data, data_args, training_args)
     reduce_labels = data.reduce_labels_default if data_args.do_reduce_labels is None else data_args.do_reduce_labels
-    sizes = {name: len(split) for name, split in splits.items()}
-    logger.info(f"Data: {data.description}, images per split {sizes}, reduce_labels={reduce_labels}")
+    logger.info(f"Data: {data.description}, splits {list(splits)}, reduce_labels={reduce_labels}")
 
-    model = build_model(model_args, data.id2label)
-    image_processor = build_image_processor(model_args, reduce_labels)
+    with user_errors(f"could not build the model {model_args.model_name_or_path}"):
+        model = build_model(model_args, data.id2label)
+        image_processor = build_image_processor(model_args, reduce_labels)
+    if data_args.streaming:
+        splits = to_streams(splits, training_args, data_args)
+    else:
+        splits = check_samples(splits, model, reduce_labels, data_args, training_args)
     transform_kwargs = dict(
         mean=tuple(255 * m for m in image_processor.image_mean),
         std=tuple(255 * s for s in image_processor.image_std),
@@ -616,28 +1049,31 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         train_dataset=make_train_dataset(splits["train"], data_args, training_args, model, transform_kwargs)
         if training_args.do_train
         else None,
-        eval_dataset=make_eval_dataset(splits["validation"], data_args, transform_kwargs)
+        eval_dataset=make_eval_dataset(splits["validation"], data_args, training_args, transform_kwargs)
         if training_args.do_eval
         else None,
         data_collator=pad_collate(_pair(data_args.crop_size, "--crop_size")),
     )
-    metrics = train_and_evaluate(trainer, training_args)
+    if training_args.do_train:
+        check_batchnorm_batch(trainer, model)
+        if trainer.is_world_process_zero():
+            print(describe_batch(trainer, recipe, model), flush=True)
+    metrics = train_and_evaluate(
+        trainer, training_args, plan, image_processor, model_args.model_name_or_path, data.description
+    )
 
-    if trainer.is_world_process_zero() and training_args.do_train:
-        save_model_folder(trainer.model, training_args.output_dir, image_processor)
-        if push_repo_id:
-            card = model_card(push_repo_id, model_args.model_name_or_path, data.description, metrics, trainer.recipe)
-            result = push_folder_to_hub(
-                training_args.output_dir,
-                push_repo_id,
-                token=training_args.hub_token,
-                private=bool(training_args.hub_private_repo),
-                revision=training_args.hub_revision,
-                card=card,
-            )
-            logger.info(f"Pushed {training_args.output_dir} to {push_repo_id}: {', '.join(result.commit_urls)}")
+    if trainer.is_world_process_zero() and push_repo_id:
+        result = push_folder_to_hub(
+            training_args.output_dir,
+            push_repo_id,
+            token=training_args.hub_token,
+            private=bool(training_args.hub_private_repo),
+            revision=training_args.hub_revision,
+            card=card_for_folder(training_args.output_dir, push_repo_id),
+        )
+        logger.info(f"Pushed {training_args.output_dir} to {push_repo_id}: {', '.join(result.commit_urls)}")
     return metrics
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

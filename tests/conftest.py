@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # No test reaches the network: the Hub is unreachable here, and a hang would be worse than an error.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Remote code loaded by the tests (and their subprocesses) is copied into a cache of this run only, never one shared
+# with other runs or the user's: a stale or concurrently rewritten module there would make loading tests flaky.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="agent-hf-test-modules-"))
 
 # The tiny models every test file builds (~0.7M / ~0.2M parameters): all four stages, a few channels each.
 TINY_SWIN = dict(

@@ -15,13 +15,25 @@ It implements exactly the endpoints that ``huggingface_hub`` 2.4 calls for ``cre
 * ``POST /{repo}.git/info/lfs/objects/batch`` and ``.../verify`` -- LFS upload (only with ``lfs_threshold``)
 * ``PUT /__lfs_upload__/{ticket}`` (pre-signed, no auth) -- LFS "basic" transfer
 
+and the read side that ``hf_hub_download``, ``HfFileSystem`` and ``datasets.load_dataset`` (streaming or not) use,
+at any revision (a branch, ``refs/convert/parquet``, a commit id):
+
+* ``GET``/``HEAD /[{type}s/]{repo}/resolve/{rev}/{path}`` -- file contents (``Range`` requests answered ``206``), with
+  the ``X-Repo-Commit`` / ``ETag`` headers of the Hub; a missing file is ``404`` ``EntryNotFound``
+* ``GET /api/{type}s/{repo}/tree/{rev}[/{path}]`` (``?recursive=true``) -- ``list_repo_tree`` / ``list_repo_files``
+* ``POST /api/{type}s/{repo}/paths-info/{rev}`` -- ``get_paths_info`` (``HfFileSystem.info``)
+
+:meth:`LocalHubServer.add_files` commits files directly on the server side, e.g. the ``refs/convert/parquet`` ref that
+the Hub itself writes for a dataset.
+
 By default the preupload endpoint answers ``"regular"`` for every file, so contents arrive inline (base64) in the
 commit payload. With ``lfs_threshold=N``, files of N bytes or more are answered ``"lfs"`` and go through the LFS
 batch API; the client must then run with ``HF_HUB_DISABLE_XET=1`` because this server does not speak Xet (any
 ``*xet*`` endpoint answers 501 with a message saying so, and the batch answer only offers the "basic" transfer).
 
-Every endpoint except ``validate-yaml`` and ``agent-harnesses`` (public on the real Hub too) and the pre-signed LFS PUT
-requires ``Authorization: Bearer <token>`` with one of the server's tokens; anything else gets a 401. Every request is
+Every endpoint except ``validate-yaml`` and ``agent-harnesses`` (public on the real Hub too), the pre-signed LFS PUT
+and the reads of a public repository requires ``Authorization: Bearer <token>`` with one of the server's tokens;
+anything else gets a 401. Every request is
 recorded in :attr:`LocalHubServer.requests`, every commit in :attr:`Repo.commits`.
 
 Usage::
@@ -42,7 +54,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import yaml
 
@@ -110,6 +122,15 @@ class Repo:
         return [ref for ref in self.refs if not ref.startswith("refs/pr/")]
 
 
+@dataclass(frozen=True)
+class _Raw:
+    """A non-JSON answer (file contents); ``body`` is not sent for ``HEAD``."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
 class _HubError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, **extra: Any) -> None:
         super().__init__(message)
@@ -131,14 +152,23 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(rf"^/(?:(?P<prefix>datasets|spaces)/)?{_REPO}\.git/info/lfs/objects/batch$"), "lfs_batch"),
     ("POST", re.compile(rf"^/(?:(?P<prefix>datasets|spaces)/)?{_REPO}\.git/info/lfs/objects/verify$"), "lfs_verify"),
     ("PUT", re.compile(r"^/__lfs_upload__/(?P<ticket>[0-9a-f]+)$"), "lfs_put"),
+    ("GET", re.compile(rf"^/api/{_TYPE}/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$"), "tree"),
+    ("POST", re.compile(rf"^/api/{_TYPE}/{_REPO}/paths-info/(?P<rev>[^/]+)$"), "paths_info"),
+    (
+        "GET",
+        re.compile(rf"^/(?:(?P<prefix>datasets|spaces)/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"),
+        "resolve",
+    ),
 ]
 _PUBLIC_ACTIONS = {"validate_yaml", "agent_harnesses", "lfs_put"}
+# Reads that a public repository answers without a token.
+_READ_ACTIONS = {"repo_info", "list_refs", "tree", "paths_info", "resolve"}
 
 
 def _route(method: str, path: str) -> tuple[str, re.Match[str]]:
     for route_method, pattern, action in _ROUTES:
         match = pattern.match(path)
-        if match and route_method == method:
+        if match and (route_method == method or (method == "HEAD" and route_method == "GET")):
             return action, match
     if "xet" in path:
         raise _HubError(501, "This local test Hub does not support Xet storage: set HF_HUB_DISABLE_XET=1.")
@@ -160,6 +190,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         self._dispatch("PUT")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -184,25 +217,31 @@ class _Handler(BaseHTTPRequestHandler):
         hub.record(RecordedRequest(method, url.path, query, authorized))
         try:
             action, match = _route(method, url.path)
-            if action not in _PUBLIC_ACTIONS and not authorized:
-                raise _HubError(401, "Invalid credentials in Authorization header")
             params = {key: unquote(value) for key, value in match.groupdict().items() if value is not None}
-            status, payload, headers = getattr(hub, f"_api_{action}")(
-                params=params, query=query, body=body, headers=self.headers
-            )
+            if action not in _PUBLIC_ACTIONS and not authorized:
+                if action not in _READ_ACTIONS:
+                    raise _HubError(401, "Invalid credentials in Authorization header")
+                if hub.is_private(params):  # like the Hub: a private repo and a missing one look the same
+                    raise _HubError(401, f"Repository Not Found for url: {url.path}", code="RepoNotFound")
+            answer = getattr(hub, f"_api_{action}")(params=params, query=query, body=body, headers=self.headers)
         except _HubError as err:
-            status, payload = err.status, {"error": err.message, **err.extra}
             headers = {"X-Error-Message": err.message}
             if err.code:
                 headers["X-Error-Code"] = err.code
-        data = json.dumps(payload).encode()
+            answer = (err.status, {"error": err.message, **err.extra}, headers)
+        if isinstance(answer, _Raw):
+            status, data, headers = answer.status, answer.body, answer.headers
+        else:
+            status, payload, headers = answer
+            data = json.dumps(payload).encode()
+            headers = {"Content-Type": "application/json", **headers}
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(data)
+        if method != "HEAD":
+            self.wfile.write(data)
 
 
 class _Server(ThreadingHTTPServer):
@@ -288,6 +327,34 @@ class LocalHubServer:
     def record(self, request: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(request)
+
+    def is_private(self, params: dict[str, str]) -> bool:
+        """Whether the repository named by a route's parameters is private (an unknown one counts as private)."""
+        with self._lock:
+            try:
+                return self._get_repo(params).private
+            except _HubError:
+                return True
+
+    def add_files(
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        *,
+        revision: str = "main",
+        repo_type: str = "model",
+        message: str = "Update files",
+        private: bool = False,
+    ) -> Commit:
+        """Commits ``files`` to ``revision`` on the server side (creating the repo and the ref if needed), as the Hub
+        itself does for ``refs/convert/parquet``. The new ref starts empty."""
+        with self._lock:
+            repo = self.repos.get((repo_type, repo_id))
+            if repo is None:
+                repo = self.repos[(repo_type, repo_id)] = Repo(repo_id=repo_id, repo_type=repo_type, private=private)
+            return self._new_commit(
+                repo, ref=revision, parent=repo.refs.get(revision), message=message, added=dict(files)
+            )
 
     def is_authorized(self, header: str | None) -> bool:
         if not header or not header.startswith("Bearer "):
@@ -420,9 +487,102 @@ class LocalHubServer:
         with self._lock:
             repo = self._get_repo(params)
             branches = [
-                {"name": name, "ref": f"refs/heads/{name}", "targetCommit": repo.refs[name]} for name in repo.branches
+                {"name": name, "ref": f"refs/heads/{name}", "targetCommit": repo.refs[name]}
+                for name in repo.branches
+                if not name.startswith("refs/")
             ]
-        return 200, {"branches": branches, "tags": [], "converts": []}, {}
+            converts = [
+                {"name": name.split("/")[-1], "ref": name, "targetCommit": oid}
+                for name, oid in repo.refs.items()
+                if name.startswith("refs/convert/")
+            ]
+        return 200, {"branches": branches, "tags": [], "converts": converts}, {}
+
+    # -- read side ---------------------------------------------------------------------------------------------------
+
+    def _snapshot(self, params: dict[str, str]) -> tuple[Repo, str, dict[str, bytes]]:
+        repo = self._get_repo(params)
+        oid = self._resolve(repo, params["rev"])
+        return repo, oid, repo.snapshots[oid]
+
+    @staticmethod
+    def _entry(repo: Repo, oid: str, path: str, content: bytes | None) -> dict[str, Any]:
+        """A ``tree`` / ``paths-info`` entry: a file (``content``) or a folder (``None``)."""
+        if content is None:
+            return {"type": "directory", "path": path, "oid": hashlib.sha1(f"{oid}:{path}".encode()).hexdigest()}
+        entry: dict[str, Any] = {"type": "file", "path": path, "size": len(content), "oid": git_blob_oid(content)}
+        if path in repo.lfs_files.get(oid, set()):
+            entry["lfs"] = {"oid": hashlib.sha256(content).hexdigest(), "size": len(content), "pointerSize": 134}
+        return entry
+
+    def _entries(self, repo: Repo, oid: str, snapshot: dict[str, bytes], folder: str, recursive: bool) -> list[dict]:
+        prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+        files, folders = [], set()
+        for path in sorted(snapshot):
+            if not path.startswith(prefix):
+                continue
+            rest = path[len(prefix) :].split("/")
+            for depth in range(1, len(rest)):
+                if depth == 1 or recursive:
+                    folders.add(prefix + "/".join(rest[:depth]))
+            if len(rest) == 1 or recursive:
+                files.append(self._entry(repo, oid, path, snapshot[path]))
+        return [self._entry(repo, oid, path, None) for path in sorted(folders)] + files
+
+    def _api_tree(
+        self, *, params: dict[str, str], query: dict[str, list[str]], **_: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        recursive = query.get("recursive", ["false"])[0].lower() in ("1", "true")
+        folder = params.get("path", "")
+        with self._lock:
+            repo, oid, snapshot = self._snapshot(params)
+            if folder.strip("/") and not any(p.startswith(folder.strip("/") + "/") for p in snapshot):
+                raise _HubError(404, f"Entry not found: {folder}", code="EntryNotFound")
+            return 200, self._entries(repo, oid, snapshot, folder, recursive), {}
+
+    def _api_paths_info(self, *, params: dict[str, str], body: bytes, **_: Any) -> tuple[int, Any, dict[str, str]]:
+        form = parse_qs(body.decode())
+        answer = []
+        with self._lock:
+            repo, oid, snapshot = self._snapshot(params)
+            for path in form.get("paths", []):
+                path = path.strip("/")
+                if path in snapshot:
+                    answer.append(self._entry(repo, oid, path, snapshot[path]))
+                elif any(p.startswith(path + "/") for p in snapshot):
+                    answer.append(self._entry(repo, oid, path, None))
+        return 200, answer, {}
+
+    def _api_resolve(self, *, params: dict[str, str], headers: Any, **_: Any) -> _Raw:
+        with self._lock:
+            repo, oid, snapshot = self._snapshot(params)
+            content = snapshot.get(params["path"])
+            lfs = params["path"] in repo.lfs_files.get(oid, set())
+        if content is None:
+            raise _HubError(404, f"Entry not found: {params['path']}", code="EntryNotFound")
+        etag = hashlib.sha256(content).hexdigest() if lfs else git_blob_oid(content)
+        answer_headers = {
+            "Content-Type": "application/octet-stream",
+            "X-Repo-Commit": oid,
+            "ETag": f'"{etag}"',
+            "Accept-Ranges": "bytes",
+            "Content-Disposition": f"inline; filename*=UTF-8''{quote(params['path'].split('/')[-1])}",
+        }
+        if lfs:
+            answer_headers["X-Linked-Etag"] = f'"{etag}"'
+            answer_headers["X-Linked-Size"] = str(len(content))
+        match = re.fullmatch(r"bytes=(\d*)-(\d*)", headers.get("Range") or "")
+        if match and (match.group(1) or match.group(2)):
+            if match.group(1):
+                start = int(match.group(1))
+                end = min(int(match.group(2)), len(content) - 1) if match.group(2) else len(content) - 1
+            else:  # a suffix: the last N bytes
+                start, end = max(0, len(content) - int(match.group(2))), len(content) - 1
+            if start >= len(content):
+                return _Raw(416, b"", {"Content-Range": f"bytes */{len(content)}"})
+            answer_headers["Content-Range"] = f"bytes {start}-{end}/{len(content)}"
+            return _Raw(206, content[start : end + 1], answer_headers)
+        return _Raw(200, content, answer_headers)
 
     def _api_create_branch(self, *, params: dict[str, str], body: bytes, **_: Any) -> tuple[int, Any, dict[str, str]]:
         branch = params["rev"]

@@ -5,8 +5,9 @@ huggingface_hub is mocked. `HF_ENDPOINT` points at the server (the environment v
 `agent_hf.hub`, `huggingface_hub.constants.ENDPOINT` for the library's own module-level lookups), and the token store
 is redirected to an empty temporary folder so that a developer's own login can never leak into the tests.
 
-`make_model_folder` builds a small stand-in for a `save_pretrained` folder; swap it for a real converted model
-folder to test the exact artefact that will be published.
+`make_model_folder` builds a small stand-in for a folder written by agent-hf 0.1.0 (no provenance record) whose
+config has a preset's architecture; which card a real converted or trained folder gets is tested end to end in
+tests/test_provenance.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +28,10 @@ from safetensors.numpy import save_file
 
 from agent_hf.hub import (
     PAPER_RESULTS,
-    WIDGET_EXAMPLE_IMAGES,
     CardPushError,
+    HubConnectionError,
     HubTokenMissingError,
+    card_for_folder,
     push_card_to_hub,
     push_folder_to_hub,
     render_model_card,
@@ -60,12 +63,23 @@ NOT_UPLOADED = (
 )
 
 
-def make_model_folder(path: Path, *, preset: str | None = PRESET, sharded: bool = False) -> Path:
-    """A small remote-code model folder: config with auto_map, three modules, safetensors weights, processor config,
-    widget example images, plus Trainer leftovers that must be filtered out."""
+def preset_architecture_config(preset: str = PRESET) -> dict:
+    """config.json entries of a preset's architecture, as agent-hf 0.1.0 wrote them (150 ADE20K classes)."""
+    spec = PAPER_RESULTS[preset]
+    config = {key: list(value) if isinstance(value, tuple) else value for key, value in spec.architecture.items()}
+    config = json.loads(json.dumps(config))  # nested tuples -> lists, as in a JSON file
+    return {"model_type": spec.model_type, **config, "id2label": {str(i): f"class {i}" for i in range(150)}}
+
+
+def make_model_folder(
+    path: Path, *, preset: str | None = PRESET, sharded: bool = False, architecture: dict | None = None
+) -> Path:
+    """A small remote-code model folder without provenance (as agent-hf 0.1.0 wrote them): config with auto_map and
+    the preset's architecture (or `architecture`), three modules, safetensors weights, a processor config whose
+    image processor is remote code too, an Endpoint handler, plus Trainer leftovers that must be filtered out."""
     path.mkdir(parents=True, exist_ok=True)
     config = {
-        "model_type": "tiny_agent",
+        **(preset_architecture_config() if architecture is None else architecture),
         "architectures": ["TinyAgentForSemanticSegmentation"],
         "auto_map": {
             "AutoConfig": "configuration_tiny.TinyAgentConfig",
@@ -81,7 +95,23 @@ def make_model_folder(path: Path, *, preset: str | None = PRESET, sharded: bool 
         "from .agent_ops import agent_attention\nfrom .configuration_tiny import TinyAgentConfig\n\n\n"
         "class TinyAgentForSemanticSegmentation:\n    config_class = TinyAgentConfig\n"
     )
-    (path / "preprocessor_config.json").write_text(json.dumps({"image_processor_type": "SegformerImageProcessor"}))
+    (path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "TinyImageProcessor",
+                "auto_map": {"AutoImageProcessor": "image_processing_tiny.TinyImageProcessor"},
+            }
+        )
+    )
+    (path / "image_processing_tiny.py").write_text(
+        "from .image_ops import resize\n\n\nclass TinyImageProcessor:\n    resize = staticmethod(resize)\n"
+    )
+    (path / "image_ops.py").write_text("def resize(image):\n    return image\n")
+    (path / "handler.py").write_text(
+        "from typing import Any\n\n\nclass EndpointHandler:\n    def __init__(self, path: str = ''):\n"
+        "        self.path = path\n\n    def __call__(self, data: dict[str, Any]) -> list:\n        return []\n"
+    )
+    (path / "requirements.txt").write_text("transformers>=4.57\n")
     rng = np.random.default_rng(0)
     tensors = {
         "backbone.weight": rng.standard_normal((16, 8)).astype(np.float32),
@@ -100,9 +130,6 @@ def make_model_folder(path: Path, *, preset: str | None = PRESET, sharded: bool 
         (path / "model.safetensors.index.json").write_text(json.dumps(index))
     else:
         save_file(tensors, str(path / "model.safetensors"))
-    (path / "examples").mkdir(exist_ok=True)
-    for name in WIDGET_EXAMPLE_IMAGES:
-        (path / "examples" / name).write_bytes(b"\xff\xd8\xff\xe0" + rng.bytes(64))
     for name in NOT_UPLOADED:
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_bytes(b"stale README written by Trainer\n" if name == "README.md" else b"state")
@@ -174,19 +201,30 @@ def cli(push_cli, capsys: pytest.CaptureFixture[str]):
     return run
 
 
-def run_cli(*args: str, hf_token: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Runs scripts/push_to_hub.py in a subprocess against the endpoint/home set by the fixtures."""
+def cli_env(hf_token: str | None = None, **overrides: str) -> dict[str, str]:
+    """The environment of a CLI subprocess: the endpoint/home set by the fixtures, this checkout's agent_hf."""
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(
         PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")])),
         HF_HUB_DISABLE_PROGRESS_BARS="1",
         HF_HUB_DISABLE_TELEMETRY="1",
         NO_PROXY="127.0.0.1,localhost",
+        **overrides,
     )
     if hf_token:
         env["HF_TOKEN"] = hf_token
+    return env
+
+
+def run_cli(*args: str, hf_token: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """Runs scripts/push_to_hub.py in a subprocess against the endpoint/home set by the fixtures."""
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(SCRIPT), *args],
+        cwd=ROOT,
+        env=cli_env(hf_token, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -198,7 +236,7 @@ def assert_card_metadata(readme: bytes, repo_id: str = REPO_ID, preset: str = PR
     assert set(data.tags) >= REQUIRED_TAGS
     assert data.datasets == ["scene_parse_150"]
     assert data.license == "other" and data.license_name and "LICENSE" in data.license_details
-    assert all(w["src"].startswith(f"https://huggingface.co/{repo_id}/resolve/main/examples/") for w in data.widget)
+    assert getattr(data, "widget", None) is None  # the hosted widget does not run custom code
     paper = {r.metric_type: r.metric_value for r in data.eval_results if r.source_name.endswith("(reported)")}
     assert paper == {"mean_iou": PAPER_RESULTS[preset].mean_iou, "mean_accuracy": PAPER_RESULTS[preset].mean_accuracy}
     assert all(r.dataset_type == "scene_parse_150" and r.dataset_split == "validation" for r in data.eval_results)
@@ -212,9 +250,9 @@ def assert_card_metadata(readme: bytes, repo_id: str = REPO_ID, preset: str = PR
 
 
 def test_cli_pushes_model_files_then_card_last(hub: LocalHubServer, model_dir: Path) -> None:
-    # The real CLI in a subprocess (HF_ENDPOINT from the environment). Token from HF_TOKEN (no --token), card
-    # rendered from config.json's `agent_hf_preset` (no --preset).
-    proc = run_cli("--model_dir", str(model_dir), "--repo_id", REPO_ID, hf_token=TOKEN)
+    # The real CLI in a subprocess (HF_ENDPOINT from the environment). Token from HF_TOKEN (no --token). The folder
+    # has no provenance (0.1.0): --preset asks for the paper's card, granted as the architecture is the preset's.
+    proc = run_cli("--model_dir", str(model_dir), "--repo_id", REPO_ID, "--preset", PRESET, hf_token=TOKEN)
     assert proc.returncode == 0, proc.stderr
 
     expected = local_files(model_dir)
@@ -230,6 +268,7 @@ def test_cli_pushes_model_files_then_card_last(hub: LocalHubServer, model_dir: P
     assert card_commit.added["README.md"] != (model_dir / "README.md").read_bytes()  # Trainer's README ignored
     card = assert_card_metadata(remote["README.md"])
     assert "from_pretrained(repo_id, trust_remote_code=True)" in card.text and REPO_ID in card.text
+    assert {"handler.py", "requirements.txt", "image_processing_tiny.py", "image_ops.py"} <= set(model_commit.added)
 
     assert not hub.repo(REPO_ID).private
     assert all(r.authorized for r in hub.requests if r.path not in ("/api/validate-yaml", "/api/agent-harnesses"))
@@ -314,7 +353,8 @@ def test_sharded_weights(hub: LocalHubServer, tmp_path: Path) -> None:
 def test_lfs_upload_path(isolated_hf: Path, monkeypatch: pytest.MonkeyPatch, model_dir: Path) -> None:
     # Large files go through the LFS batch API + pre-signed PUT (Xet disabled: the local server has no Xet).
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    server = _serve(monkeypatch, LocalHubServer(tokens={TOKEN}, lfs_threshold=1024))
+    save_file({"weight": np.arange(8192, dtype=np.float32)}, str(model_dir / "model.safetensors"))  # 32 KiB
+    server = _serve(monkeypatch, LocalHubServer(tokens={TOKEN}, lfs_threshold=16 * 1024))
     try:
         push_folder_to_hub(model_dir, REPO_ID, token=TOKEN)
         model_commit = server.commits(REPO_ID)[1]
@@ -386,10 +426,20 @@ def test_invalid_repo_id_cli(hub: LocalHubServer, model_dir: Path, cli) -> None:
 
 
 @pytest.mark.parametrize(
-    "missing", ["config.json", "model.safetensors", "preprocessor_config.json", "modeling_tiny.py", "agent_ops.py"]
+    "missing",
+    [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "modeling_tiny.py",
+        "agent_ops.py",
+        "image_processing_tiny.py",
+        "image_ops.py",
+    ],
 )
 def test_incomplete_folder_names_the_missing_file(hub: LocalHubServer, model_dir: Path, missing: str) -> None:
-    # agent_ops.py is not in auto_map: it is only imported by modeling_tiny.py (`from .agent_ops import ...`).
+    # agent_ops.py is not in auto_map: it is only imported by modeling_tiny.py (`from .agent_ops import ...`);
+    # image_processing_tiny.py is in preprocessor_config.json's auto_map, and imports image_ops.py.
     (model_dir / missing).unlink()
     with pytest.raises(FileNotFoundError) as excinfo:
         push_folder_to_hub(model_dir, REPO_ID, token=TOKEN)
@@ -423,19 +473,55 @@ def test_missing_shard_and_missing_auto_map(hub: LocalHubServer, tmp_path: Path)
     assert hub.requests == []
 
 
-def test_no_card_and_no_preset(hub: LocalHubServer, tmp_path: Path, cli) -> None:
-    folder = make_model_folder(tmp_path / "model", preset=None)
-    with pytest.raises(ValueError, match="agent_hf_preset"):
-        push_folder_to_hub(folder, REPO_ID, token=TOKEN)
-    code, _, err = cli("--model_dir", str(folder), "--repo_id", REPO_ID, "--token", TOKEN)
-    assert code == 1 and "--preset" in err
+def test_folder_without_provenance_gets_no_paper_numbers(
+    hub: LocalHubServer, model_dir: Path, cli, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A 0.1.0 folder says `agent_hf_preset` and has the preset's architecture, but nothing proves its weights are the
+    # authors': without --preset its card claims no results.
+    code, _, err = cli("--model_dir", str(model_dir), "--repo_id", REPO_ID, "--token", TOKEN)
+    assert code == 0, err
+    card = ModelCard(hub.files(REPO_ID)["README.md"].decode())
+    assert card.data.eval_results is None and card.data.license is None
+    assert "46.68" not in card.text and f"{PAPER_RESULTS[PRESET].num_parameters:,}" not in card.text
+    assert "no provenance record" in card.text and "no results are claimed" in card.text
+    assert "| Parameters | 278 (counted from the weights) |" in card.text  # 16 x 8 + 150 tensors of the folder
+    assert "has no provenance record" in caplog.text  # the publisher is told how to get the paper's card
+
+
+def test_preset_is_refused_when_the_architecture_differs(hub: LocalHubServer, tmp_path: Path, cli) -> None:
+    architecture = {**preset_architecture_config(), "embed_dim": 32, "depths": [2, 2, 2, 2]}
+    folder = make_model_folder(tmp_path / "small", architecture=architecture)
+    code, _, err = cli("--model_dir", str(folder), "--repo_id", REPO_ID, "--token", TOKEN, "--preset", PRESET)
+    assert code == 1
+    assert "does not have the architecture of agent-swin-t-upernet-ade20k" in err
+    assert "embed_dim 32 (preset: 96)" in err and "depths [2, 2, 2, 2] (preset: [2, 2, 6, 2])" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert hub.requests == []
+
+
+def test_folder_of_another_model_type_gets_its_own_card(tmp_path: Path) -> None:
+    folder = make_model_folder(tmp_path / "other", preset=None, architecture={"model_type": "tiny_agent"})
+    card = card_for_folder(folder, REPO_ID)
+    assert card.data.eval_results is None and "`tiny_agent`" in card.text
+    with pytest.raises(ValueError, match="does not have the architecture"):
+        card_for_folder(folder, REPO_ID, preset=PRESET)
 
 
 def test_validate_model_folder_skips_training_state(model_dir: Path) -> None:
     files = validate_model_folder(model_dir)
     assert files == sorted(local_files(model_dir))
     assert not set(files) & set(NOT_UPLOADED)
+    assert {"handler.py", "requirements.txt", "image_processing_tiny.py"} <= set(files)
+
+
+def test_endpoint_handler_is_checked(hub: LocalHubServer, model_dir: Path) -> None:
+    (model_dir / "handler.py").write_text("from .handler_utils import decode\n\n\nclass EndpointHandler:\n    pass\n")
+    with pytest.raises(FileNotFoundError, match=r"handler_utils\.py"):
+        push_folder_to_hub(model_dir, REPO_ID, token=TOKEN)
+    (model_dir / "handler.py").write_text("def handle(data):\n    return []\n")
+    with pytest.raises(ValueError, match="defines no `EndpointHandler`"):
+        push_folder_to_hub(model_dir, REPO_ID, token=TOKEN)
+    assert hub.requests == []
 
 
 def test_failed_card_commit_says_weights_are_published_without_card(
@@ -460,7 +546,7 @@ def test_failed_card_commit_says_weights_are_published_without_card(
         code, _, err = cli("--model_dir", str(model_dir), "--repo_id", REPO_ID, "--token", TOKEN, "--card_only")
         assert code == 0, err
         assert list(server.commits(REPO_ID)[-1].added) == ["README.md"]
-        assert_card_metadata(server.files(REPO_ID)["README.md"])
+        assert server.files(REPO_ID)["README.md"] == str(card_for_folder(model_dir, REPO_ID)).encode()
     finally:
         server.stop()
 
@@ -477,3 +563,82 @@ def test_push_card_to_hub_accepts_a_markdown_file(hub: LocalHubServer, model_dir
     bad.write_text("---\ntags: [unclosed\n---\n# x\n")
     with pytest.raises(ValueError, match=r"bad\.md"):
         push_card_to_hub(REPO_ID, bad, token=TOKEN)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The CLI: one-line errors, and no torch
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def closed_port_endpoint() -> str:
+    """An http://127.0.0.1 endpoint on which nothing listens (connection refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def test_unreachable_endpoint_is_one_line(isolated_hf: Path, model_dir: Path) -> None:
+    endpoint = closed_port_endpoint()
+    proc = run_cli(
+        "--model_dir", str(model_dir), "--repo_id", REPO_ID, "--preset", PRESET,
+        hf_token=TOKEN, HF_ENDPOINT=endpoint, HF_HUB_OFFLINE="0",
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: Could not reach the Hub at {endpoint} while creating the repository")
+    assert "nothing was uploaded" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_unreachable_endpoint_for_the_card(isolated_hf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", closed_port_endpoint())
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(HubConnectionError, match="while uploading the model card.*the card was not uploaded"):
+        push_card_to_hub(REPO_ID, render_model_card(PRESET, repo_id=REPO_ID), token=TOKEN)
+
+
+def test_bad_measured_json_is_one_line(model_dir: Path, tmp_path: Path, cli) -> None:
+    bad = tmp_path / "measured.json"
+    bad.write_text("{mean_iou: 46}")
+    code, _, err = cli("--model_dir", str(model_dir), "--repo_id", REPO_ID, "--measured_json", str(bad))
+    assert code == 1 and err.startswith(f"error: --measured_json {bad} is not valid JSON")
+    bad.write_text('{"mean_iou": 0.46}')
+    code, _, err = cli(
+        "--model_dir", str(model_dir), "--repo_id", REPO_ID, "--preset", PRESET, "--measured_json", str(bad)
+    )
+    assert code == 1 and "look like fractions" in err and len(err.strip().splitlines()) == 1
+
+
+# Runs the CLI in a fresh interpreter and reports its exit code and whether torch / transformers were imported.
+_PROBE = """
+import json, runpy, sys
+sys.argv = ["push_to_hub.py", *sys.argv[1:]]
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+    code = 0
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({{"code": code, "imported": sorted(m for m in ("torch", "transformers") if m in sys.modules)}}))
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["--model_dir", "no/such/folder", "--repo_id", REPO_ID]],
+    ids=["help", "validation-error"],
+)
+def test_cli_starts_without_torch(isolated_hf: Path, args: list[str]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(script=str(SCRIPT)), *args],
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["imported"] == [], proc.stderr
+    if args == ["--help"]:
+        assert report["code"] == 0 and "--model_dir" in proc.stdout
+    else:
+        assert report["code"] == 1 and "no/such/folder" in proc.stderr and "Traceback" not in proc.stderr

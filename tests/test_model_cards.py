@@ -1,12 +1,16 @@
-"""Model cards of the seven presets: metadata, paper numbers, body, and the committed `model_cards/*.md` artefacts.
+"""The registry of the seven presets and what is generated from it: model cards (metadata, paper numbers, body) and
+the README's models table, checked against the committed files and against the models themselves.
 
-Regenerate the committed cards after changing `agent_hf.hub` with:
+Regenerate the committed cards and the README table after changing `agent_hf.registry` or `agent_hf.hub` with:
 
-    PYTHONPATH=src python -c "from agent_hf.hub import write_model_cards; write_model_cards('model_cards')"
+    PYTHONPATH=src python -m agent_hf.hub --write
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,10 +21,13 @@ from agent_hf.hub import (
     COUNTED_FLOPS,
     DEMO_SPACE_URL,
     PAPER_RESULTS,
-    WIDGET_EXAMPLE_IMAGES,
+    models_table,
     render_model_card,
     write_model_cards,
 )
+from agent_hf.hub.__main__ import main as cards_main
+from agent_hf.hub.cards import MODELS_TABLE_END, MODELS_TABLE_START, outdated_files
+from agent_hf.registry import architecture_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,9 +98,7 @@ def test_card_metadata(preset: str) -> None:
     assert data.datasets == ["scene_parse_150"]
     assert data.license == "other" and data.license_name and data.license_link
     assert "no top-level LICENSE" in data.license_details and "Apache-2.0" in data.license_details
-    assert [w["src"] for w in data.widget] == [
-        f"https://huggingface.co/someone/{preset}/resolve/main/examples/{name}" for name in WIDGET_EXAMPLE_IMAGES
-    ]
+    assert getattr(data, "widget", None) is None  # the hosted widget does not run custom code
 
     assert data.model_name == preset
     assert _by_source(card, "(reported)") == {"mean_iou": OFFICIAL[preset][0], "mean_accuracy": OFFICIAL[preset][1]}
@@ -115,6 +120,8 @@ def test_card_body(preset: str) -> None:
     assert f"reported: {result.reported_gflops:g}G" in text  # the authors' number, labelled as reported
     assert f"| {result.mean_iou:.2f} | {result.mean_accuracy:.2f} |" in text
     assert "AutoModelForSemanticSegmentation.from_pretrained(repo_id, trust_remote_code=True)" in text
+    assert "AutoImageProcessor.from_pretrained(repo_id, trust_remote_code=True)" in text
+    assert "processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])" in text
     assert f'pipeline("image-segmentation", model="someone/{preset}", trust_remote_code=True)' in text
     assert f"scripts/convert_official_checkpoint.py --checkpoint PATH/TO/official.pth --preset {preset}" in text
     assert (
@@ -123,6 +130,7 @@ def test_card_body(preset: str) -> None:
     )
     assert BIBTEX in text
     assert f"[demo Space]({DEMO_SPACE_URL})" in text  # the cards link to the live demo app
+    assert f"{result.recipe.iterations:,} iterations of 16 images" in text  # the recipe, from its numbers
     for concept in (
         "agent tokens",
         "pooling",
@@ -131,6 +139,15 @@ def test_card_body(preset: str) -> None:
         "depth-wise convolution (DWC)",
     ):
         assert concept in text
+
+
+def test_card_says_how_to_serve_it() -> None:
+    text = render_model_card("agent-pvt-s-fpn-ade20k", repo_id="someone/model").text
+    assert "The Hub's hosted inference widget does not run custom code" in text
+    assert "`handler.py` (an `EndpointHandler`) and `requirements.txt`" in text and "custom handler" in text
+    assert '{"inputs": base64.b64encode(file.read()).decode(), "parameters": {"mode": "whole"}}' in text
+    assert '[{"label": "wall", "score": ..., "mask": "<base64 PNG>"}, ...]' in text
+    assert "`app/app.py`" in text
 
 
 def test_measured_results_flops_and_demo() -> None:
@@ -182,13 +199,89 @@ def test_write_model_cards_matches_committed_files(tmp_path: Path) -> None:
     assert [p.name for p in written] == [f"{preset}.md" for preset in PAPER_RESULTS]
     committed = ROOT / "model_cards"
     assert sorted(p.name for p in committed.glob("*.md")) == sorted(p.name for p in written), (
-        "model_cards/ is out of date: regenerate it with write_model_cards('model_cards')"
+        "model_cards/ is out of date: regenerate it with `python -m agent_hf.hub --write`"
     )
     for path in written:
         assert (committed / path.name).read_bytes() == path.read_bytes(), (
-            f"model_cards/{path.name} is out of date: regenerate it with write_model_cards('model_cards')"
+            f"model_cards/{path.name} is out of date: regenerate it with `python -m agent_hf.hub --write`"
         )
         _parse(ModelCard(path.read_text(encoding="utf-8")))  # committed cards parse
+
+
+def test_readme_models_table_is_the_generated_one() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split(MODELS_TABLE_START, 1)[1].split(MODELS_TABLE_END, 1)[0].strip()
+    assert table == models_table(), "README.md's models table is out of date: run `python -m agent_hf.hub --write`"
+    rows = {line.split("|")[1].strip(" `"): line for line in table.splitlines()[2:]}
+    assert list(rows) == list(OFFICIAL)
+    for preset, (miou, macc, params, gflops, iterations) in OFFICIAL.items():
+        assert (
+            f"| {params:,} | {gflops}G / " in rows[preset]
+            and f"| {miou:.2f} / {macc:.2f} ({iterations // 1000}k) |" in (rows[preset])
+        )
+
+
+def test_generation_cli_checks_and_writes(tmp_path: Path) -> None:
+    # The committed files are up to date (the CLI in a subprocess, from the repository root)...
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent_hf.hub", "--check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # ... a stale copy is reported, then repaired by --write.
+    cards, readme = tmp_path / "cards", tmp_path / "README.md"
+    write_model_cards(cards)
+    (cards / "agent-pvt-t-fpn-ade20k.md").write_text("stale")
+    readme.write_text(f"# x\n\n{MODELS_TABLE_START}\n| old |\n{MODELS_TABLE_END}\n\nrest\n")
+    assert outdated_files(cards, readme) == [str(cards / "agent-pvt-t-fpn-ade20k.md"), f"{readme} (models table)"]
+    assert cards_main(["--check", "--cards_dir", str(cards), "--readme", str(readme)]) == 1
+    assert cards_main(["--write", "--cards_dir", str(cards), "--readme", str(readme)]) == 0
+    assert outdated_files(cards, readme) == []
+    assert readme.read_text().endswith(f"{MODELS_TABLE_END}\n\nrest\n")
+    readme.write_text("no markers")
+    assert cards_main(["--check", "--cards_dir", str(cards), "--readme", str(readme)]) == 1
+
+
+@pytest.mark.parametrize("preset", list(PAPER_RESULTS))
+def test_registry_builds_the_models(preset: str) -> None:
+    """The registry's architecture is the preset's config, and its parameter count the model's."""
+    import torch
+    from transformers import AutoModelForSemanticSegmentation
+
+    import agent_hf
+
+    config = agent_hf.preset_config(preset)
+    assert architecture_differences(config.to_dict(), preset) == []
+    assert config.drop_path_rate == PAPER_RESULTS[preset].drop_path_rate
+    with torch.device("meta"):
+        model = AutoModelForSemanticSegmentation.from_config(config)
+    assert sum(p.numel() for p in model.parameters()) == PAPER_RESULTS[preset].num_parameters == OFFICIAL[preset][2]
+
+
+@pytest.mark.parametrize("preset", ["agent-swin-t-upernet-ade20k", "agent-pvt-t-fpn-ade20k"])
+def test_training_recipe_numbers_match_the_registry(preset: str) -> None:
+    """`recipe_for(preset, "paper")` trains with the registry's numbers (which the cards print)."""
+    from agent_hf.training import recipe_for
+
+    recipe, paper = recipe_for(preset, "paper"), PAPER_RESULTS[preset].recipe
+    assert (recipe.learning_rate, recipe.weight_decay, recipe.max_steps, recipe.total_batch_size) == (
+        paper.learning_rate,
+        paper.weight_decay,
+        paper.iterations,
+        paper.batch_size,
+    )
+    assert (recipe.adam_beta1, recipe.adam_beta2) == paper.betas and recipe.warmup_steps == paper.warmup_iters
+    assert tuple(recipe.no_decay_keys) == paper.no_decay_keys
+    assert recipe.lr_scheduler_kwargs["power"] == paper.poly_power
+    assert recipe.lr_scheduler_kwargs["min_lr"] == paper.min_lr
 
 
 @pytest.mark.parametrize("preset", list(PAPER_RESULTS))

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from agent_hf import config_from_official, load_official_checkpoint
+from agent_hf.layers import rename_key
 
 TOLERANCE = 1e-5
 SEGMENTATION_MODELS = ["agent_swin_aaab_upernet", "agent_swin_aamb2_upernet", "agent_pvt_aaaa_fpn"]
@@ -67,7 +68,8 @@ def our_module(model, official_path):
         stage = int(official_path.split(".")[1])  # layers.{s}.blocks.{b}[.attn]
         return model.backbone.agent_swin.get_submodule(official_path), stage
     stage = int(official_path.split(".")[0][len("block") :]) - 1  # block{s}.{b}[.attn]
-    return model.backbone.agent_pvt.get_submodule(official_path), stage
+    ours = official_path.replace(f"block{stage + 1}.", f"stages.{stage}.blocks.", 1)
+    return model.backbone.agent_pvt.get_submodule(ours), stage
 
 
 MODULE_PARAMS = [(name, path) for name in SEGMENTATION_MODELS for path in module_cases(name)]
@@ -136,8 +138,11 @@ def test_imagenet_checkpoint_parity(name):
     for i, feature in enumerate(features):
         assert relative_error(feature, io[f"case0.backbone.{i}"]) <= TOLERANCE, f"backbone map {i}"
     # What the official loader reported missing keeps its official initialization (LayerNorm 1 / 0).
+    base_model = model.backbone.get_submodule(model.backbone.base_model_prefix)
+    mapping = type(base_model)._checkpoint_key_mapping()
     for key in spec["official_load"]["missing_keys"]:
-        tensor = model.backbone.get_submodule(model.backbone.base_model_prefix).get_parameter(key)
+        # official names (e.g. `norm0.weight`) -> ours (`norms.0.weight`)
+        tensor = base_model.get_parameter(rename_key(key, mapping))
         expected = torch.ones_like(tensor) if key.endswith("weight") else torch.zeros_like(tensor)
         assert torch.equal(tensor, expected), key
 

@@ -1,30 +1,26 @@
 """Training recipes (parameter groups, mmcv schedules), mmseg inference, and the training script end to end."""
 
 import dataclasses
-import importlib.util
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import datasets
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY_SWIN, tiny_pvt_config, tiny_swin_config
+from conftest import tiny_pvt_config, tiny_swin_config
 from hub_server import LocalHubServer
+from script_helpers import COMMON, TINY_MODEL, load_script, read_json, run_train_script
 from torch import nn
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, TrainingArguments
 
 import agent_hf
+from agent_hf.cli import ScriptError
 from agent_hf.data import TrainTransform, make_synthetic_scene_parsing, save_as_image_folders, synthetic_id2label
+from agent_hf.data.ade20k import find_split_folders, scene_parsing_folder
 from agent_hf.inference import predict_multiscale, predict_slide, predict_whole, segment
 from agent_hf.training import (
     EvalDataset,
     EvalSettings,
+    InvalidSampleError,
     TrainDataset,
     build_optimizer,
     build_scheduler,
@@ -36,7 +32,6 @@ from agent_hf.training import (
     recipe_for,
 )
 
-SCRIPT = REPO_ROOT / "scripts" / "run_semantic_segmentation.py"
 AGENT_BIASES = ("an_bias", "na_bias", "ah_bias", "aw_bias", "ha_bias", "wa_bias")
 
 
@@ -245,41 +240,6 @@ def test_pad_collate_pads_to_the_crop():
 
 
 # ------------------------------------------------------------------------------------------------ the script
-TINY_MODEL = ["--model_name_or_path", "agent-swin-t-upernet-ade20k", "--config_overrides", json.dumps(TINY_SWIN)]
-COMMON = [
-    "--synthetic_train_samples", "12",
-    "--synthetic_validation_samples", "7",
-    "--crop_size", "64",
-    "--scale", "256", "64",
-    "--eval_scale", "256", "64",
-    "--per_device_train_batch_size", "2",
-    "--learning_rate", "1e-3",
-    "--warmup_steps", "0",
-    "--logging_steps", "1",
-    "--save_strategy", "no",
-    "--dataloader_pin_memory", "False",
-    "--disable_tqdm", "True",
-]  # fmt: skip
-
-
-def script_env(**overrides):
-    # One thread per process: the test machine has two cores and may be shared.
-    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1", **overrides}
-
-
-def run_script(args, launcher=(sys.executable,), env=None, timeout=240):
-    result = subprocess.run(
-        [*launcher, str(SCRIPT), *args], env=script_env(**(env or {})), capture_output=True, text=True, timeout=timeout
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def read_json(path):
-    return json.loads(Path(path).read_text())
-
-
 def test_script_on_ade_folders_trains_evaluates_saves_and_pushes(tmp_path):
     """ADEChallengeData2016-layout folders in, a loadable model folder out, published to a local Hub server."""
     id2label = synthetic_id2label(5)
@@ -296,7 +256,7 @@ def test_script_on_ade_folders_trains_evaluates_saves_and_pushes(tmp_path):
             "HF_HOME": str(tmp_path / "hf_home"),
             "NO_PROXY": "127.0.0.1",
         }
-        run_script(
+        run_train_script(
             [*TINY_MODEL, *COMMON, "--train_dir", str(root), "--validation_dir", str(root), "--max_steps", "3",
              "--do_train", "--do_eval", "--output_dir", str(out),
              "--push_to_hub", "--hub_model_id", "test-user/tiny-agent-swin", "--hub_token", "hf_test_token"],
@@ -322,71 +282,11 @@ def test_script_on_ade_folders_trains_evaluates_saves_and_pushes(tmp_path):
     assert "mean_iou" in remote["README.md"].decode()
 
 
-def test_two_process_evaluation_equals_single_process(tmp_path):
-    distributed, single = tmp_path / "ddp", tmp_path / "single"
-    with socket.socket() as free:  # a free port for the rendezvous
-        free.bind(("127.0.0.1", 0))
-        port = str(free.getsockname()[1])
-    launcher = (sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port)
-    run_script(
-        [*TINY_MODEL, *COMMON, "--max_steps", "2", "--do_train", "--do_eval", "--output_dir", str(distributed)],
-        launcher,
-    )
-    assert read_json(distributed / "eval_per_class.json")["world_size"] == 2
-    run_script([*COMMON, "--model_name_or_path", str(distributed), "--do_eval", "--output_dir", str(single)])
-    assert read_json(single / "eval_per_class.json")["world_size"] == 1
-    ddp_results, single_results = read_json(distributed / "all_results.json"), read_json(single / "all_results.json")
-    for key in ("eval_mIoU", "eval_mAcc", "eval_aAcc"):
-        assert ddp_results[key] == single_results[key], key
-
-
-def test_resume_after_a_killed_run(tmp_path):
-    out = tmp_path / "resume"
-    args = [
-        *TINY_MODEL,
-        *COMMON,
-        "--max_steps",
-        "30",
-        "--save_strategy",
-        "steps",
-        "--save_steps",
-        "2",
-        "--do_train",
-        "--output_dir",
-        str(out),
-    ]
-    process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), *args], env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    checkpoint = out / "checkpoint-2"
-    try:
-        deadline = time.time() + 180
-        while not (checkpoint / "trainer_state.json").is_file():
-            assert process.poll() is None and time.time() < deadline, "the first run ended before its first checkpoint"
-            time.sleep(0.05)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert not (out / "model.safetensors").exists(), "the first run finished before it was killed"
-
-    result = run_script([*args, "--resume_from_checkpoint", str(checkpoint)])
-    log = result.stdout + result.stderr
-    assert "Resuming training from checkpoint with epoch 0 and global step 2" in log
-    state = read_json(out / "trainer_state.json")
-    assert state["global_step"] == 30
-    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == list(range(1, 31))
-    assert (out / "model.safetensors").is_file()
-
-
 # ------------------------------------------------------------------------------------------------ bad data
 @pytest.fixture(scope="module")
 def script():
     """scripts/run_semantic_segmentation.py imported in-process, for its data helpers."""
-    spec = importlib.util.spec_from_file_location("run_semantic_segmentation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses resolve their annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script("run_semantic_segmentation")
 
 
 @pytest.fixture
@@ -394,48 +294,85 @@ def ade_folders(tmp_path):
     return save_as_image_folders(make_synthetic_scene_parsing(2, 1, num_classes=5, max_size=96), tmp_path / "ade")
 
 
-def test_missing_mask_is_named(script, ade_folders):
+def test_missing_mask_is_a_row_without_annotation(ade_folders):
     (ade_folders / "annotations" / "training" / "synthetic_train_00000002.png").unlink()
-    with pytest.raises(FileNotFoundError, match="synthetic_train_00000002.jpg"):
-        script._folder_split(ade_folders, "train")
+    split = scene_parsing_folder(ade_folders, "train")
+    assert split[0]["annotation"] is not None and split[1]["annotation"] is None
+    with pytest.raises(InvalidSampleError, match=r"train\[1\] \(synthetic_train_00000002.jpg\): has no annotation"):
+        TrainDataset(split, TrainTransform((32, 32), (128, 32), seed=0), num_labels=5)[1]
 
 
-def test_unknown_folder_layout_is_explained(script, tmp_path):
+def test_unknown_folder_layout_and_empty_folders_are_explained(tmp_path, ade_folders):
     with pytest.raises(FileNotFoundError, match="ADEChallengeData2016 layout"):
-        script._folder_split(tmp_path, "validation")
+        find_split_folders(tmp_path / "nothing", "validation")
+    for image in (ade_folders / "images" / "validation").iterdir():
+        image.unlink()
+    with pytest.raises(ValueError, match=r"images/validation is empty: it holds no image file"):
+        find_split_folders(ade_folders, "validation")
+    (ade_folders / "images" / "validation").rmdir()
+    with pytest.raises(FileNotFoundError, match=r"holds only the folders \['training'\]"):
+        find_split_folders(ade_folders, "validation")
 
 
-def test_bad_label_values_name_the_sample(ade_folders, script):
-    split = script._folder_split(ade_folders, "train")
+def test_bad_label_values_name_the_sample(ade_folders):
+    split = scene_parsing_folder(ade_folders, "train")
     dataset = TrainDataset(split, TrainTransform((32, 32), (128, 32), seed=0), num_labels=3)  # masks hold 1..5
-    with pytest.raises(ValueError, match=r"train\[0\] \(synthetic_train_00000001.jpg\).*outside the 3 classes"):
+    with pytest.raises(
+        InvalidSampleError, match=r"train\[0\] \(synthetic_train_00000001.jpg\).*outside the 3 classes"
+    ):
         dataset[0]
-    evaluation = EvalDataset(script._folder_split(ade_folders, "validation"), EvalSettings(scale=(128, 32)))
+    evaluation = EvalDataset(scene_parsing_folder(ade_folders, "validation"), EvalSettings(scale=(128, 32)))
     with pytest.raises(ValueError, match=r"validation\[0\] \(synthetic_validation_00000001.jpg\)"):
         evaluate_segmentation(tiny_swin(num_labels=3).eval(), evaluation)
 
 
-def test_unreadable_image_names_the_sample(ade_folders, script):
+def test_unreadable_image_names_the_sample(ade_folders):
     (ade_folders / "images" / "training" / "synthetic_train_00000001.jpg").write_bytes(b"not an image")
-    dataset = TrainDataset(script._folder_split(ade_folders, "train"), TrainTransform((32, 32), seed=0), num_labels=5)
-    with pytest.raises(ValueError, match=r"could not read sample train\[0\]"):
+    dataset = TrainDataset(scene_parsing_folder(ade_folders, "train"), TrainTransform((32, 32), seed=0), num_labels=5)
+    with pytest.raises(
+        InvalidSampleError, match=r"sample train\[0\] \(synthetic_train_00000001.jpg\): could not be read"
+    ):
         dataset[0]
 
 
-def test_missing_columns_and_empty_splits_fail_before_training(script):
+def test_missing_columns_and_splits_are_named(script):
     images = make_synthetic_scene_parsing(2, 1, min_size=48, max_size=64)
-    with pytest.raises(ValueError, match=r"needs 'image' and 'annotation'.*missing: \['annotation'\]"):
+    with pytest.raises(ScriptError, match=r"needs 'image' and 'annotation'.*missing: \['annotation'\]"):
         script._standard_columns(images.rename_column("annotation", "mask"))
     data = script.LoadedData(images, None, True, "synthetic")
     args = script.DataTrainingArguments(max_train_samples=0)
-    with pytest.raises(ValueError, match="the train split of synthetic is empty"):
+    with pytest.raises(ScriptError, match="the train split of synthetic is empty"):
         script.select_splits(data, args, TrainingArguments("unused", do_train=True))
-    with pytest.raises(ValueError, match="--do_eval needs a validation split"):
+    with pytest.raises(ScriptError, match=r"--do_eval needs a validation split; x has \['train'\]"):
         script.select_splits(
             script.LoadedData(datasets.DatasetDict(train=images["train"]), None, True, "x"),
             script.DataTrainingArguments(train_val_split=0),
             TrainingArguments("unused", do_eval=True),
         )
+
+
+def test_local_dataset_folders_load_by_path(script, tmp_path):
+    """A `save_to_disk` folder and a parquet folder (the layout scripts/prepare_ade20k.py writes) load by path, with
+    their id2label.json."""
+    data = make_synthetic_scene_parsing(2, 1, num_classes=5, min_size=48, max_size=64)
+    data.save_to_disk(tmp_path / "arrow")
+    (tmp_path / "parquet" / "data").mkdir(parents=True)
+    for split, part in data.items():
+        part.to_parquet(str(tmp_path / "parquet" / "data" / f"{split}-00000-of-00001.parquet"))
+    (tmp_path / "parquet" / "id2label.json").write_text(json.dumps(synthetic_id2label(5)))
+    for folder in ("arrow", "parquet"):
+        args = script.DataTrainingArguments(dataset_name=str(tmp_path / folder))
+        loaded = script.load_data(args, script.ModelArguments(model_name_or_path="x"), seed=0)
+        assert {split: len(part) for split, part in loaded.splits.items()} == {"train": 2, "validation": 1}
+        assert loaded.splits["train"][0]["image"].size == data["train"][0]["image"].size
+    assert loaded.id2label == synthetic_id2label(5)
+
+
+def test_eval_scales_is_an_alias_of_eval_ratios(script):
+    base = ["--model_name_or_path", "x", "--output_dir", "o"]
+    _, data_args, _, _, explicit = script.parse_arguments([*base, "--eval_scales", "0.5", "1"])
+    assert data_args.eval_ratios == [0.5, 1.0] and "eval_ratios" in explicit
+    assert script.parse_arguments(base)[1].eval_ratios == [1.0]
 
 
 def test_backbone_checkpoint_initializes_a_preset(script, reference_dir):

@@ -1,37 +1,130 @@
 """agent-hf: Agent Attention (Han et al., ECCV 2024) segmentation models for the Hugging Face stack.
 
-Importing the package registers the models with transformers' Auto classes:
+``import agent_hf`` registers the models with transformers' Auto classes (`AutoConfig`, `AutoModel`,
+`AutoBackbone`, `AutoModelForSemanticSegmentation`):
 
     >>> import agent_hf
     >>> from transformers import AutoModelForSemanticSegmentation
     >>> model = AutoModelForSemanticSegmentation.from_config(agent_hf.preset_config("agent-swin-t-upernet-ade20k"))
+
+The package's own names (``agent_hf.AgentSwinConfig``, ``agent_hf.preset_config``, ...) are imported on first
+access. With ``AGENT_HF_LAZY_IMPORT=1`` in the environment (the ``push_to_hub`` script sets it), ``import agent_hf``
+imports nothing heavy and registers on the first use of a package name, so that tools needing no model
+(`agent_hf.hub`, `agent_hf.registry`) start without torch.
 """
 
-from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+from __future__ import annotations
 
-from .agent_attention import AgentAttention
-from .configuration_agent_pvt import AgentPvtConfig
-from .configuration_agent_swin import AgentSwinConfig
-from .image_processing_agent import AgentImageProcessor
-from .modeling_agent_pvt import AgentPvtBackbone, AgentPvtForSemanticSegmentation, AgentPvtModel
-from .modeling_agent_swin import AgentSwinBackbone, AgentSwinForSemanticSegmentation, AgentSwinModel
-from .official import config_from_official, load_official_checkpoint
-from .presets import PRESETS, preset_config
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+from typing import Any
+
+# The lowest transformers the package supports (its own tests pass there); the Hub-shipped model code alone also
+# runs on 4.57. Checked first (from the installed metadata, without importing transformers), so that an older
+# transformers gets this message instead of an ImportError from deep inside.
+MIN_TRANSFORMERS_VERSION = "5.0.0"
+
+
+def _check_transformers_version() -> None:
+    from packaging.version import Version
+
+    try:
+        installed = importlib.metadata.version("transformers")
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(
+            f"agent_hf needs transformers>={MIN_TRANSFORMERS_VERSION}: "
+            f"pip install 'transformers>={MIN_TRANSFORMERS_VERSION}'"
+        ) from None
+    if Version(installed) < Version(MIN_TRANSFORMERS_VERSION):
+        raise ImportError(
+            f"agent_hf needs transformers>={MIN_TRANSFORMERS_VERSION}, but transformers {installed} is installed: "
+            f"pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION}'. (A model folder saved by agent_hf also loads "
+            "without agent_hf on transformers 4.57+ with trust_remote_code=True.)"
+        )
+
+
+_check_transformers_version()
 
 __version__ = "0.1.0"
 
-_FAMILIES = (
-    (AgentSwinConfig, AgentSwinModel, AgentSwinBackbone, AgentSwinForSemanticSegmentation),
-    (AgentPvtConfig, AgentPvtModel, AgentPvtBackbone, AgentPvtForSemanticSegmentation),
-)
-for _config, _model, _backbone, _segmentation in _FAMILIES:
-    AutoConfig.register(_config.model_type, _config, exist_ok=True)
-    AutoModel.register(_config, _model, exist_ok=True)
-    AutoBackbone.register(_config, _backbone, exist_ok=True)
-    AutoModelForSemanticSegmentation.register(_config, _segmentation, exist_ok=True)
-    AutoImageProcessor.register(_config, slow_image_processor_class=AgentImageProcessor, exist_ok=True)
+# Public name -> module that defines it. Imported on first access (PEP 562).
+_LAZY_NAMES = {
+    "AgentAttention": "agent_attention",
+    "AgentImageProcessor": "image_processing_agent",
+    "AgentPvtConfig": "configuration_agent_pvt",
+    "AgentSwinConfig": "configuration_agent_swin",
+    "AgentPvtBackbone": "modeling_agent_pvt",
+    "AgentPvtForSemanticSegmentation": "modeling_agent_pvt",
+    "AgentPvtModel": "modeling_agent_pvt",
+    "AgentSwinBackbone": "modeling_agent_swin",
+    "AgentSwinForSemanticSegmentation": "modeling_agent_swin",
+    "AgentSwinModel": "modeling_agent_swin",
+    "config_from_official": "official",
+    "load_official_checkpoint": "official",
+    "PRESETS": "presets",
+    "preset_config": "presets",
+}
+
+# Submodules that need neither torch nor transformers: reaching them does not register the Auto classes.
+_LIGHT_SUBMODULES = frozenset({"hub", "provenance", "registry"})
+
+_registered = False
+
+
+def register_auto_classes() -> None:
+    """Registers the Agent-Swin and Agent-PVT classes with `AutoConfig`, `AutoModel`, `AutoBackbone`,
+    `AutoModelForSemanticSegmentation` and `AutoImageProcessor` (once; later calls do nothing)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+
+    image_processor = importlib.import_module(f"{__name__}.image_processing_agent").AgentImageProcessor
+
+    for family in ("swin", "pvt"):
+        configuration = importlib.import_module(f"{__name__}.configuration_agent_{family}")
+        modeling = importlib.import_module(f"{__name__}.modeling_agent_{family}")
+        prefix = "AgentSwin" if family == "swin" else "AgentPvt"
+        config_class = getattr(configuration, f"{prefix}Config")
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, getattr(modeling, f"{prefix}Model"), exist_ok=True)
+        AutoBackbone.register(config_class, getattr(modeling, f"{prefix}Backbone"), exist_ok=True)
+        AutoModelForSemanticSegmentation.register(
+            config_class, getattr(modeling, f"{prefix}ForSemanticSegmentation"), exist_ok=True
+        )
+        AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor, exist_ok=True)
+    _registered = True
+
+
+# Tools that never build a model (the push_to_hub CLI) set this before importing agent_hf, so that they start without
+# importing torch; they get the registration on first use of a package name instead.
+LAZY_IMPORT_ENV = "AGENT_HF_LAZY_IMPORT"
+
+if os.environ.get(LAZY_IMPORT_ENV, "").strip().lower() not in ("1", "true", "yes"):
+    register_auto_classes()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_NAMES:
+        register_auto_classes()
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+        globals()[name] = value
+        return value
+    if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _LIGHT_SUBMODULES:
+        register_auto_classes()
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY_NAMES})
+
 
 __all__ = [
+    "MIN_TRANSFORMERS_VERSION",
     "PRESETS",
     "AgentAttention",
     "AgentImageProcessor",
@@ -46,4 +139,5 @@ __all__ = [
     "config_from_official",
     "load_official_checkpoint",
     "preset_config",
+    "register_auto_classes",
 ]

@@ -158,22 +158,59 @@ class _FlashAttentionWithBiasGrad(torch.autograd.Function):
         return grad_query.to(dtype), grad_key.to(dtype), grad_value.to(dtype), grad_bias, None, None, None
 
 
+class AgentSplitLinear(nn.Linear):
+    """A fused projection (Agent-Swin's `qkv`, Agent-PVT's `kv`) that can return its output as separate
+    contiguous chunks.
+
+    `forward(x)` is a plain `nn.Linear` ((B, N, C_in) -> (B, N, C_out)); `forward(x, chunks=k)` returns k
+    tensors (B, N, C_out / k), each computed with its own row slice of the weight (same weights, same
+    products). The slicing happens inside the module's own `forward`, so hooks that load the weight only
+    when the module runs (accelerate's CPU/disk offload) see it loaded.
+    """
+
+    def forward(self, input: torch.Tensor, chunks: int = 1):
+        if chunks == 1:
+            return super().forward(input)
+        size = self.out_features // chunks
+        return tuple(
+            F.linear(
+                input,
+                self.weight[i * size : (i + 1) * size],
+                None if self.bias is None else self.bias[i * size : (i + 1) * size],
+            )
+            for i in range(chunks)
+        )
+
+
+def split_projection(layer: nn.Module, hidden_states: torch.Tensor, chunks: int) -> tuple[torch.Tensor, ...]:
+    """`chunks` contiguous outputs (B, N, C) of a fused projection `layer` applied to `hidden_states` (B, N, C_in).
+
+    An `AgentSplitLinear` computes them directly; any other module (e.g. one wrapped by an adapter library) runs
+    as a whole and its output is chunked and made contiguous.
+    """
+    if type(layer) is AgentSplitLinear:
+        return layer(hidden_states, chunks=chunks)
+    return tuple(t.contiguous() for t in layer(hidden_states).chunk(chunks, dim=-1))
+
+
 class AgentAttention(nn.Module):
     """Multi-head agent attention over a whole (H, W) feature map.
 
     Args:
-        dim: channels C. num_heads: heads h (head_dim d = C / h).
-        agent_num: agents at pretraining (square: a sqrt x sqrt grid).
-        agent_grid: (h_a, w_a) agent grid used at the current (downstream) resolution.
-        table_size: (H0, W0) grid on which `ah/aw/ha/wa` were learned (the pretraining feature size).
-        key_table_size: grid of `ah/aw` if different (PVT with spatial reduction divides it); default `table_size`.
-        kernel_size: kernel of the depth-wise convolution on V.
-        scale_exponent: attention scale is d ** scale_exponent.
-        qkv_bias: bias of the input projections.
-        fused_qkv: one `qkv` projection (Swin) or `q` and `kv` projections (PVT), as in the checkpoints.
-        attn_drop, proj_drop: dropout on the attention weights / after `proj`.
-        config: the model config, read at call time for `_attn_implementation` ("eager" for explicit
-            softmax(QK^T)V, anything else for `F.scaled_dot_product_attention`), as transformers models do.
+        dim (`int`): channels C.
+        num_heads (`int`): heads h (head_dim d = C / h).
+        agent_num (`int`): agents at pretraining (square: a sqrt x sqrt grid).
+        agent_grid (`tuple[int, int]`): (h_a, w_a) agent grid used at the current (downstream) resolution.
+        table_size (`tuple[int, int]`): (H0, W0) grid on which `ah/aw/ha/wa` were learned (pretraining feature size).
+        key_table_size (`tuple[int, int]`, *optional*): grid of `ah/aw` if different (PVT with spatial reduction).
+        kernel_size (`int`): kernel of the depth-wise convolution on V.
+        scale_exponent (`float`): the attention scale is d ** scale_exponent.
+        qkv_bias (`bool`): bias of the input projections.
+        fused_qkv (`bool`): one `qkv` projection (Swin) or `q` and `kv` projections (PVT), as in the checkpoints.
+        attn_drop (`float`): dropout on the attention weights.
+        proj_drop (`float`): dropout after `proj`.
+        config (`PreTrainedConfig`): the model config, read at call time for `_attn_implementation` ("eager" for
+            explicit softmax(QK^T)V, anything else for `F.scaled_dot_product_attention`), as transformers models do.
 
     Input `hidden_states` (B, N=H*W, C), row-major over (H, W); output (B, N, C).
 
@@ -213,10 +250,10 @@ class AgentAttention(nn.Module):
         key_table_size = key_table_size or table_size
 
         if fused_qkv:
-            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+            self.qkv = AgentSplitLinear(dim, dim * 3, bias=qkv_bias)
         else:
             self.q = nn.Linear(dim, dim, bias=qkv_bias)
-            self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+            self.kv = AgentSplitLinear(dim, dim * 2, bias=qkv_bias)
         self.fused_qkv = fused_qkv
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
@@ -224,15 +261,14 @@ class AgentAttention(nn.Module):
         self.dwc = nn.Conv2d(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
 
         t = AGENT_TABLE_SIZE
-        # Shapes (and names) exactly as in the official checkpoints.
+        # Shapes (and names) exactly as in the official checkpoints; initialized by the model's `_init_weights`
+        # (truncated normal, std `initializer_range`).
         self.an_bias = nn.Parameter(torch.zeros(num_heads, agent_num, t, t))
         self.na_bias = nn.Parameter(torch.zeros(num_heads, agent_num, t, t))
         self.ah_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, key_table_size[0], 1))
         self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, key_table_size[1]))
         self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, table_size[0], 1, agent_num))
         self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, table_size[1], agent_num))
-        for table in self._bias_tables():
-            nn.init.trunc_normal_(table, std=0.02)
         self._bias_cache: dict = {}
         # Counters for tests and profiling: bias computations served from / added to the cache.
         self.bias_cache_hits = 0
@@ -385,27 +421,36 @@ class AgentAttention(nn.Module):
     def _project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """query, key, value (B, N, C) each as its own contiguous tensor.
 
-        The fused `qkv` (or `kv`) weight is applied one C-row slice at a time (same weights, same
-        products) instead of as one GEMM whose (B, N, 3C) output would be chunked into strided views:
-        a contiguous query is then a channels-last map that `adaptive_avg_pool2d` reads in place, and a
-        contiguous value one the depth-wise convolution reads in place, where the strided views cost a
-        full copy each (~25 ms per stage-1 block at 512x2048 on one core). Three (N, C) x (C, C) GEMMs
-        run as fast as one (N, C) x (C, 3C) here.
+        The fused `qkv` (or `kv`) projection returns one contiguous tensor per C-row slice of its weight
+        (`AgentSplitLinear`) instead of one (B, N, 3C) output chunked into strided views: a contiguous query
+        is then a channels-last map that `adaptive_avg_pool2d` reads in place, and a contiguous value one the
+        depth-wise convolution reads in place, where the strided views cost a full copy each (~25 ms per
+        stage-1 block at 512x2048 on one core). Three (N, C) x (C, C) GEMMs run as fast as one (N, C) x (C, 3C).
         """
-        c = self.dim
         if self.fused_qkv:
-            weight, bias = self.qkv.weight, self.qkv.bias
-            query = F.linear(hidden_states, weight[:c], None if bias is None else bias[:c])
-            offset = c
-        else:
-            query = self.q(hidden_states)
-            weight, bias = self.kv.weight, self.kv.bias
-            offset = 0
-        key = F.linear(hidden_states, weight[offset : offset + c], None if bias is None else bias[offset : offset + c])
-        value = F.linear(hidden_states, weight[offset + c :], None if bias is None else bias[offset + c :])
-        return query, key, value
+            return split_projection(self.qkv, hidden_states, 3)
+        key, value = split_projection(self.kv, hidden_states, 2)
+        return self.q(hidden_states), key, value
 
-    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def _attend_with_weights(self, query, key, value, bias) -> tuple[torch.Tensor, torch.Tensor]:
+        """The explicit softmax(query key^T * scale + bias) value, and the attention weights (B, h, M, N)."""
+        weights = torch.softmax(attention_scores(query, key, bias, self.scale), dim=-1)
+        dropout = self.attn_drop if self.training else 0.0
+        return torch.matmul(F.dropout(weights, dropout, self.training), value), weights
+
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        """Agent attention over a (height, width) map.
+
+        Args:
+            hidden_states (`torch.Tensor` of shape `(batch_size, height * width, dim)`): tokens, row-major.
+            height (`int`): rows H of the map.
+            width (`int`): columns W of the map.
+            output_attentions (`bool`): also return both steps' attention weights (computed explicitly, as eager).
+
+        Returns the output (B, H*W, C); with `output_attentions`, `(output, (agent_to_token, token_to_agent))`
+        where agent_to_token (B, h, n, H*W) are the agent step's weights (each agent over the tokens) and
+        token_to_agent (B, h, H*W, n) the query step's (each token over the agents), n = h_a * w_a agents.
+        """
         batch, tokens, channels = hidden_states.shape
         if tokens != height * width:
             raise ValueError(f"AgentAttention: got {tokens} tokens for a {height}x{width} map")
@@ -424,20 +469,28 @@ class AgentAttention(nn.Module):
 
         dtype = query.dtype
         agent_to_token, token_to_agent = self.agent_biases(height, width, dtype)
-        agent_values = self._attend(
-            agents,
-            split_heads(key),
-            split_heads(value),
-            agent_to_token,
-            lambda: self._agent_to_token_bias(height, width, dtype),
-        )
-        output = self._attend(
-            split_heads(query),
-            agents,
-            agent_values,
-            token_to_agent,
-            lambda: self._token_to_agent_bias(height, width, dtype),
-        )  # (B, h, N, d)
+        weights = None
+        if output_attentions:
+            agent_values, agent_weights = self._attend_with_weights(
+                agents, split_heads(key), split_heads(value), agent_to_token
+            )
+            output, token_weights = self._attend_with_weights(split_heads(query), agents, agent_values, token_to_agent)
+            weights = (agent_weights, token_weights)
+        else:
+            agent_values = self._attend(
+                agents,
+                split_heads(key),
+                split_heads(value),
+                agent_to_token,
+                lambda: self._agent_to_token_bias(height, width, dtype),
+            )
+            output = self._attend(
+                split_heads(query),
+                agents,
+                agent_values,
+                token_to_agent,
+                lambda: self._token_to_agent_bias(height, width, dtype),
+            )  # (B, h, N, d)
 
         # The depth-wise convolution reads the value as a channels-last map in place and writes a
         # channels-last map, i.e. (B, N, C) row-major; the attention output is added into it in the same
@@ -445,10 +498,11 @@ class AgentAttention(nn.Module):
         value_map = value.view(batch, height, width, channels).permute(0, 3, 1, 2)
         mixed = self.dwc(value_map).permute(0, 2, 3, 1).reshape(batch, tokens, heads, head_dim)
         mixed = mixed.add_(output.transpose(1, 2)).view(batch, tokens, channels)
-        return self.proj_drop(self.proj(mixed))
+        output = self.proj_drop(self.proj(mixed))
+        return (output, weights) if output_attentions else output
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, agent_grid={self.agent_grid}, pool_size={self.pool_size}"
 
 
-__all__ = ["AgentAttention", "attention_scores", "bilinear_matrix"]
+__all__ = ["AgentAttention", "AgentSplitLinear", "attention_scores", "bilinear_matrix", "split_projection"]

@@ -3,8 +3,27 @@
 Shipped to the Hub with the model: imports only torch/transformers and sibling modules.
 """
 
-from transformers.backbone_utils import BackboneConfigMixin
-from transformers.configuration_utils import PreTrainedConfig
+# Import shims: this module travels to the Hub and runs on transformers 4.57 through the newest 5.x (see
+# configuration_agent_swin.py). transformers' `check_imports` ignores imports inside try blocks.
+import transformers
+
+# The shipped code needs transformers 4.57 or newer (say so, rather than fail on a missing import further down).
+if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < (4, 57):
+    raise ImportError(
+        f"This model's code needs transformers>=4.57, but transformers {transformers.__version__} is installed: "
+        "pip install -U transformers"
+    )
+
+try:
+    from transformers.backbone_utils import BackboneConfigMixin
+
+    get_aligned_output_features_output_indices = None
+except ImportError:  # older transformers: a module-level function aligns out_features and out_indices
+    from transformers.utils.backbone_utils import BackboneConfigMixin, get_aligned_output_features_output_indices
+try:
+    from transformers.configuration_utils import PreTrainedConfig
+except ImportError:  # transformers 4.x
+    from transformers.configuration_utils import PretrainedConfig as PreTrainedConfig
 
 
 class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
@@ -12,91 +31,160 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
     Configuration of an Agent-PVT (Han et al., ECCV 2024) and of its Semantic FPN segmentation model
     (mmseg `FPN` neck + `FPNHead`), as in the official `AgentPVT`. Defaults build Agent-PVT-T + Semantic FPN.
 
-    Backbone:
-        pretrain_image_size (`int`, 224): ImageNet resolution; the position embeddings and agent bias
-            tables of stage i were learned on a (224 / 4 / 2**i) grid and are interpolated to the input.
-        patch_size (`int`, 4): patch of stage 1 (later stages merge 2x2). num_channels (`int`, 3).
-        embed_dims (`list[int]`, [64, 128, 320, 512]), num_heads ([1, 2, 5, 8]), mlp_ratios ([8, 8, 4, 4]),
-        depths ([2, 2, 2, 2]).
-        attn_type (`str`, "AAAA"): one character per stage, ``A`` agent attention, ``B`` PVT's spatial-
-            reduction softmax attention.
-        sr_ratios (`list[int]`, [8, 4, 2, 1]): spatial reduction of the keys/values in ``B`` stages.
-        agent_sr_ratios (`list[int]`, [1, 1, 1, 1]): spatial reduction in ``A`` stages (the official code
-            supports only 1).
-        agent_num (`list[int]`, [9, 16, 49, 49]), downstream_agent_shapes ([[12, 12], [16, 16], [28, 28],
-            [28, 28]]), agent_kernel_size (3), attention_scale_exponent (-0.5): as in `AgentSwinConfig`.
-        qkv_bias (`bool`, True), qk_scale (`float`, optional, for ``B`` stages), hidden_dropout_prob,
-        attention_probs_dropout_prob, drop_path_rate (0.1), hidden_act ("gelu").
-        layer_norm_eps (`float`, 1e-6): eps of the blocks' LayerNorms (the patch-embedding and spatial-
-            reduction LayerNorms keep PyTorch's 1e-5, as in the official code).
-        attn_implementation: "sdpa" (default) or "eager".
+    Written in the classic `__init__` style, which every supported transformers version (4.57 to the
+    newest 5.x) accepts; `config.json` files written by agent-hf 0.1.0 load unchanged.
 
-    Segmentation (Semantic FPN): fpn_hidden_size (`int`, 256), decoder_hidden_size (`int`, 128),
-    feature_strides ([4, 8, 16, 32]), classifier_dropout (0.1), loss_ignore_index (255), align_corners (False).
+    Args:
+        pretrain_image_size (`int`, *optional*, defaults to 224):
+            ImageNet resolution; the position embeddings and agent bias tables of stage i were learned on a
+            (224 / 4 / 2**i) grid and are interpolated to the input.
+        patch_size (`int`, *optional*, defaults to 4):
+            Patch of stage 1 (later stages merge 2x2).
+        num_channels (`int`, *optional*, defaults to 3):
+            Channels of `pixel_values` (B, num_channels, H, W).
+        embed_dims (`list[int]`, *optional*, defaults to `[64, 128, 320, 512]`):
+            Width of each stage.
+        num_heads (`list[int]`, *optional*, defaults to `[1, 2, 5, 8]`):
+            Attention heads per stage.
+        mlp_ratios (`list[float]`, *optional*, defaults to `[8, 8, 4, 4]`):
+            Hidden width of the MLPs relative to the stage width.
+        depths (`list[int]`, *optional*, defaults to `[2, 2, 2, 2]`):
+            Blocks per stage.
+        attn_type (`str`, *optional*, defaults to `"AAAA"`):
+            One character per stage: `A` agent attention, `B` PVT's spatial-reduction softmax attention.
+        sr_ratios (`list[int]`, *optional*, defaults to `[8, 4, 2, 1]`):
+            Spatial reduction of the keys/values in `B` stages.
+        agent_sr_ratios (`list[int]`, *optional*, defaults to `[1, 1, 1, 1]`):
+            Spatial reduction in `A` stages (the official code supports only 1).
+        agent_num (`list[int]`, *optional*, defaults to `[9, 16, 49, 49]`):
+            Agents per stage at pretraining (a square number).
+        downstream_agent_shapes (`list[list[int]]`, defaults to `[[12, 12], [16, 16], [28, 28], [28, 28]]`):
+            Agent grid (h_a, w_a) per stage at segmentation resolution.
+        agent_kernel_size (`int`, *optional*, defaults to 3):
+            Kernel of the depth-wise convolution (DWC) on the values.
+        attention_scale_exponent (`float`, *optional*, defaults to -0.5):
+            The agent attention scale is head_dim**attention_scale_exponent.
+        qkv_bias (`bool`, *optional*, defaults to `True`):
+            Bias of the query/key/value projections.
+        qk_scale (`float`, *optional*):
+            Scale of the `B` stages (default head_dim**-0.5).
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Official `drop_rate`: dropout after projections, MLPs and position embeddings.
+        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Official `attn_drop_rate`: dropout on the attention weights.
+        drop_path_rate (`float`, *optional*, defaults to 0.1):
+            Stochastic depth of the last block (it grows linearly from 0 over the blocks).
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the MLPs.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-6):
+            Epsilon of the blocks' LayerNorms (the patch-embedding and spatial-reduction LayerNorms keep
+            PyTorch's 1e-5, as in the official code).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated-normal initialization of linears, tables and position embeddings.
+        fpn_hidden_size (`int`, *optional*, defaults to 256):
+            Width of the FPN neck.
+        decoder_hidden_size (`int`, *optional*, defaults to 128):
+            Width of the Semantic FPN head.
+        feature_strides (`list[int]`, *optional*, defaults to `[4, 8, 16, 32]`):
+            Stride of each stage's map, which sets the depth of each level of the Semantic FPN head.
+        classifier_dropout (`float`, *optional*, defaults to 0.1):
+            `Dropout2d` before the classifier.
+        loss_ignore_index (`int`, *optional*, defaults to 255):
+            Label ignored by the loss.
+        align_corners (`bool`, *optional*, defaults to `False`):
+            `align_corners` of the head's bilinear resizes.
+        out_features (`list[str]`, *optional*):
+            Stages (`"stem"`, `"stage1"`, ..., `"stage4"`) the backbone returns; default the last one, as every
+            transformers backbone. The segmentation model always reads all four.
+        out_indices (`list[int]`, *optional*):
+            The same as indices into `stage_names`.
+        kwargs:
+            `PreTrainedConfig` arguments (`num_labels`, `id2label`, `attn_implementation` ("sdpa" (default) or
+            "eager"), ...).
     """
 
     model_type = "agent_pvt"
     _auto_class = "AutoConfig"  # saved with its code (see AutoMapMixin)
     attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_stages"}
 
-    pretrain_image_size: int = 224
-    patch_size: int = 4
-    num_channels: int = 3
-    embed_dims: list[int] | tuple[int, ...] = (64, 128, 320, 512)
-    num_heads: list[int] | tuple[int, ...] = (1, 2, 5, 8)
-    mlp_ratios: list[float] | tuple[float, ...] = (8, 8, 4, 4)
-    depths: list[int] | tuple[int, ...] = (2, 2, 2, 2)
-    attn_type: str = "AAAA"
-    sr_ratios: list[int] | tuple[int, ...] = (8, 4, 2, 1)
-    agent_sr_ratios: list[int] | tuple[int, ...] = (1, 1, 1, 1)
-    agent_num: list[int] | tuple[int, ...] = (9, 16, 49, 49)
-    downstream_agent_shapes: list | tuple = ((12, 12), (16, 16), (28, 28), (28, 28))
-    agent_kernel_size: int = 3
-    attention_scale_exponent: float = -0.5
-    qkv_bias: bool = True
-    qk_scale: float | None = None
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    drop_path_rate: float = 0.1
-    hidden_act: str = "gelu"
-    layer_norm_eps: float = 1e-6
-    initializer_range: float = 0.02
-    # FPN neck + Semantic FPN head
-    fpn_hidden_size: int = 256
-    decoder_hidden_size: int = 128
-    feature_strides: list[int] | tuple[int, ...] = (4, 8, 16, 32)
-    classifier_dropout: float = 0.1
-    loss_ignore_index: int = 255
-    align_corners: bool = False
-    _out_features: list[str] | None = None
-    _out_indices: list[int] | None = None
-
-    def __post_init__(self, **kwargs):
-        for name in (
-            "embed_dims",
-            "num_heads",
-            "depths",
-            "sr_ratios",
-            "agent_sr_ratios",
-            "agent_num",
-            "feature_strides",
-        ):
-            setattr(self, name, [int(v) for v in getattr(self, name)])
-        self.mlp_ratios = [float(r) for r in self.mlp_ratios]
-        self.downstream_agent_shapes = [list(s) for s in self.downstream_agent_shapes]
+    def __init__(
+        self,
+        pretrain_image_size=224,
+        patch_size=4,
+        num_channels=3,
+        embed_dims=(64, 128, 320, 512),
+        num_heads=(1, 2, 5, 8),
+        mlp_ratios=(8, 8, 4, 4),
+        depths=(2, 2, 2, 2),
+        attn_type="AAAA",
+        sr_ratios=(8, 4, 2, 1),
+        agent_sr_ratios=(1, 1, 1, 1),
+        agent_num=(9, 16, 49, 49),
+        downstream_agent_shapes=((12, 12), (16, 16), (28, 28), (28, 28)),
+        agent_kernel_size=3,
+        attention_scale_exponent=-0.5,
+        qkv_bias=True,
+        qk_scale=None,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        drop_path_rate=0.1,
+        hidden_act="gelu",
+        layer_norm_eps=1e-6,
+        initializer_range=0.02,
+        fpn_hidden_size=256,
+        decoder_hidden_size=128,
+        feature_strides=(4, 8, 16, 32),
+        classifier_dropout=0.1,
+        loss_ignore_index=255,
+        align_corners=False,
+        out_features=None,
+        out_indices=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("attn_implementation", "sdpa")
+        # Derived attributes written by `to_dict` (and by 0.1.0's dataclass config): recomputed below.
+        for derived in ("stage_names", "num_stages", "hidden_size", "_out_features", "_out_indices"):
+            kwargs.pop(derived, None)
+        super().__init__(**kwargs)
+        self.pretrain_image_size = pretrain_image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.embed_dims = [int(v) for v in embed_dims]
+        self.num_heads = [int(v) for v in num_heads]
+        self.mlp_ratios = [float(r) for r in mlp_ratios]
+        self.depths = [int(v) for v in depths]
+        self.attn_type = attn_type
+        self.sr_ratios = [int(v) for v in sr_ratios]
+        self.agent_sr_ratios = [int(v) for v in agent_sr_ratios]
+        self.agent_num = [int(v) for v in agent_num]
+        self.downstream_agent_shapes = [list(s) for s in downstream_agent_shapes]
+        self.agent_kernel_size = agent_kernel_size
+        self.attention_scale_exponent = attention_scale_exponent
+        self.qkv_bias = qkv_bias
+        self.qk_scale = qk_scale
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.drop_path_rate = drop_path_rate
+        self.hidden_act = hidden_act
+        self.layer_norm_eps = layer_norm_eps
+        self.initializer_range = initializer_range
+        self.fpn_hidden_size = fpn_hidden_size
+        self.decoder_hidden_size = decoder_hidden_size
+        self.feature_strides = [int(v) for v in feature_strides]
+        self.classifier_dropout = classifier_dropout
+        self.loss_ignore_index = loss_ignore_index
+        self.align_corners = align_corners
         self.num_stages = len(self.depths)
         self.hidden_size = self.embed_dims[-1]
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, self.num_stages + 1)]
-        out_indices = kwargs.pop("out_indices", None)
-        out_features = kwargs.pop("out_features", None)
-        if out_indices is None and out_features is None and self._out_features is None and self._out_indices is None:
-            out_features = self.stage_names[1:]
-        self.set_output_features_output_indices(
-            out_indices=out_indices if out_indices is not None else self._out_indices,
-            out_features=out_features if out_features is not None else self._out_features,
-        )
-        kwargs.setdefault("attn_implementation", "sdpa")
-        super().__post_init__(**kwargs)
+        out_features = list(out_features) if out_features is not None else None
+        out_indices = list(out_indices) if out_indices is not None else None
+        if get_aligned_output_features_output_indices is None:
+            self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+        else:
+            self._out_features, self._out_indices = get_aligned_output_features_output_indices(
+                out_features=out_features, out_indices=out_indices, stage_names=self.stage_names
+            )
         self._check_consistency()
 
     def _check_consistency(self) -> None:

@@ -3,8 +3,28 @@
 Shipped to the Hub with the model: imports only torch/transformers and sibling modules.
 """
 
-from transformers.backbone_utils import BackboneConfigMixin
-from transformers.configuration_utils import PreTrainedConfig
+# Import shims: these modules travel to the Hub and run on transformers 4.57 (the last 4.x) through the newest
+# 5.x. `BackboneConfigMixin` moved to `transformers.backbone_utils` in 5.x; `PreTrainedConfig` was
+# `PretrainedConfig` in 4.x. (transformers' `check_imports` ignores imports inside try blocks.)
+import transformers
+
+# The shipped code needs transformers 4.57 or newer (say so, rather than fail on a missing import further down).
+if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < (4, 57):
+    raise ImportError(
+        f"This model's code needs transformers>=4.57, but transformers {transformers.__version__} is installed: "
+        "pip install -U transformers"
+    )
+
+try:
+    from transformers.backbone_utils import BackboneConfigMixin
+
+    get_aligned_output_features_output_indices = None
+except ImportError:  # older transformers: a module-level function aligns out_features and out_indices
+    from transformers.utils.backbone_utils import BackboneConfigMixin, get_aligned_output_features_output_indices
+try:
+    from transformers.configuration_utils import PreTrainedConfig
+except ImportError:  # transformers 4.x
+    from transformers.configuration_utils import PretrainedConfig as PreTrainedConfig
 
 
 def expand_swin_attention_layout(attn_type: str, depths) -> list[list[str]]:
@@ -44,98 +64,184 @@ class AgentSwinConfig(BackboneConfigMixin, PreTrainedConfig):
     model (decode head + auxiliary FCN head), as in the official `AgentSwinTransformer` + `UPerHead` +
     `FCNHead` of mmsegmentation. Defaults build Agent-Swin-T + UperNet for ADE20K.
 
-    Backbone:
-        pretrain_image_size (`int`, defaults to 224): image size of the ImageNet pretraining; the agent
-            bias tables `ah/aw/ha/wa` of stage i were learned on a (pretrain_image_size / patch_size / 2**i)
-            grid and are interpolated to the actual feature size.
-        patch_size (`int`, defaults to 4), num_channels (`int`, defaults to 3), embed_dim (`int`, 96),
-        depths (`list[int]`, [2, 2, 6, 2]), num_heads (`list[int]`, [3, 6, 12, 24]), mlp_ratio (`float`, 4.0).
-        window_size (`int`, defaults to 7): window of the shifted-window (`B`) blocks (official
-            `max(7, window_size // 8)` with its `window_size=56`).
-        attn_type (`str`, defaults to "AAAB"): official block layout, see `expand_swin_attention_layout`.
-        agent_num (`list[int]`, [9, 16, 49, 49]): agents per stage at pretraining (a square number).
-        downstream_agent_shapes (`list[list[int]]`, [[9, 9], [12, 12], [14, 14], [7, 7]]): agent grid per
-            stage used at segmentation resolution (the agent tokens are an adaptive average pool of the
-            queries to this grid; the bias tables are interpolated to it).
-        agent_kernel_size (`int`, defaults to 3): kernel of the depth-wise convolution (DWC) on the values.
-        attention_scale_exponent (`float`, defaults to -0.5): agent attention scale is head_dim**exponent.
-        qkv_bias (`bool`, defaults to True), qk_scale (`float`, optional): scale of the window blocks
-            (default head_dim**-0.5).
-        hidden_dropout_prob, attention_probs_dropout_prob, drop_path_rate (`float`): official drop_rate,
-            attn_drop_rate, drop_path_rate (stochastic depth grows linearly over blocks).
-        hidden_act (`str`, "gelu"), layer_norm_eps (`float`, 1e-5), patch_norm (`bool`, True).
-        use_absolute_embeddings (`bool`, False): official `ape`.
-        attn_implementation: "sdpa" (default) or "eager", as in transformers.
+    Written in the classic `__init__` style, which every supported transformers version (4.57 to the
+    newest 5.x) accepts; `config.json` files written by agent-hf 0.1.0 load unchanged.
 
-    Segmentation heads (UperNet, mmseg `UPerHead`/`FCNHead`):
-        decoder_hidden_size (`int`, 512), pool_scales (`list[int]`, [1, 2, 3, 6]), classifier_dropout
-        (`float`, 0.1, `Dropout2d` before the classifier), use_auxiliary_head (`bool`, True),
-        auxiliary_in_index (`int`, 2), auxiliary_channels (`int`, 256), auxiliary_num_convs (`int`, 1),
-        auxiliary_concat_input (`bool`, False), auxiliary_loss_weight (`float`, 0.4),
-        loss_ignore_index (`int`, 255), align_corners (`bool`, False).
+    Args:
+        pretrain_image_size (`int`, *optional*, defaults to 224):
+            Image size of the ImageNet pretraining; the agent bias tables `ah/aw/ha/wa` of stage i were learned
+            on a (pretrain_image_size / patch_size / 2**i) grid and are interpolated to the actual feature size.
+        patch_size (`int`, *optional*, defaults to 4):
+            Side of the non-overlapping patches of the patch embedding.
+        num_channels (`int`, *optional*, defaults to 3):
+            Channels of `pixel_values` (B, num_channels, H, W).
+        embed_dim (`int`, *optional*, defaults to 96):
+            Width C of stage 1; stage i has C * 2**i channels.
+        depths (`list[int]`, *optional*, defaults to `[2, 2, 6, 2]`):
+            Blocks per stage.
+        num_heads (`list[int]`, *optional*, defaults to `[3, 6, 12, 24]`):
+            Attention heads per stage.
+        window_size (`int`, *optional*, defaults to 7):
+            Window of the shifted-window (`B`) blocks (official `max(7, window_size // 8)` with its `window_size=56`).
+        mlp_ratio (`float`, *optional*, defaults to 4.0):
+            Hidden width of the MLPs relative to the block width.
+        attn_type (`str`, *optional*, defaults to `"AAAB"`):
+            Official block layout, one character per stage (see `expand_swin_attention_layout`).
+        agent_num (`list[int]`, *optional*, defaults to `[9, 16, 49, 49]`):
+            Agents per stage at pretraining (a square number: a sqrt x sqrt grid).
+        downstream_agent_shapes (`list[list[int]]`, *optional*, defaults to `[[9, 9], [12, 12], [14, 14], [7, 7]]`):
+            Agent grid (h_a, w_a) per stage at segmentation resolution; agents are an adaptive average pool of the
+            queries to this grid, and the bias tables are interpolated to it.
+        agent_kernel_size (`int`, *optional*, defaults to 3):
+            Kernel of the depth-wise convolution (DWC) on the values.
+        attention_scale_exponent (`float`, *optional*, defaults to -0.5):
+            The agent attention scale is head_dim**attention_scale_exponent.
+        qkv_bias (`bool`, *optional*, defaults to `True`):
+            Bias of the query/key/value projections.
+        qk_scale (`float`, *optional*):
+            Scale of the window blocks (default head_dim**-0.5).
+        hidden_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Official `drop_rate`: dropout after projections, MLPs and the patch embedding.
+        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Official `attn_drop_rate`: dropout on the attention weights.
+        drop_path_rate (`float`, *optional*, defaults to 0.3):
+            Stochastic depth of the last block (it grows linearly from 0 over the blocks).
+        hidden_act (`str`, *optional*, defaults to `"gelu"`):
+            Activation of the MLPs.
+        layer_norm_eps (`float`, *optional*, defaults to 1e-5):
+            Epsilon of every LayerNorm.
+        patch_norm (`bool`, *optional*, defaults to `True`):
+            LayerNorm after the patch embedding.
+        use_absolute_embeddings (`bool`, *optional*, defaults to `False`):
+            Official `ape`: a learned absolute position embedding, resized to the input.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated-normal initialization of linears and tables.
+        decoder_hidden_size (`int`, *optional*, defaults to 512):
+            Width of the UperNet head.
+        pool_scales (`list[int]`, *optional*, defaults to `[1, 2, 3, 6]`):
+            Output sizes of UperNet's pyramid pooling module.
+        classifier_dropout (`float`, *optional*, defaults to 0.1):
+            `Dropout2d` before each head's classifier.
+        use_auxiliary_head (`bool`, *optional*, defaults to `True`):
+            Whether the segmentation model has the auxiliary FCN head.
+        auxiliary_in_index (`int`, *optional*, defaults to 2):
+            Stage (0-based) the auxiliary head reads.
+        auxiliary_channels (`int`, *optional*, defaults to 256):
+            Width of the auxiliary head.
+        auxiliary_num_convs (`int`, *optional*, defaults to 1):
+            3x3 convolutions of the auxiliary head.
+        auxiliary_concat_input (`bool`, *optional*, defaults to `False`):
+            Whether the auxiliary head concatenates its input before the classifier.
+        auxiliary_loss_weight (`float`, *optional*, defaults to 0.4):
+            Weight of the auxiliary loss in the total loss.
+        loss_ignore_index (`int`, *optional*, defaults to 255):
+            Label ignored by the loss.
+        align_corners (`bool`, *optional*, defaults to `False`):
+            `align_corners` of the heads' bilinear resizes.
+        out_features (`list[str]`, *optional*):
+            Stages (`"stem"`, `"stage1"`, ..., `"stage4"`) the backbone returns; default the last one, as every
+            transformers backbone. The segmentation model always reads all four.
+        out_indices (`list[int]`, *optional*):
+            The same as indices into `stage_names`.
+        kwargs:
+            `PreTrainedConfig` arguments (`num_labels`, `id2label`, `attn_implementation` ("sdpa" (default) or
+            "eager"), ...).
     """
 
     model_type = "agent_swin"
     _auto_class = "AutoConfig"  # saved with its code (see AutoMapMixin)
     attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
 
-    pretrain_image_size: int = 224
-    patch_size: int = 4
-    num_channels: int = 3
-    embed_dim: int = 96
-    depths: list[int] | tuple[int, ...] = (2, 2, 6, 2)
-    num_heads: list[int] | tuple[int, ...] = (3, 6, 12, 24)
-    window_size: int = 7
-    mlp_ratio: float = 4.0
-    attn_type: str = "AAAB"
-    agent_num: list[int] | tuple[int, ...] = (9, 16, 49, 49)
-    downstream_agent_shapes: list | tuple = ((9, 9), (12, 12), (14, 14), (7, 7))
-    agent_kernel_size: int = 3
-    attention_scale_exponent: float = -0.5
-    qkv_bias: bool = True
-    qk_scale: float | None = None
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    drop_path_rate: float = 0.3
-    hidden_act: str = "gelu"
-    layer_norm_eps: float = 1e-5
-    patch_norm: bool = True
-    use_absolute_embeddings: bool = False
-    initializer_range: float = 0.02
-    # UperNet decode head + auxiliary FCN head
-    decoder_hidden_size: int = 512
-    pool_scales: list[int] | tuple[int, ...] = (1, 2, 3, 6)
-    classifier_dropout: float = 0.1
-    use_auxiliary_head: bool = True
-    auxiliary_in_index: int = 2
-    auxiliary_channels: int = 256
-    auxiliary_num_convs: int = 1
-    auxiliary_concat_input: bool = False
-    auxiliary_loss_weight: float = 0.4
-    loss_ignore_index: int = 255
-    align_corners: bool = False
-    _out_features: list[str] | None = None
-    _out_indices: list[int] | None = None
-
-    def __post_init__(self, **kwargs):
-        self.depths = list(self.depths)
-        self.num_heads = list(self.num_heads)
-        self.agent_num = [int(n) for n in self.agent_num]
-        self.downstream_agent_shapes = [list(s) for s in self.downstream_agent_shapes]
-        self.pool_scales = list(self.pool_scales)
+    def __init__(
+        self,
+        pretrain_image_size=224,
+        patch_size=4,
+        num_channels=3,
+        embed_dim=96,
+        depths=(2, 2, 6, 2),
+        num_heads=(3, 6, 12, 24),
+        window_size=7,
+        mlp_ratio=4.0,
+        attn_type="AAAB",
+        agent_num=(9, 16, 49, 49),
+        downstream_agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7)),
+        agent_kernel_size=3,
+        attention_scale_exponent=-0.5,
+        qkv_bias=True,
+        qk_scale=None,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        drop_path_rate=0.3,
+        hidden_act="gelu",
+        layer_norm_eps=1e-5,
+        patch_norm=True,
+        use_absolute_embeddings=False,
+        initializer_range=0.02,
+        decoder_hidden_size=512,
+        pool_scales=(1, 2, 3, 6),
+        classifier_dropout=0.1,
+        use_auxiliary_head=True,
+        auxiliary_in_index=2,
+        auxiliary_channels=256,
+        auxiliary_num_convs=1,
+        auxiliary_concat_input=False,
+        auxiliary_loss_weight=0.4,
+        loss_ignore_index=255,
+        align_corners=False,
+        out_features=None,
+        out_indices=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("attn_implementation", "sdpa")
+        # Derived attributes written by `to_dict` (and by 0.1.0's dataclass config): recomputed below.
+        for derived in ("stage_names", "num_layers", "hidden_size", "_out_features", "_out_indices"):
+            kwargs.pop(derived, None)
+        super().__init__(**kwargs)
+        self.pretrain_image_size = pretrain_image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.embed_dim = embed_dim
+        self.depths = list(depths)
+        self.num_heads = list(num_heads)
+        self.window_size = window_size
+        self.mlp_ratio = mlp_ratio
+        self.attn_type = attn_type
+        self.agent_num = [int(n) for n in agent_num]
+        self.downstream_agent_shapes = [list(s) for s in downstream_agent_shapes]
+        self.agent_kernel_size = agent_kernel_size
+        self.attention_scale_exponent = attention_scale_exponent
+        self.qkv_bias = qkv_bias
+        self.qk_scale = qk_scale
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.drop_path_rate = drop_path_rate
+        self.hidden_act = hidden_act
+        self.layer_norm_eps = layer_norm_eps
+        self.patch_norm = patch_norm
+        self.use_absolute_embeddings = use_absolute_embeddings
+        self.initializer_range = initializer_range
+        self.decoder_hidden_size = decoder_hidden_size
+        self.pool_scales = list(pool_scales)
+        self.classifier_dropout = classifier_dropout
+        self.use_auxiliary_head = use_auxiliary_head
+        self.auxiliary_in_index = auxiliary_in_index
+        self.auxiliary_channels = auxiliary_channels
+        self.auxiliary_num_convs = auxiliary_num_convs
+        self.auxiliary_concat_input = auxiliary_concat_input
+        self.auxiliary_loss_weight = auxiliary_loss_weight
+        self.loss_ignore_index = loss_ignore_index
+        self.align_corners = align_corners
         self.num_layers = len(self.depths)
         self.hidden_size = int(self.embed_dim * 2 ** (self.num_layers - 1))
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, self.num_layers + 1)]
-        out_indices = kwargs.pop("out_indices", None)
-        out_features = kwargs.pop("out_features", None)
-        if out_indices is None and out_features is None and self._out_features is None and self._out_indices is None:
-            out_features = self.stage_names[1:]
-        self.set_output_features_output_indices(
-            out_indices=out_indices if out_indices is not None else self._out_indices,
-            out_features=out_features if out_features is not None else self._out_features,
-        )
-        kwargs.setdefault("attn_implementation", "sdpa")
-        super().__post_init__(**kwargs)
+        out_features = list(out_features) if out_features is not None else None
+        out_indices = list(out_indices) if out_indices is not None else None
+        if get_aligned_output_features_output_indices is None:
+            self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+        else:
+            self._out_features, self._out_indices = get_aligned_output_features_output_indices(
+                out_features=out_features, out_indices=out_indices, stage_names=self.stage_names
+            )
         self._check_consistency()
 
     @property

@@ -3,6 +3,9 @@
 
 Module and parameter names follow mmseg's, so official checkpoints load by prefix only. All heads
 return logits at the resolution of their finest input (1/4 of the image for the four-stage backbones).
+Each head module owns its initialization (`init_head_weights`, mmseg's rules).
+
+Shipped to the Hub with the model: imports only torch/transformers.
 """
 
 from __future__ import annotations
@@ -13,8 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Import shim, as in layers.py: `transformers.initialization` (5.x) skips parameters loaded from a checkpoint.
+try:
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x
+    from torch.nn import init
 
-class ConvBNReLU(nn.Module):
+
+class AgentConvBNReLU(nn.Module):
     """Conv (no bias) + BatchNorm + ReLU: mmseg's `ConvModule` with a BN norm config."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0):
@@ -27,7 +36,7 @@ class ConvBNReLU(nn.Module):
         return self.activate(self.bn(self.conv(x)))
 
 
-class ConvLayer(nn.Module):
+class AgentConvLayer(nn.Module):
     """Plain conv with bias: mmseg's `ConvModule` without norm and activation (the FPN neck's)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0):
@@ -38,7 +47,7 @@ class ConvLayer(nn.Module):
         return self.conv(x)
 
 
-class Upsample2x(nn.Module):
+class AgentUpsample2x(nn.Module):
     """Bilinear x2 upsampling (mmseg `Upsample(scale_factor=2)`, which resizes to exactly twice the size)."""
 
     def __init__(self, align_corners: bool = False):
@@ -55,7 +64,7 @@ def resize_like(x: torch.Tensor, reference: torch.Tensor, align_corners: bool = 
     return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=align_corners)
 
 
-class DecodeHead(nn.Module):
+class AgentDecodeHead(nn.Module):
     """Base of every head: `Dropout2d` then a 1x1 conv to the classes (mmseg `BaseDecodeHead.cls_seg`)."""
 
     def __init__(self, channels: int, num_labels: int, dropout: float):
@@ -67,12 +76,20 @@ class DecodeHead(nn.Module):
         return self.conv_seg(self.dropout(x))
 
 
-class UperNetDecodeHead(DecodeHead):
+class AgentUperNetHead(AgentDecodeHead):
     """UperNet head: a pyramid pooling module on the coarsest map, a top-down FPN, and a fused classifier.
 
+    Adapted from mmsegmentation 0.x `UPerHead` (Xiao et al., "Unified Perceptual Parsing", ECCV 2018): same
+    computation, module and parameter names.
+
     Args:
-        in_channels: channels of the backbone maps, fine to coarse.
-        channels: width of the head (512 in the paper's models). pool_scales: PPM output sizes.
+        in_channels (`list[int]`): channels of the backbone maps, fine to coarse.
+        channels (`int`): width of the head (512 in the paper's models).
+        num_labels (`int`): classes.
+        pool_scales (`tuple[int, ...]`): output sizes of the pyramid pooling module.
+        dropout (`float`): `Dropout2d` before the classifier.
+        align_corners (`bool`): `align_corners` of the bilinear resizes.
+
     Input: list of (B, C_i, H_i, W_i); output logits (B, num_labels, H_0, W_0).
     """
 
@@ -80,13 +97,13 @@ class UperNetDecodeHead(DecodeHead):
         super().__init__(channels, num_labels, dropout)
         self.align_corners = align_corners
         self.psp_modules = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(scale), ConvBNReLU(in_channels[-1], channels, 1))
+            nn.Sequential(nn.AdaptiveAvgPool2d(scale), AgentConvBNReLU(in_channels[-1], channels, 1))
             for scale in pool_scales
         )
-        self.bottleneck = ConvBNReLU(in_channels[-1] + len(pool_scales) * channels, channels, 3, padding=1)
-        self.lateral_convs = nn.ModuleList(ConvBNReLU(c, channels, 1) for c in in_channels[:-1])
-        self.fpn_convs = nn.ModuleList(ConvBNReLU(channels, channels, 3, padding=1) for _ in in_channels[:-1])
-        self.fpn_bottleneck = ConvBNReLU(len(in_channels) * channels, channels, 3, padding=1)
+        self.bottleneck = AgentConvBNReLU(in_channels[-1] + len(pool_scales) * channels, channels, 3, padding=1)
+        self.lateral_convs = nn.ModuleList(AgentConvBNReLU(c, channels, 1) for c in in_channels[:-1])
+        self.fpn_convs = nn.ModuleList(AgentConvBNReLU(channels, channels, 3, padding=1) for _ in in_channels[:-1])
+        self.fpn_bottleneck = AgentConvBNReLU(len(in_channels) * channels, channels, 3, padding=1)
 
     def pyramid_pooling(self, x: torch.Tensor) -> torch.Tensor:
         pooled = [resize_like(module(x), x, self.align_corners) for module in self.psp_modules]
@@ -102,17 +119,30 @@ class UperNetDecodeHead(DecodeHead):
         return self.classify(self.fpn_bottleneck(torch.cat(outputs, dim=1)))
 
 
-class FCNHead(DecodeHead):
-    """Auxiliary FCN head: `num_convs` 3x3 ConvBNReLU on one backbone map, then the classifier."""
+class AgentFCNHead(AgentDecodeHead):
+    """Auxiliary FCN head: `num_convs` 3x3 conv-BN-ReLU on one backbone map, then the classifier.
+
+    Adapted from mmsegmentation 0.x `FCNHead`.
+
+    Args:
+        in_channels (`int`): channels of the input map.
+        channels (`int`): width of the head.
+        num_labels (`int`): classes.
+        num_convs (`int`): 3x3 conv-BN-ReLU layers.
+        concat_input (`bool`): concatenate the input with the convs' output before one more conv.
+        dropout (`float`): `Dropout2d` before the classifier.
+
+    Input (B, in_channels, H, W); output logits (B, num_labels, H, W).
+    """
 
     def __init__(self, in_channels, channels, num_labels, num_convs=1, concat_input=False, dropout=0.1):
         super().__init__(channels, num_labels, dropout)
         self.convs = nn.Sequential(
-            *(ConvBNReLU(in_channels if i == 0 else channels, channels, 3, padding=1) for i in range(num_convs))
+            *(AgentConvBNReLU(in_channels if i == 0 else channels, channels, 3, padding=1) for i in range(num_convs))
         )
         self.concat_input = concat_input
         if concat_input:
-            self.conv_cat = ConvBNReLU(in_channels + channels, channels, 3, padding=1)
+            self.conv_cat = AgentConvBNReLU(in_channels + channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         output = self.convs(x)
@@ -121,16 +151,22 @@ class FCNHead(DecodeHead):
         return self.classify(output)
 
 
-class FPNNeck(nn.Module):
-    """Feature pyramid network (mmseg `FPN`, no norm, no activation, nearest top-down upsampling).
+class AgentFPNNeck(nn.Module):
+    """Feature pyramid network: 1x1 laterals, nearest top-down sums, 3x3 output convs (no norm, no activation).
+
+    Adapted from mmsegmentation 0.x `FPN` (Lin et al., CVPR 2017), as the Semantic FPN configs use it.
+
+    Args:
+        in_channels (`list[int]`): channels of the backbone maps, fine to coarse.
+        out_channels (`int`): channels of every output level.
 
     Input: list of (B, C_i, H_i, W_i); output: list of (B, out_channels, H_i, W_i).
     """
 
     def __init__(self, in_channels, out_channels=256):
         super().__init__()
-        self.lateral_convs = nn.ModuleList(ConvLayer(c, out_channels, 1) for c in in_channels)
-        self.fpn_convs = nn.ModuleList(ConvLayer(out_channels, out_channels, 3, padding=1) for _ in in_channels)
+        self.lateral_convs = nn.ModuleList(AgentConvLayer(c, out_channels, 1) for c in in_channels)
+        self.fpn_convs = nn.ModuleList(AgentConvLayer(out_channels, out_channels, 3, padding=1) for _ in in_channels)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, features)]
@@ -141,10 +177,21 @@ class FPNNeck(nn.Module):
         return [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
 
 
-class SemanticFPNHead(DecodeHead):
-    """Semantic FPN head (Kirillov et al.; mmseg `FPNHead`): each level goes through
-    max(1, log2(stride_i / stride_0)) 3x3 ConvBNReLU, each followed by a x2 bilinear upsampling
-    for the coarser levels; the levels are summed and classified.
+class AgentSemanticFPNHead(AgentDecodeHead):
+    """Semantic FPN head: each level goes through max(1, log2(stride_i / stride_0)) 3x3 conv-BN-ReLU, each
+    followed by a x2 bilinear upsampling for the coarser levels; the levels are summed and classified.
+
+    Adapted from mmsegmentation 0.x `FPNHead` (Kirillov et al., "Panoptic Feature Pyramid Networks", CVPR 2019).
+
+    Args:
+        in_channels (`list[int]`): channels of the neck's levels, fine to coarse.
+        channels (`int`): width of the head.
+        num_labels (`int`): classes.
+        feature_strides (`tuple[int, ...]`): stride of each level relative to the image.
+        dropout (`float`): `Dropout2d` before the classifier.
+        align_corners (`bool`): `align_corners` of the bilinear resizes.
+
+    Input: list of (B, C, H_i, W_i); output logits (B, num_labels, H_0, W_0).
     """
 
     def __init__(
@@ -157,9 +204,9 @@ class SemanticFPNHead(DecodeHead):
             head_length = max(1, int(math.log2(stride) - math.log2(feature_strides[0])))
             layers = []
             for k in range(head_length):
-                layers.append(ConvBNReLU(in_channels[i] if k == 0 else channels, channels, 3, padding=1))
+                layers.append(AgentConvBNReLU(in_channels[i] if k == 0 else channels, channels, 3, padding=1))
                 if stride != feature_strides[0]:
-                    layers.append(Upsample2x(align_corners))
+                    layers.append(AgentUpsample2x(align_corners))
             self.scale_heads.append(nn.Sequential(*layers))
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -167,6 +214,20 @@ class SemanticFPNHead(DecodeHead):
         for head, x in zip(self.scale_heads[1:], features[1:]):
             output = output + resize_like(head(x), output, self.align_corners)
         return self.classify(output)
+
+
+def init_head_weights(module: nn.Module) -> None:
+    """mmseg's initialization of the heads' modules: Kaiming-normal (fan-out) convs in conv-BN-ReLU, Xavier-uniform
+    FPN-neck convs, N(0, 0.01) classifiers. Applied after the backbone rule (`layers.init_backbone_weights`), which
+    gives their BatchNorms 1/0 and plain convolutions PyTorch's default."""
+    if isinstance(module, AgentConvBNReLU):
+        init.kaiming_normal_(module.conv.weight, mode="fan_out", nonlinearity="relu")
+    elif isinstance(module, AgentConvLayer):
+        init.xavier_uniform_(module.conv.weight)
+        init.zeros_(module.conv.bias)
+    elif isinstance(module, AgentDecodeHead):
+        init.normal_(module.conv_seg.weight, std=0.01)
+        init.zeros_(module.conv_seg.bias)
 
 
 def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, align_corners: bool = False):
@@ -177,12 +238,14 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
 
 
 __all__ = [
-    "ConvBNReLU",
-    "ConvLayer",
-    "FCNHead",
-    "FPNNeck",
-    "DecodeHead",
-    "SemanticFPNHead",
-    "UperNetDecodeHead",
+    "AgentConvBNReLU",
+    "AgentConvLayer",
+    "AgentDecodeHead",
+    "AgentFCNHead",
+    "AgentFPNNeck",
+    "AgentSemanticFPNHead",
+    "AgentUperNetHead",
+    "AgentUpsample2x",
+    "init_head_weights",
     "segmentation_loss",
 ]

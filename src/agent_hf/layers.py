@@ -1,28 +1,50 @@
-"""Building blocks shared by Agent-Swin and Agent-PVT: MLP, stochastic depth, weight initialization,
-and the segmentation output type."""
+"""Building blocks shared by Agent-Swin and Agent-PVT: MLP, stochastic depth, input checks, the backbone's
+weight initialization, the loading/saving conventions of both model families, and the output types.
+
+Shipped to the Hub with the model: imports only torch/transformers and sibling modules.
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_outputs import SemanticSegmenterOutput
+from transformers.utils import logging
 
 from .agent_attention import AgentAttention
-from .heads import ConvBNReLU, ConvLayer, DecodeHead
+
+# Import shim: `transformers.initialization` (5.x) only touches parameters that were not loaded from a
+# checkpoint; transformers 4.x uses torch's functions and skips loaded weights itself.
+try:
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x
+    from torch.nn import init
+
+logger = logging.get_logger(__name__)
 
 # In-place twins of `ACT2FN` activations (same function), used where no gradient is recorded: at
 # segmentation resolutions a fresh (B, N, 4C) buffer costs more in first-touch page faults than the
 # activation itself (stage 1 of Agent-Swin-T at 512x2048: ~100 MB per MLP).
 _INPLACE_ACTIVATIONS = {"gelu": torch.ops.aten.gelu_, "relu": torch.ops.aten.relu_}
 
+# The attention implementations every attention module of both families has.
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
-class Mlp(nn.Module):
-    """fc1 -> activation -> dropout -> fc2 -> dropout; (B, N, C) -> (B, N, C)."""
+
+class AgentMlp(nn.Module):
+    """fc1 -> activation -> dropout -> fc2 -> dropout; (B, N, C) -> (B, N, C).
+
+    Args:
+        dim (`int`): input and output channels C.
+        hidden_dim (`int`): hidden channels.
+        act (`str`): activation, a key of transformers' `ACT2FN`.
+        dropout (`float`): dropout after the activation and after fc2.
+    """
 
     def __init__(self, dim: int, hidden_dim: int, act: str = "gelu", dropout: float = 0.0):
         super().__init__()
@@ -54,8 +76,12 @@ def add_residual(residual: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
     return residual + branch
 
 
-class DropPath(nn.Module):
-    """Stochastic depth per sample (active in training only)."""
+class AgentDropPath(nn.Module):
+    """Stochastic depth per sample (active in training only); any shape (B, ...) -> the same shape.
+
+    Args:
+        drop_prob (`float`): probability of dropping a sample's branch.
+    """
 
     def __init__(self, drop_prob: float = 0.0):
         super().__init__()
@@ -72,8 +98,19 @@ class DropPath(nn.Module):
         return f"p={self.drop_prob}"
 
 
-def check_pixel_values(pixel_values, num_channels: int, model_name: str) -> None:
-    """Raise a clear error for inputs that are not a float (B, num_channels, H, W) tensor."""
+def check_pixel_values(pixel_values, num_channels: int, model_name: str, dtype: torch.dtype | None = None):
+    """`pixel_values` checked and ready for the model: a float (B >= 1, num_channels, H, W) tensor, cast to `dtype`.
+
+    Args:
+        pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`): the model input.
+        num_channels (`int`): channels the model expects.
+        model_name (`str`): the model's class name, for the error messages.
+        dtype (`torch.dtype`, *optional*): the model's dtype; a floating input of another dtype (e.g. fp16 or fp64
+            pixels for an fp32 model) is cast to it.
+
+    Raises a clear error for a non-tensor, a wrong shape, an integer dtype or an empty batch; warns once when the
+    input holds NaN or infinite values (they would turn the outputs they reach into NaN).
+    """
     if not isinstance(pixel_values, torch.Tensor):
         raise TypeError(f"{model_name}: pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
     if pixel_values.ndim != 4 or pixel_values.shape[1] != num_channels:
@@ -85,6 +122,52 @@ def check_pixel_values(pixel_values, num_channels: int, model_name: str) -> None
         raise ValueError(
             f"{model_name}: expected floating-point (normalized) pixel_values, got dtype {pixel_values.dtype}; "
             "use the image processor to rescale and normalize uint8 images"
+        )
+    if pixel_values.numel() == 0:
+        raise ValueError(
+            f"{model_name}: got an empty input, pixel_values of shape {tuple(pixel_values.shape)}; "
+            "pass at least one image of at least one pixel"
+        )
+    # Values exist only on real devices (not meta: FLOP counting) and outside torch.compile's tracing.
+    inspectable = pixel_values.device.type != "meta" and not torch.compiler.is_compiling()
+    if inspectable and not bool(torch.isfinite(pixel_values).all()):
+        logger.warning_once(
+            f"{model_name}: pixel_values contain NaN or infinite values; every output they reach will be NaN"
+        )
+    if dtype is not None and dtype.is_floating_point and pixel_values.dtype != dtype:
+        pixel_values = pixel_values.to(dtype)
+    return pixel_values
+
+
+def check_labels(labels, pixel_values: torch.Tensor, num_labels: int, ignore_index: int, model_name: str) -> None:
+    """Raise a clear `ValueError` for segmentation labels the loss cannot use.
+
+    Args:
+        labels (`torch.Tensor` of shape `(batch_size, height, width)`): class ids in [0, num_labels) or `ignore_index`.
+        pixel_values (`torch.Tensor` of shape `(batch_size, channels, height, width)`): the images the labels go with.
+        num_labels (`int`): classes of the model.
+        ignore_index (`int`): label the loss ignores.
+        model_name (`str`): the model's class name, for the error messages.
+
+    One reduction and one host sync, instead of the cross-entropy's IndexError (a device-side assert on GPU).
+    """
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 3 or labels.shape[0] != pixel_values.shape[0]:
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(
+            f"{model_name}: expected labels of shape (batch={pixel_values.shape[0]}, height, width), got {shape}"
+        )
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"{model_name}: labels must be integer class ids, got dtype {labels.dtype}")
+    if labels.device.type == "meta" or torch.compiler.is_compiling():
+        return
+    invalid = (labels != ignore_index) & ((labels < 0) | (labels >= num_labels))
+    if bool(invalid.any()):
+        values = labels[invalid].unique()
+        shown = ", ".join(str(v) for v in values[:10].tolist()) + (", ..." if values.numel() > 10 else "")
+        raise ValueError(
+            f"{model_name}: labels must be class ids in [0, {num_labels}) or the ignore index {ignore_index}; "
+            f"got {shown} ({int(invalid.sum())} pixels). Check num_labels / id2label of the config and the "
+            "dataset's label mapping (e.g. do_reduce_labels for ADE20K)"
         )
 
 
@@ -98,11 +181,10 @@ def drop_path_rates(drop_path_rate: float, depths) -> list[list[float]]:
     return out
 
 
-def init_agent_weights(module: nn.Module, std: float = 0.02) -> None:
-    """The official initialization: timm-style backbone (trunc-normal linears, tables and position
-    embeddings; PyTorch defaults for convs) and mmseg heads (Kaiming fan-out convs in ConvModules,
-    Xavier FPN neck, N(0, 0.01) classifiers). Children are visited before their parents, so a head's
-    own rule overrides the plain-conv default of its convs."""
+def init_backbone_weights(module: nn.Module, std: float = 0.02) -> None:
+    """The official backbone initialization (timm style): truncated-normal linears and agent bias tables,
+    LayerNorm/BatchNorm 1/0, PyTorch's default for convolutions. The heads' modules apply their own rule
+    (`heads.init_head_weights`) after this one, as mmseg does."""
     if isinstance(module, nn.Linear):
         init.trunc_normal_(module.weight, std=std)
         if module.bias is not None:
@@ -114,14 +196,6 @@ def init_agent_weights(module: nn.Module, std: float = 0.02) -> None:
             init.zeros_(module.running_mean)
             init.ones_(module.running_var)
             init.zeros_(module.num_batches_tracked)
-    elif isinstance(module, ConvBNReLU):
-        init.kaiming_normal_(module.conv.weight, mode="fan_out", nonlinearity="relu")
-    elif isinstance(module, ConvLayer):
-        init.xavier_uniform_(module.conv.weight)
-        init.zeros_(module.conv.bias)
-    elif isinstance(module, DecodeHead):
-        init.normal_(module.conv_seg.weight, std=0.01)
-        init.zeros_(module.conv_seg.bias)
     elif isinstance(module, AgentAttention):
         for table in module._bias_tables():
             init.trunc_normal_(table, std=std)
@@ -133,12 +207,91 @@ def init_agent_weights(module: nn.Module, std: float = 0.02) -> None:
             init.uniform_(module.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
 
-class AutoMapMixin:
-    """Saves the model code with every save and lists all four Auto classes of the model family in the
-    config's `auto_map`, so a saved folder or Hub repo loads with `trust_remote_code=True` where agent_hf
-    is not installed. Subclasses name their family in `_auto_map_classes` (Auto class -> class name)."""
+def checkpoint_key_mapping(legacy_names: dict[str, str], base_prefix: str, base_keys: str, target: str) -> dict:
+    """The `key_mapping` (regex -> replacement) with which a class of a model family loads a checkpoint.
+
+    Args:
+        legacy_names (`dict[str, str]`): renamings of the base model's own keys (regex matched at the start of a
+            base-model key, e.g. `block1\\.` -> `stages.0.blocks.`): parameter names of agent-hf 0.1.0 and of the
+            official code.
+        base_prefix (`str`): attribute of the base model in the backbone class (`agent_swin`, `agent_pvt`).
+        base_keys (`str`): regex matching the first name of a base-model key (e.g. `(?:patch_embed|layers)\\.`).
+        target (`str`): the class that loads: `"model"`, `"backbone"` or `"segmentation"`.
+
+    A key may come from a base-model folder (no prefix), a backbone folder (`agent_swin.`) or a segmentation folder
+    (`backbone.agent_swin.`). Each rule names the prefix it starts with and rewrites it to where the loading class
+    keeps the base model, leaving transformers' own `base_model_prefix` handling (add or strip `agent_swin.`) to
+    the backbone and base-model classes. transformers 4.x applies the first matching rule and 5.x every rule in
+    turn: a 0.1.0 name is renamed by one rule that also moves its prefix, after which no other rule matches.
+    """
+    bare, nested, segmentation = "", f"{base_prefix}.", f"backbone.{base_prefix}."
+    destination = {
+        "model": {segmentation: bare, nested: nested, bare: bare},
+        "backbone": {segmentation: bare, nested: nested, bare: bare},
+        "segmentation": {segmentation: segmentation, nested: segmentation, bare: segmentation},
+    }[target]
+    rules = {}
+    for origin, prefix in destination.items():
+        for name, replacement in legacy_names.items():
+            rules["^" + re.escape(origin) + name] = prefix + replacement
+    for origin, prefix in destination.items():
+        if origin != prefix:
+            rules["^" + (re.escape(origin) if origin else f"(?={base_keys})")] = prefix
+    return rules
+
+
+def rename_key(key: str, mapping: dict[str, str]) -> str:
+    """`key` renamed by the first rule of `mapping` (regex -> replacement) that matches it, as transformers 4.x
+    applies `key_mapping`; unchanged when none does."""
+    for pattern, replacement in mapping.items():
+        key, count = re.subn(pattern, replacement, key)
+        if count:
+            break
+    return key
+
+
+def copy_into(buffer: torch.Tensor, value: torch.Tensor) -> None:
+    """Writes a derived buffer (e.g. a relative position index) during weight initialization."""
+    if hasattr(init, "copy_"):  # transformers 5.x: skips buffers that were loaded
+        init.copy_(buffer, value)
+    else:
+        with torch.no_grad():
+            buffer.copy_(value)
+
+
+class AgentPreTrainedMixin:
+    """Conventions shared by both model families, on every supported transformers version.
+
+    - `save_pretrained` writes the model code and lists all four Auto classes of the family in the config's
+      `auto_map`, so a saved folder or Hub repo loads with `trust_remote_code=True` where agent_hf is not
+      installed. Subclasses name their family in `_auto_map_classes` (Auto class -> class name).
+    - `from_pretrained` renames checkpoint keys with `_checkpoint_key_mapping()` (regex -> replacement, through
+      transformers' `key_mapping`): the parameter names of agent-hf 0.1.0, and the base model's keys when a
+      folder of another class of the family is loaded (e.g. an `AgentSwinModel` folder into the segmentation
+      model). The renaming is not reverted on save: a reloaded model is saved with the current names.
+    - `set_attn_implementation("eager" | "sdpa")` switches every attention module of a built model.
+    """
 
     _auto_map_classes: dict[str, str] = {}
+
+    @classmethod
+    def _checkpoint_key_mapping(cls) -> dict[str, str]:
+        return {}
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        mapping = cls._checkpoint_key_mapping()
+        user_mapping = kwargs.pop("key_mapping", None) or {}
+        kwargs["key_mapping"] = {**user_mapping, **{k: v for k, v in mapping.items() if k not in user_mapping}}
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        # transformers 5.x reverts the renamings it loaded with on save; ours are not meant to come back.
+        conversions = getattr(model, "_weight_conversions", None)
+        if conversions:
+            model._weight_conversions = [
+                c for c in conversions if not set(getattr(c, "source_patterns", None) or ()) & set(mapping)
+            ]
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         module = type(self).__module__.rsplit(".", 1)[-1]
@@ -149,6 +302,22 @@ class AutoMapMixin:
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def set_attn_implementation(self, attn_implementation):
+        """Switch every attention module to `"sdpa"` (`F.scaled_dot_product_attention`) or `"eager"` (explicit
+        softmax(QK^T)V). A dict (`{"": "eager"}`, transformers' per-sub-config form) is read at its "" key."""
+        if isinstance(attn_implementation, dict):
+            attn_implementation = attn_implementation.get("", next(iter(attn_implementation.values()), None))
+        attn_implementation = attn_implementation or "sdpa"
+        if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"{type(self).__name__}: attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, "
+                f"got {attn_implementation!r}"
+            )
+        for module in self.modules():
+            config = getattr(module, "config", None)
+            if config is not None and hasattr(config, "_attn_implementation"):
+                config._attn_implementation = attn_implementation
+
 
 @dataclass
 class AgentSegmenterOutput(SemanticSegmenterOutput):
@@ -157,19 +326,25 @@ class AgentSegmenterOutput(SemanticSegmenterOutput):
     loss: decode loss (+ auxiliary weight x auxiliary loss) when `labels` are given.
     logits: (B, num_labels, H/4, W/4), before any resize (as mmseg's decode head output).
     auxiliary_logits: (B, num_labels, H/16, W/16) for UperNet models with an auxiliary head, else None.
-    hidden_states: the backbone feature maps when `output_hidden_states=True`.
+    hidden_states: the four backbone stage maps (B, C_i, H_i, W_i) with `output_hidden_states`.
+    attentions: per backbone block, its attention weights with `output_attentions` (see the backbone model).
     """
 
     auxiliary_logits: torch.FloatTensor | None = None
 
 
 __all__ = [
+    "ATTENTION_IMPLEMENTATIONS",
+    "AgentDropPath",
+    "AgentMlp",
+    "AgentPreTrainedMixin",
     "AgentSegmenterOutput",
-    "AutoMapMixin",
-    "DropPath",
-    "Mlp",
     "add_residual",
+    "check_labels",
     "check_pixel_values",
+    "checkpoint_key_mapping",
+    "copy_into",
     "drop_path_rates",
-    "init_agent_weights",
+    "init_backbone_weights",
+    "rename_key",
 ]

@@ -1,7 +1,9 @@
 """Agent-PVT (Han et al., ECCV 2024) with Semantic FPN, on transformers conventions.
 
-Parameter names inside the backbone follow the official `AgentPVT` (`patch_embed{i}`, `pos_embed{i}`,
-`block{i}`), so the paper's checkpoints load by prefix (see `agent_hf.official`).
+Parameter names inside the blocks follow the official `AgentPVT`; its per-stage attributes `patch_embed{i}`,
+`pos_embed{i}` and `block{i}` are `stages.{i-1}.patch_embed`, `.pos_embed` and `.blocks` here, and
+`_checkpoint_key_mapping` renames them when an official checkpoint (see `agent_hf.official`) or a folder written
+by agent-hf 0.1.0 is loaded.
 """
 
 from __future__ import annotations
@@ -9,25 +11,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import initialization as init
-from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
 from transformers.modeling_utils import PreTrainedModel
+from transformers.utils.generic import can_return_tuple
 
 from .agent_attention import AgentAttention
 from .configuration_agent_pvt import AgentPvtConfig
-from .heads import FPNNeck, SemanticFPNHead, segmentation_loss
+from .heads import AgentFPNNeck, AgentSemanticFPNHead, init_head_weights, segmentation_loss
 from .layers import (
+    AgentDropPath,
+    AgentMlp,
+    AgentPreTrainedMixin,
     AgentSegmenterOutput,
-    AutoMapMixin,
-    DropPath,
-    Mlp,
     add_residual,
+    check_labels,
     check_pixel_values,
+    checkpoint_key_mapping,
     drop_path_rates,
-    init_agent_weights,
+    init_backbone_weights,
 )
+
+# Import shims (see modeling_agent_swin.py): `BackboneMixin` moved to `transformers.backbone_utils` in newer 5.x
+# releases, and `transformers.initialization` does not exist in 4.x.
+try:
+    from transformers.backbone_utils import BackboneMixin
+except ImportError:  # older transformers
+    from transformers.utils.backbone_utils import BackboneMixin
+try:
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x
+    from torch.nn import init
 
 
 def pretrain_grids(config: AgentPvtConfig) -> list[int]:
@@ -40,6 +54,11 @@ def pretrain_grids(config: AgentPvtConfig) -> list[int]:
 
 class AgentPvtPatchEmbed(nn.Module):
     """Strided conv patch embedding (no padding: sizes are floored) -> LayerNorm (eps 1e-5).
+
+    Args:
+        in_channels (`int`): channels of the input map.
+        embed_dim (`int`): channels C of the tokens.
+        patch_size (`int`): kernel and stride of the convolution.
 
     (B, C_in, H, W) -> tokens (B, (H//p) * (W//p), C) and (H//p, W//p).
     """
@@ -57,9 +76,19 @@ class AgentPvtPatchEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), size
 
 
-class PvtSpatialReductionAttention(nn.Module):
+class AgentPvtSpatialReductionAttention(nn.Module):
     """PVT's softmax attention whose keys/values come from a map reduced `sr_ratio` times by a strided
-    conv + LayerNorm (the ``B`` stages). (B, H*W, C) -> (B, H*W, C)."""
+    conv + LayerNorm (the ``B`` stages). (B, H*W, C) -> (B, H*W, C).
+
+    Adapted from PVT (Wang et al., ICCV 2021) `Attention` with spatial reduction, as the official Agent-PVT uses
+    it; parameter names as in its checkpoints.
+
+    Args:
+        config (`AgentPvtConfig`): the model config (biases, dropout, attention implementation).
+        dim (`int`): channels C.
+        num_heads (`int`): heads h.
+        sr_ratio (`int`): spatial reduction of the keys/values (1: none).
+    """
 
     def __init__(self, config: AgentPvtConfig, dim: int, num_heads: int, sr_ratio: int):
         super().__init__()
@@ -76,7 +105,9 @@ class PvtSpatialReductionAttention(nn.Module):
             self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        """Tokens x (B, H*W, C) of a (height, width) map -> (B, H*W, C); with `output_attentions`, also the weights
+        (B, h, H*W, H*W / sr_ratio**2) (computed explicitly)."""
         batch, tokens, channels = x.shape
         heads, head_dim = self.num_heads, channels // self.num_heads
         query = self.q(x).reshape(batch, tokens, heads, head_dim).transpose(1, 2)
@@ -85,16 +116,25 @@ class PvtSpatialReductionAttention(nn.Module):
             x = self.norm(reduced.flatten(2).transpose(1, 2))
         key, value = self.kv(x).reshape(batch, -1, 2, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         dropout = self.attn_drop if self.training else 0.0
-        if self.config._attn_implementation == "eager":
+        weights = None
+        if self.config._attn_implementation == "eager" or output_attentions:
             weights = torch.softmax((query @ key.transpose(-2, -1)) * self.scale, dim=-1)
             output = F.dropout(weights, dropout, self.training) @ value
         else:
             output = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=self.scale)
-        return self.proj_drop(self.proj(output.transpose(1, 2).reshape(batch, tokens, channels)))
+        output = self.proj_drop(self.proj(output.transpose(1, 2).reshape(batch, tokens, channels)))
+        return (output, weights) if output_attentions else output
 
 
 class AgentPvtBlock(GradientCheckpointingLayer):
-    """Pre-norm block with agent attention (``A``) or spatial-reduction attention (``B``). (B, N, C) -> (B, N, C)."""
+    """Pre-norm block with agent attention (``A``) or spatial-reduction attention (``B``). (B, N, C) -> (B, N, C).
+
+    Args:
+        config (`AgentPvtConfig`): the model config.
+        stage (`int`): 0-based stage of the block.
+        drop_path (`float`): stochastic depth of the block.
+        grid (`int`): side of the stage's pretraining token grid (the agent bias tables' size).
+    """
 
     def __init__(self, config: AgentPvtConfig, stage: int, drop_path: float, grid: int):
         super().__init__()
@@ -118,25 +158,98 @@ class AgentPvtBlock(GradientCheckpointingLayer):
                 config=config,
             )
         else:
-            self.attn = PvtSpatialReductionAttention(config, dim, heads, config.sr_ratios[stage])
-        self.drop_path = DropPath(drop_path)
+            self.attn = AgentPvtSpatialReductionAttention(config, dim, heads, config.sr_ratios[stage])
+        self.drop_path = AgentDropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.mlp = Mlp(dim, int(dim * config.mlp_ratios[stage]), config.hidden_act, config.hidden_dropout_prob)
+        self.mlp = AgentMlp(dim, int(dim * config.mlp_ratios[stage]), config.hidden_act, config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        hidden_states = add_residual(
-            hidden_states, self.drop_path(self.attn(self.norm1(hidden_states), height, width))
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        """(B, H*W, C) -> (B, H*W, C); with `output_attentions`, also the block's attention weights: a tuple
+        (agent_to_token (B, h, n, H*W), token_to_agent (B, h, H*W, n)) for an agent block, the spatial-reduction
+        weights (B, h, H*W, H*W / sr_ratio**2) otherwise."""
+        x = self.attn(self.norm1(hidden_states), height, width, output_attentions=output_attentions)
+        weights = None
+        if output_attentions:
+            x, weights = x
+        hidden_states = add_residual(hidden_states, self.drop_path(x))
+        hidden_states = add_residual(hidden_states, self.drop_path(self.mlp(self.norm2(hidden_states))))
+        return (hidden_states, weights) if output_attentions else hidden_states
+
+
+class AgentPvtStage(nn.Module):
+    """One stage: patch embedding, position embedding (learned at pretraining, resized to the input), blocks.
+
+    Args:
+        config (`AgentPvtConfig`): the model config.
+        stage (`int`): 0-based stage index.
+        grid (`int`): side of the stage's pretraining token grid.
+        drop_paths (`list[float]`): stochastic depth of each block.
+    """
+
+    def __init__(self, config: AgentPvtConfig, stage: int, grid: int, drop_paths: list[float]):
+        super().__init__()
+        self.stage = stage
+        self.grid = grid
+        in_channels = config.num_channels if stage == 0 else config.embed_dims[stage - 1]
+        patch = config.patch_size if stage == 0 else 2
+        self.patch_embed = AgentPvtPatchEmbed(in_channels, config.embed_dims[stage], patch)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid**2, config.embed_dims[stage]))
+        self.pos_drop = nn.Dropout(config.hidden_dropout_prob)
+        self.blocks = nn.ModuleList(AgentPvtBlock(config, stage, rate, grid) for rate in drop_paths)
+
+    def position_embedding(self, height: int, width: int) -> torch.Tensor:
+        """The stage's position embedding (1, H*W, C), bilinearly resized from the pretraining grid."""
+        table, grid = self.pos_embed, self.grid
+        # The official code skips the resize whenever H*W equals stage 1's pretraining token count, even for
+        # another aspect ratio (a 28x112 map reuses the 56x56 table row-major); reproduced for stage 1.
+        if (height, width) == (grid, grid) or (self.stage == 0 and height * width == grid * grid):
+            return table
+        table = table.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+        return (
+            F.interpolate(table, size=(height, width), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
         )
-        return add_residual(hidden_states, self.drop_path(self.mlp(self.norm2(hidden_states))))
+
+    def forward(self, x: torch.Tensor, output_attentions: bool = False):
+        """Map x (B, C_in, H, W) -> (this stage's map (B, C, H', W'), the blocks' attention weights (a tuple, empty
+        without `output_attentions`))."""
+        x, (height, width) = self.patch_embed(x)
+        x = self.pos_drop(x + self.position_embedding(height, width))
+        attentions = ()
+        for block in self.blocks:
+            if output_attentions:
+                x, weights = block(x, height, width, output_attentions=True)
+                attentions += (weights,)
+            else:
+                x = block(x, height, width)
+        # The next patch embedding reads the channels-last view in place; the heads get the usual
+        # contiguous (B, C, H, W) maps (their convolutions train slower on channels-last inputs).
+        return x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2), attentions
 
 
-class AgentPvtPreTrainedModel(AutoMapMixin, PreTrainedModel):
+# agent-hf 0.1.0 and the official code named the per-stage attributes `patch_embed{i}`, `pos_embed{i}` and
+# `block{i}` (1-based); they are `stages.{i-1}.patch_embed`, `.pos_embed` and `.blocks` now.
+LEGACY_KEY_NAMES = {
+    rule: target
+    for i in range(1, 9)
+    for rule, target in (
+        (rf"patch_embed{i}\.", f"stages.{i - 1}.patch_embed."),
+        (rf"pos_embed{i}$", f"stages.{i - 1}.pos_embed"),
+        (rf"block{i}\.", f"stages.{i - 1}.blocks."),
+    )
+}
+# The first name of every key of a bare `AgentPvtModel`.
+_BASE_MODEL_KEYS = r"(?:stages|patch_embed\d|pos_embed\d|block\d)\b"
+
+
+class AgentPvtPreTrainedModel(AgentPreTrainedMixin, PreTrainedModel):
     config_class = AgentPvtConfig
     _auto_map_classes = {
         "AutoModel": "AgentPvtModel",
         "AutoBackbone": "AgentPvtBackbone",
         "AutoModelForSemanticSegmentation": "AgentPvtForSemanticSegmentation",
     }
+    # Where the base model sits in `AgentPvtBackbone`; the segmentation model holds it at `backbone.agent_pvt`,
+    # which `_checkpoint_key_mapping` handles for folders of the other classes.
     base_model_prefix = "agent_pvt"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
@@ -148,105 +261,138 @@ class AgentPvtPreTrainedModel(AutoMapMixin, PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        init_agent_weights(module, std)
-        if isinstance(module, AgentPvtModel):
-            for i in range(self.config.num_stages):
-                init.trunc_normal_(getattr(module, f"pos_embed{i + 1}"), std=std)
+        init_backbone_weights(module, std)
+        init_head_weights(module)
+        if isinstance(module, AgentPvtStage):
+            init.trunc_normal_(module.pos_embed, std=std)
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The first patch embedding's convolution (its output (B, C, H/4, W/4) is what `enable_input_require_grads`
+        marks)."""
+        model = self
+        for name in ("backbone", "agent_pvt"):
+            model = getattr(model, name, model)
+        return model.stages[0].patch_embed.proj
 
 
 class AgentPvtModel(AgentPvtPreTrainedModel):
     """The Agent-PVT backbone: per stage a patch embedding, a position embedding and blocks.
 
     `forward(pixel_values (B, 3, H, W))` returns `last_hidden_state` (B, C_4, H/32, W/32) (sizes floored),
-    `pooler_output` (B, C_4) and, with `output_hidden_states`, the four stage maps (B, C_i, H_i, W_i).
+    `pooler_output` (B, C_4), with `output_hidden_states` the four stage maps (B, C_i, H_i, W_i), and with
+    `output_attentions` one entry per block (see `AgentPvtBlock.forward`).
     """
 
     _auto_class = "AutoModel"
+
+    @classmethod
+    def _checkpoint_key_mapping(cls) -> dict[str, str]:
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_pvt", _BASE_MODEL_KEYS, "model")
 
     def __init__(self, config: AgentPvtConfig):
         super().__init__(config)
         self.grids = pretrain_grids(config)
         rates = drop_path_rates(config.drop_path_rate, config.depths)
-        for i in range(config.num_stages):
-            in_channels = config.num_channels if i == 0 else config.embed_dims[i - 1]
-            patch = config.patch_size if i == 0 else 2
-            setattr(self, f"patch_embed{i + 1}", AgentPvtPatchEmbed(in_channels, config.embed_dims[i], patch))
-            setattr(self, f"pos_embed{i + 1}", nn.Parameter(torch.zeros(1, self.grids[i] ** 2, config.embed_dims[i])))
-            setattr(self, f"pos_drop{i + 1}", nn.Dropout(config.hidden_dropout_prob))
-            blocks = nn.ModuleList(AgentPvtBlock(config, i, rate, self.grids[i]) for rate in rates[i])
-            setattr(self, f"block{i + 1}", blocks)
+        self.stages = nn.ModuleList(
+            AgentPvtStage(config, i, self.grids[i], rates[i]) for i in range(config.num_stages)
+        )
         self.post_init()
 
-    def position_embedding(self, stage: int, height: int, width: int) -> torch.Tensor:
-        """Stage position embedding (1, H*W, C), bilinearly resized from the pretraining grid."""
-        table, grid = getattr(self, f"pos_embed{stage + 1}"), self.grids[stage]
-        # The official code skips the resize whenever H*W equals stage 1's pretraining token count, even for
-        # another aspect ratio (a 28x112 map reuses the 56x56 table row-major); reproduced for stage 1.
-        if (height, width) == (grid, grid) or (stage == 0 and height * width == grid * grid):
-            return table
-        table = table.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
-        return (
-            F.interpolate(table, size=(height, width), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
-        )
-
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
-    ):
-        check_pixel_values(pixel_values, self.config.num_channels, type(self).__name__)
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Args:
+            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalized images, at least 32x32; another floating dtype than the model's is cast to it.
+            output_hidden_states (`bool`, *optional*):
+                Return the four stage maps (default `config.output_hidden_states`).
+            output_attentions (`bool`, *optional*):
+                Return every block's attention weights (default `config.output_attentions`), computed explicitly.
+            return_dict (`bool`, *optional*):
+                Return a `BaseModelOutputWithPooling` (default `config.return_dict`) instead of a tuple.
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, type(self).__name__, self.dtype)
         min_side = self.config.patch_size * 2 ** (self.config.num_stages - 1)
         if min(pixel_values.shape[-2:]) < min_side:
             raise ValueError(
                 f"{type(self).__name__}: images must be at least {min_side}x{min_side} pixels "
                 f"(got {tuple(pixel_values.shape[-2:])}): every stage needs at least one token"
             )
-        x, feature_maps = pixel_values, []
-        for i in range(self.config.num_stages):
-            x, (height, width) = getattr(self, f"patch_embed{i + 1}")(x)
-            x = getattr(self, f"pos_drop{i + 1}")(x + self.position_embedding(i, height, width))
-            for block in getattr(self, f"block{i + 1}"):
-                x = block(x, height, width)
-            # The next patch embedding reads the channels-last view in place; the heads get the usual
-            # contiguous (B, C, H, W) maps (their convolutions train slower on channels-last inputs).
-            x = x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2)
+        x, feature_maps, attentions = pixel_values, [], ()
+        for stage in self.stages:
+            x, stage_attentions = stage(x, output_attentions=output_attentions)
+            attentions += stage_attentions
             feature_maps.append(x.contiguous())
         last = feature_maps[-1]
-        output = BaseModelOutputWithPooling(
+        return BaseModelOutputWithPooling(
             last_hidden_state=last,
             pooler_output=last.mean(dim=(2, 3)),
             hidden_states=tuple(feature_maps) if output_hidden_states else None,
+            attentions=attentions if output_attentions else None,
         )
-        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
 
 class AgentPvtBackbone(BackboneMixin, AgentPvtPreTrainedModel):
-    """Agent-PVT as a transformers backbone: `feature_maps` of the stages in `config.out_features`."""
+    """Agent-PVT as a transformers backbone: `feature_maps` of the stages in `config.out_features` (by default the
+    last stage, as every transformers backbone; the segmentation model reads all four)."""
 
     _auto_class = "AutoBackbone"
+    has_attentions = True
+
+    @classmethod
+    def _checkpoint_key_mapping(cls) -> dict[str, str]:
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_pvt", _BASE_MODEL_KEYS, "backbone")
 
     def __init__(self, config: AgentPvtConfig):
         super().__init__(config)
+        if hasattr(self, "_init_backbone"):  # transformers < 5.3: BackboneMixin has no __init__
+            self._init_backbone(config)
+        if "stem" in (config.out_features or []):
+            raise ValueError(f"{type(self).__name__}: out_features may name stage1..stage4, not 'stem'")
         self.agent_pvt = AgentPvtModel(config)
         self.num_features = [config.embed_dims[0]] + list(config.embed_dims)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
-    ):
-        maps = self.agent_pvt(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
-        by_stage = dict(zip(self.stage_names[1:], maps))
-        output = BackboneOutput(
-            feature_maps=tuple(by_stage[name] for name in self.out_features),
-            hidden_states=maps if output_hidden_states else None,
+    ) -> BackboneOutput:
+        r"""
+        Args:
+            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalized images, at least 32x32; another floating dtype than the model's is cast to it.
+            output_hidden_states (`bool`, *optional*):
+                Also return all four stage maps (default `config.output_hidden_states`).
+            output_attentions (`bool`, *optional*):
+                Return every block's attention weights (default `config.output_attentions`).
+            return_dict (`bool`, *optional*):
+                Return a `BackboneOutput` (default `config.return_dict`) instead of a tuple.
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        outputs = self.agent_pvt(
+            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
         )
-        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
+        by_stage = dict(zip(self.stage_names[1:], outputs.hidden_states))
+        return BackboneOutput(
+            feature_maps=tuple(by_stage[name] for name in self.out_features),
+            hidden_states=outputs.hidden_states if output_hidden_states else None,
+            attentions=outputs.attentions,
+        )
 
 
 class AgentPvtForSemanticSegmentation(AgentPvtPreTrainedModel):
@@ -258,11 +404,16 @@ class AgentPvtForSemanticSegmentation(AgentPvtPreTrainedModel):
 
     _auto_class = "AutoModelForSemanticSegmentation"
 
+    @classmethod
+    def _checkpoint_key_mapping(cls) -> dict[str, str]:
+        # Folders of the base model or of the backbone load their backbone weights (the heads start fresh).
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_pvt", _BASE_MODEL_KEYS, "segmentation")
+
     def __init__(self, config: AgentPvtConfig):
         super().__init__(config)
         self.backbone = AgentPvtBackbone(config)
-        self.neck = FPNNeck(config.embed_dims, config.fpn_hidden_size)
-        self.decode_head = SemanticFPNHead(
+        self.neck = AgentFPNNeck(config.embed_dims, config.fpn_hidden_size)
+        self.decode_head = AgentSemanticFPNHead(
             [config.fpn_hidden_size] * config.num_stages,
             config.decoder_hidden_size,
             config.num_labels,
@@ -272,23 +423,54 @@ class AgentPvtForSemanticSegmentation(AgentPvtPreTrainedModel):
         )
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> AgentSegmenterOutput:
-        features = self.backbone(pixel_values, return_dict=True).feature_maps
+        r"""
+        Args:
+            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalized images, at least 32x32; another floating dtype than the model's is cast to it.
+            labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
+                Class ids in [0, num_labels) or `config.loss_ignore_index`, for the loss.
+            output_hidden_states (`bool`, *optional*):
+                Return the four backbone stage maps (default `config.output_hidden_states`).
+            output_attentions (`bool`, *optional*):
+                Return every backbone block's attention weights (default `config.output_attentions`).
+            return_dict (`bool`, *optional*):
+                Return an `AgentSegmenterOutput` (default `config.return_dict`) instead of a tuple.
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        outputs = self.backbone(
+            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
+        )
+        if labels is not None:
+            check_labels(
+                labels, pixel_values, self.config.num_labels, self.config.loss_ignore_index, type(self).__name__
+            )
+        features = outputs.hidden_states  # all four stage maps, whatever config.out_features names
         logits = self.decode_head(self.neck(list(features)))
         loss = None
         if labels is not None:
             loss = segmentation_loss(logits, labels, self.config.loss_ignore_index, self.config.align_corners)
-        output = AgentSegmenterOutput(
-            loss=loss, logits=logits, hidden_states=tuple(features) if output_hidden_states else None
+        return AgentSegmenterOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=features if output_hidden_states else None,
+            attentions=outputs.attentions,
         )
-        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
 
-__all__ = ["AgentPvtBackbone", "AgentPvtForSemanticSegmentation", "AgentPvtModel", "AgentPvtPreTrainedModel"]
+__all__ = [
+    "AgentPvtBackbone",
+    "AgentPvtForSemanticSegmentation",
+    "AgentPvtModel",
+    "AgentPvtPreTrainedModel",
+    "LEGACY_KEY_NAMES",
+]

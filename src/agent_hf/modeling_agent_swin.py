@@ -9,29 +9,46 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import initialization as init
-from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
 from transformers.modeling_utils import PreTrainedModel
+from transformers.utils.generic import can_return_tuple
 
 from .agent_attention import AgentAttention
 from .configuration_agent_swin import AgentSwinConfig
-from .heads import FCNHead, UperNetDecodeHead, segmentation_loss
+from .heads import AgentFCNHead, AgentUperNetHead, init_head_weights, segmentation_loss
 from .layers import (
+    AgentDropPath,
+    AgentMlp,
+    AgentPreTrainedMixin,
     AgentSegmenterOutput,
-    AutoMapMixin,
-    DropPath,
-    Mlp,
     add_residual,
+    check_labels,
     check_pixel_values,
+    checkpoint_key_mapping,
+    copy_into,
     drop_path_rates,
-    init_agent_weights,
+    init_backbone_weights,
 )
+
+# Import shims (this module travels to the Hub and runs on transformers 4.57 through the newest 5.x; transformers'
+# `check_imports` ignores imports inside try blocks): `BackboneMixin` lives in `transformers.backbone_utils` in
+# newer 5.x releases, and `transformers.initialization` does not exist in 4.x.
+try:
+    from transformers.backbone_utils import BackboneMixin
+except ImportError:  # older transformers
+    from transformers.utils.backbone_utils import BackboneMixin
+try:
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x
+    from torch.nn import init
 
 
 class AgentSwinPatchEmbed(nn.Module):
     """Non-overlapping patches (padded at the right/bottom to a multiple of the patch size) -> LayerNorm.
+
+    Args:
+        config (`AgentSwinConfig`): the model config (patch size, channels, width, `patch_norm`).
 
     (B, 3, H, W) -> tokens (B, ceil(H/p) * ceil(W/p), C) and their (height, width).
     """
@@ -56,6 +73,8 @@ class AgentSwinPatchEmbed(nn.Module):
         return (self.norm(x) if self.norm is not None else x), size
 
 
+# Adapted from Swin Transformer (Liu et al., ICCV 2021; microsoft/Swin-Transformer `WindowAttention`): the
+# relative position index of the window attention.
 def relative_position_index(window: int) -> torch.Tensor:
     """(w*w, w*w) index into the (2w-1)^2 relative position bias table for each pair of window tokens."""
     coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
@@ -63,10 +82,16 @@ def relative_position_index(window: int) -> torch.Tensor:
     return relative[..., 0] * (2 * window - 1) + relative[..., 1]
 
 
-class WindowAttention(nn.Module):
+class AgentSwinWindowAttention(nn.Module):
     """Swin's window softmax attention with a relative position bias, for the `B` blocks.
 
-    Input windows (B, nW, N=w*w, C) and an optional shift mask (nW, N, N) of 0 / -100; output the same shape.
+    Adapted from Swin Transformer (Liu et al., ICCV 2021) `WindowAttention`, as the official Agent-Swin uses it;
+    parameter names as in its checkpoints.
+
+    Args:
+        config (`AgentSwinConfig`): the model config (window size, biases, dropout, attention implementation).
+        dim (`int`): channels C.
+        num_heads (`int`): heads h.
     """
 
     def __init__(self, config: AgentSwinConfig, dim: int, num_heads: int):
@@ -83,7 +108,17 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, windows: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False):
+        """Attention within each window.
+
+        Args:
+            windows (`torch.Tensor` of shape `(batch_size, num_windows, window_size**2, dim)`): the windows' tokens.
+            mask (`torch.Tensor` of shape `(num_windows, window_size**2, window_size**2)`, *optional*): shift mask
+                of 0 / -100.
+            output_attentions (`bool`): also return the weights (B, nW, h, w*w, w*w) (computed explicitly).
+
+        Returns windows of the input's shape, and the weights with `output_attentions`.
+        """
         batch, num_windows, tokens, channels = windows.shape
         qkv = self.qkv(windows).reshape(batch, num_windows, tokens, 3, self.num_heads, channels // self.num_heads)
         query, key, value = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nW, h, N, d)
@@ -93,7 +128,8 @@ class WindowAttention(nn.Module):
             bias = bias + mask.unsqueeze(1)  # (nW, h, N, N)
         bias = bias.to(query.dtype)
         dropout = self.attn_drop if self.training else 0.0
-        if self.config._attn_implementation == "eager":
+        weights = None
+        if self.config._attn_implementation == "eager" or output_attentions:
             weights = torch.softmax((query * self.scale) @ key.transpose(-2, -1) + bias, dim=-1)
             output = F.dropout(weights, dropout, self.training) @ value
         else:
@@ -101,9 +137,12 @@ class WindowAttention(nn.Module):
                 query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scale
             )
         output = output.transpose(2, 3).reshape(batch, num_windows, tokens, channels)
-        return self.proj_drop(self.proj(output))
+        output = self.proj_drop(self.proj(output))
+        return (output, weights) if output_attentions else output
 
 
+# Adapted from Swin Transformer (Liu et al., ICCV 2021): the attention mask of the shifted windows (regions of
+# the cyclically rolled map that were not neighbors get -100).
 def shifted_window_mask(height: int, width: int, window: int, shift: int, device) -> torch.Tensor:
     """(nW, w*w, w*w) mask: 0 between tokens of the same region of the rolled map, -100 otherwise."""
 
@@ -121,6 +160,12 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int, device
 class AgentSwinBlock(GradientCheckpointingLayer):
     """Pre-norm transformer block with agent attention over the whole map (`A`) or shifted-window
     attention (`B`; windows padded at the right/bottom, shift of half a window on odd blocks).
+
+    Args:
+        config (`AgentSwinConfig`): the model config.
+        stage (`int`): 0-based stage of the block.
+        index (`int`): 0-based index of the block in its stage (window blocks shift on odd indices).
+        drop_path (`float`): stochastic depth of the block.
 
     (B, H*W, C) -> (B, H*W, C).
     """
@@ -150,12 +195,16 @@ class AgentSwinBlock(GradientCheckpointingLayer):
                 config=config,
             )
         else:
-            self.attn = WindowAttention(config, dim, heads)
-        self.drop_path = DropPath(drop_path)
+            self.attn = AgentSwinWindowAttention(config, dim, heads)
+        self.drop_path = AgentDropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.mlp = Mlp(dim, int(dim * config.mlp_ratio), config.hidden_act, config.hidden_dropout_prob)
+        self.mlp = AgentMlp(dim, int(dim * config.mlp_ratio), config.hidden_act, config.hidden_dropout_prob)
 
-    def window_attention(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def window_attention(self, x: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        """Shifted-window attention over a (height, width) map of tokens x (B, H*W, C), padded to whole windows.
+        Returns (B, H*W, C) and, with `output_attentions`, the windows' weights (B, nW, h, w*w, w*w)."""
+        # Adapted from Swin Transformer (Liu et al., ICCV 2021) `SwinTransformerBlock`: pad, cyclic shift,
+        # window partition, attention, window reverse, reverse shift, crop.
         batch, _, channels = x.shape
         window, shift = self.window_size, self.shift_size
         x = x.view(batch, height, width, channels)
@@ -173,7 +222,11 @@ class AgentSwinBlock(GradientCheckpointingLayer):
             .transpose(2, 3)
             .reshape(batch, rows * cols, window * window, channels)
         )
-        windows = self.attn(windows, mask)
+        weights = None
+        if output_attentions:
+            windows, weights = self.attn(windows, mask, output_attentions=True)
+        else:
+            windows = self.attn(windows, mask)
         x = (
             windows.view(batch, rows, cols, window, window, channels)
             .transpose(2, 3)
@@ -181,17 +234,37 @@ class AgentSwinBlock(GradientCheckpointingLayer):
         )
         if shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-        return x[:, :height, :width, :].reshape(batch, height * width, channels)
+        x = x[:, :height, :width, :].reshape(batch, height * width, channels)
+        return (x, weights) if output_attentions else x
 
-    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        """(B, H*W, C) -> (B, H*W, C); with `output_attentions`, also the block's attention weights: a tuple
+        (agent_to_token (B, h, n, H*W), token_to_agent (B, h, H*W, n)) for an agent block, the windows' weights
+        (B, nW, h, w*w, w*w) for a window block."""
         x = self.norm1(hidden_states)
-        x = self.attn(x, height, width) if self.attention_type == "A" else self.window_attention(x, height, width)
+        if self.attention_type == "A":
+            x = self.attn(x, height, width, output_attentions=output_attentions)
+        else:
+            x = self.window_attention(x, height, width, output_attentions=output_attentions)
+        weights = None
+        if output_attentions:
+            x, weights = x
         hidden_states = add_residual(hidden_states, self.drop_path(x))
-        return add_residual(hidden_states, self.drop_path(self.mlp(self.norm2(hidden_states))))
+        hidden_states = add_residual(hidden_states, self.drop_path(self.mlp(self.norm2(hidden_states))))
+        return (hidden_states, weights) if output_attentions else hidden_states
 
 
 class AgentSwinPatchMerging(nn.Module):
-    """2x2 neighborhood concat (odd sizes padded) -> LayerNorm(4C) -> Linear(4C, 2C, no bias)."""
+    """2x2 neighborhood concat (odd sizes padded) -> LayerNorm(4C) -> Linear(4C, 2C, no bias).
+
+    Adapted from Swin Transformer (Liu et al., ICCV 2021) `PatchMerging`; parameter names as in its checkpoints.
+
+    Args:
+        config (`AgentSwinConfig`): the model config.
+        dim (`int`): channels C of the input tokens.
+
+    (B, H*W, C) -> (B, ceil(H/2) * ceil(W/2), 2C) and the new (height, width).
+    """
 
     def __init__(self, config: AgentSwinConfig, dim: int):
         super().__init__()
@@ -209,7 +282,13 @@ class AgentSwinPatchMerging(nn.Module):
 
 
 class AgentSwinStage(nn.Module):
-    """The blocks of one stage and the patch merging that ends it (none after the last stage)."""
+    """The blocks of one stage and the patch merging that ends it (none after the last stage).
+
+    Args:
+        config (`AgentSwinConfig`): the model config.
+        stage (`int`): 0-based stage index.
+        drop_paths (`list[float]`): stochastic depth of each block.
+    """
 
     def __init__(self, config: AgentSwinConfig, stage: int, drop_paths: list[float]):
         super().__init__()
@@ -217,23 +296,37 @@ class AgentSwinStage(nn.Module):
         last = stage == config.num_layers - 1
         self.downsample = None if last else AgentSwinPatchMerging(config, config.embed_dim * 2**stage)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]):
-        """Returns (input of the next stage, its size, this stage's output, its size)."""
+    def forward(self, x: torch.Tensor, size: tuple[int, int], output_attentions: bool = False):
+        """Tokens x (B, H*W, C) of a map of `size` (H, W). Returns (input of the next stage, its size, this stage's
+        output, its size, the blocks' attention weights (a tuple, empty without `output_attentions`))."""
+        attentions = ()
         for block in self.blocks:
-            x = block(x, *size)
+            if output_attentions:
+                x, weights = block(x, *size, output_attentions=True)
+                attentions += (weights,)
+            else:
+                x = block(x, *size)
         if self.downsample is None:
-            return x, size, x, size
+            return x, size, x, size, attentions
         down, down_size = self.downsample(x, *size)
-        return down, down_size, x, size
+        return down, down_size, x, size, attentions
 
 
-class AgentSwinPreTrainedModel(AutoMapMixin, PreTrainedModel):
+# agent-hf 0.1.0 and the official code named the per-stage output norms `norm{i}`; they are `norms.{i}` now.
+LEGACY_KEY_NAMES = {rf"norm{i}\.": f"norms.{i}." for i in range(8)}
+# The first name of every key of a bare `AgentSwinModel`.
+_BASE_MODEL_KEYS = r"(?:patch_embed|absolute_pos_embed|layers|norms?\d*)\b"
+
+
+class AgentSwinPreTrainedModel(AgentPreTrainedMixin, PreTrainedModel):
     config_class = AgentSwinConfig
     _auto_map_classes = {
         "AutoModel": "AgentSwinModel",
         "AutoBackbone": "AgentSwinBackbone",
         "AutoModelForSemanticSegmentation": "AgentSwinForSemanticSegmentation",
     }
+    # Where the base model sits in `AgentSwinBackbone`; the segmentation model holds it at `backbone.agent_swin`,
+    # which `_checkpoint_key_mapping` handles for folders of the other classes.
     base_model_prefix = "agent_swin"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
@@ -245,23 +338,36 @@ class AgentSwinPreTrainedModel(AutoMapMixin, PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
-        init_agent_weights(module, std)
-        if isinstance(module, WindowAttention):
+        init_backbone_weights(module, std)
+        init_head_weights(module)
+        if isinstance(module, AgentSwinWindowAttention):
             init.trunc_normal_(module.relative_position_bias_table, std=std)
             # A non-persistent buffer: recomputed here because from_pretrained builds the model on the meta device.
-            init.copy_(module.relative_position_index, relative_position_index(self.config.window_size))
+            copy_into(module.relative_position_index, relative_position_index(self.config.window_size))
         elif isinstance(module, AgentSwinModel) and module.absolute_pos_embed is not None:
             init.trunc_normal_(module.absolute_pos_embed, std=std)
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The patch embedding's convolution (`enable_input_require_grads` hooks its output (B, C, H/4, W/4))."""
+        model = self
+        for name in ("backbone", "agent_swin"):
+            model = getattr(model, name, model)
+        return model.patch_embed.proj
 
 
 class AgentSwinModel(AgentSwinPreTrainedModel):
     """The Agent-Swin backbone: patch embedding, four stages, and a LayerNorm on each stage output.
 
     `forward(pixel_values (B, 3, H, W))` returns `last_hidden_state` (B, C_4, H/32, W/32), `pooler_output`
-    (B, C_4, global average) and, with `output_hidden_states`, the four normalized stage maps (B, C_i, H_i, W_i).
+    (B, C_4, global average), with `output_hidden_states` the four normalized stage maps (B, C_i, H_i, W_i),
+    and with `output_attentions` one entry per block (see `AgentSwinBlock.forward`).
     """
 
     _auto_class = "AutoModel"
+
+    @classmethod
+    def _checkpoint_key_mapping(cls) -> dict[str, str]:
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_swin", _BASE_MODEL_KEYS, "model")
 
     def __init__(self, config: AgentSwinConfig):
         super().__init__(config)
@@ -274,8 +380,7 @@ class AgentSwinModel(AgentSwinPreTrainedModel):
         rates = drop_path_rates(config.drop_path_rate, config.depths)
         self.layers = nn.ModuleList(AgentSwinStage(config, i, rates[i]) for i in range(config.num_layers))
         self.num_features = [config.embed_dim * 2**i for i in range(config.num_layers)]
-        for i, channels in enumerate(self.num_features):
-            self.add_module(f"norm{i}", nn.LayerNorm(channels, eps=config.layer_norm_eps))
+        self.norms = nn.ModuleList(nn.LayerNorm(channels, eps=config.layer_norm_eps) for channels in self.num_features)
         self.post_init()
 
     def _absolute_position(self, size: tuple[int, int]) -> torch.Tensor:
@@ -285,57 +390,100 @@ class AgentSwinModel(AgentSwinPreTrainedModel):
         table = self.absolute_pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
         return F.interpolate(table, size=size, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
-    ):
-        check_pixel_values(pixel_values, self.config.num_channels, type(self).__name__)
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Args:
+            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalized images; another floating dtype than the model's is cast to it.
+            output_hidden_states (`bool`, *optional*):
+                Return the four normalized stage maps (default `config.output_hidden_states`).
+            output_attentions (`bool`, *optional*):
+                Return every block's attention weights (default `config.output_attentions`), computed explicitly.
+            return_dict (`bool`, *optional*):
+                Return a `BaseModelOutputWithPooling` (default `config.return_dict`) instead of a tuple.
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, type(self).__name__, self.dtype)
         x, size = self.patch_embed(pixel_values)
         if self.absolute_pos_embed is not None:
             x = x + self._absolute_position(size)
         x = self.pos_drop(x)
-        feature_maps = []
-        for i, stage in enumerate(self.layers):
-            x, size, out, out_size = stage(x, size)
-            out = getattr(self, f"norm{i}")(out)
-            feature_maps.append(out.view(-1, *out_size, self.num_features[i]).permute(0, 3, 1, 2).contiguous())
+        feature_maps, attentions = [], ()
+        for stage, norm, channels in zip(self.layers, self.norms, self.num_features):
+            x, size, out, out_size, stage_attentions = stage(x, size, output_attentions=output_attentions)
+            attentions += stage_attentions
+            out = norm(out)
+            feature_maps.append(out.view(-1, *out_size, channels).permute(0, 3, 1, 2).contiguous())
         last = feature_maps[-1]
-        output = BaseModelOutputWithPooling(
+        return BaseModelOutputWithPooling(
             last_hidden_state=last,
             pooler_output=last.mean(dim=(2, 3)),
             hidden_states=tuple(feature_maps) if output_hidden_states else None,
+            attentions=attentions if output_attentions else None,
         )
-        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
 
 class AgentSwinBackbone(BackboneMixin, AgentSwinPreTrainedModel):
-    """Agent-Swin as a transformers backbone: `feature_maps` of the stages in `config.out_features`."""
+    """Agent-Swin as a transformers backbone: `feature_maps` of the stages in `config.out_features` (by default the
+    last stage, as every transformers backbone; the segmentation model reads all four)."""
 
     _auto_class = "AutoBackbone"
+    has_attentions = True
+
+    @classmethod
+    def _checkpoint_key_mapping(cls) -> dict[str, str]:
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_swin", _BASE_MODEL_KEYS, "backbone")
 
     def __init__(self, config: AgentSwinConfig):
         super().__init__(config)
+        if hasattr(self, "_init_backbone"):  # transformers < 5.3: BackboneMixin has no __init__
+            self._init_backbone(config)
+        if "stem" in (config.out_features or []):
+            raise ValueError(f"{type(self).__name__}: out_features may name stage1..stage4, not 'stem'")
         self.agent_swin = AgentSwinModel(config)
         self.num_features = [config.embed_dim] + self.agent_swin.num_features
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
-    ):
-        maps = self.agent_swin(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
-        by_stage = dict(zip(self.stage_names[1:], maps))
-        output = BackboneOutput(
-            feature_maps=tuple(by_stage[name] for name in self.out_features),
-            hidden_states=maps if output_hidden_states else None,
+    ) -> BackboneOutput:
+        r"""
+        Args:
+            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalized images; another floating dtype than the model's is cast to it.
+            output_hidden_states (`bool`, *optional*):
+                Also return all four stage maps (default `config.output_hidden_states`).
+            output_attentions (`bool`, *optional*):
+                Return every block's attention weights (default `config.output_attentions`).
+            return_dict (`bool`, *optional*):
+                Return a `BackboneOutput` (default `config.return_dict`) instead of a tuple.
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        outputs = self.agent_swin(
+            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
         )
-        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
+        by_stage = dict(zip(self.stage_names[1:], outputs.hidden_states))
+        return BackboneOutput(
+            feature_maps=tuple(by_stage[name] for name in self.out_features),
+            hidden_states=outputs.hidden_states if output_hidden_states else None,
+            attentions=outputs.attentions,
+        )
 
 
 class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
@@ -348,11 +496,16 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
 
     _auto_class = "AutoModelForSemanticSegmentation"
 
+    @classmethod
+    def _checkpoint_key_mapping(cls) -> dict[str, str]:
+        # Folders of the base model or of the backbone load their backbone weights (the heads start fresh).
+        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_swin", _BASE_MODEL_KEYS, "segmentation")
+
     def __init__(self, config: AgentSwinConfig):
         super().__init__(config)
         self.backbone = AgentSwinBackbone(config)
         channels = [config.embed_dim * 2**i for i in range(config.num_layers)]
-        self.decode_head = UperNetDecodeHead(
+        self.decode_head = AgentUperNetHead(
             channels,
             config.decoder_hidden_size,
             config.num_labels,
@@ -362,7 +515,7 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
         )
         self.auxiliary_head = None
         if config.use_auxiliary_head:
-            self.auxiliary_head = FCNHead(
+            self.auxiliary_head = AgentFCNHead(
                 channels[config.auxiliary_in_index],
                 config.auxiliary_channels,
                 config.num_labels,
@@ -372,15 +525,38 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
             )
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> AgentSegmenterOutput:
-        features = self.backbone(pixel_values, return_dict=True).feature_maps
+        r"""
+        Args:
+            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalized images; another floating dtype than the model's is cast to it.
+            labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
+                Class ids in [0, num_labels) or `config.loss_ignore_index`, for the loss.
+            output_hidden_states (`bool`, *optional*):
+                Return the four backbone stage maps (default `config.output_hidden_states`).
+            output_attentions (`bool`, *optional*):
+                Return every backbone block's attention weights (default `config.output_attentions`).
+            return_dict (`bool`, *optional*):
+                Return an `AgentSegmenterOutput` (default `config.return_dict`) instead of a tuple.
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        outputs = self.backbone(
+            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
+        )
+        if labels is not None:
+            check_labels(
+                labels, pixel_values, self.config.num_labels, self.config.loss_ignore_index, type(self).__name__
+            )
+        features = outputs.hidden_states  # all four stage maps, whatever config.out_features names
         logits = self.decode_head(list(features))
         auxiliary_logits = None
         if self.auxiliary_head is not None:
@@ -393,16 +569,17 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
                 loss = loss + self.config.auxiliary_loss_weight * segmentation_loss(
                     auxiliary_logits, labels, ignore, align
                 )
-        output = AgentSegmenterOutput(
+        return AgentSegmenterOutput(
             loss=loss,
             logits=logits,
             auxiliary_logits=auxiliary_logits,
-            hidden_states=tuple(features) if output_hidden_states else None,
+            hidden_states=features if output_hidden_states else None,
+            attentions=outputs.attentions,
         )
-        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
 
 __all__ = [
+    "LEGACY_KEY_NAMES",
     "AgentSwinBackbone",
     "AgentSwinForSemanticSegmentation",
     "AgentSwinModel",

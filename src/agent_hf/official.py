@@ -15,10 +15,22 @@ import torch
 
 from .configuration_agent_pvt import AgentPvtConfig
 from .configuration_agent_swin import AgentSwinConfig
+from .layers import rename_key
 from .modeling_agent_pvt import AgentPvtForSemanticSegmentation
 from .modeling_agent_swin import AgentSwinForSemanticSegmentation
+from .provenance import official_checkpoint_provenance, record_provenance
 
 _BACKBONE_PREFIX = {"agent_swin": "backbone.agent_swin.", "agent_pvt": "backbone.agent_pvt."}
+# The official per-stage names (`norm{i}`, `block{i}`, `patch_embed{i}`, `pos_embed{i}`) -> ours (`norms.{i}`,
+# `stages.{i-1}.blocks`, ...).
+_KEY_MAPPING = {
+    "agent_swin": AgentSwinForSemanticSegmentation._checkpoint_key_mapping(),
+    "agent_pvt": AgentPvtForSemanticSegmentation._checkpoint_key_mapping(),
+}
+
+
+def _all_stages(depths) -> list[str]:
+    return [f"stage{i}" for i in range(1, len(depths) + 1)]
 
 
 def _head_kwargs(model: Mapping) -> dict:
@@ -94,6 +106,7 @@ def config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | Agent
             weight = (aux.get("loss_decode") or {}).get("loss_weight")
             if weight is not None:
                 kwargs["auxiliary_loss_weight"] = float(weight)
+        kwargs["out_features"] = _all_stages(kwargs["depths"])  # the official backbone returns all four maps
         kwargs.update(overrides)
         return AgentSwinConfig(**kwargs)
     if kind == "AgentPVT":
@@ -129,6 +142,7 @@ def config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | Agent
             kwargs["fpn_hidden_size"] = int(neck["out_channels"])
         if "feature_strides" in head:
             kwargs["feature_strides"] = list(head["feature_strides"])
+        kwargs["out_features"] = _all_stages(kwargs["depths"])  # the official backbone returns all four maps
         kwargs.update(overrides)
         return AgentPvtConfig(**kwargs)
     raise ValueError(
@@ -138,7 +152,12 @@ def config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | Agent
 
 
 def _read_checkpoint(checkpoint) -> tuple[dict, str]:
-    """Returns (state dict, where it came from) from a path (.pth/.pt/.bin/.safetensors) or a mapping."""
+    """Returns (state dict, where it came from) from a path (.pth/.pt/.bin/.safetensors) or a mapping.
+
+    Pickled files are read with ``weights_only=True``; one that also holds other objects (the official classification
+    code stores a yacs ``CfgNode`` under ``config``) is read again by a restricted unpickler that builds only tensors
+    and plain containers and leaves inert placeholders for the rest, running no code of the file.
+    """
     if isinstance(checkpoint, (str, os.PathLike)):
         path = os.fspath(checkpoint)
         if not os.path.isfile(path):
@@ -148,8 +167,10 @@ def _read_checkpoint(checkpoint) -> tuple[dict, str]:
                 from safetensors.torch import load_file
 
                 return load_file(path), path
-            return torch.load(path, map_location="cpu", weights_only=True), path
-        except Exception as error:  # unreadable / corrupt / pickled objects
+            from .restricted_pickle import load_checkpoint_file
+
+            return load_checkpoint_file(path), path
+        except Exception as error:  # unreadable / corrupt
             raise ValueError(f"load_official_checkpoint: could not read {path}: {error}") from error
     if isinstance(checkpoint, Mapping):
         return dict(checkpoint), "the given state dict"
@@ -161,7 +182,8 @@ def _is_imagenet_key(key: str) -> bool:
 
 
 def official_to_hf_state_dict(state_dict: Mapping, config) -> tuple[dict, str]:
-    """Renames official keys to ours. Returns (renamed state dict, "segmentation" | "imagenet")."""
+    """Renames official keys to ours (backbone prefix, then the per-stage module names).
+    Returns (renamed state dict, "segmentation" | "imagenet")."""
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], Mapping):
         state_dict = state_dict["state_dict"]
     elif "model" in state_dict and isinstance(state_dict["model"], Mapping):
@@ -170,6 +192,7 @@ def official_to_hf_state_dict(state_dict: Mapping, config) -> tuple[dict, str]:
     keys = [k for k in state_dict if isinstance(state_dict[k], torch.Tensor)]
     kind = "imagenet" if all(_is_imagenet_key(k) for k in keys) else "segmentation"
     renamed = {}
+    mapping = _KEY_MAPPING[config.model_type]
     for key in keys:
         tensor = state_dict[key]
         if key.endswith("relative_position_index"):
@@ -177,9 +200,9 @@ def official_to_hf_state_dict(state_dict: Mapping, config) -> tuple[dict, str]:
         if kind == "imagenet":
             if key.startswith("head.") or (config.model_type == "agent_swin" and key.startswith("norm.")):
                 continue  # classification head / final norm: not part of the segmentation backbone
-            renamed[prefix + key] = tensor
+            renamed[rename_key(prefix + key, mapping)] = tensor
         elif key.startswith("backbone."):
-            renamed[prefix + key[len("backbone.") :]] = tensor
+            renamed[rename_key(prefix + key[len("backbone.") :], mapping)] = tensor
         else:
             renamed[key] = tensor
     return renamed, kind
@@ -189,7 +212,7 @@ def _checkpoint_family(state_dict: Mapping) -> str | None:
     """Which backbone family a (renamed) state dict holds, from its module names."""
     if any(".layers.0.blocks." in k for k in state_dict):
         return "agent_swin"
-    if any(".block1.0." in k for k in state_dict):
+    if any(".stages.0.blocks.0." in k for k in state_dict):
         return "agent_pvt"
     return None
 
@@ -205,6 +228,9 @@ def load_official_checkpoint(checkpoint, config=None):
         config: an `AgentSwinConfig`/`AgentPvtConfig`, an official mmseg `model` dict, or a preset name.
 
     Raises `ValueError` listing missing, unexpected and mis-shaped keys when the checkpoint does not fit.
+    The model's config records where its weights come from (`config.agent_hf_provenance`, see
+    `agent_hf.provenance`): origin "official-checkpoint" for a segmentation checkpoint, "initialized" for an
+    ImageNet one.
     """
     if config is None:
         raise ValueError(
@@ -234,12 +260,7 @@ def load_official_checkpoint(checkpoint, config=None):
         prefix = _BACKBONE_PREFIX[config.model_type]
         # Heads are trained from scratch; Swin's per-stage output norms are new (LayerNorm 1/0 init).
         allowed = lambda k: (
-            not k.startswith(prefix)
-            or (
-                config.model_type == "agent_swin"
-                and k[len(prefix) :].startswith("norm")
-                and k[len(prefix) :][4].isdigit()
-            )
+            not k.startswith(prefix) or (config.model_type == "agent_swin" and k[len(prefix) :].startswith("norms."))
         )  # noqa: E731
         missing = [k for k in missing if not allowed(k)]
     if missing or unexpected or mis_shaped:
@@ -259,6 +280,9 @@ def load_official_checkpoint(checkpoint, config=None):
         raise ValueError("\n".join(lines))
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=False)
     model.eval()
+    # Where the weights come from, saved in config.json: it decides the model card (agent_hf.provenance).
+    checkpoint_path = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+    record_provenance(model, official_checkpoint_provenance(model, checkpoint_path, kind))
     return model
 
 

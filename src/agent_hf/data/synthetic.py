@@ -23,10 +23,13 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import datasets
 
 __all__ = [
     "make_synthetic_scene_parsing",
@@ -179,6 +182,8 @@ def make_synthetic_scene_parsing(
         ``DatasetDict(train=..., validation=...)`` with columns ``image`` (PIL RGB)
         and ``annotation`` (PIL ``L``), both stored losslessly as PNG.
     """
+    import datasets  # here, not at the top: `import agent_hf` must not import `datasets`
+
     if not 1 <= num_classes <= 255:
         raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
     if not 1 <= min_size <= max_size:

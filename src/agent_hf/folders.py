@@ -1,0 +1,237 @@
+"""Writing output folders without losing anything: refuse, stage, swap.
+
+Every script that writes a folder (model conversion, the training run's model folder, the demo's outputs, the
+prepared ADE20K dataset) goes through :func:`write_folder`:
+
+1. :func:`check_output_folder` refuses a folder that is not empty unless overwriting was allowed (or the folder is
+   recognizably the script's own earlier output), and never lets a folder be replaced that is the current directory,
+   one of its ancestors, or holds one of the run's inputs;
+2. everything is written into a staging folder beside the destination (``.{name}.staging-*``, same filesystem);
+3. only once it is complete is the staging folder swapped in with two renames; the old folder is removed after the
+   swap succeeded (a failed swap puts it back).
+
+Folders and files are created with the process umask (``0777``/``0666`` minus umask), like ``mkdir`` and ``cp``:
+nothing is left ``0700``/``0600`` by temporary-file helpers.
+
+:func:`add_files` is the variant for a folder that already holds a run's own files (the training run's checkpoints
+and logs): the new files are staged in a hidden sub-folder and renamed into place one by one, ``config.json`` last,
+so the folder never holds a half-written file and becomes a loadable model folder only once every file is there.
+
+This module is part of the package, not of the model code shipped to the Hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+__all__ = [
+    "OutputFolderError",
+    "add_files",
+    "apply_umask",
+    "check_output_folder",
+    "new_staging_folder",
+    "replace_folder",
+    "write_folder",
+]
+
+
+class OutputFolderError(ValueError):
+    """An output folder that cannot be written safely.
+
+    Attributes:
+        path: the folder.
+        reason: ``"not_empty"`` (overwriting was not allowed), ``"not_a_folder"``, ``"current_directory"`` (it is the
+            current directory or an ancestor of it) or ``"holds_input"`` (it holds one of the run's inputs).
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, message: str):
+        super().__init__(message)
+        self.path = Path(path)
+        self.reason = reason
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; restore it at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (both resolved)."""
+    return path == folder or folder in path.parents
+
+
+def _describe_entries(path: Path, limit: int = 5) -> str:
+    names = sorted(entry.name for entry in path.iterdir())
+    shown = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'}: {shown}"
+
+
+def check_output_folder(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    is_own_output: Callable[[Path], bool] | None = None,
+) -> None:
+    """Raises :class:`OutputFolderError` unless ``path`` may be (re)written.
+
+    Args:
+        path: the output folder (it need not exist).
+        overwrite: allow replacing a folder that is not empty.
+        inputs: paths the run reads (files or folders; ``None`` entries and names that are not local paths are
+            ignored). A folder that holds one of them is never replaced.
+        is_own_output: recognizes a folder written earlier by the same script, which may be replaced without
+            ``overwrite``.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OutputFolderError(folder, "not_a_folder", f"output folder {folder} exists and is not a folder")
+    resolved = folder.resolve()
+    if _is_within(Path.cwd().resolve(), resolved):
+        raise OutputFolderError(
+            folder,
+            "current_directory",
+            f"output folder {folder} is the current directory or contains it: it would be replaced as a whole; "
+            "choose a new folder",
+        )
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    held = [
+        os.fspath(item)
+        for item in inputs
+        if item is not None and os.path.exists(item) and _is_within(Path(item).resolve(), resolved)
+    ]
+    if held:
+        raise OutputFolderError(
+            folder,
+            "holds_input",
+            f"output folder {folder} holds this run's input {held[0]}: it cannot be replaced; choose another folder",
+        )
+    if overwrite or (is_own_output is not None and is_own_output(folder)):
+        return
+    raise OutputFolderError(
+        folder, "not_empty", f"output folder {folder} is not empty ({_describe_entries(folder)}); nothing was written"
+    )
+
+
+def _sibling(path: Path, tag: str) -> Path:
+    return path.parent / f".{path.name}.{tag}-{secrets.token_hex(4)}"
+
+
+def new_staging_folder(destination: str | os.PathLike, name: str | None = None) -> Path:
+    """Creates an empty staging folder beside ``destination`` (``.{name}.staging-*``, or ``name`` when given: the
+    processes of a distributed run agree on one) and returns it; the parent folders are created if needed."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = destination.parent / name if name else _sibling(destination, "staging")
+    staging.mkdir(mode=0o777, exist_ok=name is not None)  # the umask applies, as for mkdir(1)
+    return staging
+
+
+def apply_umask(root: str | os.PathLike) -> None:
+    """Gives every folder and file under ``root`` the permissions the umask asks for (executables keep ``x``):
+    helpers that write through temporary files leave them ``0600``/``0700``."""
+    mask = _umask()
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o777 & ~mask)
+        for name in files:
+            file = os.path.join(folder, name)
+            if not os.path.islink(file):
+                executable = os.stat(file).st_mode & 0o100
+                os.chmod(file, (0o777 if executable else 0o666) & ~mask)
+
+
+def _swap_in(staging: Path, destination: Path) -> None:
+    """Renames ``staging`` to ``destination``; an existing ``destination`` is removed only after the swap."""
+    if not destination.exists():
+        os.rename(staging, destination)
+        return
+    old = _sibling(destination, "old")
+    os.rename(destination, old)
+    try:
+        os.rename(staging, destination)
+    except BaseException:
+        os.rename(old, destination)  # put the previous folder back
+        raise
+    shutil.rmtree(old)
+
+
+def replace_folder(
+    staging: str | os.PathLike,
+    destination: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    is_own_output: Callable[[Path], bool] | None = None,
+) -> None:
+    """Swaps the complete ``staging`` folder in as ``destination`` (see :func:`write_folder`).
+
+    The checks of :func:`check_output_folder` run again first (the destination may have changed meanwhile); the
+    permissions of everything in ``staging`` are set from the umask.
+    """
+    staging, destination = Path(staging), Path(destination)
+    check_output_folder(destination, overwrite=overwrite, inputs=inputs, is_own_output=is_own_output)
+    apply_umask(staging)
+    _swap_in(staging, destination)
+
+
+@contextlib.contextmanager
+def write_folder(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    is_own_output: Callable[[Path], bool] | None = None,
+) -> Iterator[Path]:
+    """Yields a fresh staging folder beside ``path``; on a normal exit it replaces ``path``.
+
+    The checks of :func:`check_output_folder` run first (same arguments), so nothing is written when they fail. If the
+    block raises, the staging folder is removed and ``path`` is left as it was.
+
+    Example::
+
+        with write_folder("out/model", overwrite=args.overwrite, inputs=[args.checkpoint]) as staging:
+            model.save_pretrained(staging)
+    """
+    inputs = list(inputs)
+    check_output_folder(path, overwrite=overwrite, inputs=inputs, is_own_output=is_own_output)
+    staging = new_staging_folder(path)
+    try:
+        yield staging
+        replace_folder(staging, path, overwrite=overwrite, inputs=inputs, is_own_output=is_own_output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def add_files(path: str | os.PathLike, last: Iterable[str] = ("config.json",)) -> Iterator[Path]:
+    """Yields a staging sub-folder of ``path``; on a normal exit its files are renamed into ``path``.
+
+    Each file replaces a file of the same name atomically; the names in ``last`` are moved after all the others, so
+    a reader that waits for ``config.json`` finds the complete set. Sub-folders are moved as a whole (an existing
+    sub-folder of the same name is replaced after the move). If the block raises, nothing is moved.
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = folder / f".staging-{secrets.token_hex(4)}"
+    staging.mkdir(mode=0o777)
+    try:
+        yield staging
+        apply_umask(staging)
+        final = set(last)
+        entries = sorted(staging.iterdir(), key=lambda entry: (entry.name in final, entry.name))
+        for entry in entries:
+            target = folder / entry.name
+            if entry.is_dir():
+                _swap_in(entry, target)
+            else:
+                os.replace(entry, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

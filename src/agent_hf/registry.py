@@ -1,0 +1,495 @@
+"""The seven published Agent Attention segmentation models: every fact about them, in one place.
+
+Each entry of :data:`MODELS` holds a model's architecture (the config values of the official config file), the
+authors' ADE20K results, the training recipe's numbers, the parameter count, the FLOPs counted by agent-hf, and the
+official config and checkpoint links. `agent_hf.presets` builds configs from it, `agent_hf.hub` renders the model
+cards and the README's model table from it, and the training recipes read their numbers from it.
+
+This module is plain data (standard library only): the Hub tools read it without importing torch or transformers.
+
+Sources: the official README of `LeapLabTHU/Agent-Attention/downstream/segmentation` (results, parameters, FLOPs,
+checkpoint links) and its mmsegmentation 0.x configs (architecture, recipe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "AGENT_PVT_RECIPE",
+    "AGENT_SWIN_RECIPE",
+    "MODELS",
+    "PAPER_URL",
+    "TRAINING_ONLY_CONFIG_KEYS",
+    "UPSTREAM_REPO_URL",
+    "UPSTREAM_SEGMENTATION_URL",
+    "ArchitectureDifference",
+    "ModelSpec",
+    "PaperRecipe",
+    "architecture_differences",
+    "get_model_spec",
+    "paper_recipe",
+]
+
+UPSTREAM_REPO_URL = "https://github.com/LeapLabTHU/Agent-Attention"
+UPSTREAM_SEGMENTATION_URL = f"{UPSTREAM_REPO_URL}/tree/HEAD/downstream/segmentation"
+PAPER_URL = "https://arxiv.org/abs/2312.08874"
+
+#: Config values that only act during training (regularization, loss): they are not compared when deciding whether
+#: a model has a preset's architecture.
+TRAINING_ONLY_CONFIG_KEYS = frozenset(
+    {
+        "drop_path_rate",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "classifier_dropout",
+        "auxiliary_loss_weight",
+        "loss_ignore_index",
+    }
+)
+
+
+@dataclass(frozen=True)
+class PaperRecipe:
+    """Optimizer and schedule of an official config (mmsegmentation 0.x, mmcv 1.x `PolyLrUpdaterHook`).
+
+    Attributes:
+        schedule: the official `_base_` schedule file, e.g. ``"schedule_160k"``.
+        learning_rate: AdamW learning rate.
+        betas: AdamW betas.
+        weight_decay: AdamW weight decay.
+        no_decay_keys: mmcv ``paramwise_cfg.custom_keys`` with ``decay_mult=0``: parameters whose official name
+            contains one of them get no weight decay (empty: decay on every parameter).
+        poly_power: power of the poly learning-rate decay.
+        min_lr: learning rate at the end of the schedule.
+        warmup_iters: linear warm-up iterations (0: none).
+        warmup_ratio: the warm-up starts at ``warmup_ratio * learning_rate``.
+        iterations: length of the schedule (optimizer steps).
+        gpus: GPUs of the official run.
+        images_per_gpu: images per GPU and iteration.
+        crop_size: training crop (height, width).
+    """
+
+    schedule: str
+    learning_rate: float
+    weight_decay: float
+    poly_power: float
+    iterations: int
+    betas: tuple[float, float] = (0.9, 0.999)
+    no_decay_keys: tuple[str, ...] = ()
+    min_lr: float = 0.0
+    warmup_iters: int = 0
+    warmup_ratio: float = 0.0
+    gpus: int = 8
+    images_per_gpu: int = 2
+    crop_size: tuple[int, int] = (512, 512)
+
+    @property
+    def batch_size(self) -> int:
+        """Images per iteration over all GPUs."""
+        return self.gpus * self.images_per_gpu
+
+    def summary(self) -> str:
+        """One sentence with every number of the recipe (used by the model cards)."""
+        if self.no_decay_keys:
+            keys = ", ".join(f"`{key}`" for key in self.no_decay_keys)
+            decay = (
+                f"weight decay {_number(self.weight_decay)}, none on parameters whose official name contains {keys}"
+            )
+        else:
+            decay = f"weight decay {_number(self.weight_decay)} on every parameter"
+        warmup = (
+            f"{self.warmup_iters:,} linear warm-up iterations from {_number(self.warmup_ratio)} × lr, then "
+            if self.warmup_iters
+            else "no warm-up, "
+        )
+        return (
+            f"AdamW (lr {_number(self.learning_rate)}, betas {self.betas}, {decay}); {warmup}poly decay "
+            f"(power {self.poly_power:g}) to {self.min_lr:g} over {self.iterations:,} iterations of "
+            f"{self.batch_size} images ({self.gpus} GPUs × {self.images_per_gpu}), "
+            f"{self.crop_size[0]}×{self.crop_size[1]} crops of ADE20K train"
+        )
+
+
+def _number(value: float) -> str:
+    """Numbers as the official configs write them: ``0.01``, ``2e-4``, ``1e-6``."""
+    if 0 < abs(value) < 1e-3:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return f"{value:g}"
+
+
+#: Agent-Swin + UperNet, `configs/agent_swin/upernet_agent_swin_*_9-12-14-7.py` (`schedule_160k`).
+AGENT_SWIN_RECIPE = PaperRecipe(
+    schedule="schedule_160k",
+    learning_rate=6e-5,
+    weight_decay=0.01,
+    no_decay_keys=(
+        "absolute_pos_embed",
+        "relative_position_bias_table",
+        "norm",
+        "an_bias",
+        "na_bias",
+        "ah_bias",
+        "aw_bias",
+        "ha_bias",
+        "wa_bias",
+    ),
+    poly_power=1.0,
+    warmup_iters=1500,
+    warmup_ratio=1e-6,
+    iterations=160_000,
+)
+
+#: Agent-PVT + Semantic FPN, `configs/agent_pvt/fpn_agent_pvt_*_12-16-28-28.py` (`schedule_40k`).
+AGENT_PVT_RECIPE = PaperRecipe(
+    schedule="schedule_40k",
+    learning_rate=2e-4,
+    weight_decay=1e-4,
+    poly_power=0.9,
+    iterations=40_000,
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One published model.
+
+    Attributes:
+        preset: preset name, also the default Hub repository name (e.g. ``"agent-swin-t-upernet-ade20k"``).
+        model_type: ``"agent_swin"`` or ``"agent_pvt"``.
+        backbone: display name of the backbone (e.g. ``"Agent-Swin-T"``).
+        head: display name of the decode head, ``"UperNet"`` or ``"Semantic FPN"``.
+        architecture: config values that define the network (every one of them, not only those that differ from
+            the config class's defaults), as in the official config file.
+        drop_path_rate: stochastic depth of the official config (training only).
+        num_labels: classes (ADE20K: 150).
+        mean_iou: single-scale mIoU (%) reported on the ADE20K validation set (2,000 images).
+        mean_accuracy: single-scale mAcc (%) on the same split.
+        num_parameters: exact parameter count (auxiliary head included); the paper rounds it, see
+            ``reported_parameters``.
+        reported_parameters: parameter count as printed by the authors (e.g. ``"61M"``).
+        reported_gflops: "FLOPs" at 512x2048 as printed by the authors, in G (mmcv's `get_model_complexity_info`
+            plus analytic attention terms, i.e. multiply-accumulates).
+        counted_flops: floating-point operations of one 512x2048 inference pass counted by agent-hf
+            (`agent_hf.flops.count_flops`: 2 per multiply-accumulate, auxiliary head excluded as in the paper).
+        recipe: the training recipe of the official config.
+        upstream_config: official mmsegmentation config, relative to ``downstream/segmentation``.
+        official_checkpoint_url: download link of the official checkpoint, ``None`` where the official README has
+            an empty link.
+    """
+
+    preset: str
+    model_type: str
+    backbone: str
+    head: str
+    architecture: Mapping[str, Any]
+    drop_path_rate: float
+    mean_iou: float
+    mean_accuracy: float
+    num_parameters: int
+    reported_parameters: str
+    reported_gflops: float
+    counted_flops: int
+    recipe: PaperRecipe
+    upstream_config: str
+    official_checkpoint_url: str | None
+    num_labels: int = 150
+    dataset: str = "scene_parse_150"
+
+    @property
+    def backbone_tag(self) -> str:
+        """Hub tag of the backbone family."""
+        return self.model_type.replace("_", "-")
+
+    @property
+    def head_tag(self) -> str:
+        """Hub tag of the head."""
+        return "upernet" if self.model_type == "agent_swin" else "semantic-fpn"
+
+    @property
+    def auxiliary_head(self) -> bool:
+        """Whether the model has an auxiliary FCN head (training loss only)."""
+        return bool(self.architecture.get("use_auxiliary_head", False))
+
+    @property
+    def train_iterations(self) -> int:
+        """Length of the official schedule."""
+        return self.recipe.iterations
+
+    @property
+    def config_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the config class that build this model (architecture and drop-path rate)."""
+        return {**_copy(self.architecture), "drop_path_rate": self.drop_path_rate}
+
+
+def _copy(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep copy of nested lists, so that callers can never modify the registry."""
+    return {key: _to_list(value) for key, value in values.items()}
+
+
+def _to_list(value: Any) -> Any:
+    return [_to_list(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+_SWIN_COMMON = dict(
+    pretrain_image_size=224,
+    patch_size=4,
+    num_channels=3,
+    window_size=7,
+    mlp_ratio=4.0,
+    agent_num=(9, 16, 49, 49),
+    agent_kernel_size=3,
+    attention_scale_exponent=-0.5,
+    qkv_bias=True,
+    qk_scale=None,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+    patch_norm=True,
+    use_absolute_embeddings=False,
+    decoder_hidden_size=512,
+    pool_scales=(1, 2, 3, 6),
+    use_auxiliary_head=True,
+    auxiliary_in_index=2,
+    auxiliary_channels=256,
+    auxiliary_num_convs=1,
+    auxiliary_concat_input=False,
+    align_corners=False,
+)
+
+_PVT_COMMON = dict(
+    pretrain_image_size=224,
+    patch_size=4,
+    num_channels=3,
+    embed_dims=(64, 128, 320, 512),
+    num_heads=(1, 2, 5, 8),
+    mlp_ratios=(8, 8, 4, 4),
+    attn_type="AAAA",
+    sr_ratios=(8, 4, 2, 1),
+    agent_sr_ratios=(1, 1, 1, 1),
+    agent_num=(9, 16, 49, 49),
+    downstream_agent_shapes=((12, 12), (16, 16), (28, 28), (28, 28)),
+    agent_kernel_size=3,
+    attention_scale_exponent=-0.5,
+    qkv_bias=True,
+    qk_scale=None,
+    hidden_act="gelu",
+    layer_norm_eps=1e-6,
+    fpn_hidden_size=256,
+    decoder_hidden_size=128,
+    feature_strides=(4, 8, 16, 32),
+    align_corners=False,
+)
+
+_CHECKPOINT_URL = "https://cloud.tsinghua.edu.cn/f/{}/?dl=1"
+
+
+def _swin(
+    size: str,
+    *,
+    embed_dim: int,
+    depths: tuple[int, ...],
+    num_heads: tuple[int, ...],
+    agent_shapes: tuple[tuple[int, int], ...],
+    attn_type: str,
+    drop_path_rate: float,
+    results: tuple[float, float],
+    params: tuple[int, str],
+    flops: tuple[float, int],
+    checkpoint: str | None,
+) -> ModelSpec:
+    architecture = dict(
+        _SWIN_COMMON,
+        embed_dim=embed_dim,
+        depths=depths,
+        num_heads=num_heads,
+        downstream_agent_shapes=agent_shapes,
+        attn_type=attn_type,
+    )
+    return ModelSpec(
+        preset=f"agent-swin-{size}-upernet-ade20k",
+        model_type="agent_swin",
+        backbone=f"Agent-Swin-{size.upper()}",
+        head="UperNet",
+        architecture=MappingProxyType(architecture),
+        drop_path_rate=drop_path_rate,
+        mean_iou=results[0],
+        mean_accuracy=results[1],
+        num_parameters=params[0],
+        reported_parameters=params[1],
+        reported_gflops=flops[0],
+        counted_flops=flops[1],
+        recipe=AGENT_SWIN_RECIPE,
+        upstream_config=f"configs/agent_swin/upernet_agent_swin_{size}_9-12-14-7.py",
+        official_checkpoint_url=checkpoint and _CHECKPOINT_URL.format(checkpoint),
+    )
+
+
+def _pvt(
+    size: str,
+    *,
+    depths: tuple[int, ...],
+    drop_path_rate: float,
+    results: tuple[float, float],
+    params: tuple[int, str],
+    flops: tuple[float, int],
+    checkpoint: str | None,
+) -> ModelSpec:
+    return ModelSpec(
+        preset=f"agent-pvt-{size}-fpn-ade20k",
+        model_type="agent_pvt",
+        backbone=f"Agent-PVT-{size.upper()}",
+        head="Semantic FPN",
+        architecture=MappingProxyType(dict(_PVT_COMMON, depths=depths)),
+        drop_path_rate=drop_path_rate,
+        mean_iou=results[0],
+        mean_accuracy=results[1],
+        num_parameters=params[0],
+        reported_parameters=params[1],
+        reported_gflops=flops[0],
+        counted_flops=flops[1],
+        recipe=AGENT_PVT_RECIPE,
+        upstream_config=f"configs/agent_pvt/fpn_agent_pvt_{size}_12-16-28-28.py",
+        official_checkpoint_url=checkpoint and _CHECKPOINT_URL.format(checkpoint),
+    )
+
+
+_SWIN_T_S_HEADS = (3, 6, 12, 24)
+
+#: The seven models, keyed by preset name, in the order of the official README.
+MODELS: Mapping[str, ModelSpec] = MappingProxyType(
+    {
+        spec.preset: spec
+        for spec in (
+            _swin(
+                "t",
+                embed_dim=96,
+                depths=(2, 2, 6, 2),
+                num_heads=_SWIN_T_S_HEADS,
+                agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7)),
+                attn_type="AAAB",
+                drop_path_rate=0.3,
+                results=(46.68, 58.53),
+                params=(60_556_472, "61M"),
+                flops=(954, 1_910_615_020_704),
+                checkpoint="280481ee38024bce8364",
+            ),
+            _swin(
+                "s",
+                embed_dim=96,
+                depths=(2, 2, 18, 2),
+                num_heads=_SWIN_T_S_HEADS,
+                agent_shapes=((9, 9), (12, 12), (7, 7), (7, 7)),
+                attn_type="AABB",
+                drop_path_rate=0.3,
+                results=(48.08, 59.78),
+                params=(81_320_192, "81M"),
+                flops=(1043, 2_086_380_258_912),
+                checkpoint=None,
+            ),
+            _swin(
+                "b",
+                embed_dim=128,
+                depths=(2, 2, 18, 2),
+                num_heads=(4, 8, 16, 32),
+                agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7)),
+                attn_type="AAMB2",
+                drop_path_rate=0.5,
+                results=(48.73, 60.01),
+                params=(121_606_588, "121M"),
+                flops=(1196, 2_393_411_066_240),
+                checkpoint=None,
+            ),
+            _pvt(
+                "t",
+                depths=(2, 2, 2, 2),
+                drop_path_rate=0.1,
+                results=(40.18, 51.76),
+                params=(15_323_998, "15M"),
+                flops=(147, 295_152_394_304),
+                checkpoint="5e7bf988b4b74efe8654",
+            ),
+            _pvt(
+                "s",
+                depths=(3, 4, 6, 3),
+                drop_path_rate=0.1,
+                results=(44.18, 56.17),
+                params=(24_388_712, "24M"),
+                flops=(211, 426_203_607_536),
+                checkpoint="11332fa565e443678e4c",
+            ),
+            _pvt(
+                "m",
+                depths=(3, 4, 18, 3),
+                drop_path_rate=0.2,
+                results=(44.30, 56.42),
+                params=(39_675_392, "40M"),
+                flops=(321, 650_539_194_416),
+                checkpoint=None,
+            ),
+            _pvt(
+                "l",
+                depths=(3, 8, 27, 3),
+                drop_path_rate=0.1,
+                results=(46.52, 58.50),
+                params=(52_491_826, "52M"),
+                flops=(434, 879_804_482_784),
+                checkpoint="0da8b58581214f85974f",
+            ),
+        )
+    }
+)
+
+
+def get_model_spec(preset: str) -> ModelSpec:
+    """The entry of `preset`; a `ValueError` naming the presets when it is unknown."""
+    try:
+        return MODELS[preset]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown preset {preset!r}. Expected one of: {', '.join(MODELS)}.") from None
+
+
+def paper_recipe(model_type: str) -> PaperRecipe:
+    """The official recipe of a model family (``"agent_swin"`` or ``"agent_pvt"``)."""
+    recipes = {"agent_swin": AGENT_SWIN_RECIPE, "agent_pvt": AGENT_PVT_RECIPE}
+    if model_type not in recipes:
+        raise ValueError(f"No paper recipe for model_type {model_type!r}; expected one of {sorted(recipes)}.")
+    return recipes[model_type]
+
+
+@dataclass(frozen=True)
+class ArchitectureDifference:
+    """One config value where a model differs from a preset (``None`` where the config does not record it)."""
+
+    key: str
+    value: Any
+    preset_value: Any = field(default=None)
+
+    def __str__(self) -> str:
+        value = "not recorded" if self.value is None else self.value
+        return f"{self.key} {value} (preset: {self.preset_value})"
+
+
+def architecture_differences(config: Mapping[str, Any], preset: str) -> list[ArchitectureDifference]:
+    """Where the config of a model (a ``config.json`` dict or ``config.to_dict()``) differs from a preset.
+
+    Compares the model type, the number of classes and every architecture value of the preset; training-only
+    values (drop-path, dropout, loss settings) are not compared. An empty list means the model has exactly the
+    preset's architecture.
+    """
+    spec = get_model_spec(preset)
+    differences = []
+    if config.get("model_type") != spec.model_type:
+        differences.append(ArchitectureDifference("model_type", config.get("model_type"), spec.model_type))
+    id2label = config.get("id2label")
+    num_labels = len(id2label) if isinstance(id2label, Mapping) else config.get("num_labels")
+    if num_labels != spec.num_labels:
+        differences.append(ArchitectureDifference("num_labels", num_labels, spec.num_labels))
+    for key, expected in spec.architecture.items():
+        value = config.get(key)
+        if _to_list(value) != _to_list(expected):
+            differences.append(ArchitectureDifference(key, value, _to_list(expected)))
+    return differences

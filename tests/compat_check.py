@@ -1,0 +1,260 @@
+"""Compatibility check of the Hub-shipped model code across transformers versions (`make test-compat`).
+
+    python tests/compat_check.py [--versions 4.57.6 5.0.0 5.24.0] [--parity_version 5.0.0]
+
+1. In this interpreter (the project's venv, agent_hf importable) it writes, for both families, a tiny model folder
+   with `save_model_folder` and a folder as agent-hf 0.1.0 wrote it (the 0.1.0 model code, taken from git, builds
+   and saves it; the current shipped code is copied next to it, as in a Hub repo whose code was updated), and the
+   outputs of both on a fixed input.
+2. For each version it creates `.venv-compat/<version>` on first use (torch 2.13.0, that transformers, no
+   torchvision; reused when present) and runs the worker part of this file there, in a process where agent_hf
+   cannot be imported: every folder loads with `trust_remote_code=True` through `AutoModelForSemanticSegmentation`,
+   `AutoModel` and `AutoBackbone`, and gives the outputs saved in step 1. More checks of a loaded folder (e.g.
+   `pipeline("image-segmentation")`) go into `FOLDER_CHECKS`.
+3. In the venv of `--parity_version` (the package's floor) it installs the package and runs the parity subset.
+
+Exits non-zero on the first failure; prints the time of each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_VERSIONS = ("4.57.6", "5.0.0", "5.24.0")
+DEFAULT_PARITY_VERSION = "5.0.0"
+VENV_ROOT = REPO_ROOT / ".venv-compat"
+WORK_DIR = REPO_ROOT / ".cache-compat" / "folders"
+TORCH = "torch==2.13.0"  # the local CPU wheel; never torchvision
+# The model code as agent-hf 0.1.0 shipped it (the last commit before the ModuleList renaming).
+V010_COMMIT = "cf320a4"
+SHIPPED_MODULES = (
+    "configuration_agent_swin.py",
+    "configuration_agent_pvt.py",
+    "modeling_agent_swin.py",
+    "modeling_agent_pvt.py",
+    "agent_attention.py",
+    "heads.py",
+    "layers.py",
+)
+FAMILIES = ("swin", "pvt")
+
+
+# ------------------------------------------------------------------------------------------------ step 1 (main venv)
+def tiny_config(family: str, module):
+    """The shared tiny configs of tests/conftest.py, built with `module`'s config classes."""
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from conftest import TINY_PVT, TINY_SWIN
+
+    if family == "swin":
+        return module.AgentSwinConfig(**TINY_SWIN, num_labels=5, out_features=["stage1", "stage2", "stage3", "stage4"])
+    return module.AgentPvtConfig(**TINY_PVT, num_labels=5, out_features=["stage1", "stage2", "stage3", "stage4"])
+
+
+def import_v010_code(destination: Path):
+    """The 0.1.0 shipped modules as a package `agent_hf_v010` (from git), imported."""
+    import importlib
+
+    package = destination / "agent_hf_v010"
+    package.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_MODULES:
+        source = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "show", f"{V010_COMMIT}:src/agent_hf/{name}"],
+            capture_output=True,
+            text=True,
+        )
+        if source.returncode:
+            raise SystemExit(f"compat_check: cannot read the 0.1.0 model code from git: {source.stderr.strip()}")
+        (package / name).write_text(source.stdout)
+    (package / "__init__.py").write_text(
+        "from .configuration_agent_pvt import AgentPvtConfig\n"
+        "from .configuration_agent_swin import AgentSwinConfig\n"
+        "from .modeling_agent_pvt import AgentPvtForSemanticSegmentation\n"
+        "from .modeling_agent_swin import AgentSwinForSemanticSegmentation\n"
+    )
+    sys.path.insert(0, str(destination))
+    return importlib.import_module("agent_hf_v010")
+
+
+def write_folders(work_dir: Path) -> list[str]:
+    """Model folders of both families (current and 0.1.0) with the outputs they must give. Returns their names."""
+    import torch
+
+    import agent_hf
+    from agent_hf.processing import save_model_folder
+
+    if work_dir.exists():
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    v010 = import_v010_code(work_dir.parent / "v010_code")
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(1, 3, 64, 80, generator=generator)
+    names = []
+    for family in FAMILIES:
+        for kind, module in (("current", agent_hf), ("v010", v010)):
+            torch.manual_seed(0)
+            config = tiny_config(family, module)
+            model_class = (
+                module.AgentSwinForSemanticSegmentation if family == "swin" else module.AgentPvtForSemanticSegmentation
+            )
+            model = model_class(config).eval()
+            with torch.no_grad():  # every weight matters (fresh LayerNorms are 1/0, as their default init)
+                for parameter in model.parameters():
+                    parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+            folder = work_dir / f"{family}-{kind}"
+            if kind == "current":
+                save_model_folder(model, folder)
+            else:
+                model.save_pretrained(folder, safe_serialization=True)
+                # A Hub repo of 0.1.0 whose code was updated: the weights and config.json stay as 0.1.0 wrote them.
+                for name in SHIPPED_MODULES:
+                    shutil.copy(REPO_ROOT / "src" / "agent_hf" / name, folder / name)
+            with torch.no_grad():
+                outputs = model(pixel_values, output_hidden_states=True)
+            torch.save(
+                {"pixel_values": pixel_values, "logits": outputs.logits, "maps": list(outputs.hidden_states)},
+                folder / "expected.pt",
+            )
+            names.append(folder.name)
+    return names
+
+
+# ------------------------------------------------------------------------------------------------ step 2 (each venv)
+def ensure_venv(version: str, with_package: bool = False) -> Path:
+    """`.venv-compat/<version>`, created on first use; with the package installed when `with_package`."""
+    venv = VENV_ROOT / version
+    python = venv / "bin" / "python"
+    stamp = venv / (".installed-package" if with_package else ".installed")
+    if stamp.exists():
+        return python
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    if not (venv / ".installed").exists():
+        run(
+            [python, "-m", "pip", "install", "-q", TORCH, f"transformers=={version}", "safetensors", "pillow", "numpy"]
+        )
+        (venv / ".installed").touch()
+    if with_package:
+        # The package with its dependencies, transformers held at this version.
+        run([python, "-m", "pip", "install", "-q", "-e", f"{REPO_ROOT}[test]", f"transformers=={version}"])
+        stamp.touch()
+    return python
+
+
+def run(command, **kwargs) -> None:
+    result = subprocess.run([str(c) for c in command], **kwargs)
+    if result.returncode:
+        raise SystemExit(f"compat_check: failed ({result.returncode}): {' '.join(str(c) for c in command)}")
+
+
+def check_folders_in(python: Path, names: list[str], work_dir: Path) -> None:
+    """Runs `worker` in `python`'s venv, with agent_hf not importable."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+    run([python, __file__, "--worker", *names], cwd=work_dir, env=env)
+
+
+# ------------------------------------------------------------------------------------------------ worker
+def check_outputs(folder: str, model_class: str, expected: dict) -> str:
+    import torch
+    import transformers
+
+    if model_class == "AutoBackbone":
+        # `AutoBackbone.from_pretrained(<local folder>)` asks the Hub whether the path is a repo on transformers
+        # >= 5.3 (and falls back to timm); the folder's class, resolved from its auto_map, loads it everywhere.
+        from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+        reference = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=True).auto_map[model_class]
+        auto = get_class_from_dynamic_module(reference, folder)
+    else:
+        auto = getattr(transformers, model_class)
+    model = auto.from_pretrained(folder, trust_remote_code=True).eval()
+    if not type(model).__module__.startswith("transformers_modules"):
+        raise AssertionError(f"{folder}: {model_class} did not load the folder's code ({type(model).__module__})")
+    with torch.no_grad():
+        if model_class == "AutoModelForSemanticSegmentation":
+            got, want = model(expected["pixel_values"]).logits, expected["logits"]
+        elif model_class == "AutoBackbone":
+            got, want = model(expected["pixel_values"]).feature_maps[-1], expected["maps"][-1]
+        else:
+            got, want = model(expected["pixel_values"]).last_hidden_state, expected["maps"][-1]
+    error = ((got.double() - want.double()).norm() / want.double().norm()).item()
+    if got.shape != want.shape or error > 1e-6:
+        raise AssertionError(f"{folder}: {model_class} outputs differ (relative error {error:.3g})")
+    return f"{type(model).__name__} rel. error {error:.1g}"
+
+
+def check_logits(folder: str, expected: dict) -> str:
+    return check_outputs(folder, "AutoModelForSemanticSegmentation", expected)
+
+
+def check_base_model(folder: str, expected: dict) -> str:
+    return check_outputs(folder, "AutoModel", expected)
+
+
+def check_backbone(folder: str, expected: dict) -> str:
+    return check_outputs(folder, "AutoBackbone", expected)
+
+
+# Checks run on every folder in every venv: (name, function(folder, expected outputs) -> one-line summary).
+# The pipeline check (`pipeline("image-segmentation", model=folder, trust_remote_code=True)`) goes here.
+FOLDER_CHECKS = [("logits", check_logits), ("base model", check_base_model), ("backbone", check_backbone)]
+
+
+def worker(names: list[str]) -> None:
+    import importlib.abc
+
+    class BlockAgentHF(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "agent_hf" or name.startswith("agent_hf."):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked by compat_check)")
+
+    sys.meta_path.insert(0, BlockAgentHF())
+    import torch
+    import transformers
+
+    for name in names:
+        expected = torch.load(Path(name) / "expected.pt")
+        for check_name, check in FOLDER_CHECKS:
+            print(
+                f"  transformers {transformers.__version__} {name}: {check_name}: {check(name, expected)}", flush=True
+            )
+    assert "agent_hf" not in sys.modules
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--versions", nargs="+", default=list(DEFAULT_VERSIONS), help="transformers versions")
+    parser.add_argument("--parity_version", default=DEFAULT_PARITY_VERSION, help="floor: parity subset runs here")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.worker)
+
+    start = time.perf_counter()
+    names = write_folders(WORK_DIR)
+    print(f"compat_check: folders written ({time.perf_counter() - start:.0f} s)", flush=True)
+    for version in args.versions:
+        step = time.perf_counter()
+        python = ensure_venv(version, with_package=version == args.parity_version)
+        check_folders_in(python, names, WORK_DIR)
+        print(
+            f"compat_check: transformers {version}: shipped code OK ({time.perf_counter() - step:.0f} s)", flush=True
+        )
+    if args.parity_version:
+        step = time.perf_counter()
+        python = ensure_venv(args.parity_version, with_package=True)
+        run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_parity.py"], cwd=REPO_ROOT)
+        print(f"compat_check: transformers {args.parity_version}: parity OK ({time.perf_counter() - step:.0f} s)")
+    print(f"compat_check: all OK in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

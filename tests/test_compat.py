@@ -1,0 +1,260 @@
+"""transformers conventions of the six classes: device_map offload, attention outputs and implementation switch,
+config-driven outputs, input embeddings, backbone defaults, loading across classes and from agent-hf 0.1.0 names,
+input checks, and the transformers version floor. (Other transformers versions: `make test-compat`.)"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO_ROOT, tiny_pvt_config, tiny_swin_config
+from safetensors.torch import load_file, save_file
+
+from agent_hf import (
+    AgentPvtBackbone,
+    AgentPvtForSemanticSegmentation,
+    AgentPvtModel,
+    AgentSwinBackbone,
+    AgentSwinForSemanticSegmentation,
+    AgentSwinModel,
+)
+from agent_hf.layers import rename_key
+
+FOUR = ["stage1", "stage2", "stage3", "stage4"]
+CLASSES = {
+    "swin": (tiny_swin_config, AgentSwinModel, AgentSwinBackbone, AgentSwinForSemanticSegmentation),
+    "pvt": (tiny_pvt_config, AgentPvtModel, AgentPvtBackbone, AgentPvtForSemanticSegmentation),
+}
+SIX = [(family, index) for family in CLASSES for index in (1, 2, 3)]
+IDS = [f"{family}-{CLASSES[family][index].__name__}" for family, index in SIX]
+
+
+def build(family, index, **config_kwargs):
+    torch.manual_seed(0)
+    factory = CLASSES[family][0]
+    model = CLASSES[family][index](factory(out_features=FOUR, **config_kwargs)).eval()
+    with torch.no_grad():  # every weight matters (fresh LayerNorms are 1/0)
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return model
+
+
+def main_output(outputs):
+    for name in ("logits", "feature_maps", "last_hidden_state"):
+        if getattr(outputs, name, None) is not None:
+            value = getattr(outputs, name)
+            return torch.cat([v.flatten() for v in value]) if isinstance(value, tuple) else value
+    raise AssertionError(outputs)
+
+
+PIXELS = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("family,index", SIX, ids=IDS)
+def test_device_map_offload_gives_the_same_outputs(family, index, tmp_path):
+    model = build(family, index)
+    model.save_pretrained(tmp_path / "model")
+    with torch.no_grad():
+        expected = main_output(model(PIXELS))
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    offloaded = (
+        type(model)
+        .from_pretrained(
+            tmp_path / "model",
+            device_map="auto",
+            max_memory={"cpu": size // 3},  # most weights go to disk
+            offload_folder=tmp_path / "offload",
+        )
+        .eval()
+    )
+    assert "disk" in set(offloaded.hf_device_map.values()), offloaded.hf_device_map
+    with torch.no_grad():
+        torch.testing.assert_close(main_output(offloaded(PIXELS)), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_output_attentions_returns_both_agent_steps_per_block(family):
+    model = build(family, 1, attn_type="AAAB")  # agent blocks in stages 1-3, window / spatial-reduction in 4
+    with torch.no_grad():
+        outputs = model(PIXELS, output_attentions=True)
+        plain = model(PIXELS)
+    torch.testing.assert_close(outputs.last_hidden_state, plain.last_hidden_state, rtol=1e-5, atol=1e-6)
+    config = model.config
+    blocks = [stage for stage in range(4) for _ in range(config.depths[stage])]
+    assert len(outputs.attentions) == len(blocks)
+    for stage, weights in zip(blocks, outputs.attentions):
+        heads, tokens = config.num_heads[stage], (16 // 2**stage) ** 2  # 64x64 input: maps of 16, 8, 4, 2
+        if stage < 3:
+            agent_to_token, token_to_agent = weights
+            agents = config.downstream_agent_shapes[stage][0] * config.downstream_agent_shapes[stage][1]
+            assert agent_to_token.shape == (1, heads, agents, tokens)
+            assert token_to_agent.shape == (1, heads, tokens, agents)
+            for w in (agent_to_token, token_to_agent):
+                torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+        elif family == "swin":  # one 7x7 window over the padded 2x2 map
+            window = config.window_size
+            assert weights.shape == (1, 1, heads, window * window, window * window)
+        else:  # sr_ratio 1 in stage 4: every token attends to every token
+            assert weights.shape == (1, heads, tokens, tokens)
+    model.set_attn_implementation("eager")  # transformers allows config.output_attentions with eager only
+    model.config.output_attentions = True  # the config's setting is read too
+    assert len(model(PIXELS).attentions) == len(blocks)
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_set_attn_implementation_switches_every_attention(family):
+    model = build(family, 3)
+    with torch.no_grad():
+        sdpa = model(PIXELS).logits
+    model.set_attn_implementation("eager")
+    configs = {id(m.config) for m in model.modules() if hasattr(m, "config")}
+    assert {m.config._attn_implementation for m in model.modules() if hasattr(m, "config")} == {"eager"}
+    assert len(configs) == 1
+    calls = []
+    original = torch.nn.functional.scaled_dot_product_attention
+    torch.nn.functional.scaled_dot_product_attention = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        with torch.no_grad():
+            eager = model(PIXELS).logits
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original
+    assert not calls, "eager attention does not call SDPA"
+    torch.testing.assert_close(eager, sdpa, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="attn_implementation must be one of"):
+        model.set_attn_implementation("flash_attention_2")
+
+
+@pytest.mark.parametrize("family,index", SIX, ids=IDS)
+def test_config_output_hidden_states_is_read(family, index):
+    model = build(family, index)
+    assert model(PIXELS).hidden_states is None
+    model.config.output_hidden_states = True
+    assert len(model(PIXELS).hidden_states) == 4
+
+
+@pytest.mark.parametrize("family,index", SIX, ids=IDS)
+def test_enable_input_require_grads_reaches_the_patch_embedding(family, index):
+    model = build(family, index)
+    assert isinstance(model.get_input_embeddings(), torch.nn.Conv2d)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    assert not main_output(model(PIXELS)).requires_grad
+    model.enable_input_require_grads()
+    assert main_output(model(PIXELS)).requires_grad
+
+
+@pytest.mark.parametrize("factory", [tiny_swin_config, tiny_pvt_config])
+def test_backbone_default_is_the_last_stage_and_four_stage_configs_keep_four(factory, tmp_path):
+    config = factory()
+    assert config.out_features == ["stage4"] and config.out_indices == [4]
+    backbone_class = AgentSwinBackbone if config.model_type == "agent_swin" else AgentPvtBackbone
+    assert len(backbone_class(config)(PIXELS).feature_maps) == 1
+    # a 0.1.0 config.json lists the four stages: it still returns four maps
+    config.out_features = FOUR
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["out_features"] == FOUR
+    reloaded = type(config).from_pretrained(tmp_path)
+    assert len(backbone_class(reloaded)(PIXELS).feature_maps) == 4
+    # the segmentation model reads all four stages whatever out_features says
+    segmentation = (
+        AgentSwinForSemanticSegmentation if config.model_type == "agent_swin" else AgentPvtForSemanticSegmentation
+    )(factory())
+    assert segmentation.eval()(PIXELS).logits.shape[-2:] == (16, 16)
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_base_model_folder_loads_into_the_segmentation_model_and_back(family, tmp_path):
+    base = build(family, 1)
+    base.save_pretrained(tmp_path / "base")
+    segmentation = CLASSES[family][3].from_pretrained(tmp_path / "base").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            segmentation.backbone(PIXELS, output_hidden_states=True).hidden_states[-1], base(PIXELS).last_hidden_state
+        )
+    segmentation.save_pretrained(tmp_path / "segmentation")
+    back = CLASSES[family][1].from_pretrained(tmp_path / "segmentation").eval()
+    backbone = CLASSES[family][2].from_pretrained(tmp_path / "segmentation").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(PIXELS).last_hidden_state, base(PIXELS).last_hidden_state)
+        torch.testing.assert_close(backbone(PIXELS).feature_maps[-1], base(PIXELS).last_hidden_state)
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_folder_with_0_1_0_parameter_names_loads_and_is_saved_with_the_current_names(family, tmp_path):
+    model = build(family, 3)
+    model.save_pretrained(tmp_path / "current")
+    weights = load_file(tmp_path / "current" / "model.safetensors")
+    legacy = {legacy_name(family, k): v for k, v in weights.items()}
+    assert legacy.keys() != weights.keys()
+    save_file(legacy, tmp_path / "current" / "model.safetensors", metadata={"format": "pt"})
+    reloaded = type(model).from_pretrained(tmp_path / "current").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(PIXELS).logits, model(PIXELS).logits)
+    reloaded.save_pretrained(tmp_path / "resaved")
+    assert load_file(tmp_path / "resaved" / "model.safetensors").keys() == weights.keys()
+
+
+def legacy_name(family, key):
+    """The 0.1.0 name of a current parameter name (independent of the loader's rules)."""
+    import re
+
+    if family == "swin":
+        return re.sub(r"agent_swin\.norms\.(\d)\.", r"agent_swin.norm\1.", key)
+    key = re.sub(r"agent_pvt\.stages\.(\d)\.blocks\.", lambda m: f"agent_pvt.block{int(m[1]) + 1}.", key)
+    key = re.sub(r"agent_pvt\.stages\.(\d)\.patch_embed\.", lambda m: f"agent_pvt.patch_embed{int(m[1]) + 1}.", key)
+    return re.sub(r"agent_pvt\.stages\.(\d)\.pos_embed$", lambda m: f"agent_pvt.pos_embed{int(m[1]) + 1}", key)
+
+
+def test_official_and_0_1_0_names_rename_to_the_current_ones():
+    mapping = AgentPvtForSemanticSegmentation._checkpoint_key_mapping()
+    assert rename_key("backbone.agent_pvt.block2.0.attn.q.weight", mapping) == (
+        "backbone.agent_pvt.stages.1.blocks.0.attn.q.weight"
+    )
+    assert rename_key("backbone.agent_pvt.pos_embed4", mapping) == "backbone.agent_pvt.stages.3.pos_embed"
+    mapping = AgentSwinForSemanticSegmentation._checkpoint_key_mapping()
+    assert rename_key("backbone.agent_swin.norm3.bias", mapping) == "backbone.agent_swin.norms.3.bias"
+    block_norm = "backbone.agent_swin.layers.0.blocks.0.norm1.weight"
+    assert rename_key(block_norm, mapping) == block_norm, "the blocks' own norm1/norm2 keep their names"
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_input_dtype_batch_and_label_checks(family, caplog):
+    model = build(family, 3)
+    with torch.no_grad():
+        expected = model(PIXELS).logits
+        torch.testing.assert_close(model(PIXELS.double()).logits, expected)  # cast to the model's dtype
+        assert model(PIXELS.half()).logits.dtype == torch.float32
+    with pytest.raises(ValueError, match="empty input"):
+        model(torch.zeros(0, 3, 64, 64))
+    bad = PIXELS.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with caplog.at_level(logging.WARNING):
+        model(bad)
+        model(bad)
+    assert sum("NaN or infinite" in r.getMessage() for r in caplog.records) == 1, "warned once"
+    labels = torch.zeros(1, 64, 64, dtype=torch.long)
+    labels[0, 0, :3] = torch.tensor([5, 255, -1])
+    with pytest.raises(ValueError, match=r"labels must be class ids in \[0, 5\) or the ignore index 255; got -1, 5"):
+        model(PIXELS, labels=labels)
+    labels[0, 0, :3] = 255
+    assert torch.isfinite(model(PIXELS, labels=labels).loss)
+
+
+def test_import_on_a_transformers_below_the_floor_says_what_it_needs(tmp_path):
+    # The version is read from the installed distribution's metadata: put an older one first on the path.
+    (tmp_path / "transformers-4.57.6.dist-info").mkdir()
+    (tmp_path / "transformers-4.57.6.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: transformers\nVersion: 4.57.6\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    code = "import agent_hf"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: agent_hf needs transformers>=5.0.0, but transformers 4.57.6 is installed")
