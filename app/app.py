@@ -53,16 +53,23 @@ except ImportError:  # a source checkout without `pip install -e .`, or a Space 
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation  # noqa: E402
 
 from agent_hf.data.ade20k import ADE20K_PALETTE  # noqa: E402
-from agent_hf.processing import make_image_processor  # noqa: E402
+from agent_hf.image_ops import open_image, to_rgb_array  # noqa: E402
+from agent_hf.image_processing_agent import AgentImageProcessor  # noqa: E402
+from agent_hf.pipeline_agent import AGENT_MODEL_TYPES  # noqa: E402
+from agent_hf.processing import as_agent_image_processor  # noqa: E402
 
 EXAMPLES_DIR = APP_DIR / "examples"
 DEMO_MODEL_DIR = Path("outputs") / "demo" / "model"  # written by scripts/demo.py
 #: The preset used when there is no trained demo model: the smallest of the seven (15M parameters).
 FALLBACK_PRESET = "agent-pvt-t-fpn-ade20k"
 DEFAULT_PRESET_NAMESPACE = "agent-hf"
-#: Images are segmented with their longer side at most this many pixels; the label map is then enlarged
-#: (nearest neighbor) to the full image, so huge uploads don't need a (num_labels, H, W) float tensor.
+#: The long-side cap of the class map: the model sees the processor's input (at most 2048x512 for ADE20K models)
+#: whatever the photo's size, but the class map is computed at most this many pixels on its longer side and then
+#: enlarged (nearest neighbor) to the full image, so that a huge photo never needs a (num_labels, H, W) float tensor.
+#: Up to this size the class map is exactly the pipeline's (mmseg's evaluation).
 MAX_PREDICTION_SIDE = 1024
+#: The overlay is blended this many pixels at a time (float32), into a uint8 image.
+OVERLAY_CHUNK_PIXELS = 1 << 20
 DEFAULT_ALPHA = 0.5
 MODEL_CACHE_SIZE = 3
 _PALETTE = np.asarray(ADE20K_PALETTE, dtype=np.uint8)
@@ -125,16 +132,21 @@ def _normalize_choice(choice: str | None) -> str:
     return choice or default_model_choice()
 
 
-def _processor_for(source: str, **kwargs):
+def _processor_for(source: str, model, **kwargs):
+    """The model's image processor; agent_hf models always get an AgentImageProcessor (mmseg's test pipeline), also
+    from folders written by earlier versions (whose SegformerImageProcessor squashed images to 512x512)."""
     try:
-        return AutoImageProcessor.from_pretrained(source, **kwargs)
-    except (OSError, ValueError):  # no preprocessor_config.json: agent_hf's default (ADE20K statistics, 512x512)
-        return make_image_processor()
+        processor = AutoImageProcessor.from_pretrained(source, **kwargs)
+    except (OSError, ValueError):  # no preprocessor_config.json
+        processor = None
+    if model.config.model_type in AGENT_MODEL_TYPES and not isinstance(processor, AgentImageProcessor):
+        return as_agent_image_processor(processor, model.config)
+    return processor or as_agent_image_processor(None, model.config)
 
 
 def _load_pretrained(source: str, choice: str, **kwargs) -> LoadedModel:
     model = AutoModelForSemanticSegmentation.from_pretrained(source, **kwargs).eval()
-    return LoadedModel(model, _processor_for(source, **kwargs), choice, source, random_weights=False)
+    return LoadedModel(model, _processor_for(source, model, **kwargs), choice, source, random_weights=False)
 
 
 def _load_uncached(choice: str) -> LoadedModel:
@@ -152,7 +164,7 @@ def _load_uncached(choice: str) -> LoadedModel:
             torch.manual_seed(0)
             model = AutoModelForSemanticSegmentation.from_config(agent_hf.preset_config(choice)).eval()
         source = f"{choice} architecture; {reason}"
-        return LoadedModel(model, make_image_processor(), choice, source, random_weights=True)
+        return LoadedModel(model, as_agent_image_processor(None, model.config), choice, source, random_weights=True)
     folder = Path(choice).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():
@@ -206,19 +218,18 @@ def model_status(choice: str | None) -> str:
 # ------------------------------------------------------------------------------------------------ inference
 
 
-def to_rgb_image(image) -> Image.Image:
-    """PIL image, ``(H, W[, C])`` array or file path, as an RGB PIL image."""
-    if isinstance(image, (str, os.PathLike)):
-        image = Image.open(image)
-    elif isinstance(image, np.ndarray):
-        image = Image.fromarray(image.astype(np.uint8) if image.dtype != np.uint8 else image)
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL image, an array or a path, got {type(image).__name__}")
-    return image.convert("RGB")
+def to_rgb(image) -> np.ndarray:
+    """An ``(H, W, 3)`` ``uint8`` RGB array of a PIL image (any mode), an array, a file path or encoded bytes.
+
+    Converted exactly as training data (``agent_hf.image_ops.to_rgb_array``): grayscale replicated, alpha dropped,
+    16-bit reduced to its high byte; float arrays are refused with a clear error rather than guessed.
+    """
+    return to_rgb_array(open_image(image))
 
 
-def _prediction_size(width: int, height: int, max_side: int = MAX_PREDICTION_SIDE) -> tuple[int, int]:
-    scale = min(1.0, max_side / max(width, height))
+def _prediction_size(width: int, height: int, max_side: int | None = None) -> tuple[int, int]:
+    """``(height, width)`` of the class map: the image's size, scaled down to ``MAX_PREDICTION_SIDE`` if larger."""
+    scale = min(1.0, (max_side or MAX_PREDICTION_SIDE) / max(width, height))
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
@@ -227,18 +238,25 @@ def predict(image, model_choice: str | None = None) -> np.ndarray:
     """The predicted class id of every pixel, ``(H, W)`` ``int64`` at the image's size.
 
     The image processor resizes and normalizes; ``post_process_semantic_segmentation`` resizes the logits
-    (bilinear) to the image and takes the argmax.
+    (bilinear) to the resized input, then to the image (at most ``MAX_PREDICTION_SIDE`` on the long side), and takes
+    the argmax; a larger image gets that class map enlarged (nearest neighbor).
     """
-    image = to_rgb_image(image)
+    array = to_rgb(image)
+    height, width = array.shape[:2]
     loaded = load_model(model_choice)
-    inputs = loaded.image_processor(images=image, return_tensors="pt")
-    outputs = loaded.model(pixel_values=inputs["pixel_values"])
-    target = _prediction_size(*image.size)
-    label_map = loaded.image_processor.post_process_semantic_segmentation(outputs, target_sizes=[target])[0]
+    processor = loaded.image_processor
+    inputs = processor(images=array, return_tensors="pt")
+    outputs = loaded.model(pixel_values=inputs["pixel_values"].to(loaded.model.dtype))
+    target = _prediction_size(width, height)
+    if isinstance(processor, AgentImageProcessor):  # resized from the full image, class map at the capped size
+        resized = processor.resized_size(height, width)
+        label_map = processor.post_process_semantic_segmentation(outputs, [target], resized_sizes=[resized])[0]
+    else:
+        label_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[target])[0]
     label_map = label_map.cpu().numpy().astype(np.int64)
-    if label_map.shape != (image.height, image.width):  # a huge image: enlarge the label map, not the logits
+    if label_map.shape != (height, width):  # a huge image: enlarge the label map, not the logits
         label_map = np.asarray(
-            Image.fromarray(label_map.astype(np.int32), mode="I").resize(image.size, Image.Resampling.NEAREST),
+            Image.fromarray(label_map.astype(np.int32)).resize((width, height), Image.Resampling.NEAREST),
             dtype=np.int64,
         )
     return label_map
@@ -254,13 +272,22 @@ def class_color(class_id: int) -> tuple[int, int, int]:
 
 
 def overlay(image, label_map: np.ndarray, alpha: float = DEFAULT_ALPHA) -> Image.Image:
-    """The image alpha-blended with the color map: ``(1 - alpha) * image + alpha * colors``."""
-    image = to_rgb_image(image)
-    if label_map.shape != (image.height, image.width):
-        raise ValueError(f"label map {label_map.shape} does not match the image {(image.height, image.width)}")
+    """The image alpha-blended with the color map: ``(1 - alpha) * image + alpha * colors``, rounded, in uint8.
+
+    Blended a band of rows at a time, so a 24-megapixel photo needs a few tens of MB beyond its uint8 arrays.
+    """
+    array = to_rgb(image)
+    height, width = array.shape[:2]
+    if label_map.shape != (height, width):
+        raise ValueError(f"label map {label_map.shape} does not match the image {(height, width)}")
     alpha = float(np.clip(alpha, 0.0, 1.0))
-    blended = (1.0 - alpha) * np.asarray(image, dtype=np.float32) + alpha * colorize(label_map).astype(np.float32)
-    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+    blended = np.empty_like(array)
+    step = max(1, OVERLAY_CHUNK_PIXELS // width)
+    for top in range(0, height, step):
+        rows = slice(top, top + step)
+        band = (1.0 - alpha) * array[rows].astype(np.float32) + alpha * colorize(label_map[rows]).astype(np.float32)
+        blended[rows] = np.clip(np.rint(band), 0, 255).astype(np.uint8)
+    return Image.fromarray(blended)
 
 
 @dataclass(frozen=True)
@@ -274,11 +301,12 @@ class LegendRow:
 
 def legend_rows(label_map: np.ndarray, id2label: Mapping[int, str]) -> list[LegendRow]:
     """One row per class present in the label map, largest area first (ties: smaller id first)."""
-    ids, counts = np.unique(np.asarray(label_map), return_counts=True)
+    counts = np.bincount(np.asarray(label_map).ravel())  # linear time, unlike np.unique's sort of every pixel
+    ids = np.flatnonzero(counts)
     total = int(counts.sum())
     rows = [
         LegendRow(int(i), str(id2label.get(int(i), f"class {int(i)}")), class_color(int(i)), int(n), int(n) / total)
-        for i, n in zip(ids, counts, strict=True)
+        for i, n in zip(ids, counts[ids], strict=True)
     ]
     return sorted(rows, key=lambda row: (-row.pixels, row.class_id))
 
@@ -315,10 +343,10 @@ def legend_html(rows: list[LegendRow]) -> str:
 
 def segment(image, model_choice: str | None = None, alpha: float = DEFAULT_ALPHA) -> tuple[Image.Image, str]:
     """The app's computation: ``(overlay image at the input's size, legend HTML)``."""
-    image = to_rgb_image(image)
-    label_map = predict(image, model_choice)
+    array = to_rgb(image)
+    label_map = predict(array, model_choice)
     rows = legend_rows(label_map, load_model(model_choice).id2label)
-    return overlay(image, label_map, alpha), legend_html(rows)
+    return overlay(array, label_map, alpha), legend_html(rows)
 
 
 def example_paths() -> list[str]:
@@ -367,8 +395,12 @@ def build_demo(default_choice: str | None = None):
         gr.Markdown(_DESCRIPTION)
         with gr.Row():
             with gr.Column():
-                image_in = gr.Image(
-                    type="pil", label="Input image", sources=["upload", "clipboard"], elem_id="input-image"
+                image_in = gr.Image(  # image_mode=None: the file's own mode (16-bit, CMYK...), converted by `to_rgb`
+                    type="pil",
+                    image_mode=None,
+                    label="Input image",
+                    sources=["upload", "clipboard"],
+                    elem_id="input-image",
                 )
                 model_in = gr.Dropdown(
                     choices=model_choices(default_choice),

@@ -8,7 +8,8 @@ learning rate than the paper's fine-tuning value since it starts from random wei
 
 Outputs, under ``outputs/demo``:
 
-* ``model/``: a complete model folder (``AutoModelForSemanticSegmentation.from_pretrained`` + image processor);
+* ``model/``: a complete model folder (``AutoModelForSemanticSegmentation.from_pretrained``, the image processor
+  with the demo's test resize, the ``image-segmentation`` pipeline and the Inference Endpoints handler);
 * ``prediction.png``: validation images, their ground truth and the predictions side by side;
 * ``eval_per_class.json``: per-class IoU and accuracy;
 * ``demo_run.json``: the settings and metrics of the run.
@@ -180,7 +181,8 @@ def run_demo(args: argparse.Namespace, output_dir: Path) -> None:
     trainer.train()
     metrics = trainer.evaluate()
 
-    save_model_folder(model, output_dir / "model", make_image_processor(do_reduce_labels=True, size=CROP))
+    # The processor's keep-ratio resize is the evaluation's (SCALE), so the app and the pipeline see what eval saw.
+    save_model_folder(model, output_dir / "model", make_image_processor(do_reduce_labels=True, scale=SCALE))
     panel = prediction_panel(model.eval(), data["validation"], settings, indices=[0, 1, 2])
     panel.save(output_dir / "prediction.png")
     settings_record = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}

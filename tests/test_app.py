@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import tiny_swin_config
 from PIL import Image
 
 import agent_hf
 from agent_hf.data.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, ade20k_id2label
+from agent_hf.data.transforms import to_rgb_array
+from agent_hf.inference import multiscale_inputs, segment
 from agent_hf.processing import make_image_processor, save_model_folder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +43,8 @@ SCREENSHOT = ARTIFACTS_DIR / "app_screenshot.png"
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "demo_screenshot.png"
 INSTALL_CHROMIUM = "apt-get update && apt-get install -y chromium chromium-driver"
 BROWSER_TIMEOUT_S = 45
+#: The tiny model's processor: mmseg's keep-ratio resize, to a small bound so that the tests stay fast.
+SCALE = (512, 128)
 
 
 def _load_app_module():
@@ -68,7 +71,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = agent_hf.AgentSwinForSemanticSegmentation(config).eval()
     folder = tmp_path_factory.mktemp("tiny_agent_swin")
-    save_model_folder(model, folder, image_processor=make_image_processor(size=256))
+    save_model_folder(model, folder, image_processor=make_image_processor(scale=SCALE))
     return folder
 
 
@@ -80,14 +83,11 @@ def _example(app, name: str) -> Path:
 
 @torch.no_grad()
 def _reference_label_map(model_dir: Path, image: Image.Image) -> np.ndarray:
-    """The prediction computed without the app: processor -> model -> bilinear resize to the image -> argmax."""
-    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+    """The prediction of the evaluation path (mmseg's whole inference), computed without the app."""
+    from transformers import AutoModelForSemanticSegmentation
 
-    processor = AutoImageProcessor.from_pretrained(model_dir)
     model = AutoModelForSemanticSegmentation.from_pretrained(model_dir).eval()
-    logits = model(**processor(images=image.convert("RGB"), return_tensors="pt")).logits
-    logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)
-    return logits.argmax(dim=1)[0].numpy()
+    return segment(model, multiscale_inputs(image, SCALE), (image.height, image.width))[0].numpy()
 
 
 def _parse_legend(legend: str) -> list[tuple[int, int, str, str, str]]:
@@ -157,11 +157,70 @@ def test_legend_percentages_and_escaping(app):
 
 
 def test_large_images_are_predicted_small_and_enlarged(app, tiny_model_dir, monkeypatch):
+    image = Image.open(_example(app, "landscape.jpg"))  # 320 x 240 -> class map at 64 x 48, enlarged
+    full = app.predict(image, str(tiny_model_dir))
     monkeypatch.setattr(app, "MAX_PREDICTION_SIDE", 64)
-    image = Image.open(_example(app, "landscape.jpg"))  # 320 x 240 -> predicted at 64 x 48
     label_map = app.predict(image, str(tiny_model_dir))
     assert label_map.shape == (image.height, image.width)
     assert app._prediction_size(320, 240, 64) == (48, 64)
+    # The model saw the same input: the small class map, enlarged, agrees with the full one almost everywhere.
+    assert (label_map == full).mean() > 0.9
+    assert len(np.unique(label_map[::5, ::5])) > 1 and not np.array_equal(label_map, full)
+
+
+def test_images_are_converted_like_training_data(app, tiny_model_dir):
+    """16-bit, grayscale, RGBA, palette and CMYK images give the prediction of their training conversion."""
+    rgb = np.asarray(Image.open(_example(app, "street.jpg")).convert("RGB").resize((96, 64)))
+    sixteen = Image.fromarray(rgb[..., 1].astype(np.uint16) * 257)  # 16-bit gray: high byte == the 8-bit value
+    assert sixteen.mode.startswith("I")
+    expected = app.predict(np.repeat(rgb[..., 1:2], 3, axis=2), str(tiny_model_dir))
+    np.testing.assert_array_equal(app.predict(sixteen, str(tiny_model_dir)), expected)
+    np.testing.assert_array_equal(app.to_rgb(sixteen), np.repeat(rgb[..., 1:2], 3, axis=2))  # not almost white
+    for image in (
+        Image.fromarray(rgb).convert("RGBA"),
+        Image.fromarray(rgb).convert("P"),
+        Image.fromarray(rgb).convert("CMYK"),
+        Image.fromarray(rgb).convert("L"),
+    ):
+        np.testing.assert_array_equal(
+            app.predict(image, str(tiny_model_dir)), app.predict(to_rgb_array(image), str(tiny_model_dir))
+        )
+    with pytest.raises(ValueError, match="float32 is not supported"):  # 0-1 floats: a clear error, not black
+        app.segment(rgb.astype(np.float32) / 255, str(tiny_model_dir))
+    with pytest.raises(ValueError, match="not a decodable image"):
+        app.segment(b"these bytes are not an image", str(tiny_model_dir))
+    overlay, _ = app.segment(Image.new("RGB", (1, 1), (10, 200, 30)), str(tiny_model_dir))  # a 1x1 image
+    assert overlay.size == (1, 1)
+
+
+def test_overlay_is_blended_in_bands(app, monkeypatch):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (37, 29, 3), dtype=np.uint8)
+    label_map = rng.integers(0, 150, (37, 29))
+    whole = np.asarray(app.overlay(image, label_map, alpha=0.3))
+    monkeypatch.setattr(app, "OVERLAY_CHUNK_PIXELS", 29 * 4)  # four rows at a time
+    np.testing.assert_array_equal(np.asarray(app.overlay(image, label_map, alpha=0.3)), whole)
+    expected = np.rint(0.7 * image.astype(np.float32) + 0.3 * np.asarray(ADE20K_PALETTE, np.float32)[label_map])
+    np.testing.assert_array_equal(whole, expected.astype(np.uint8))
+
+
+def test_a_24_megapixel_photo_stays_in_bounded_memory(app, tiny_model_dir):
+    """6000x4000: the class map is computed at MAX_PREDICTION_SIDE and the overlay blended in uint8 bands."""
+    import tracemalloc
+
+    photo = Image.open(_example(app, "landscape.jpg")).convert("RGB").resize((6000, 4000))
+    array = np.asarray(photo)
+    del photo
+    tracemalloc.start()
+    try:
+        overlay, legend = app.segment(array, str(tiny_model_dir))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert overlay.size == (6000, 4000) and "found" in legend
+    # uint8 image 72 MB, int64 class map 192 MB (+ its int32 copy while enlarging); a float32 overlay alone
+    # would add 288 MB per temporary (the old app peaked at ~1.3 GB).
+    assert peak < 600 * 2**20, f"peak {peak / 2**20:.0f} MiB"
 
 
 def test_model_choices_and_status(app, tiny_model_dir, tmp_path):

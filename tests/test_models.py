@@ -254,7 +254,7 @@ def test_pipeline_returns_one_mask_per_class_with_ade20k_names(tmp_path):
     model = AgentSwinForSemanticSegmentation(config).eval()
     save_model_folder(model, tmp_path)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
-    segmenter = pipeline("image-segmentation", model=str(tmp_path))
+    segmenter = pipeline("image-segmentation", model=str(tmp_path), trust_remote_code=True)
     results = segmenter(image)
     processor = make_image_processor()
     with torch.no_grad():

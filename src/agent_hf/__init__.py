@@ -52,6 +52,7 @@ __version__ = "0.1.0"
 # Public name -> module that defines it. Imported on first access (PEP 562).
 _LAZY_NAMES = {
     "AgentAttention": "agent_attention",
+    "AgentImageProcessor": "image_processing_agent",
     "AgentPvtConfig": "configuration_agent_pvt",
     "AgentSwinConfig": "configuration_agent_swin",
     "AgentPvtBackbone": "modeling_agent_pvt",
@@ -73,12 +74,14 @@ _registered = False
 
 
 def register_auto_classes() -> None:
-    """Registers the Agent-Swin and Agent-PVT classes with `AutoConfig`, `AutoModel`, `AutoBackbone` and
-    `AutoModelForSemanticSegmentation` (once; later calls do nothing)."""
+    """Registers the Agent-Swin and Agent-PVT classes with `AutoConfig`, `AutoModel`, `AutoBackbone`,
+    `AutoModelForSemanticSegmentation` and `AutoImageProcessor` (once; later calls do nothing)."""
     global _registered
     if _registered:
         return
-    from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForSemanticSegmentation
+    from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+
+    image_processor = importlib.import_module(f"{__name__}.image_processing_agent").AgentImageProcessor
 
     for family in ("swin", "pvt"):
         configuration = importlib.import_module(f"{__name__}.configuration_agent_{family}")
@@ -91,6 +94,7 @@ def register_auto_classes() -> None:
         AutoModelForSemanticSegmentation.register(
             config_class, getattr(modeling, f"{prefix}ForSemanticSegmentation"), exist_ok=True
         )
+        AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor, exist_ok=True)
     _registered = True
 
 
@@ -123,6 +127,7 @@ __all__ = [
     "MIN_TRANSFORMERS_VERSION",
     "PRESETS",
     "AgentAttention",
+    "AgentImageProcessor",
     "AgentPvtBackbone",
     "AgentPvtConfig",
     "AgentPvtForSemanticSegmentation",

@@ -1,31 +1,24 @@
 """mmsegmentation's test-time inference (``EncoderDecoder.inference`` / ``aug_test``) for agent_hf models.
 
-The models return logits at 1/4 of the input resolution. mmseg turns them into a prediction at the size of the
-*original* image, and so do these functions:
+* :func:`predict_whole` (``test_cfg=dict(mode='whole')``, the paper's setting), :func:`predict_slide`
+  (``mode='slide'``) and :func:`predict_multiscale` (``MultiScaleFlipAug`` + ``aug_test``) return logits or
+  probabilities at the size of the original image; :func:`segment` returns the class map.
+* :func:`multiscale_inputs` builds their inputs from an image (mmseg's keep-ratio test resize + normalization).
 
-* :func:`predict_whole` (``test_cfg=dict(mode='whole')``, the paper's setting): one forward pass on the whole
-  (keep-ratio resized) image; the logits are resized bilinearly to the input size, then to the original size.
-* :func:`predict_slide` (``mode='slide'``): overlapping ``crop_size`` windows every ``stride`` pixels; each window's
-  logits are resized to the window, summed into the full canvas and divided by the number of windows covering each
-  pixel, then resized to the original size.
-* :func:`predict_multiscale` (``MultiScaleFlipAug`` + ``aug_test``): the softmax probabilities of several resized
-  (and optionally horizontally flipped) copies of the image, each brought back to the original size, averaged.
-
-Inputs are normalized ``pixel_values`` as produced by :class:`agent_hf.data.EvalTransform` (one tensor per scale);
-:func:`multiscale_inputs` builds them from an image.
+The code lives in :mod:`agent_hf.segmentation_inference`, which is shipped with every model folder: the image
+processor, the ``image-segmentation`` pipeline and the Inference Endpoints handler run these very functions.
 """
 
-from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Literal
-
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
-
-from .data.transforms import ADE20K_MEAN, ADE20K_STD, EvalTransform
+from .segmentation_inference import (
+    DEFAULT_EVAL_SCALE,
+    InferenceMode,
+    multiscale_inputs,
+    predict_multiscale,
+    predict_slide,
+    predict_whole,
+    scaled_bound,
+    segment,
+)
 
 __all__ = [
     "DEFAULT_EVAL_SCALE",
@@ -37,166 +30,3 @@ __all__ = [
     "scaled_bound",
     "segment",
 ]
-
-InferenceMode = Literal["whole", "slide"]
-
-#: mmseg's ADE20K test ``img_scale``: ``(long_edge, short_edge)`` bound of the keep-ratio resize.
-DEFAULT_EVAL_SCALE: tuple[int, int] = (2048, 512)
-
-
-def _resize(logits: torch.Tensor, size: Sequence[int], align_corners: bool) -> torch.Tensor:
-    """Bilinear resize of ``(B, C, h, w)`` to ``size=(H, W)`` (a no-op when the size already matches)."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=align_corners)
-
-
-def _align_corners(model) -> bool:
-    return bool(getattr(model.config, "align_corners", False))
-
-
-def _encode_decode(model, pixel_values: torch.Tensor) -> torch.Tensor:
-    """mmseg ``encode_decode``: the decode head's logits ``(B, C, h/4, w/4)`` resized to the input ``(B, C, h, w)``."""
-    logits = model(pixel_values=pixel_values).logits
-    return _resize(logits, pixel_values.shape[-2:], _align_corners(model))
-
-
-@torch.no_grad()
-def predict_whole(model, pixel_values: torch.Tensor, output_size: Sequence[int]) -> torch.Tensor:
-    """Whole-image inference.
-
-    Args:
-        model: an agent_hf segmentation model (in eval mode).
-        pixel_values: ``(B, 3, h, w)`` normalized images (already resized for testing, not padded).
-        output_size: ``(H, W)`` of the original images.
-
-    Returns:
-        ``(B, num_labels, H, W)`` logits.
-    """
-    return _resize(_encode_decode(model, pixel_values), output_size, _align_corners(model))
-
-
-def _window_starts(length: int, crop: int, stride: int) -> list[int]:
-    """Start offsets of mmseg's sliding windows along one axis (the last window is moved back inside the image)."""
-    num_windows = max(length - crop + stride - 1, 0) // stride + 1
-    return [max(min(i * stride + crop, length) - crop, 0) for i in range(num_windows)]
-
-
-@torch.no_grad()
-def predict_slide(
-    model,
-    pixel_values: torch.Tensor,
-    output_size: Sequence[int],
-    crop_size: tuple[int, int] = (512, 512),
-    stride: tuple[int, int] = (341, 341),
-) -> torch.Tensor:
-    """Sliding-window inference (mmseg ``slide_inference``).
-
-    Args:
-        model: an agent_hf segmentation model (in eval mode).
-        pixel_values: ``(B, 3, h, w)`` normalized images.
-        output_size: ``(H, W)`` of the original images.
-        crop_size: ``(height, width)`` of a window; images smaller than a window are processed whole.
-        stride: ``(height, width)`` step between windows.
-
-    Returns:
-        ``(B, num_labels, H, W)`` logits, averaged over the windows covering each pixel.
-    """
-    batch, _, height, width = pixel_values.shape
-    (crop_h, crop_w), (stride_h, stride_w) = crop_size, stride
-    if min(crop_h, crop_w, stride_h, stride_w) < 1:
-        raise ValueError(f"crop_size {crop_size} and stride {stride} must be positive")
-    canvas = pixel_values.new_zeros((batch, model.config.num_labels, height, width))
-    counts = pixel_values.new_zeros((1, 1, height, width))
-    for top in _window_starts(height, crop_h, stride_h):
-        for left in _window_starts(width, crop_w, stride_w):
-            bottom, right = min(top + crop_h, height), min(left + crop_w, width)
-            window = pixel_values[:, :, top:bottom, left:right]
-            canvas[:, :, top:bottom, left:right] += _encode_decode(model, window)
-            counts[:, :, top:bottom, left:right] += 1
-    return _resize(canvas / counts, output_size, _align_corners(model))
-
-
-@torch.no_grad()
-def predict_multiscale(
-    model,
-    pixel_values: Sequence[torch.Tensor],
-    output_size: Sequence[int],
-    flip: bool = False,
-    mode: InferenceMode = "whole",
-    crop_size: tuple[int, int] = (512, 512),
-    stride: tuple[int, int] = (341, 341),
-) -> torch.Tensor:
-    """Multi-scale (+ horizontal flip) test-time augmentation (mmseg ``aug_test``).
-
-    Args:
-        model: an agent_hf segmentation model (in eval mode).
-        pixel_values: one ``(B, 3, h_i, w_i)`` tensor per scale (see :func:`multiscale_inputs`).
-        output_size: ``(H, W)`` of the original images.
-        flip: also run every scale on the horizontally flipped images (and flip the result back).
-        mode: ``"whole"`` or ``"slide"`` inference for each view.
-        crop_size, stride: sliding-window settings (``mode="slide"`` only).
-
-    Returns:
-        ``(B, num_labels, H, W)`` softmax probabilities averaged over the ``len(pixel_values) * (1 + flip)`` views.
-    """
-    if not pixel_values:
-        raise ValueError("predict_multiscale needs at least one scale")
-    total, views = None, 0
-    for scaled in pixel_values:
-        for flipped in (False, True) if flip else (False,):
-            inputs = scaled.flip(-1) if flipped else scaled
-            if mode == "whole":
-                logits = predict_whole(model, inputs, output_size)
-            elif mode == "slide":
-                logits = predict_slide(model, inputs, output_size, crop_size, stride)
-            else:
-                raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
-            probabilities = logits.softmax(dim=1)
-            probabilities = probabilities.flip(-1) if flipped else probabilities
-            total = probabilities if total is None else total + probabilities
-            views += 1
-    return total / views
-
-
-@torch.no_grad()
-def segment(
-    model,
-    pixel_values: Sequence[torch.Tensor],
-    output_size: Sequence[int],
-    flip: bool = False,
-    mode: InferenceMode = "whole",
-    crop_size: tuple[int, int] = (512, 512),
-    stride: tuple[int, int] = (341, 341),
-) -> torch.Tensor:
-    """Predicted class ids ``(B, H, W)`` (``int64``): the argmax of :func:`predict_multiscale`.
-
-    With a single scale and no flip the softmax is skipped (same argmax, as in mmseg's ``simple_test``).
-    """
-    if len(pixel_values) == 1 and not flip:
-        if mode == "slide":
-            return predict_slide(model, pixel_values[0], output_size, crop_size, stride).argmax(dim=1)
-        if mode == "whole":
-            return predict_whole(model, pixel_values[0], output_size).argmax(dim=1)
-        raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
-    return predict_multiscale(model, pixel_values, output_size, flip, mode, crop_size, stride).argmax(dim=1)
-
-
-def scaled_bound(scale: tuple[int, int], ratio: float) -> tuple[int, int]:
-    """mmseg ``MultiScaleFlipAug``'s bound for one ratio: ``(int(long * ratio), int(short * ratio))``."""
-    return int(scale[0] * ratio), int(scale[1] * ratio)
-
-
-def multiscale_inputs(
-    image: np.ndarray | Image.Image,
-    scale: tuple[int, int] = DEFAULT_EVAL_SCALE,
-    ratios: Sequence[float] = (1.0,),
-    mean: Sequence[float] = ADE20K_MEAN,
-    std: Sequence[float] = ADE20K_STD,
-) -> list[torch.Tensor]:
-    """The normalized test inputs of one image, one ``(1, 3, h_i, w_i)`` tensor per ratio.
-
-    Each is the image resized keeping its aspect ratio to fit ``scaled_bound(scale, ratio)`` (mmcv ``imrescale``
-    with OpenCV's bilinear sampling), then normalized with ``mean``/``std`` (0-255 units).
-    """
-    return [EvalTransform(scaled_bound(scale, ratio), mean, std)(image)["pixel_values"][None] for ratio in ratios]

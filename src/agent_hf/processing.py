@@ -1,44 +1,295 @@
-"""The image processor that goes with every agent_hf model, and saving a complete model folder."""
+"""The image processor that goes with every agent_hf model, and writing (or upgrading) a complete model folder.
+
+A model folder holds, besides the weights, the config and the model code that ``save_pretrained`` writes:
+
+* ``preprocessor_config.json``: an :class:`AgentImageProcessor` (mmseg's keep-ratio test resize and normalization)
+  with ``auto_map["AutoImageProcessor"]``, and its code (``image_processing_agent.py``, ``image_ops.py``,
+  ``segmentation_inference.py``);
+* ``pipeline_agent.py``, named in ``config.json``'s ``custom_pipelines``, so that ``pipeline("image-segmentation",
+  model=folder, trust_remote_code=True)`` runs mmseg's inference (whole, slide, multi-scale + flip);
+* ``handler.py`` and ``requirements.txt``: the custom handler of Hugging Face Inference Endpoints.
+
+Folders written by earlier versions (a ``SegformerImageProcessor`` that squashes images to 512x512, no pipeline, no
+handler) still load; :func:`upgrade_model_folder` rewrites those files in place.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
-from transformers import SegformerImageProcessorPil
+from transformers.dynamic_module_utils import get_relative_import_files
 
-# mmseg's ADE20K `img_norm_cfg` (mean 123.675/116.28/103.53, std 58.395/57.12/57.375 on 0-255 pixels),
-# expressed on 0-1 pixels as transformers image processors rescale first.
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
+from .image_processing_agent import AgentImageProcessor
+from .pipeline_agent import AGENT_MODEL_TYPES, AgentImageSegmentationPipeline
+from .segmentation_inference import DEFAULT_EVAL_SCALE
+
+__all__ = [
+    "ENDPOINT_FILES",
+    "as_agent_image_processor",
+    "make_image_processor",
+    "save_model_folder",
+    "serving_files",
+    "upgrade_model_folder",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+#: Inference Endpoints' custom handler and its requirements (package data under ``agent_hf/templates``).
+ENDPOINT_FILES = ("handler.py", "requirements.txt")
+_INFERENCE_SETTINGS = ("mode", "ratios", "flip", "crop_size", "stride")
 
 
 def make_image_processor(
-    do_reduce_labels: bool = True, size: int | tuple[int, int] = 512
-) -> SegformerImageProcessorPil:
-    """A Segformer-style image processor: resize to `size`, rescale to 0-1, normalize with ImageNet statistics.
+    do_reduce_labels: bool = True, scale: tuple[int, int] = DEFAULT_EVAL_SCALE, **settings: Any
+) -> AgentImageProcessor:
+    """The agent_hf image processor: mmseg's ADE20K test pipeline (keep-ratio resize to fit ``scale``, normalize).
 
-    `do_reduce_labels=True` applies ADE20K's reduce-zero-label to segmentation maps (0 -> 255, k -> k-1).
-    Saved as `preprocessor_config.json` (type `SegformerImageProcessor`), so `AutoImageProcessor` and
-    `pipeline("image-segmentation")` load it with transformers alone (PIL backend without torchvision).
+    Args:
+        do_reduce_labels: the model predicts ADE20K's reduced labels (recorded; images are unaffected).
+        scale: ``(long_edge, short_edge)`` bound of the keep-ratio resize (the evaluation's test scale).
+        settings: other :class:`AgentImageProcessor` arguments (``image_mean``, ``image_std``, ``mode``, ``ratios``,
+            ``flip``, ``crop_size``, ``stride``, ``align_corners``).
+
+    Raises:
+        TypeError: an unknown setting (e.g. the fixed ``size`` of earlier versions: the resize now keeps the
+            aspect ratio, give ``scale``).
     """
-    height, width = (size, size) if isinstance(size, int) else size
-    return SegformerImageProcessorPil(
-        do_resize=True,
-        size={"height": height, "width": width},
-        do_rescale=True,
-        do_normalize=True,
-        image_mean=list(IMAGE_MEAN),
-        image_std=list(IMAGE_STD),
-        do_reduce_labels=do_reduce_labels,
-    )
+    unknown = sorted(set(settings) - set(_SETTING_NAMES))
+    if unknown:
+        raise TypeError(
+            f"make_image_processor got unknown setting(s) {unknown}; expected some of {list(_SETTING_NAMES)} "
+            "(images keep their aspect ratio: give the test resize bound as scale=(long_edge, short_edge))"
+        )
+    return AgentImageProcessor(scale=scale, do_reduce_labels=do_reduce_labels, **settings)
+
+
+_SETTING_NAMES = ("image_mean", "image_std", *_INFERENCE_SETTINGS, "align_corners")
+
+
+def _is_agent_model(config: Any) -> bool:
+    model_type = config.get("model_type") if isinstance(config, Mapping) else getattr(config, "model_type", None)
+    return model_type in AGENT_MODEL_TYPES
+
+
+_KEPT_KEYS = ("scale", "image_mean", "image_std", "do_reduce_labels", *_INFERENCE_SETTINGS)
+
+
+def _processor_from_dict(values: Mapping[str, Any] | None, align_corners: bool) -> AgentImageProcessor:
+    """An :class:`AgentImageProcessor` from a saved processor's settings (``None``: the default one).
+
+    Another processor type (e.g. an earlier version's ``SegformerImageProcessor``) keeps only its mean, std and
+    reduce-labels setting; its resize is replaced by mmseg's keep-ratio test resize, with a warning.
+    """
+    values = values or {"image_processor_type": AgentImageProcessor.__name__}
+    if values.get("image_processor_type") != AgentImageProcessor.__name__:
+        logger.warning(
+            "Replacing %s by AgentImageProcessor: images keep their aspect ratio (resized to fit %s, as in the "
+            "paper's evaluation) instead of being resized to a fixed size; its mean, std and reduce-labels are kept.",
+            values.get("image_processor_type", "the image processor"),
+            "x".join(map(str, DEFAULT_EVAL_SCALE)),
+        )
+        values = {
+            "image_mean": values.get("image_mean"),
+            "image_std": values.get("image_std"),
+            "do_reduce_labels": bool(values.get("do_reduce_labels", values.get("reduce_labels", True))),
+        }
+    kwargs = {key: value for key, value in values.items() if key in _KEPT_KEYS and value is not None}
+    return AgentImageProcessor(**kwargs, align_corners=align_corners)
+
+
+def as_agent_image_processor(image_processor=None, model_config: Any = None) -> AgentImageProcessor:
+    """The :class:`AgentImageProcessor` to save with an agent_hf model.
+
+    Args:
+        image_processor: ``None`` (the default processor), an :class:`AgentImageProcessor` (copied), or another
+            image processor (e.g. an earlier version's ``SegformerImageProcessor``), whose ``image_mean``,
+            ``image_std`` and ``do_reduce_labels`` are kept (a warning says its resize is replaced).
+        model_config: the model's config (object or dict); its ``align_corners`` is used for the logit resizes.
+    """
+    if model_config is None:
+        align_corners = False
+    elif isinstance(model_config, Mapping):
+        align_corners = bool(model_config.get("align_corners", False))
+    else:
+        align_corners = bool(getattr(model_config, "align_corners", False))
+    if image_processor is None:
+        return AgentImageProcessor(align_corners=align_corners)
+    values = image_processor.to_dict()
+    values["image_processor_type"] = type(image_processor).__name__
+    return _processor_from_dict(values, align_corners)
+
+
+def _module_files(*classes: type) -> list[Path]:
+    """The source files of ``classes`` and of every module they import as ``from .x import y``, recursively."""
+    files: list[Path] = []
+    for cls in classes:
+        module_file = sys.modules[cls.__module__].__file__
+        for path in [module_file, *get_relative_import_files(module_file)]:
+            if Path(path) not in files:
+                files.append(Path(path))
+    return files
+
+
+def _template(name: str) -> bytes:
+    return (resources.files("agent_hf") / "templates" / name).read_bytes()
+
+
+def _json_bytes(values: Mapping[str, Any]) -> bytes:
+    return (json.dumps(values, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def serving_files(config: Mapping[str, Any], image_processor: AgentImageProcessor | None) -> dict[str, bytes]:
+    """Everything the serving side of a model folder needs, as ``{file name: content}``.
+
+    Args:
+        config: the folder's ``config.json`` as a dict.
+        image_processor: the processor to save (``None`` for a model that is not an agent_hf model: then only the
+            Endpoints handler and its requirements are written, and ``config.json`` is left as it is).
+
+    Returns:
+        ``handler.py`` and ``requirements.txt``; for agent_hf models also ``preprocessor_config.json`` (with
+        ``auto_map``), the processor's and the pipeline's code, and ``config.json`` with
+        ``auto_map["AutoImageProcessor"]`` and ``custom_pipelines["image-segmentation"]``.
+    """
+    files = {name: _template(name) for name in ENDPOINT_FILES}
+    if image_processor is None:
+        return files
+    processor_ref = f"{AgentImageProcessor.__module__.rsplit('.', 1)[-1]}.{AgentImageProcessor.__name__}"
+    pipeline_ref = f"{AgentImageSegmentationPipeline.__module__.rsplit('.', 1)[-1]}.AgentImageSegmentationPipeline"
+    for path in _module_files(AgentImageProcessor, AgentImageSegmentationPipeline):
+        files[path.name] = path.read_bytes()
+    processor_dict = image_processor.to_dict()
+    processor_dict["auto_map"] = {"AutoImageProcessor": processor_ref}
+    files[PREPROCESSOR_CONFIG_NAME] = _json_bytes(processor_dict)
+    config = dict(config)
+    config["auto_map"] = {**(config.get("auto_map") or {}), "AutoImageProcessor": processor_ref}
+    config["custom_pipelines"] = {
+        **(config.get("custom_pipelines") or {}),
+        "image-segmentation": {
+            "impl": pipeline_ref,
+            "pt": ["AutoModelForSemanticSegmentation"],
+            "tf": [],
+            "type": "image",
+        },
+    }
+    files[CONFIG_NAME] = _json_bytes(config)
+    return files
+
+
+def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
+    """Writes every file of ``files`` into ``folder``, each atomically (a temporary file, then a rename).
+
+    All contents are written to temporary files first; only when every one of them is complete are they renamed over
+    the destinations, the config last (it names the code). Nothing else in the folder is touched.
+    """
+    blocked = [name for name in files if (folder / name).exists() and not (folder / name).is_file()]
+    if blocked:
+        raise IsADirectoryError(f"{folder}: {', '.join(blocked)} exist(s) but is not a file; nothing was written")
+    umask = os.umask(0)
+    os.umask(umask)
+    staged: dict[str, str] = {}
+    try:
+        for name, content in files.items():
+            handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            staged[name] = temporary
+            with os.fdopen(handle, "wb") as file:
+                file.write(content)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the files from other users
+    except BaseException:
+        for temporary in staged.values():
+            Path(temporary).unlink(missing_ok=True)
+        raise
+    for name in sorted(staged, key=lambda name: name == CONFIG_NAME):
+        os.replace(staged[name], folder / name)
 
 
 def save_model_folder(model, output_dir: str | os.PathLike, image_processor=None, **save_kwargs) -> str:
-    """Writes `model` (safetensors, config with `auto_map`, model code) and its image processor to `output_dir`."""
-    os.makedirs(output_dir, exist_ok=True)
-    model.save_pretrained(output_dir, **save_kwargs)
-    (image_processor or make_image_processor()).save_pretrained(output_dir)
+    """Writes a complete model folder: ``model.save_pretrained`` (weights, config, model code) plus the serving files.
+
+    For agent_hf models the image processor is saved as an :class:`AgentImageProcessor` (see
+    :func:`as_agent_image_processor`), with the ``image-segmentation`` pipeline's code registered in ``config.json``;
+    every folder gets the Inference Endpoints ``handler.py`` and ``requirements.txt``. Another model keeps
+    ``image_processor`` as given (if any).
+
+    Args:
+        model: the model to save.
+        output_dir: the folder (created if needed; existing files of the same names are replaced).
+        image_processor: the processor to save with it (default: :func:`make_image_processor`'s).
+        save_kwargs: passed to ``model.save_pretrained``.
+
+    Returns:
+        ``output_dir`` as a string.
+    """
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, **save_kwargs)
+    config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+    if _is_agent_model(model.config):
+        processor = as_agent_image_processor(image_processor, model.config)
+    else:
+        processor = None
+        if image_processor is not None:
+            image_processor.save_pretrained(folder)
+    _write_files(folder, serving_files(config, processor))
     return os.fspath(output_dir)
 
 
-__all__ = ["IMAGE_MEAN", "IMAGE_STD", "make_image_processor", "save_model_folder"]
+def upgrade_model_folder(folder: str | os.PathLike) -> list[str]:
+    """Brings a model folder written by an earlier version up to date, in place.
+
+    Rewrites the image processor (``preprocessor_config.json`` becomes an :class:`AgentImageProcessor` keeping the old
+    mean, std and reduce-labels setting, or its own settings if it already is one), its code, the pipeline's code,
+    ``handler.py``, ``requirements.txt`` and the ``auto_map`` / ``custom_pipelines`` entries of ``config.json``.
+    Weights, model code and every other file are left as they are. Each file is replaced atomically, and only after
+    all new contents have been written, so a failure leaves the folder as it was.
+
+    Args:
+        folder: an agent_hf model folder (``config.json`` of an ``agent_swin`` / ``agent_pvt`` model).
+
+    Returns:
+        The names of the files written, sorted.
+
+    Raises:
+        FileNotFoundError: ``folder`` or its ``config.json`` does not exist.
+        ValueError: ``config.json`` or ``preprocessor_config.json`` is not valid JSON, or the folder is not an
+            agent_hf model's.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    config = _read_json(folder / CONFIG_NAME)
+    if not _is_agent_model(config):
+        raise ValueError(
+            f"{folder / CONFIG_NAME} has model_type {config.get('model_type')!r}, not one of {AGENT_MODEL_TYPES}: "
+            "not an agent_hf model folder"
+        )
+    preprocessor = folder / PREPROCESSOR_CONFIG_NAME
+    values = _read_json(preprocessor) if preprocessor.exists() else None
+    processor = _processor_from_dict(values, bool(config.get("align_corners", False)))
+    files = serving_files(config, processor)
+    _write_files(folder, files)
+    return sorted(files)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error})") from error
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(values).__name__}")
+    return values

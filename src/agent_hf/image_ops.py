@@ -1,0 +1,392 @@
+"""The image operations of mmsegmentation's test pipeline, in numpy and PIL (shipped with every model folder).
+
+Training (``agent_hf.data.transforms``), evaluation (``agent_hf.inference``), the image processor, the pipeline, the
+Inference Endpoints handler and the demo app all turn an image into model input with these functions, so a photo is
+seen the same way everywhere: :func:`prepare_image` = :func:`to_rgb_array` (the image as ``(H, W, 3)`` ``uint8``
+RGB) -> :func:`resize_keep_ratio` (mmcv ``imrescale`` with OpenCV's bilinear sampling) -> :func:`normalize` (mmcv
+``imnormalize``).
+
+Conventions: images are ``(H, W, 3)`` ``uint8`` RGB arrays; ``scale=(long_edge, short_edge)`` for keep-ratio
+resizing, ``size=(height, width)`` for padding and ``(width, height)`` for the explicit output size of
+:func:`resize_bilinear` / :func:`resize_nearest` (like ``cv2.resize``).
+
+Fidelity to OpenCV (why PIL is not used for resizing): ``cv2.resize`` with ``INTER_LINEAR`` samples the two nearest
+source pixels at the half-pixel-center position ``(x + 0.5) * src / dst - 0.5`` and does **not** antialias when
+shrinking, in 11-bit fixed-point arithmetic; PIL's ``BILINEAR`` widens its filter when shrinking and rounds
+differently when enlarging. ``INTER_NEAREST`` picks source index ``floor(x * src / dst)``, PIL's ``NEAREST``
+``floor((x + 0.5) * src / dst)``. :func:`resize_bilinear` and :func:`resize_nearest` reproduce OpenCV's arithmetic
+and are bit-exact with opencv-python 4.10 and 5.0 in our checks (random sizes and channel counts).
+
+This module imports only numpy, PIL and the standard library: transformers copies it next to the model code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import urllib.request
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = [
+    "ADE20K_MEAN",
+    "ADE20K_STD",
+    "ImageInput",
+    "ImageSource",
+    "normalize",
+    "open_image",
+    "pad_to",
+    "prepare_image",
+    "rescale_size",
+    "resize_bilinear",
+    "resize_keep_ratio",
+    "resize_nearest",
+    "to_rgb_array",
+]
+
+#: ImageNet RGB mean/std in 0..255 units, as in the ADE20K config's ``img_norm_cfg``.
+ADE20K_MEAN: tuple[float, float, float] = (123.675, 116.28, 103.53)
+ADE20K_STD: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+ImageInput = np.ndarray | Image.Image
+#: Anything :func:`open_image` reads: an image, encoded bytes, a base64 string (or data URL), a path or an URL.
+ImageSource = ImageInput | bytes | bytearray | memoryview | str | os.PathLike
+Interpolation = Literal["bilinear", "nearest"]
+
+_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def _where(name: str | None) -> str:
+    return f"sample {name!r}: " if name is not None else ""
+
+
+def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
+    return (np.clip(array, 0, 65535).astype(np.uint16) >> 8).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- inputs
+def to_rgb_array(image: ImageInput, name: str | None = None) -> np.ndarray:
+    """Convert an image to an ``(H, W, 3)`` ``uint8`` RGB array.
+
+    Accepts a PIL image of any mode or a numpy array ``(H, W)``, ``(H, W, 1)``,
+    ``(H, W, 3)`` or ``(H, W, 4)``. Grayscale is replicated to three channels and an
+    alpha channel is dropped (not composited), as OpenCV's ``IMREAD_COLOR`` does.
+    16-bit data (PIL modes ``I``/``I;16*``, numpy ``uint16``, or other integer arrays
+    with values above 255) keeps its high byte.
+
+    Raises:
+        ValueError: float arrays (or PIL mode ``F``), negative values, an empty image or an unsupported shape.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode == "F":  # PIL would clip 0-1 floats to black when converting to RGB
+            raise ValueError(
+                f"{_where(name)}float images (PIL mode 'F') are not supported; pass uint8 (or 16-bit integer) pixels"
+            )
+        if image.mode in _SIXTEEN_BIT_MODES:
+            array = _sixteen_to_eight(np.asarray(image))
+        elif image.mode == "RGB":
+            array = np.asarray(image)
+        else:  # L, P, RGBA, LA, CMYK, YCbCr, 1 ...: PIL drops alpha when going to RGB
+            array = np.asarray(image.convert("RGB"))
+    else:
+        array = np.asarray(image)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(
+                f"{_where(name)}image dtype {array.dtype} is not supported; pass uint8 (or 16-bit integer) pixel "
+                "values (a float image in 0-1: `(image * 255).round().astype(np.uint8)`)"
+            )
+        if array.dtype != np.uint8:
+            if array.size and array.min() < 0:
+                raise ValueError(f"{_where(name)}image has negative pixel values")
+            if array.dtype == np.uint16 or (array.size and array.max() > 255):
+                array = _sixteen_to_eight(array)
+            else:
+                array = array.astype(np.uint8)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = array[:, :, :3]
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(
+            f"{_where(name)}expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {array.shape}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{_where(name)}the image is empty (height {array.shape[0]}, width {array.shape[1]})")
+    return np.ascontiguousarray(array)
+
+
+# ------------------------------------------------------------------------ resizing
+def rescale_size(width: int, height: int, scale: float | tuple[int, int]) -> tuple[int, int]:
+    """Output ``(width, height)`` of mmcv's ``imrescale`` (keep aspect ratio).
+
+    With ``scale=(a, b)`` the image is made as large as possible such that its long
+    edge is ``<= max(a, b)`` and its short edge ``<= min(a, b)``::
+
+        factor = min(max(a, b) / max(h, w), min(a, b) / min(h, w))
+
+    A number ``scale`` is used as the factor directly. Each side becomes
+    ``int(side * factor + 0.5)``.
+    """
+    if isinstance(scale, (int, float)):
+        factor = float(scale)
+    else:
+        long_edge, short_edge = max(scale), min(scale)
+        factor = min(long_edge / max(height, width), short_edge / min(height, width))
+    if factor <= 0:
+        raise ValueError(f"scale {scale!r} must be positive")
+    new_width, new_height = int(width * factor + 0.5), int(height * factor + 0.5)
+    if new_width < 1 or new_height < 1:
+        raise ValueError(f"rescaling a {width}x{height} image by {scale!r} gives an empty image")
+    return new_width, new_height
+
+
+_COEF_SCALE = 2048  # OpenCV's INTER_RESIZE_COEF_SCALE: 11-bit fixed-point weights
+
+
+def _linear_taps(
+    src_len: int, dst_len: int, clamp_weight: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and fixed-point weights of cv2.INTER_LINEAR along one axis.
+
+    Returns ``(first, second, w_first, w_second)``; the weights are int32 in units
+    of 1/2048 and sum to 2048 (up to rounding).
+    """
+    scale = 1.0 / (dst_len / src_len)  # cv2 stores the inverse of dst/src
+    # cv2 evaluates the half-pixel-center position in double and stores it as float.
+    pos = ((np.arange(dst_len, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    start = np.floor(pos)
+    frac = pos - start
+    start = start.astype(np.int64)
+    if clamp_weight:
+        # Horizontal pass: outside the image cv2 puts the whole weight on the edge
+        # pixel. The vertical pass keeps the fractional weight and only clamps the
+        # row indices, so both taps read the same edge row with split weights,
+        # which rounds differently in fixed point.
+        outside = (start < 0) | (start >= src_len - 1)
+        frac[outside] = 0.0
+    first = np.clip(start, 0, src_len - 1)
+    second = np.clip(start + 1, 0, src_len - 1)
+    # saturate_cast<short>(float) rounds half to even, like np.rint
+    w_second = np.rint(frac * np.float32(_COEF_SCALE)).astype(np.int32)
+    w_first = np.rint((np.float32(1.0) - frac) * np.float32(_COEF_SCALE)).astype(np.int32)
+    return first, second, w_first, w_second
+
+
+def resize_bilinear(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize like ``cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)``.
+
+    Half-pixel-center bilinear sampling without antialiasing, in OpenCV's 8-bit
+    fixed-point arithmetic: 11-bit weights, an exact integer horizontal pass, then
+    the vertical pass of its SIMD kernel,
+    ``((S0 >> 4) * b0 >> 16) + ((S1 >> 4) * b1 >> 16) + 2 >> 2``. Bit-exact with
+    opencv-python 4.10 and 5.0 in our checks (random sizes and channel counts,
+    including exact 2x shrinking, where OpenCV switches to INTER_AREA, which gives
+    the same numbers).
+
+    Args:
+        img: ``(H, W)`` or ``(H, W, C)`` ``uint8`` array.
+        size: output ``(width, height)``.
+
+    Returns:
+        ``(height, width[, C])`` ``uint8`` array.
+    """
+    if img.dtype != np.uint8:
+        raise TypeError(f"resize_bilinear expects uint8 pixels, got {img.dtype}")
+    out_w, out_h = size
+    in_h, in_w = img.shape[:2]
+    if (out_w, out_h) == (in_w, in_h):
+        return img.copy()
+    x0, x1, a0, a1 = _linear_taps(in_w, out_w, clamp_weight=True)
+    y0, y1, b0, b1 = _linear_taps(in_h, out_h, clamp_weight=False)
+    extra = (1,) * (img.ndim - 2)  # broadcast the weights over channels
+    a0, a1 = a0.reshape((1, out_w, *extra)), a1.reshape((1, out_w, *extra))
+    b0, b1 = b0.reshape((out_h, 1, *extra)), b1.reshape((out_h, 1, *extra))
+    # Horizontal pass on every source row: values up to 255 * 2048, pre-shifted by 4
+    # bits as the vertical kernel does, so that everything fits in int32.
+    rows = (img[:, x0].astype(np.int32) * a0 + img[:, x1].astype(np.int32) * a1) >> 4
+    out = ((rows[y0] * b0) >> 16) + ((rows[y1] * b1) >> 16)
+    return np.clip((out + 2) >> 2, 0, 255).astype(np.uint8)
+
+
+def resize_nearest(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize like ``cv2.resize(img, size, interpolation=cv2.INTER_NEAREST)``.
+
+    Output pixel ``x`` copies source pixel ``min(floor(x * src / dst), src - 1)``
+    (no half-pixel offset). Exact for any dtype.
+
+    Args:
+        img: ``(H, W)`` or ``(H, W, C)`` array.
+        size: output ``(width, height)``.
+    """
+    out_w, out_h = size
+    in_h, in_w = img.shape[:2]
+
+    def index(src_len: int, dst_len: int) -> np.ndarray:
+        inv = 1.0 / (dst_len / src_len)
+        return np.minimum(np.floor(np.arange(dst_len) * inv).astype(np.int64), src_len - 1)
+
+    return img[index(in_h, out_h)[:, None], index(in_w, out_w)[None, :]]
+
+
+def resize_keep_ratio(
+    img: np.ndarray,
+    scale: float | tuple[int, int] = (2048, 512),
+    interpolation: Interpolation = "bilinear",
+) -> np.ndarray:
+    """mmcv ``imrescale``: resize keeping the aspect ratio (see :func:`rescale_size`).
+
+    This is the test-time ``Resize(img_scale=(2048, 512), keep_ratio=True)``.
+
+    Args:
+        img: ``(H, W)`` or ``(H, W, C)`` array.
+        scale: ``(long_edge, short_edge)`` bound or a scale factor.
+        interpolation: ``"bilinear"`` for images, ``"nearest"`` for label maps.
+    """
+    height, width = img.shape[:2]
+    size = rescale_size(width, height, scale)
+    if interpolation == "bilinear":
+        return resize_bilinear(img, size)
+    if interpolation == "nearest":
+        return resize_nearest(img, size)
+    raise ValueError(f"interpolation must be 'bilinear' or 'nearest', got {interpolation!r}")
+
+
+# ----------------------------------------------------------------------- pad / normalize
+def pad_to(
+    img: np.ndarray,
+    seg: np.ndarray | None = None,
+    size: tuple[int, int] = (512, 512),
+    pad_val: float = 0,
+    seg_pad_val: int = 255,
+    channels_first: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """mmseg ``Pad(size=size)``: pad at the bottom and right to ``size=(height, width)``.
+
+    Args:
+        img: ``(H, W, C)`` (or ``(C, H, W)`` with ``channels_first=True``) array of
+            any dtype; padded with ``pad_val``.
+        seg: optional ``(H, W)`` label map, padded with ``seg_pad_val``.
+
+    Raises:
+        ValueError: if the image is already larger than ``size``.
+    """
+    height, width = img.shape[1:3] if channels_first else img.shape[:2]
+    target_h, target_w = size
+    if height > target_h or width > target_w:
+        raise ValueError(f"cannot pad a {height}x{width} image to the smaller {size}")
+    pad_hw = [(0, target_h - height), (0, target_w - width)]
+    img_pad = [(0, 0), *pad_hw] if channels_first else pad_hw + [(0, 0)] * (img.ndim - 2)
+    img = np.pad(img, img_pad, constant_values=pad_val)
+    if seg is not None:
+        if seg.shape[:2] != (height, width):
+            raise ValueError(f"label size {seg.shape[:2]} differs from image size {(height, width)}")
+        seg = np.pad(seg, pad_hw, constant_values=seg_pad_val)
+    return img, seg
+
+
+def normalize(
+    img: np.ndarray,
+    mean: Sequence[float] = ADE20K_MEAN,
+    std: Sequence[float] = ADE20K_STD,
+) -> np.ndarray:
+    """mmcv ``imnormalize``: ``(img - mean) * (1 / std)`` per RGB channel.
+
+    Args:
+        img: ``(H, W, 3)`` RGB array (any numeric dtype).
+
+    Returns:
+        ``(3, H, W)`` ``float32`` array (channels first, ready for a model).
+    """
+    mean32 = np.asarray(mean, dtype=np.float64).astype(np.float32)
+    stdinv32 = (1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32)
+    out = (img.astype(np.float32) - mean32) * stdinv32
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def _decode(data: bytes, what: str) -> Image.Image:
+    """Decodes an encoded image, applying its EXIF orientation (as OpenCV's ``imread``, which mmseg uses, does)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{what} is not a decodable image ({type(error).__name__}: {error})") from error
+
+
+def open_image(image: ImageSource, timeout: float | None = None) -> ImageInput:
+    """An image from any of the forms users and Inference Endpoints send, for :func:`to_rgb_array`.
+
+    Args:
+        image: a PIL image or numpy array (returned as is); encoded image bytes; a string holding a file path, an
+            ``http(s)://`` URL, a ``data:image/...;base64,`` URL or base64-encoded image bytes; an ``os.PathLike``.
+        timeout: seconds to wait for an URL (``None``: the socket default).
+
+    Returns:
+        A PIL image in its file's own mode (16-bit PNGs stay 16-bit, so :func:`to_rgb_array` converts them as
+        training does), or the array given.
+
+    Raises:
+        ValueError: bytes or a string that do not decode to an image.
+        TypeError: any other type.
+    """
+    if isinstance(image, (Image.Image, np.ndarray)):
+        return image
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _decode(bytes(image), f"the {len(image)} input bytes")
+    if isinstance(image, os.PathLike):
+        image = os.fspath(image)
+    if not isinstance(image, str):
+        raise TypeError(
+            "expected a PIL image, a numpy array, encoded image bytes, a base64 string, a file path or an URL, "
+            f"got {type(image).__name__}"
+        )
+    if image.startswith(("http://", "https://")):
+        with urllib.request.urlopen(image, timeout=timeout) as response:
+            return _decode(response.read(), f"the content of {image}")
+    if image.startswith("data:"):
+        header, _, payload = image.partition(",")
+        if not header.endswith(";base64"):
+            raise ValueError(f"the data URL {header[:60]!r}... is not base64-encoded")
+        return _decode(_base64_bytes(payload, "the data URL"), "the data URL's content")
+    if os.path.isfile(image):
+        with open(image, "rb") as file:
+            return _decode(file.read(), f"the file {image!r}")
+    return _decode(_base64_bytes(image, None), "the base64 string's content")
+
+
+def _base64_bytes(text: str, what: str | None) -> bytes:
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as error:
+        what = what or f"{text[:60]!r}{'...' if len(text) > 60 else ''}"
+        raise ValueError(
+            f"{what} is neither an existing file, an http(s) URL nor base64-encoded image bytes"
+        ) from error
+
+
+def prepare_image(
+    image: ImageInput,
+    scale: float | tuple[int, int] = (2048, 512),
+    mean: Sequence[float] = ADE20K_MEAN,
+    std: Sequence[float] = ADE20K_STD,
+    name: str | None = None,
+) -> np.ndarray:
+    """mmseg's test pipeline for one image: :func:`to_rgb_array` -> :func:`resize_keep_ratio` -> :func:`normalize`.
+
+    Args:
+        image: PIL image or array (see :func:`to_rgb_array`).
+        scale: ``(long_edge, short_edge)`` bound of the keep-ratio resize, or a scale factor.
+        mean, std: RGB normalization in 0-255 units.
+        name: identifies the image in error messages.
+
+    Returns:
+        ``(3, h, w)`` ``float32`` array, ``(w, h) = rescale_size(W, H, scale)``.
+    """
+    return normalize(resize_keep_ratio(to_rgb_array(image, name), scale), mean, std)

@@ -1,0 +1,317 @@
+"""mmsegmentation's test-time inference (``EncoderDecoder.inference`` / ``aug_test``), shipped with every model folder.
+
+The models return logits at 1/4 of the input resolution. mmseg turns them into a prediction at the size of the
+*original* image, and so do these functions:
+
+* :func:`predict_whole` (``test_cfg=dict(mode='whole')``, the paper's setting): one forward pass on the whole
+  (keep-ratio resized) image; the logits are resized bilinearly to the input size, then to the original size.
+* :func:`predict_slide` (``mode='slide'``): overlapping ``crop_size`` windows every ``stride`` pixels; each window's
+  logits are resized to the window, summed into the full canvas and divided by the number of windows covering each
+  pixel, then resized to the original size.
+* :func:`predict_multiscale` (``MultiScaleFlipAug`` + ``aug_test``): the softmax probabilities of several resized
+  (and optionally horizontally flipped) copies of the image, each brought back to the original size, averaged.
+* :func:`segment`: the class map (argmax) of any of them; single-scale predictions go through
+  :func:`upsampled_argmax`, which bounds the memory of the last resize (150 classes at the size of a 24-megapixel
+  photo would be a 14 GB tensor) without changing a single pixel.
+
+Inputs are normalized ``pixel_values``, one tensor per scale; :func:`multiscale_inputs` builds them from an image
+(the image processor and the evaluation dataset use the same function). The evaluation script, the image processor's
+``post_process_semantic_segmentation`` and the ``image-segmentation`` pipeline all run this code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .image_ops import ADE20K_MEAN, ADE20K_STD, prepare_image, to_rgb_array
+
+__all__ = [
+    "ARGMAX_CHUNK_BYTES",
+    "DEFAULT_EVAL_SCALE",
+    "INFERENCE_MODES",
+    "InferenceMode",
+    "check_inference_settings",
+    "encode_decode",
+    "multiscale_inputs",
+    "predict_multiscale",
+    "predict_slide",
+    "predict_whole",
+    "resize_logits",
+    "scaled_bound",
+    "segment",
+    "slide_logits",
+    "upsampled_argmax",
+]
+
+InferenceMode = Literal["whole", "slide"]
+INFERENCE_MODES: tuple[str, ...] = ("whole", "slide")
+
+#: mmseg's ADE20K test ``img_scale``: ``(long_edge, short_edge)`` bound of the keep-ratio resize.
+DEFAULT_EVAL_SCALE: tuple[int, int] = (2048, 512)
+
+#: :func:`upsampled_argmax` resizes at most this many bytes of logits at once.
+ARGMAX_CHUNK_BYTES = 256 * 2**20
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a (height, width) pair of positive ints, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def check_inference_settings(
+    mode: str = "whole",
+    ratios: Sequence[float] = (1.0,),
+    flip: bool = False,
+    crop_size: int | Sequence[int] = (512, 512),
+    stride: int | Sequence[int] = (341, 341),
+) -> dict:
+    """Validated inference settings, as keyword arguments of :func:`segment` (plus ``ratios``).
+
+    Raises:
+        ValueError: an unknown ``mode``, no or non-positive ``ratios``, a non-boolean ``flip``, or a window/stride
+            that is not a positive ``(height, width)``.
+    """
+    if mode not in INFERENCE_MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, INFERENCE_MODES))}, got {mode!r}")
+    ratios = (ratios,) if isinstance(ratios, (int, float)) else tuple(ratios)
+    if not ratios or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in ratios):
+        raise ValueError(f"ratios must be a non-empty sequence of positive numbers, got {ratios!r}")
+    if not isinstance(flip, (bool, np.bool_)):
+        raise ValueError(f"flip must be True or False, got {flip!r}")
+    return {
+        "mode": mode,
+        "ratios": tuple(float(r) for r in ratios),
+        "flip": bool(flip),
+        "crop_size": _pair(crop_size, "crop_size"),
+        "stride": _pair(stride, "stride"),
+    }
+
+
+def resize_logits(logits: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of ``(B, C, h, w)`` to ``size=(H, W)`` (a no-op when the size already matches)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    # Always the NCHW kernel, so that resizing a slice of the channels gives the same numbers as the whole tensor.
+    return F.interpolate(logits.contiguous(), size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
+def _align_corners(model) -> bool:
+    return bool(getattr(model.config, "align_corners", False))
+
+
+def encode_decode(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """mmseg ``encode_decode``: the decode head's logits ``(B, C, h/4, w/4)`` resized to the input ``(B, C, h, w)``."""
+    logits = model(pixel_values=pixel_values).logits
+    return resize_logits(logits, pixel_values.shape[-2:], _align_corners(model))
+
+
+def upsampled_argmax(
+    logits: torch.Tensor, size: Sequence[int], align_corners: bool = False, max_bytes: int = ARGMAX_CHUNK_BYTES
+) -> torch.Tensor:
+    """``resize_logits(logits, size, align_corners).argmax(dim=1)``, with bounded memory.
+
+    When the resized logits would take more than ``max_bytes``, each image's classes are resized a few at a time
+    and a running maximum is kept. Bilinear resizing treats every channel on its own, and ties (and NaNs) resolve to
+    the first class as in ``argmax``, so the result is identical.
+
+    Args:
+        logits: ``(B, C, h, w)``.
+        size: ``(H, W)`` output size.
+        align_corners: of the bilinear resize.
+        max_bytes: bound on the resized logits held at once.
+
+    Returns:
+        ``(B, H, W)`` ``int64`` class ids.
+    """
+    batch, channels = logits.shape[:2]
+    per_channel = int(size[0]) * int(size[1]) * logits.element_size()
+    if batch * channels * per_channel <= max_bytes:
+        return resize_logits(logits, size, align_corners).argmax(dim=1)
+    step = max(1, max_bytes // per_channel)
+    labels = []
+    for index in range(batch):
+        best_value = best_class = None
+        for start in range(0, channels, step):
+            resized = resize_logits(logits[index : index + 1, start : start + step], size, align_corners)
+            classes = resized.argmax(dim=1, keepdim=True)
+            values = resized.gather(1, classes)
+            classes += start
+            if best_value is None:
+                best_value, best_class = values, classes
+                continue
+            better = (values > best_value) | (values.isnan() & ~best_value.isnan())
+            best_value = torch.where(better, values, best_value)
+            best_class = torch.where(better, classes, best_class)
+        labels.append(best_class[:, 0])
+    return torch.cat(labels)
+
+
+@torch.no_grad()
+def predict_whole(model, pixel_values: torch.Tensor, output_size: Sequence[int]) -> torch.Tensor:
+    """Whole-image inference.
+
+    Args:
+        model: an agent_hf segmentation model (in eval mode).
+        pixel_values: ``(B, 3, h, w)`` normalized images (already resized for testing, not padded).
+        output_size: ``(H, W)`` of the original images.
+
+    Returns:
+        ``(B, num_labels, H, W)`` logits.
+    """
+    return resize_logits(encode_decode(model, pixel_values), output_size, _align_corners(model))
+
+
+def _window_starts(length: int, crop: int, stride: int) -> list[int]:
+    """Start offsets of mmseg's sliding windows along one axis (the last window is moved back inside the image)."""
+    num_windows = max(length - crop + stride - 1, 0) // stride + 1
+    return [max(min(i * stride + crop, length) - crop, 0) for i in range(num_windows)]
+
+
+@torch.no_grad()
+def slide_logits(
+    model,
+    pixel_values: torch.Tensor,
+    crop_size: tuple[int, int] = (512, 512),
+    stride: tuple[int, int] = (341, 341),
+) -> torch.Tensor:
+    """mmseg ``slide_inference`` before the final resize: ``(B, num_labels, h, w)`` logits at the input size.
+
+    Args:
+        model: an agent_hf segmentation model (in eval mode).
+        pixel_values: ``(B, 3, h, w)`` normalized images.
+        crop_size: ``(height, width)`` of a window; images smaller than a window are processed whole.
+        stride: ``(height, width)`` step between windows.
+    """
+    batch, _, height, width = pixel_values.shape
+    (crop_h, crop_w), (stride_h, stride_w) = crop_size, stride
+    if min(crop_h, crop_w, stride_h, stride_w) < 1:
+        raise ValueError(f"crop_size {crop_size} and stride {stride} must be positive")
+    canvas = pixel_values.new_zeros((batch, model.config.num_labels, height, width))
+    counts = pixel_values.new_zeros((1, 1, height, width))
+    for top in _window_starts(height, crop_h, stride_h):
+        for left in _window_starts(width, crop_w, stride_w):
+            bottom, right = min(top + crop_h, height), min(left + crop_w, width)
+            window = pixel_values[:, :, top:bottom, left:right]
+            canvas[:, :, top:bottom, left:right] += encode_decode(model, window)
+            counts[:, :, top:bottom, left:right] += 1
+    return canvas / counts
+
+
+@torch.no_grad()
+def predict_slide(
+    model,
+    pixel_values: torch.Tensor,
+    output_size: Sequence[int],
+    crop_size: tuple[int, int] = (512, 512),
+    stride: tuple[int, int] = (341, 341),
+) -> torch.Tensor:
+    """Sliding-window inference (mmseg ``slide_inference``).
+
+    Args:
+        model: an agent_hf segmentation model (in eval mode).
+        pixel_values: ``(B, 3, h, w)`` normalized images.
+        output_size: ``(H, W)`` of the original images.
+        crop_size: ``(height, width)`` of a window; images smaller than a window are processed whole.
+        stride: ``(height, width)`` step between windows.
+
+    Returns:
+        ``(B, num_labels, H, W)`` logits, averaged over the windows covering each pixel.
+    """
+    return resize_logits(slide_logits(model, pixel_values, crop_size, stride), output_size, _align_corners(model))
+
+
+@torch.no_grad()
+def predict_multiscale(
+    model,
+    pixel_values: Sequence[torch.Tensor],
+    output_size: Sequence[int],
+    flip: bool = False,
+    mode: InferenceMode = "whole",
+    crop_size: tuple[int, int] = (512, 512),
+    stride: tuple[int, int] = (341, 341),
+) -> torch.Tensor:
+    """Multi-scale (+ horizontal flip) test-time augmentation (mmseg ``aug_test``).
+
+    Args:
+        model: an agent_hf segmentation model (in eval mode).
+        pixel_values: one ``(B, 3, h_i, w_i)`` tensor per scale (see :func:`multiscale_inputs`).
+        output_size: ``(H, W)`` of the original images.
+        flip: also run every scale on the horizontally flipped images (and flip the result back).
+        mode: ``"whole"`` or ``"slide"`` inference for each view.
+        crop_size, stride: sliding-window settings (``mode="slide"`` only).
+
+    Returns:
+        ``(B, num_labels, H, W)`` softmax probabilities averaged over the ``len(pixel_values) * (1 + flip)`` views.
+    """
+    if not pixel_values:
+        raise ValueError("predict_multiscale needs at least one scale")
+    total, views = None, 0
+    for scaled in pixel_values:
+        for flipped in (False, True) if flip else (False,):
+            inputs = scaled.flip(-1) if flipped else scaled
+            if mode == "whole":
+                logits = predict_whole(model, inputs, output_size)
+            elif mode == "slide":
+                logits = predict_slide(model, inputs, output_size, crop_size, stride)
+            else:
+                raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+            probabilities = logits.softmax(dim=1)
+            probabilities = probabilities.flip(-1) if flipped else probabilities
+            total = probabilities if total is None else total + probabilities
+            views += 1
+    return total / views
+
+
+@torch.no_grad()
+def segment(
+    model,
+    pixel_values: Sequence[torch.Tensor],
+    output_size: Sequence[int],
+    flip: bool = False,
+    mode: InferenceMode = "whole",
+    crop_size: tuple[int, int] = (512, 512),
+    stride: tuple[int, int] = (341, 341),
+) -> torch.Tensor:
+    """Predicted class ids ``(B, H, W)`` (``int64``): the argmax of :func:`predict_multiscale`.
+
+    With a single scale and no flip the softmax is skipped (same argmax, as in mmseg's ``simple_test``) and the last
+    resize goes through :func:`upsampled_argmax`.
+    """
+    if len(pixel_values) == 1 and not flip:
+        if mode == "slide":
+            logits = slide_logits(model, pixel_values[0], crop_size, stride)
+        elif mode == "whole":
+            logits = encode_decode(model, pixel_values[0])
+        else:
+            raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+        return upsampled_argmax(logits, output_size, _align_corners(model))
+    return predict_multiscale(model, pixel_values, output_size, flip, mode, crop_size, stride).argmax(dim=1)
+
+
+def scaled_bound(scale: tuple[int, int], ratio: float) -> tuple[int, int]:
+    """mmseg ``MultiScaleFlipAug``'s bound for one ratio: ``(int(long * ratio), int(short * ratio))``."""
+    return int(scale[0] * ratio), int(scale[1] * ratio)
+
+
+def multiscale_inputs(
+    image: np.ndarray | Image.Image,
+    scale: tuple[int, int] = DEFAULT_EVAL_SCALE,
+    ratios: Sequence[float] = (1.0,),
+    mean: Sequence[float] = ADE20K_MEAN,
+    std: Sequence[float] = ADE20K_STD,
+) -> list[torch.Tensor]:
+    """The normalized test inputs of one image, one ``(1, 3, h_i, w_i)`` tensor per ratio.
+
+    Each is the image resized keeping its aspect ratio to fit ``scaled_bound(scale, ratio)`` (mmcv ``imrescale``
+    with OpenCV's bilinear sampling), then normalized with ``mean``/``std`` (0-255 units): :func:`prepare_image`.
+    """
+    image = to_rgb_array(image)
+    return [torch.from_numpy(prepare_image(image, scaled_bound(scale, ratio), mean, std))[None] for ratio in ratios]

@@ -1,0 +1,405 @@
+"""Serving where agent_hf is not installed: the ``image-segmentation`` pipeline, the Inference Endpoints handler and
+folders written by earlier versions, on real photos (scikit-image's), against agent_hf's own evaluation path.
+
+Each check runs the shipped code (the copies transformers makes from a model folder with ``trust_remote_code=True``)
+in a fresh Python process in which importing agent_hf fails; the reference is computed here, with agent_hf, by
+``agent_hf.inference.segment`` on ``agent_hf.inference.multiscale_inputs`` (mmseg's whole / slide / multi-scale
+inference, as the training script evaluates).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, tiny_pvt_config, tiny_swin_config
+from PIL import Image
+from transformers import AutoModelForSemanticSegmentation, SegformerImageProcessorPil
+
+import agent_hf
+from agent_hf.data.ade20k import ade20k_id2label
+from agent_hf.inference import multiscale_inputs, segment
+from agent_hf.processing import ENDPOINT_FILES, save_model_folder, upgrade_model_folder
+
+BLOCK_AGENT_HF = textwrap.dedent(
+    """
+    import sys, importlib.abc
+    class BlockAgentHF(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "agent_hf" or name.startswith("agent_hf."):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+    sys.meta_path.insert(0, BlockAgentHF())
+    sys.path = [p for p in sys.path if not p.rstrip("/").endswith("src")]
+    """
+)
+#: Collects transformers' log records (the "not supported for image-segmentation" error among them).
+COLLECT_LOGS = textwrap.dedent(
+    """
+    import logging
+    import transformers
+    LOGS = []
+    class _Collect(logging.Handler):
+        def emit(self, record):
+            LOGS.append(record.getMessage())
+    transformers.utils.logging.get_logger("transformers").addHandler(_Collect())
+    """
+)
+SLIDE = {"mode": "slide"}  # 512x512 windows every 341 pixels
+TTA = {"ratios": [0.5, 1.0], "flip": True}
+
+
+def run_without_agent_hf(code: str, cwd: Path, timeout: int = 600) -> str:
+    """Runs ``code`` in a new interpreter that cannot import agent_hf; returns its stdout (fails on an error)."""
+    script = BLOCK_AGENT_HF + COLLECT_LOGS + textwrap.dedent(code) + "\nassert 'agent_hf' not in sys.modules\n"
+    # A private module cache: transformers copies remote code to <cache>/transformers_modules/<folder name>.
+    env = {**os.environ, "HF_MODULES_CACHE": str(cwd / ".hf_modules"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def real_photos() -> dict[str, Image.Image]:
+    """scikit-image's photos, in several aspect ratios: 3:2 landscape, square, 2:3 portrait, 3:1 panorama."""
+    from skimage import data
+
+    folder = Path(data.__file__).parent
+    rocket = Image.open(folder / "rocket.jpg").convert("RGB")  # 640x427
+    motorcycle = Image.open(folder / "motorcycle_left.png").convert("RGB")  # 741x500
+    return {
+        "chelsea": Image.open(folder / "chelsea.png").convert("RGB"),  # 451x300
+        "astronaut": Image.open(folder / "astronaut.png").convert("RGB"),  # 512x512
+        "rocket_portrait": rocket.transpose(Image.Transpose.ROTATE_90),  # 427x640
+        "motorcycle_panorama": motorcycle.crop((0, 130, 741, 377)),  # 741x247
+    }
+
+
+def save_photos(folder: Path) -> dict[str, str]:
+    """The photos as PNG files (lossless: both processes see the same pixels)."""
+    folder.mkdir(exist_ok=True)
+    paths = {}
+    for name, photo in real_photos().items():
+        paths[name] = str(folder / f"{name}.png")
+        photo.save(paths[name])
+    return paths
+
+
+def ade20k_tiny_model(factory) -> torch.nn.Module:
+    id2label = ade20k_id2label()
+    config = factory(num_labels=150, id2label=id2label, label2id={name: i for i, name in id2label.items()})
+    torch.manual_seed(0)
+    return AutoModelForSemanticSegmentation.from_config(config).eval()
+
+
+@torch.no_grad()
+def evaluation_path(model, photo: Image.Image, **settings) -> np.ndarray:
+    """agent_hf's evaluation: ``segment`` on ``multiscale_inputs`` (mmseg's test pipeline)."""
+    ratios = settings.pop("ratios", (1.0,))
+    size = (photo.height, photo.width)
+    return segment(model, multiscale_inputs(photo, ratios=ratios), size, **settings)[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Two model folders (tiny Agent-Swin and Agent-PVT with ADE20K's 150 classes), the photos, the references."""
+    root = tmp_path_factory.mktemp("serving")
+    paths = save_photos(root / "photos")
+    photos = {name: Image.open(path) for name, path in paths.items()}
+    folders, reference = {}, {}
+    for family, factory in (("swin", tiny_swin_config), ("pvt", tiny_pvt_config)):
+        model = ade20k_tiny_model(factory)
+        folders[family] = save_model_folder(model, root / f"agent-{family}-served")
+        for name, photo in photos.items():
+            reference[f"{family}/{name}/whole"] = evaluation_path(model, photo)
+        reference[f"{family}/chelsea/slide"] = evaluation_path(model, photos["chelsea"], **SLIDE)
+        reference[f"{family}/chelsea/tta"] = evaluation_path(model, photos["chelsea"], **TTA)
+    return root, paths, folders, reference
+
+
+PIPELINE_AND_HANDLER = """
+import base64, io, json, sys
+import numpy as np
+from PIL import Image
+from transformers import AutoImageProcessor, AutoProcessor, pipeline
+
+PATHS, FOLDERS, SLIDE, TTA = json.loads(sys.argv[1])
+photos = {name: Image.open(path) for name, path in PATHS.items()}
+out = {}
+
+def label_map(segments, size, label2id):
+    labels = np.full(size, -1)
+    for segment in segments:
+        mask = np.asarray(segment["mask"])
+        assert mask.shape == size and segment["score"] is None
+        assert not (labels[mask > 0] >= 0).any(), "masks overlap"
+        labels[mask > 0] = label2id[segment["label"]]
+    return labels
+
+def decoded(answer, size, label2id):
+    masks = [{"label": a["label"], "score": a["score"],
+              "mask": Image.open(io.BytesIO(base64.b64decode(a["mask"])))} for a in answer]
+    assert all(m["mask"].format == "PNG" and m["mask"].mode == "L" for m in masks)
+    return label_map(masks, size, label2id)
+
+for family, folder in FOLDERS.items():
+    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+    assert type(processor).__name__ == "AgentImageProcessor"
+    assert type(processor).__module__.startswith("transformers_modules"), type(processor).__module__
+    assert type(AutoProcessor.from_pretrained(folder, trust_remote_code=True)).__name__ == "AgentImageProcessor"
+    segmenter = pipeline("image-segmentation", model=folder, trust_remote_code=True)
+    assert type(segmenter).__name__ == "AgentImageSegmentationPipeline"
+    label2id = {name: int(i) for i, name in segmenter.model.config.id2label.items()}
+    for name, photo in photos.items():
+        size = (photo.height, photo.width)
+        out[f"{family}/{name}/size"] = processor(photo, return_tensors="np")["pixel_values"].shape[-2:]
+        out[f"{family}/{name}/whole"] = label_map(segmenter(photo), size, label2id)
+    chelsea = photos["chelsea"]
+    size = (chelsea.height, chelsea.width)
+    out[f"{family}/chelsea/path"] = label_map(segmenter(PATHS["chelsea"]), size, label2id)
+    out[f"{family}/chelsea/slide"] = label_map(segmenter(chelsea, **SLIDE), size, label2id)
+    out[f"{family}/chelsea/tta"] = label_map(segmenter(chelsea, **TTA), size, label2id)
+    batch = segmenter([photos["astronaut"], chelsea], batch_size=2)
+    out[f"{family}/astronaut/batched"] = label_map(batch[0], (512, 512), label2id)
+    out[f"{family}/chelsea/batched"] = label_map(batch[1], size, label2id)
+
+    # Inference Endpoints: the folder's handler.py, as the endpoint's toolkit calls it.
+    sys.path.insert(0, folder)
+    from handler import EndpointHandler
+    sys.path.pop(0)
+    handler = EndpointHandler(folder)
+    png = io.BytesIO()
+    chelsea.save(png, format="PNG")
+    requests = {
+        "pil": {"inputs": chelsea},
+        "bytes": {"inputs": png.getvalue()},
+        "base64": {"inputs": base64.b64encode(png.getvalue()).decode("ascii")},
+        "slide": {"inputs": base64.b64encode(png.getvalue()).decode("ascii"), "parameters": SLIDE},
+    }
+    for kind, request in requests.items():
+        answer = json.loads(json.dumps(handler(request)))  # what goes over the wire
+        assert all(set(a) == {"label", "score", "mask"} for a in answer)
+        out[f"{family}/chelsea/handler_{kind}"] = decoded(answer, size, label2id)
+    for bad, message in (
+        ({"inputs": b"these bytes are not an image"}, "not a decodable image"),
+        ({"parameters": {}}, "inputs"),
+        ({"inputs": chelsea, "parameters": {"mode": "tiled"}}, "mode must be one of"),
+        ({"inputs": chelsea, "parameters": {"threshold": 0.5}}, "unknown argument"),
+    ):
+        try:
+            handler(bad)
+        except ValueError as error:
+            assert message in str(error), (message, str(error))
+        else:
+            raise AssertionError(f"no error for {bad}")
+
+np.savez(sys.argv[2], **out)
+print(json.dumps(LOGS))
+"""
+
+
+@pytest.fixture(scope="module")
+def served_results(served):
+    """The label maps the pipeline and the handler return, in a process without agent_hf."""
+    root, paths, folders, _ = served
+    arguments = json.dumps([paths, folders, SLIDE, TTA])
+    code = f"sys.argv[1:] = [{arguments!r}, {str(root / 'results.npz')!r}]\n" + PIPELINE_AND_HANDLER
+    logs = json.loads(run_without_agent_hf(code, root).strip().splitlines()[-1])
+    return dict(np.load(root / "results.npz")), logs
+
+
+def mmcv_rescale_size(width: int, height: int, scale=(2048, 512)) -> tuple[int, int]:
+    """mmcv ``rescale_size`` written out independently: ``(height, width)`` of the keep-ratio test resize."""
+    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+    return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_processor_output_size_is_mmseg_test_resize(served, served_results, family):
+    _, _, _, reference = served
+    results, _ = served_results
+    for name, photo in real_photos().items():
+        assert tuple(results[f"{family}/{name}/size"]) == mmcv_rescale_size(photo.width, photo.height)
+    assert mmcv_rescale_size(500, 375) == (512, 683)  # the issue's photo: keep-ratio, not squashed to 512x512
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_pipeline_equals_the_evaluation_path_pixel_for_pixel(served, served_results, family):
+    _, _, _, reference = served
+    results, logs = served_results
+    for name in real_photos():
+        expected = reference[f"{family}/{name}/whole"]
+        assert len(np.unique(expected)) > 1, "a degenerate reference would prove nothing"
+        np.testing.assert_array_equal(results[f"{family}/{name}/whole"], expected, err_msg=name)
+    np.testing.assert_array_equal(results[f"{family}/chelsea/path"], reference[f"{family}/chelsea/whole"])
+    # batch_size=2 runs each image alone: no padding, same maps
+    np.testing.assert_array_equal(results[f"{family}/astronaut/batched"], reference[f"{family}/astronaut/whole"])
+    np.testing.assert_array_equal(results[f"{family}/chelsea/batched"], reference[f"{family}/chelsea/whole"])
+    assert not [message for message in logs if "not supported" in message], logs
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_pipeline_slide_and_multiscale_flip_equal_agent_hf_inference(served, served_results, family):
+    _, _, _, reference = served
+    results, _ = served_results
+    for mode in ("slide", "tta"):
+        expected = reference[f"{family}/chelsea/{mode}"]
+        np.testing.assert_array_equal(results[f"{family}/chelsea/{mode}"], expected, err_msg=mode)
+    # the modes really differ from whole inference (otherwise the check above would be vacuous)
+    assert not np.array_equal(reference[f"{family}/chelsea/tta"], reference[f"{family}/chelsea/whole"])
+    assert not np.array_equal(reference[f"{family}/chelsea/slide"], reference[f"{family}/chelsea/whole"])
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_endpoint_handler_answers_image_bytes_and_base64(served, served_results, family):
+    _, _, folders, reference = served
+    results, _ = served_results
+    for kind in ("pil", "bytes", "base64"):
+        np.testing.assert_array_equal(
+            results[f"{family}/chelsea/handler_{kind}"], reference[f"{family}/chelsea/whole"]
+        )
+    np.testing.assert_array_equal(results[f"{family}/chelsea/handler_slide"], reference[f"{family}/chelsea/slide"])
+    folder = Path(folders[family])
+    assert {*ENDPOINT_FILES, "pipeline_agent.py", "image_processing_agent.py"} <= {p.name for p in folder.iterdir()}
+    requirements = [line for line in (folder / "requirements.txt").read_text().splitlines() if line[:1].isalpha()]
+    assert any(line.startswith("transformers") for line in requirements)
+    assert not [line for line in requirements if "agent" in line]  # the folder's code is all it needs
+
+
+# ------------------------------------------------------------------------------------------ earlier versions
+def write_old_folder(model, folder: Path) -> None:
+    """A model folder as agent_hf 0.1.0 wrote it: save_pretrained + a 512x512 SegformerImageProcessor."""
+    model.save_pretrained(folder)
+    SegformerImageProcessorPil(
+        do_resize=True,
+        size={"height": 512, "width": 512},
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+        do_reduce_labels=True,
+    ).save_pretrained(folder)
+    (folder / "NOTES.md").write_text("my notes\n")
+
+
+OLD_AND_UPGRADED = """
+import json, sys
+import numpy as np
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
+
+OLD, UPGRADED, PHOTO, OUT = sys.argv[1:]
+photo = Image.open(PHOTO)
+# The old folder still loads and runs (its processor squashes the photo: that is what the upgrade fixes).
+processor = AutoImageProcessor.from_pretrained(OLD, trust_remote_code=True)
+model = AutoModelForSemanticSegmentation.from_pretrained(OLD, trust_remote_code=True)
+assert type(processor).__name__.startswith("SegformerImageProcessor"), type(processor)
+assert processor(photo, return_tensors="pt")["pixel_values"].shape[-2:] == (512, 512)
+assert len(pipeline("image-segmentation", model=OLD, trust_remote_code=True)(photo)) >= 1
+OLD_LOGS = list(LOGS)  # transformers' own pipeline logs "not supported" for the old folder
+LOGS.clear()
+
+segmenter = pipeline("image-segmentation", model=UPGRADED, trust_remote_code=True)
+label2id = {name: int(i) for i, name in segmenter.model.config.id2label.items()}
+labels = np.full((photo.height, photo.width), -1)
+for segment in segmenter(photo):
+    labels[np.asarray(segment["mask"]) > 0] = label2id[segment["label"]]
+np.save(OUT, labels)
+print(json.dumps([OLD_LOGS, LOGS]))
+"""
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_old_folders_load_and_upgrade_to_the_evaluation_path(tmp_path):
+    model = ade20k_tiny_model(tiny_swin_config)
+    old, upgraded = tmp_path / "old-agent-swin", tmp_path / "upgraded-agent-swin"
+    write_old_folder(model, old)
+    shutil.copytree(old, upgraded)
+    before = folder_bytes(upgraded)
+
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "upgrade_model_folder.py"), str(upgraded)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(agent_hf.__file__).parent.parent)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"upgraded {upgraded}" in result.stdout
+    after = folder_bytes(upgraded)
+    # every earlier file but the two configs is byte for byte the same; nothing was deleted, no temp file is left
+    changed = {name for name in before if after[name] != before[name]}
+    assert changed == {"config.json", "preprocessor_config.json"}
+    added = set(after) - set(before)
+    assert added == {*ENDPOINT_FILES, "image_processing_agent.py", "image_ops.py", "segmentation_inference.py",
+                     "pipeline_agent.py"}  # fmt: skip
+    preprocessor = json.loads(after["preprocessor_config.json"])
+    assert preprocessor["image_processor_type"] == "AgentImageProcessor" and preprocessor["do_reduce_labels"]
+    assert preprocessor["auto_map"] == {"AutoImageProcessor": "image_processing_agent.AgentImageProcessor"}
+    old_config, new_config = json.loads(before["config.json"]), json.loads(after["config.json"])
+    assert {k: v for k, v in new_config.items() if k != "custom_pipelines"} == {
+        **old_config,
+        "auto_map": {**old_config["auto_map"], "AutoImageProcessor": "image_processing_agent.AgentImageProcessor"},
+    }
+    # upgrading twice changes nothing
+    assert upgrade_model_folder(upgraded) and folder_bytes(upgraded) == after
+
+    photo_path = tmp_path / "chelsea.png"
+    real_photos()["chelsea"].save(photo_path)
+    out = tmp_path / "labels.npy"
+    logs = run_without_agent_hf(
+        f"sys.argv[1:] = {[str(old), str(upgraded), str(photo_path), str(out)]!r}\n" + OLD_AND_UPGRADED, tmp_path
+    )
+    old_logs, new_logs = json.loads(logs.strip().splitlines()[-1])
+    assert [message for message in old_logs if "is not supported for image-segmentation" in message]  # caught...
+    assert not [message for message in new_logs if "not supported" in message]  # ...and gone after the upgrade
+    np.testing.assert_array_equal(np.load(out), evaluation_path(model, Image.open(photo_path)))
+
+
+def test_upgrade_fails_cleanly_and_changes_nothing(tmp_path):
+    model = ade20k_tiny_model(tiny_pvt_config)
+    folder = tmp_path / "old-agent-pvt"
+    write_old_folder(model, folder)
+    (folder / "handler.py").mkdir()  # a destination the upgrade cannot replace
+    before = folder_bytes(folder)
+    with pytest.raises(IsADirectoryError, match="handler.py"):
+        upgrade_model_folder(folder)
+    assert folder_bytes(folder) == before and (folder / "handler.py").is_dir()
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+    (folder / "handler.py").rmdir()
+    (folder / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="preprocessor_config.json is not valid JSON"):
+        upgrade_model_folder(folder)
+    assert not (folder / "handler.py").exists()
+
+    segformer = tmp_path / "segformer"
+    segformer.mkdir()
+    (segformer / "config.json").write_text(json.dumps({"model_type": "segformer"}))
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "upgrade_model_folder.py"), str(segformer), str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(agent_hf.__file__).parent.parent)},
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "not an agent_hf model folder" in errors[0] and "is not a folder" in errors[1]
+    assert [p.name for p in segformer.iterdir()] == ["config.json"]
+
+
+def test_saved_folders_are_readable_by_everyone(served):
+    _, _, folders, _ = served
+    for path in Path(folders["swin"]).iterdir():
+        if path.name in {*ENDPOINT_FILES, "preprocessor_config.json", "config.json", "pipeline_agent.py"}:
+            assert path.stat().st_mode & 0o044 == 0o044, f"{path.name} is not readable by group/others"
