@@ -81,7 +81,9 @@ def test_output_attentions_returns_both_agent_steps_per_block(family):
     with torch.no_grad():
         outputs = model(PIXELS, output_attentions=True)
         plain = model(PIXELS)
-    torch.testing.assert_close(outputs.last_hidden_state, plain.last_hidden_state, rtol=1e-5, atol=1e-6)
+    # Two implementations (the reference computes the weights; the fast path never does): fp32 rounding apart, each
+    # ~1.5e-6 from a float64 run on this model's outputs of magnitude ~3.
+    torch.testing.assert_close(outputs.last_hidden_state, plain.last_hidden_state, rtol=1e-5, atol=1e-5)
     config = model.config
     blocks = [stage for stage in range(4) for _ in range(config.depths[stage])]
     assert len(outputs.attentions) == len(blocks)

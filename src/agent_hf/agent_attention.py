@@ -1,43 +1,42 @@
 """Agent attention (Han et al., "Agent Attention: On the Integration of Softmax and Linear Attention").
 
-Written once and used by both Agent-Swin and Agent-PVT. For N = H*W query tokens and n = h_a*w_a
-agent tokens (an adaptive average pool of the queries):
+Written once and used by both Agent-Swin and Agent-PVT. For N = H*W query tokens and n = h_a*w_a agent tokens A
+(the queries Q average-pooled to an h_a x w_a grid), per head with scale s = d ** scale_exponent:
 
     agent step:  V_A = softmax(A K^T * s + B_an) V        A: (n, d), K, V: (N, d)   -> (n, d)
     query step:  O   = softmax(Q A^T * s + B_na) V_A      Q: (N, d)                 -> (N, d)
-    output:      proj(O + DWC(V))
+    output:      proj(O + DWC(V))                          DWC: depth-wise convolution of V as an (H, W) map
 
-The biases B_an (n x N) and B_na (N x n) come from six learned tables: a 7x7 table per agent
-(`an_bias`, `na_bias`) plus separable row/column tables learned at the pretraining resolution
-(`ah_bias` + `aw_bias`, `ha_bias` + `wa_bias`). The official code bilinearly resizes these tables to
-(H, W) and then, viewing the pretraining agents as a sqrt(agent_num)^2 grid, to the downstream agent
-grid (h_a, w_a), on every call and once per image. Both resizes are linear maps on different axes, so
-we apply them as small 1-D interpolation matrices (exactly PyTorch's bilinear weights), agent axis
-first while the tables are tiny, and broadcast over the batch. The result is cached per resolution
-(and attention dtype) when no gradient is needed, and recomputed whenever a table changes (parameter
-version counters); never cached while torch.compile traces.
+The position biases B_an (n x N) and B_na (N x n) come from six learned tables: a 7x7 table per pretraining agent
+(`an_bias`, `na_bias`) plus row and column tables learned at the pretraining resolution (`ah_bias` + `aw_bias`,
+`ha_bias` + `wa_bias`). The official code resizes each table bilinearly to the (H, W) map, then resizes the agent
+axis (the pretraining agents viewed as a pool x pool grid) to the downstream agent grid (h_a, w_a).
 
-Performance notes (CPU; measurements in docs/benchmarks.md):
+The module has two implementations of the same computation, chosen by the config's `_attn_implementation`:
 
-* With ``attn_implementation="sdpa"`` both steps go through `F.scaled_dot_product_attention` with a
-  contiguous 4-D float mask and contiguous agent tokens: that is what lets PyTorch pick its fused
-  (flash) CPU kernel, which never materializes the (n x N) score matrices. A 3-D mask or a strided
-  agent tensor silently falls back to the unfused "math" kernel (~7x slower for the stage-1 agent
-  step at 512x2048).
-* q, k and v are projected as three contiguous tensors, so the agent pooling and the depth-wise
-  convolution read them in place (channels-last views); the convolution's channels-last output is
-  where the attention output is added, in the same pass that undoes the head-major layout.
-* The biases are written once, directly in the layout the kernel reads (agent->token (h, n, N),
-  token->agent (h, N, n)), from rank-9 / Kronecker-factored forms of the separable resize.
-* PyTorch's fused CPU kernel has no gradient for the mask, so with a bias that needs one (training)
-  SDPA would fall back to the math kernel, which keeps the probability matrices alive for backward.
-  `_FlashAttentionWithBiasGrad` runs the fused forward and saves only q, k, v; its backward rebuilds
-  the bias from the (tiny) tables and recomputes the probabilities one image at a time.
-* ``attn_implementation="eager"`` stays an explicit softmax(QK^T * s + B) V, with the bias added
-  inside the GEMM (`torch.baddbmm`) rather than as a separate pass.
+* ``"eager"`` -- the reference (`reference_agent_attention`), written to be checked against the equations above:
+  the biases built exactly as the official code builds them (`official_position_biases`), both softmax steps
+  written out. `output_attentions` always uses it (the attention weights only exist there).
+* anything else (``"sdpa"``, the default) -- the fast path. The bias resizes are linear and separable, so the
+  biases are kept in a factored form built from the tiny tables with 1-D interpolation matrices
+  (`AgentBiasFactors`), and materialized a few rows of the map at a time:
+
+  - on CPU without gradients (inference), `blocked_agent_step` / `blocked_query_step` run PyTorch's fused CPU
+    attention kernel block by block, with the bias block built on the fly; the agent step's softmax runs over all
+    N tokens, so its blocks of keys are merged exactly through their log-sum-exp. No (h, n, N) tensor ever
+    exists, and the blocks are small enough to stay in the CPU cache;
+  - on CPU with gradients (training), `FusedAttentionWithBiasGrad` runs the fused kernel on the whole bias and
+    rebuilds the bias and the probabilities in backward instead of saving them;
+  - on other devices and under torch.compile, `F.scaled_dot_product_attention` with the whole bias.
+
+Every path computes the same values up to floating-point rounding (tests/test_parity.py holds both
+implementations to the official outputs at 1e-5; tests/test_performance_features.py compares them, values and
+gradients).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +44,6 @@ from torch import nn
 
 # Side of the square per-agent tables `an_bias`/`na_bias`, fixed by the official implementation.
 AGENT_TABLE_SIZE = 7
-_BIAS_CACHE_SIZE = 4
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -59,48 +57,312 @@ def bilinear_matrix(in_size: int, out_size: int, device=None, dtype=torch.float3
     return weights.view(in_size, out_size).t().to(dtype)
 
 
-def attention_scores(query: torch.Tensor, key: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
-    """query key^T * scale + bias, for query (B, h, M, d), key (B, h, N, d), bias (1 or B, h, M, N).
+# ----------------------------------------------------------------------------------------------------------------
+# The reference implementation ("eager"): the paper's equations, the biases built the official way
+# ----------------------------------------------------------------------------------------------------------------
 
-    For one image the bias is the GEMM's accumulator (`baddbmm`: no separate pass over the scores);
-    otherwise the product is scaled and biased in place.
+
+def _resize_to_map(tables: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(h, A, h0, w0) -> (h, A, H, W): each agent's table bilinearly resized to the feature map."""
+    return F.interpolate(tables, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def _resize_agent_axis(maps: torch.Tensor, pool_size: int, agent_grid: tuple[int, int]) -> torch.Tensor:
+    """(h, A, H, W) -> (h, H*W, n): the A = pool x pool pretraining agents resized to the downstream agent grid."""
+    heads, _, height, width = maps.shape
+    maps = maps.reshape(heads, pool_size, pool_size, height * width).permute(0, 3, 1, 2)
+    maps = F.interpolate(maps, size=agent_grid, mode="bilinear", align_corners=False)
+    return maps.reshape(heads, height * width, agent_grid[0] * agent_grid[1])
+
+
+def official_position_biases(attention: AgentAttention, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two position biases of `attention` for a (height, width) map, built as the official code builds them.
+
+    Returns B_an (h, n, H*W) (agent step: agents over tokens) and B_na (h, H*W, n) (query step: tokens over
+    agents). Each is the sum of two terms resized the same way: the 7x7 table and the row + column tables, first to
+    the (H, W) map, then along the agent axis to the agent grid.
     """
-    batch, heads, rows, _ = query.shape
-    if batch == 1:
-        return torch.baddbmm(bias.reshape(heads, rows, -1), query[0], key[0].transpose(-2, -1), alpha=scale).unsqueeze(
-            0
+    heads, pool, grid = attention.num_heads, attention.pool_size, attention.agent_grid
+
+    def position_bias(square, rows_plus_cols):  # (h, A, 7, 7), (h, A, h0, w0) -> (h, H*W, n)
+        first = _resize_agent_axis(_resize_to_map(square, height, width), pool, grid)
+        second = _resize_agent_axis(_resize_to_map(rows_plus_cols, height, width), pool, grid)
+        return first + second
+
+    agent_rows_cols = (attention.ah_bias + attention.aw_bias).squeeze(0)  # (h, A, h0, w0)
+    token_rows_cols = (attention.ha_bias + attention.wa_bias).squeeze(0).permute(0, 3, 1, 2)  # (h, A, H0, W0)
+    agent_to_token = position_bias(attention.an_bias, agent_rows_cols).transpose(1, 2)
+    token_to_agent = position_bias(attention.na_bias, token_rows_cols)
+    return agent_to_token.reshape(heads, -1, height * width), token_to_agent
+
+
+def reference_agent_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    agents: torch.Tensor,
+    agent_to_token: torch.Tensor,
+    token_to_agent: torch.Tensor,
+    scale: float,
+    dropout: float = 0.0,
+    training: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The two softmax steps of agent attention, written out.
+
+    Args:
+        query (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): Q.
+        key (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): K.
+        value (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): V.
+        agents (`torch.Tensor` of shape `(batch_size, heads, agents, head_dim)`): A, the pooled queries.
+        agent_to_token (`torch.Tensor` of shape `(heads, agents, tokens)`): B_an.
+        token_to_agent (`torch.Tensor` of shape `(heads, tokens, agents)`): B_na.
+        scale (`float`): s.
+        dropout (`float`): dropout on both steps' attention weights (in training).
+        training (`bool`): whether dropout is active.
+
+    Returns O (batch_size, heads, tokens, head_dim) and the weights of the agent step (batch_size, heads, agents,
+    tokens) and of the query step (batch_size, heads, tokens, agents).
+    """
+    agent_weights = torch.softmax((agents * scale) @ key.transpose(-2, -1) + agent_to_token, dim=-1)
+    agent_values = F.dropout(agent_weights, dropout, training) @ value  # V_A
+    token_weights = torch.softmax((query * scale) @ agents.transpose(-2, -1) + token_to_agent, dim=-1)
+    output = F.dropout(token_weights, dropout, training) @ agent_values
+    return output, agent_weights, token_weights
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The fast path: factored biases, materialized a block of rows at a time
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AgentBiasFactors:
+    """Both position biases of one (H, W) map in factored form: a few small tensors from which any block of rows
+    of the map is materialized exactly, with one small GEMM and one broadcast add.
+
+    All agent axes are already resized to the agent grid (n agents). With R_h (H x 7) and R_w (W x 7) PyTorch's
+    bilinear resize matrices from the 7x7 tables, S (per head and agent, 7 x 7) the resized 7x7 tables and
+    rows / cols the row and column tables resized to H / W, each bias at token (y, x) is
+
+        bias[(y, x), a] = sum_i R_h[y, i] T[i, x, a] + cols[x, a] + rows[y, a],  T[i, x, a] = sum_j S_a[i, j] R_w[x, j]
+
+    i.e. `[R_h | 1]` (H x 8) times a stacked table `[T; cols]` (8 x W per agent), plus the row term.
+
+    Attributes:
+        resize_h (`torch.Tensor` of shape `(height, 8)`): `[R_h | 1]`.
+        agent_table (`torch.Tensor` of shape `(heads, 8, agents, width)`): `[T; cols]` of B_an.
+        agent_rows (`torch.Tensor` of shape `(heads, height, agents, 1)`): rows of B_an.
+        token_table (`torch.Tensor` of shape `(heads, 8, width, agents)`): `[T; cols]` of B_na.
+        token_rows (`torch.Tensor` of shape `(heads, height, 1, agents)`): rows of B_na.
+    """
+
+    resize_h: torch.Tensor
+    agent_table: torch.Tensor
+    agent_rows: torch.Tensor
+    token_table: torch.Tensor
+    token_rows: torch.Tensor
+
+    @property
+    def height(self) -> int:
+        return self.resize_h.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.agent_table.shape[-1]
+
+    def _rows_times_table(self, table: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """`[R_h | 1]` rows [start, stop) times each head's stacked table: (heads, rows, *table.shape[2:])."""
+        heads, size = table.shape[:2]
+        block = torch.matmul(self.resize_h[start:stop], table.reshape(heads, size, -1))
+        return block.view(heads, stop - start, *table.shape[2:])
+
+    def agent_to_token_block(self, start: int, stop: int) -> torch.Tensor:
+        """B_an for the tokens of map rows [start, stop), one map row per leading index: (rows, heads, agents, W)
+        (a transposed view of a contiguous (heads, rows, agents, W) tensor)."""
+        block = self._rows_times_table(self.agent_table, start, stop)
+        return block.add_(self.agent_rows[:, start:stop]).transpose(0, 1)
+
+    def token_to_agent_block(self, start: int, stop: int) -> torch.Tensor:
+        """B_na for the tokens of map rows [start, stop): (heads, (stop - start) * W, agents), contiguous."""
+        block = self._rows_times_table(self.token_table, start, stop)
+        return block.add_(self.token_rows[:, start:stop]).flatten(1, 2)
+
+    def agent_to_token(self) -> torch.Tensor:
+        """The whole B_an: (heads, agents, H * W), contiguous."""
+        heads, _, agents, _ = self.agent_table.shape
+        return self.agent_to_token_block(0, self.height).permute(1, 2, 0, 3).reshape(heads, agents, -1)
+
+    def token_to_agent(self) -> torch.Tensor:
+        """The whole B_na: (heads, H * W, agents), contiguous."""
+        return self.token_to_agent_block(0, self.height)
+
+
+def _to_agent_grid(table: torch.Tensor, agent_h: torch.Tensor, agent_w: torch.Tensor) -> torch.Tensor:
+    """(h, p*p, *rest) -> (h, h_a*w_a, *rest): the agent axis, viewed as a p x p grid, bilinearly resized."""
+    heads, rest, pool = table.shape[0], table.shape[2:], agent_h.shape[1]
+    table = table.reshape(heads, pool, pool, -1)
+    table = torch.einsum("ip,hpqr,jq->hijr", agent_h, table, agent_w)
+    return table.reshape(heads, agent_h.shape[0] * agent_w.shape[0], *rest)
+
+
+def agent_bias_factors(attention: AgentAttention, height: int, width: int) -> AgentBiasFactors:
+    """`AgentBiasFactors` of `attention`'s tables for a (height, width) map (differentiable in the tables).
+
+    Computed in fp32 for fp16/bf16 tables and outside autocast: the biases add to fp32 scores.
+    """
+    tables = attention.an_bias
+    if tables.device.type == "meta":  # shape-only runs (FLOP counting): autocast knows no meta device
+        return _agent_bias_factors(attention, height, width)
+    with torch.autocast(tables.device.type, enabled=False):
+        return _agent_bias_factors(attention, height, width)
+
+
+def _agent_bias_factors(attention: AgentAttention, height: int, width: int) -> AgentBiasFactors:
+    heads, pool, (grid_h, grid_w) = attention.num_heads, attention.pool_size, attention.agent_grid
+    device = attention.an_bias.device
+    dtype = torch.float32 if attention.an_bias.dtype in _LOW_PRECISION else attention.an_bias.dtype
+    agent_h, agent_w = bilinear_matrix(pool, grid_h, device, dtype), bilinear_matrix(pool, grid_w, device, dtype)
+    resize_h = bilinear_matrix(AGENT_TABLE_SIZE, height, device, dtype)
+    resize_w = bilinear_matrix(AGENT_TABLE_SIZE, width, device, dtype)
+
+    def grid(table):  # (h, A, ...) -> (h, n, ...)
+        return _to_agent_grid(table.to(dtype), agent_h, agent_w)
+
+    def resized(table, size):  # (h, n, s0) -> (h, n, size)
+        return table @ bilinear_matrix(table.shape[-1], size, device, dtype).t()
+
+    # B_an, agents before tokens: T[i, x] = S_a[i, :] R_w[x, :]^T, stacked as (h, 8, n, W).
+    agent_square = grid(attention.an_bias)  # (h, n, 7, 7)
+    agent_t = torch.matmul(agent_square, resize_w.t()).transpose(1, 2)  # (h, 7, n, W)
+    agent_cols = resized(grid(attention.aw_bias.reshape(heads, -1, attention.aw_bias.shape[4])), width)
+    agent_rows = resized(grid(attention.ah_bias.reshape(heads, -1, attention.ah_bias.shape[3])), height)
+    # B_na, tokens before agents: T[i, x, a] = R_w[x, :] S_a[i, :]^T, stacked as (h, 8, W, n).
+    token_square = grid(attention.na_bias)  # (h, n, 7, 7)
+    token_t = torch.einsum("xj,haij->hixa", resize_w, token_square)  # (h, 7, W, n)
+    token_cols = resized(
+        grid(attention.wa_bias.reshape(heads, -1, attention.wa_bias.shape[-1]).transpose(1, 2)), width
+    )
+    token_rows = resized(
+        grid(attention.ha_bias.reshape(heads, -1, attention.ha_bias.shape[-1]).transpose(1, 2)), height
+    )
+    ones = torch.ones(height, 1, device=device, dtype=dtype)
+    return AgentBiasFactors(
+        resize_h=torch.cat([resize_h, ones], dim=1),
+        agent_table=torch.cat([agent_t, agent_cols.unsqueeze(1)], dim=1),
+        agent_rows=agent_rows.transpose(1, 2).unsqueeze(-1).contiguous(),
+        token_table=torch.cat([token_t, token_cols.transpose(1, 2).unsqueeze(1)], dim=1),
+        token_rows=token_rows.transpose(1, 2).unsqueeze(2).contiguous(),
+    )
+
+
+def _row_blocks(height: int, rows_per_block: int):
+    for start in range(0, height, rows_per_block):
+        yield start, min(start + rows_per_block, height)
+
+
+def blocked_agent_step(
+    agents: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    factors: AgentBiasFactors,
+    scale: float,
+    rows_per_block: int,
+) -> torch.Tensor:
+    """V_A = softmax(A K^T * s + B_an) V, one map row of keys at a time, merged exactly through log-sum-exp (CPU).
+
+    Args:
+        agents (`torch.Tensor` of shape `(batch_size, heads, agents, head_dim)`): A, contiguous.
+        key (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): K (a strided view is fine).
+        value (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): V (a strided view is fine).
+        factors (`AgentBiasFactors`): the biases of the (H, W) map of the tokens.
+        scale (`float`): s.
+        rows_per_block (`int`): map rows whose bias one kernel call takes (each row is one item of its batch).
+
+    Row y of the map gives O_y = softmax_y(...) V_y over its W keys, and its log-sum-exp L_y; with
+    L = logsumexp_y L_y, V_A = sum_y exp(L_y - L) O_y. Returns V_A (batch_size, heads, agents, head_dim) in the
+    inputs' dtype.
+    """
+    batch, heads, agent_count, head_dim = agents.shape
+    height, width = factors.height, factors.width
+    outputs = [[] for _ in range(batch)]
+    log_sums = [[] for _ in range(batch)]
+    for start, stop in _row_blocks(height, rows_per_block):
+        bias = factors.agent_to_token_block(start, stop)  # (rows, h, n, W)
+        rows = stop - start
+        for i in range(batch):
+            # The block's rows are the kernel's batch: (rows, h, W, d) views of K and V, A shared by all rows.
+            tokens = slice(start * width, stop * width)
+            row_keys = key[i, :, tokens].unflatten(1, (rows, width)).transpose(0, 1)
+            row_values = value[i, :, tokens].unflatten(1, (rows, width)).transpose(0, 1)
+            output, log_sum = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                agents[i].expand(rows, heads, agent_count, head_dim), row_keys, row_values, attn_mask=bias, scale=scale
+            )
+            outputs[i].append(output)
+            log_sums[i].append(log_sum)
+    merged = []
+    for image_outputs, image_log_sums in zip(outputs, log_sums):
+        log_sum = torch.cat(image_log_sums)  # (H, h, n), fp32
+        weights = torch.softmax(log_sum, dim=0).unsqueeze(-1)  # exp(L_y - L)
+        merged.append((torch.cat(image_outputs).to(weights.dtype) * weights).sum(dim=0))
+    return torch.stack(merged).to(agents.dtype)
+
+
+def blocked_query_step(
+    query: torch.Tensor,
+    agents: torch.Tensor,
+    agent_values: torch.Tensor,
+    factors: AgentBiasFactors,
+    scale: float,
+    rows_per_block: int,
+    out: torch.Tensor,
+) -> None:
+    """O = softmax(Q A^T * s + B_na) V_A, one block of query rows at a time, added into `out` (CPU).
+
+    Args:
+        query (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): Q (a strided view is fine).
+        agents (`torch.Tensor` of shape `(batch_size, heads, agents, head_dim)`): A, contiguous.
+        agent_values (`torch.Tensor` of shape `(batch_size, heads, agents, head_dim)`): V_A.
+        factors (`AgentBiasFactors`): the biases of the (H, W) map of the tokens.
+        scale (`float`): s.
+        rows_per_block (`int`): map rows whose queries (and bias block) one kernel call processes.
+        out (`torch.Tensor` of shape `(batch_size, tokens, heads, head_dim)`): O is added into it, token-major.
+    """
+    width = factors.width
+    for start, stop in _row_blocks(factors.height, rows_per_block):
+        bias = factors.token_to_agent_block(start, stop).unsqueeze(0)  # (1, h, rows * W, n)
+        tokens = slice(start * width, stop * width)
+        output, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query[:, :, tokens], agents, agent_values, attn_mask=bias, scale=scale
         )
-    return torch.matmul(query, key.transpose(-2, -1)).mul_(scale).add_(bias)
+        out[:, tokens].add_(output.transpose(1, 2))  # the kernel writes token-major: a contiguous add
 
 
-class _FlashAttentionWithBiasGrad(torch.autograd.Function):
+class FusedAttentionWithBiasGrad(torch.autograd.Function):
     """softmax(q k^T * scale + bias) v with the fused SDPA kernel in forward and a gradient for `bias`.
 
-    PyTorch's fused CPU kernel does not differentiate the mask, so SDPA with a mask that requires grad
-    uses the unfused math kernel, which saves every (M x N) probability matrix for backward. Here the
-    forward saves only q, k and v; backward recomputes this call's probabilities (one call at a time,
-    FlashAttention-style) and returns dq, dk, dv and dbias.
+    PyTorch's fused CPU kernel does not differentiate the mask, so SDPA with a mask that requires grad uses the
+    unfused math kernel, which saves every (M x N) probability matrix for backward. Here forward saves only q, k
+    and v; backward recomputes this call's probabilities (one image at a time, FlashAttention-style) and returns
+    dq, dk, dv and dbias.
 
-    `recompute_bias`, when given, is a no-grad callable that returns the same bias again: the bias is
-    then not saved either (it is batch-independent but as large as one image's score matrix, and the
-    tables it is resized from are tiny), and is rebuilt in backward. `table_versions` is a callable
-    returning the tables' version counters, checked in backward like autograd checks saved tensors.
+    `rebuild_bias`, when given, is a no-grad callable that returns the same bias again: the bias is then not saved
+    either (it is batch-independent but as large as one image's score matrix, and the tables it is built from are
+    tiny), and is rebuilt in backward. `table_versions` is a callable returning the tables' version counters,
+    checked in backward like autograd checks saved tensors.
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, bias, scale, recompute_bias=None, table_versions=None):
+    def forward(ctx, query, key, value, bias, scale, rebuild_bias=None, table_versions=None):
         if bias.dim() != 4 or bias.shape[0] not in (1, query.shape[0]):
-            raise ValueError(
-                f"_FlashAttentionWithBiasGrad: bias of shape {tuple(bias.shape)} is not (1 or B, h, M, N)"
-            )
+            raise ValueError(f"FusedAttentionWithBiasGrad: bias of shape {tuple(bias.shape)} is not (1 or B, h, M, N)")
         # Detached: SDPA picks its kernel from `requires_grad`, even with grad mode off as it is here.
         output = F.scaled_dot_product_attention(
             query.detach(), key.detach(), value.detach(), attn_mask=bias.detach(), scale=scale
         )
         ctx.scale, ctx.bias_shape = scale, bias.shape
-        ctx.recompute_bias, ctx.table_versions = recompute_bias, table_versions
+        ctx.rebuild_bias, ctx.table_versions = rebuild_bias, table_versions
         ctx.versions = table_versions() if table_versions is not None else None
-        if recompute_bias is None:
+        if rebuild_bias is None:
             ctx.save_for_backward(query, key, value, bias)
         else:
             ctx.save_for_backward(query, key, value)
@@ -108,7 +370,7 @@ class _FlashAttentionWithBiasGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        if ctx.recompute_bias is None:
+        if ctx.rebuild_bias is None:
             query, key, value, bias = ctx.saved_tensors
         else:
             query, key, value = ctx.saved_tensors
@@ -118,7 +380,7 @@ class _FlashAttentionWithBiasGrad(torch.autograd.Function):
                     "the attention bias cannot be recomputed for the gradient"
                 )
             with torch.no_grad():
-                bias = ctx.recompute_bias()
+                bias = ctx.rebuild_bias()
         scale, dtype = ctx.scale, query.dtype
         compute = torch.float32 if dtype in _LOW_PRECISION else dtype  # probabilities and gradients in fp32
         batch = query.shape[0]
@@ -128,8 +390,8 @@ class _FlashAttentionWithBiasGrad(torch.autograd.Function):
         grad_key = torch.empty(key.shape, dtype=compute, device=key.device)
         grad_value = torch.empty(value.shape, dtype=compute, device=value.device)
         grad_bias = None
-        # One image at a time: 3-D GEMMs straight on the strided per-head views (no copies), with the
-        # bias as the GEMM accumulator, and (h, M, N) temporaries for one image only.
+        # One image at a time: 3-D GEMMs straight on the strided per-head views (no copies), with the bias as the
+        # GEMM accumulator, and (h, M, N) temporaries for one image only.
         for i in range(batch):
             q, k, v = query[i].to(compute), key[i].to(compute), value[i].to(compute)
             grad_out = grad_output[i].to(compute)
@@ -144,9 +406,8 @@ class _FlashAttentionWithBiasGrad(torch.autograd.Function):
             torch.bmm(grad_scores.transpose(1, 2), q, out=grad_key[i])
             if ctx.needs_input_grad[3]:
                 if not shared_bias:
-                    grad_bias = (
-                        torch.empty(bias.shape, dtype=compute, device=bias.device) if grad_bias is None else grad_bias
-                    )
+                    if grad_bias is None:
+                        grad_bias = torch.empty(bias.shape, dtype=compute, device=bias.device)
                     grad_bias[i] = grad_scores
                 else:
                     grad_bias = grad_scores if grad_bias is None else grad_bias.add_(grad_scores)
@@ -156,6 +417,11 @@ class _FlashAttentionWithBiasGrad(torch.autograd.Function):
         if grad_bias is not None:
             grad_bias = grad_bias.reshape(ctx.bias_shape).to(dtype)
         return grad_query.to(dtype), grad_key.to(dtype), grad_value.to(dtype), grad_bias, None, None, None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The module
+# ----------------------------------------------------------------------------------------------------------------
 
 
 class AgentSplitLinear(nn.Linear):
@@ -209,19 +475,16 @@ class AgentAttention(nn.Module):
         fused_qkv (`bool`): one `qkv` projection (Swin) or `q` and `kv` projections (PVT), as in the checkpoints.
         attn_drop (`float`): dropout on the attention weights.
         proj_drop (`float`): dropout after `proj`.
-        config (`PreTrainedConfig`): the model config, read at call time for `_attn_implementation` ("eager" for
-            explicit softmax(QK^T)V, anything else for `F.scaled_dot_product_attention`), as transformers models do.
+        config (`PreTrainedConfig`): the model config, read at call time for `_attn_implementation` ("eager": the
+            reference implementation; anything else: the fast path), as transformers models do.
 
     Input `hidden_states` (B, N=H*W, C), row-major over (H, W); output (B, N, C).
 
-    Bias cache: `bias_cache_size` (class attribute, or per instance) resolutions are kept per module, FIFO;
-    0 disables caching. A cached entry holds both biases, 2 * h * n * H * W values: for Agent-Swin-T at
-    512x2048 about 0.95 GB over all its agent blocks (fp32); without it the backbone is ~30% slower
-    there on a 2-core CPU (mostly first-touch page faults of the large bias buffers).
-    `clear_bias_cache()` frees it.
+    `bias_block_size` (class attribute, or per instance) bounds the bias elements the fast CPU inference path
+    materializes at once per attention step (2**21: 8 MB in fp32; at least one row of the map).
     """
 
-    bias_cache_size: int = _BIAS_CACHE_SIZE
+    bias_block_size: int = 1 << 21
 
     def __init__(
         self,
@@ -269,154 +532,12 @@ class AgentAttention(nn.Module):
         self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, key_table_size[1]))
         self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, table_size[0], 1, agent_num))
         self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, table_size[1], agent_num))
-        self._bias_cache: dict = {}
-        # Counters for tests and profiling: bias computations served from / added to the cache.
-        self.bias_cache_hits = 0
-        self.bias_cache_misses = 0
 
     def _bias_tables(self) -> tuple[nn.Parameter, ...]:
         return (self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias, self.wa_bias)
 
-    def _resize_bias(self, square, rows, cols, height, width, agents_last: bool = False) -> torch.Tensor:
-        """Bias (h, n_agents, H, W), or (h, H, W, n_agents) with `agents_last`: official bilinear resize of
-        `square` (h, A, 7, 7) + rows (h, A, H0) broadcast over columns + cols (h, A, W0) broadcast over
-        rows, to (H, W), then of the agent axis (viewed as a pool x pool grid) to the agent grid.
-
-        Everything is linear and separable, so the tables are first resized along each axis with small
-        1-D interpolation matrices (PyTorch's own bilinear weights; no (H0, W0) map is built), and the
-        full-size result is then written once, in the layout the attention reads:
-        agents first, per agent a rank-9 product U V^T with U = [R_h, rows, 1] (H x 9) and
-        V = [R_w S^T, 1, cols] (W x 9); agents last, rows + cols broadcast and the square term added in
-        place as one GEMM, kron(R_h, R_w) (H*W x 49) @ S (49 x n) per head. Computed in fp32 even
-        under autocast (the caller casts the result to the attention's dtype).
-        """
-        if square.device.type == "meta":  # shape-only runs (FLOP counting): autocast knows no meta device
-            return self._resize_bias_fp(square, rows, cols, height, width, agents_last)
-        with torch.autocast(square.device.type, enabled=False):
-            return self._resize_bias_fp(square, rows, cols, height, width, agents_last)
-
-    def _resize_bias_fp(self, square, rows, cols, height, width, agents_last: bool) -> torch.Tensor:
-        heads, p = self.num_heads, self.pool_size
-        (ga_h, ga_w), device = self.agent_grid, square.device
-        dtype = torch.float32 if square.dtype in _LOW_PRECISION else square.dtype
-        agent_h = bilinear_matrix(p, ga_h, device, dtype)
-        agent_w = bilinear_matrix(p, ga_w, device, dtype)
-
-        def to_agent_grid(table):  # (h, p*p, *rest) -> (h, ga_h*ga_w, *rest)
-            rest = table.shape[2:]
-            table = table.to(dtype).reshape(heads, p, p, -1)
-            table = torch.einsum("ip,hpqr,jq->hijr", agent_h, table, agent_w)
-            return table.reshape(heads, ga_h * ga_w, *rest)
-
-        square, rows, cols = to_agent_grid(square), to_agent_grid(rows), to_agent_grid(cols)
-        t, n = AGENT_TABLE_SIZE, square.shape[1]
-        resize_h, resize_w = bilinear_matrix(t, height, device, dtype), bilinear_matrix(t, width, device, dtype)
-        rows = rows @ bilinear_matrix(rows.shape[-1], height, device, dtype).t()  # (h, n, H)
-        cols = cols @ bilinear_matrix(cols.shape[-1], width, device, dtype).t()  # (h, n, W)
-        if not agents_last:
-            ones_h = torch.ones(1, 1, height, 1, device=device, dtype=dtype).expand(heads, n, height, 1)
-            ones_w = torch.ones(1, 1, width, 1, device=device, dtype=dtype).expand(heads, n, width, 1)
-            u = torch.cat([resize_h.expand(heads, n, height, t), rows.unsqueeze(-1), ones_h], dim=-1)  # (h, n, H, 9)
-            v = torch.cat([resize_w @ square.transpose(-1, -2), ones_w, cols.unsqueeze(-1)], dim=-1)  # (h, n, W, 9)
-            return torch.matmul(u, v.transpose(-1, -2))  # (h, n, H, W)
-        kron = (resize_h[:, None, :, None] * resize_w[None, :, None, :]).reshape(height * width, t * t)
-        # (h, H, W, n), row-major: the (small) addends are made contiguous in that order first, since a
-        # broadcast add lays its output out like its inputs.
-        bias = rows.transpose(1, 2).contiguous().unsqueeze(2) + cols.transpose(1, 2).contiguous().unsqueeze(1)
-        square = square.reshape(heads, n, t * t).transpose(1, 2)  # (h, 49, n)
-        bias.view(heads, height * width, n).baddbmm_(kron.expand(heads, -1, -1), square)
-        return bias
-
-    def clear_bias_cache(self) -> None:
-        self._bias_cache.clear()
-
-    def _bias_cacheable(self) -> bool:
-        if self.bias_cache_size <= 0:
-            return False
-        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in self._bias_tables())
-        return not needs_grad and not torch.compiler.is_compiling()
-
     def _table_versions(self) -> tuple[int, ...]:
         return tuple(t._version for t in self._bias_tables())
-
-    def _agent_to_token_bias(self, height: int, width: int, dtype: torch.dtype | None) -> torch.Tensor:
-        """B_an as a contiguous (1, h, n, H*W) mask (not cached)."""
-        heads, n = self.num_heads, self.agent_grid[0] * self.agent_grid[1]
-        bias = self._resize_bias(
-            self.an_bias,
-            self.ah_bias.reshape(heads, -1, self.ah_bias.shape[3]),
-            self.aw_bias.reshape(heads, -1, self.aw_bias.shape[4]),
-            height,
-            width,
-        ).reshape(1, heads, n, height * width)
-        return bias if dtype is None else bias.to(dtype)
-
-    def _token_to_agent_bias(self, height: int, width: int, dtype: torch.dtype | None) -> torch.Tensor:
-        """B_na as a contiguous (1, h, H*W, n) mask (not cached), built agents-last: the fused SDPA
-        kernel reads the mask row by row, and a transposed (strided) mask would need a copy."""
-        heads, n = self.num_heads, self.agent_grid[0] * self.agent_grid[1]
-        bias = self._resize_bias(
-            self.na_bias,
-            self.ha_bias.reshape(heads, -1, self.ha_bias.shape[-1]).transpose(1, 2),
-            self.wa_bias.reshape(heads, -1, self.wa_bias.shape[-1]).transpose(1, 2),
-            height,
-            width,
-            agents_last=True,
-        ).reshape(1, heads, height * width, n)
-        return bias if dtype is None else bias.to(dtype)
-
-    def agent_biases(
-        self, height: int, width: int, dtype: torch.dtype | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(agent->token bias (1, h, n, H*W), token->agent bias (1, h, H*W, n)), both contiguous, for a
-        (height, width) map, in `dtype` (default: the tables' compute dtype, fp32 for fp16/bf16 tables).
-
-        Served from a small per-module cache keyed by (height, width, device, tables' dtype, dtype) when no
-        gradient is needed and torch.compile is not tracing; a hit also requires every table's version
-        counter and storage to be unchanged, so in-place updates (optimizer steps, `load_state_dict`,
-        `with torch.no_grad(): table.add_(1)`) invalidate it. `bias_cache_hits` / `bias_cache_misses`
-        count the cacheable calls.
-        """
-        cacheable = self._bias_cacheable()
-        if cacheable:
-            tables = self._bias_tables()
-            key = (height, width, self.an_bias.device, self.an_bias.dtype, dtype)
-            versions = self._table_versions() + tuple(t.data_ptr() for t in tables)
-            hit = self._bias_cache.get(key)
-            if hit is not None:
-                if hit[0] == versions:
-                    self.bias_cache_hits += 1
-                    return hit[1], hit[2]
-                del self._bias_cache[key]  # stale: free it before building its replacement
-            self.bias_cache_misses += 1
-        agent_to_token = self._agent_to_token_bias(height, width, dtype)
-        token_to_agent = self._token_to_agent_bias(height, width, dtype)
-        if cacheable:
-            while len(self._bias_cache) >= self.bias_cache_size:
-                self._bias_cache.pop(next(iter(self._bias_cache)))
-            self._bias_cache[key] = (versions, agent_to_token, token_to_agent)
-        return agent_to_token, token_to_agent
-
-    def _attend(self, query, key, value, bias, recompute_bias=None):
-        """softmax(query key^T * scale + bias) value for (B, h, M, d) / (B, h, N, d) inputs and a
-        (1, h, M, N) bias that broadcasts over the batch. `recompute_bias` (a no-grad callable giving
-        `bias` again) lets the CPU training path drop the bias after forward."""
-        dropout = self.attn_drop if self.training else 0.0
-        if getattr(self.config, "_attn_implementation", None) != "eager":
-            if (
-                dropout == 0.0
-                and bias.requires_grad
-                and torch.is_grad_enabled()
-                and query.device.type == "cpu"
-                and not torch.compiler.is_compiling()
-            ):
-                versions = self._table_versions if recompute_bias is not None else None
-                return _FlashAttentionWithBiasGrad.apply(query, key, value, bias, self.scale, recompute_bias, versions)
-            return F.scaled_dot_product_attention(
-                query, key, value, attn_mask=bias, dropout_p=dropout, scale=self.scale
-            )
-        weights = torch.softmax(attention_scores(query, key, bias, self.scale), dim=-1)
-        return torch.matmul(F.dropout(weights, dropout, self.training), value)
 
     def _project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """query, key, value (B, N, C) each as its own contiguous tensor.
@@ -424,19 +545,55 @@ class AgentAttention(nn.Module):
         The fused `qkv` (or `kv`) projection returns one contiguous tensor per C-row slice of its weight
         (`AgentSplitLinear`) instead of one (B, N, 3C) output chunked into strided views: a contiguous query
         is then a channels-last map that `adaptive_avg_pool2d` reads in place, and a contiguous value one the
-        depth-wise convolution reads in place, where the strided views cost a full copy each (~25 ms per
-        stage-1 block at 512x2048 on one core). Three (N, C) x (C, C) GEMMs run as fast as one (N, C) x (C, 3C).
+        depth-wise convolution reads in place, where the strided views cost a full copy each.
         """
         if self.fused_qkv:
             return split_projection(self.qkv, hidden_states, 3)
         key, value = split_projection(self.kv, hidden_states, 2)
         return self.q(hidden_states), key, value
 
-    def _attend_with_weights(self, query, key, value, bias) -> tuple[torch.Tensor, torch.Tensor]:
-        """The explicit softmax(query key^T * scale + bias) value, and the attention weights (B, h, M, N)."""
-        weights = torch.softmax(attention_scores(query, key, bias, self.scale), dim=-1)
+    def _rows_per_block(self, width: int) -> int:
+        agents = self.agent_grid[0] * self.agent_grid[1]
+        return max(1, self.bias_block_size // (self.num_heads * agents * width))
+
+    def _fast_attention(self, query, key, value, agents, height: int, width: int, out: torch.Tensor) -> None:
+        """The fast path: O added into `out` (B, N, h, d). query/key/value (B, h, N, d), agents (B, h, n, d)."""
         dropout = self.attn_drop if self.training else 0.0
-        return torch.matmul(F.dropout(weights, dropout, self.training), value), weights
+        grad = torch.is_grad_enabled()
+        tables_need_grad = grad and any(t.requires_grad for t in self._bias_tables())
+        needs_grad = tables_need_grad or (grad and any(t.requires_grad for t in (query, key, value, agents)))
+        cpu = query.device.type == "cpu" and not torch.compiler.is_compiling()
+        if cpu and not needs_grad and dropout == 0.0:
+            with torch.no_grad():
+                factors = agent_bias_factors(self, height, width)
+            rows = self._rows_per_block(width)
+            agent_values = blocked_agent_step(agents, key, value, factors, self.scale, rows)
+            blocked_query_step(query, agents, agent_values, factors, self.scale, rows, out)
+            return
+        factors = agent_bias_factors(self, height, width)
+        dtype = query.dtype
+        agent_to_token = factors.agent_to_token().unsqueeze(0).to(dtype)  # (1, h, n, N)
+        token_to_agent = factors.token_to_agent().unsqueeze(0).to(dtype)  # (1, h, N, n)
+        if cpu and dropout == 0.0 and tables_need_grad:
+
+            def rebuild(name):  # a no-grad callable giving the bias again, for backward
+                return lambda: getattr(agent_bias_factors(self, height, width), name)().unsqueeze(0).to(dtype)
+
+            versions = self._table_versions
+            agent_values = FusedAttentionWithBiasGrad.apply(
+                agents, key, value, agent_to_token, self.scale, rebuild("agent_to_token"), versions
+            )
+            output = FusedAttentionWithBiasGrad.apply(
+                query, agents, agent_values, token_to_agent, self.scale, rebuild("token_to_agent"), versions
+            )
+        else:
+            agent_values = F.scaled_dot_product_attention(
+                agents, key, value, attn_mask=agent_to_token, dropout_p=dropout, scale=self.scale
+            )
+            output = F.scaled_dot_product_attention(
+                query, agents, agent_values, attn_mask=token_to_agent, dropout_p=dropout, scale=self.scale
+            )
+        out.add_(output.transpose(1, 2))
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False):
         """Agent attention over a (height, width) map.
@@ -445,7 +602,7 @@ class AgentAttention(nn.Module):
             hidden_states (`torch.Tensor` of shape `(batch_size, height * width, dim)`): tokens, row-major.
             height (`int`): rows H of the map.
             width (`int`): columns W of the map.
-            output_attentions (`bool`): also return both steps' attention weights (computed explicitly, as eager).
+            output_attentions (`bool`): also return both steps' attention weights (computed by the reference).
 
         Returns the output (B, H*W, C); with `output_attentions`, `(output, (agent_to_token, token_to_agent))`
         where agent_to_token (B, h, n, H*W) are the agent step's weights (each agent over the tokens) and
@@ -458,8 +615,8 @@ class AgentAttention(nn.Module):
         heads, head_dim = self.num_heads, self.head_dim
         agent_count = self.agent_grid[0] * self.agent_grid[1]
 
-        # Agent tokens: the queries average-pooled to the agent grid, (B, h, n, d), contiguous (the fused
-        # SDPA kernel needs a unit stride on the last dim; the pooled map is tiny).
+        # Agent tokens A: the queries average-pooled to the agent grid, (B, h, n, d), contiguous (the fused
+        # kernel needs a unit stride on the last dim; the pooled map is tiny).
         query_map = query.view(batch, height, width, channels).permute(0, 3, 1, 2)  # channels-last view
         agents = F.adaptive_avg_pool2d(query_map, self.agent_grid).reshape(batch, heads, head_dim, agent_count)
         agents = agents.transpose(-2, -1).contiguous()
@@ -467,42 +624,48 @@ class AgentAttention(nn.Module):
         def split_heads(x):  # (B, N, C) -> (B, h, N, d), a strided view
             return x.view(batch, tokens, heads, head_dim).transpose(1, 2)
 
-        dtype = query.dtype
-        agent_to_token, token_to_agent = self.agent_biases(height, width, dtype)
-        weights = None
-        if output_attentions:
-            agent_values, agent_weights = self._attend_with_weights(
-                agents, split_heads(key), split_heads(value), agent_to_token
-            )
-            output, token_weights = self._attend_with_weights(split_heads(query), agents, agent_values, token_to_agent)
-            weights = (agent_weights, token_weights)
-        else:
-            agent_values = self._attend(
-                agents,
-                split_heads(key),
-                split_heads(value),
-                agent_to_token,
-                lambda: self._agent_to_token_bias(height, width, dtype),
-            )
-            output = self._attend(
-                split_heads(query),
-                agents,
-                agent_values,
-                token_to_agent,
-                lambda: self._token_to_agent_bias(height, width, dtype),
-            )  # (B, h, N, d)
-
-        # The depth-wise convolution reads the value as a channels-last map in place and writes a
-        # channels-last map, i.e. (B, N, C) row-major; the attention output is added into it in the same
-        # pass that undoes its head-major layout (the conv does not need its output for backward).
+        # DWC(V): the convolution reads V as a channels-last map in place and writes a channels-last map, i.e.
+        # (B, N, C) row-major, into which O is added, undoing its head-major layout in the same pass.
         value_map = value.view(batch, height, width, channels).permute(0, 3, 1, 2)
         mixed = self.dwc(value_map).permute(0, 2, 3, 1).reshape(batch, tokens, heads, head_dim)
-        mixed = mixed.add_(output.transpose(1, 2)).view(batch, tokens, channels)
-        output = self.proj_drop(self.proj(mixed))
+        weights = None
+        if output_attentions or getattr(self.config, "_attn_implementation", None) == "eager":
+            agent_to_token, token_to_agent = official_position_biases(self, height, width)
+            dtype = query.dtype
+            output, agent_weights, token_weights = reference_agent_attention(
+                split_heads(query),
+                split_heads(key),
+                split_heads(value),
+                agents,
+                agent_to_token.to(dtype),
+                token_to_agent.to(dtype),
+                self.scale,
+                self.attn_drop,
+                self.training,
+            )
+            mixed = mixed + output.transpose(1, 2)
+            weights = (agent_weights, token_weights)
+        else:
+            self._fast_attention(
+                split_heads(query), split_heads(key), split_heads(value), agents, height, width, mixed
+            )
+        output = self.proj_drop(self.proj(mixed.view(batch, tokens, channels)))
         return (output, weights) if output_attentions else output
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, agent_grid={self.agent_grid}, pool_size={self.pool_size}"
 
 
-__all__ = ["AgentAttention", "AgentSplitLinear", "attention_scores", "bilinear_matrix", "split_projection"]
+__all__ = [
+    "AgentAttention",
+    "AgentBiasFactors",
+    "AgentSplitLinear",
+    "FusedAttentionWithBiasGrad",
+    "agent_bias_factors",
+    "bilinear_matrix",
+    "blocked_agent_step",
+    "blocked_query_step",
+    "official_position_biases",
+    "reference_agent_attention",
+    "split_projection",
+]
