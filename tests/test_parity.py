@@ -111,7 +111,7 @@ def test_segmentation_parity(name, case, implementation):
     assert list(pixel_values.shape) == reference_spec(name)["input_shapes"][case]
     with torch.no_grad():
         features = model.backbone(pixel_values).feature_maps
-        outputs = model(pixel_values)
+        outputs = model(pixel_values, output_auxiliary_logits=True)
     assert len(features) == 4
     for i, feature in enumerate(features):
         assert relative_error(feature, io[f"case{case}.backbone.{i}"]) <= TOLERANCE, f"backbone map {i}"

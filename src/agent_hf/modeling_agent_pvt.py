@@ -24,6 +24,7 @@ from .layers import (
     AgentMlp,
     AgentPreTrainedMixin,
     AgentSegmenterOutput,
+    add_feed_forward,
     add_residual,
     check_labels,
     check_pixel_values,
@@ -172,7 +173,7 @@ class AgentPvtBlock(GradientCheckpointingLayer):
         if output_attentions:
             x, weights = x
         hidden_states = add_residual(hidden_states, self.drop_path(x))
-        hidden_states = add_residual(hidden_states, self.drop_path(self.mlp(self.norm2(hidden_states))))
+        hidden_states = add_feed_forward(hidden_states, self.norm2, self.mlp, self.drop_path)
         return (hidden_states, weights) if output_attentions else hidden_states
 
 

@@ -22,6 +22,7 @@ from .layers import (
     AgentMlp,
     AgentPreTrainedMixin,
     AgentSegmenterOutput,
+    add_feed_forward,
     add_residual,
     check_labels,
     check_pixel_values,
@@ -250,7 +251,7 @@ class AgentSwinBlock(GradientCheckpointingLayer):
         if output_attentions:
             x, weights = x
         hidden_states = add_residual(hidden_states, self.drop_path(x))
-        hidden_states = add_residual(hidden_states, self.drop_path(self.mlp(self.norm2(hidden_states))))
+        hidden_states = add_feed_forward(hidden_states, self.norm2, self.mlp, self.drop_path)
         return (hidden_states, weights) if output_attentions else hidden_states
 
 
@@ -487,11 +488,13 @@ class AgentSwinBackbone(BackboneMixin, AgentSwinPreTrainedModel):
 
 
 class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
-    """Agent-Swin + UperNet (+ auxiliary FCN head on stage 3 during training), as in the paper.
+    """Agent-Swin + UperNet (+ auxiliary FCN head on stage 3 for the loss), as in the paper.
 
-    `forward(pixel_values (B, 3, H, W), labels (B, H', W') optional)` returns `logits` (B, num_labels, H/4, W/4),
-    `auxiliary_logits` and, with labels, `loss` = CE(decode) + auxiliary_loss_weight * CE(auxiliary), each
-    computed as mmseg does (logits resized to the labels, ignore index, mean over all pixels).
+    `forward(pixel_values (B, 3, H, W), labels (B, H', W') optional)` returns `logits` (B, num_labels, H/4, W/4)
+    and, with labels, `loss` = CE(decode) + auxiliary_loss_weight * CE(auxiliary), each computed as mmseg does
+    (logits resized to the labels, ignore index, mean over all pixels). The auxiliary head only serves the loss:
+    like mmseg at test time, it runs only when labels are given or `output_auxiliary_logits=True` asks for its
+    `auxiliary_logits`.
     """
 
     _auto_class = "AutoModelForSemanticSegmentation"
@@ -532,6 +535,7 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
+        output_auxiliary_logits: bool | None = None,
         **kwargs,
     ) -> AgentSegmenterOutput:
         r"""
@@ -544,6 +548,9 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
                 Return the four backbone stage maps (default `config.output_hidden_states`).
             output_attentions (`bool`, *optional*):
                 Return every backbone block's attention weights (default `config.output_attentions`).
+            output_auxiliary_logits (`bool`, *optional*):
+                Run the auxiliary head and return its `auxiliary_logits` (B, num_labels, H/16, W/16) (default: only
+                when `labels` are given, for the loss).
             return_dict (`bool`, *optional*):
                 Return an `AgentSegmenterOutput` (default `config.return_dict`) instead of a tuple.
         """
@@ -558,8 +565,10 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
             )
         features = outputs.hidden_states  # all four stage maps, whatever config.out_features names
         logits = self.decode_head(list(features))
+        if output_auxiliary_logits is None:
+            output_auxiliary_logits = labels is not None
         auxiliary_logits = None
-        if self.auxiliary_head is not None:
+        if self.auxiliary_head is not None and (output_auxiliary_logits or labels is not None):
             auxiliary_logits = self.auxiliary_head(features[self.config.auxiliary_in_index])
         loss = None
         if labels is not None:
