@@ -1,6 +1,8 @@
-"""Behavior of the performance features (never timings): gradient checkpointing, bf16 autocast,
-torch.compile, the agent-bias cache, and the CPU training path of AgentAttention (fused SDPA forward
-with a recomputing backward) against the explicit eager attention."""
+"""Behavior of the performance features (never timings): gradient checkpointing, bf16 autocast, torch.compile,
+the fast paths of AgentAttention (factored biases materialized in blocks at inference, the fused kernel with a
+recomputing backward in training) against the reference implementation, the inference paths of the blocks and
+heads (in-place feed-forward, folded BatchNorm, Winograd convolutions, no auxiliary head), all against the plain
+computation."""
 
 import pytest
 import torch
@@ -8,8 +10,15 @@ import torch.nn.functional as F
 from conftest import tiny_pvt_config, tiny_swin_config
 
 import agent_hf
-from agent_hf import AgentPvtForSemanticSegmentation, AgentSwinForSemanticSegmentation
-from agent_hf.agent_attention import AgentAttention
+from agent_hf import AgentPvtForSemanticSegmentation, AgentSwinForSemanticSegmentation, heads, layers
+from agent_hf.agent_attention import (
+    AgentAttention,
+    agent_bias_factors,
+    blocked_agent_step,
+    official_position_biases,
+    reference_agent_attention,
+)
+from agent_hf.flops import FlopCounter
 
 FAMILIES = {
     "swin": (tiny_swin_config, AgentSwinForSemanticSegmentation),
@@ -101,23 +110,8 @@ def test_bf16_autocast_forward_and_backward_are_finite(family):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Inference without gradients: in-place activation and residual adds
+# The residual stream under autocast
 # ----------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("family", ["swin", "pvt"])
-def test_no_grad_inference_equals_the_recorded_forward(family):
-    """Without autograd the MLP's activation runs in place and the residual sums are written into the
-    branch outputs; the logits and every stage map must equal those of a forward that records a graph."""
-    model = tiny_model(family).eval()
-    pixels, _ = batch(height=64, width=256)
-    recorded = model(pixel_values=pixels, output_hidden_states=True)
-    assert recorded.logits.requires_grad
-    with torch.inference_mode():
-        fast = model(pixel_values=pixels, output_hidden_states=True)
-    torch.testing.assert_close(fast.logits, recorded.logits.detach(), rtol=0, atol=1e-6)
-    for got, expected in zip(fast.hidden_states, recorded.hidden_states, strict=True):
-        torch.testing.assert_close(got, expected.detach(), rtol=0, atol=1e-6)
 
 
 def test_residual_stream_stays_fp32_when_branches_are_bf16():
@@ -152,15 +146,12 @@ def test_torch_compile_fullgraph_backbone_matches_eager(family):
     pixels, _ = batch(height=64, width=96, size=1)
     with torch.no_grad():
         expected = backbone(pixels).feature_maps
-        hits_before = sum(m.bias_cache_hits + m.bias_cache_misses for m in attention_modules(backbone))
         # aot_eager: Dynamo's full-graph capture and AOTAutograd, without Inductor's (slow) C++ codegen.
         compiled = torch.compile(backbone, fullgraph=True, backend="aot_eager")
         actual = compiled(pixels).feature_maps
-        hits_after = sum(m.bias_cache_hits + m.bias_cache_misses for m in attention_modules(backbone))
     assert len(actual) == len(expected) == 4
     for a, e in zip(actual, expected):
         assert torch.allclose(a, e, rtol=1e-4, atol=1e-5)
-    assert hits_after == hits_before, "the bias cache is bypassed while torch.compile traces"
     torch._dynamo.reset()
 
 
@@ -174,7 +165,7 @@ def test_torch_compile_reports_no_graph_breaks_in_training():
 
 
 # ----------------------------------------------------------------------------------------------------
-# The agent-bias cache
+# AgentAttention: the fast path against the reference
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -183,162 +174,243 @@ def first_attention(family="swin"):
     return model, attention_modules(model)[0]
 
 
-def test_bias_cache_hits_on_a_second_no_grad_call_at_the_same_size():
-    _, attention = first_attention()
-    x = torch.randn(1, 16 * 24, attention.dim)
+def randomize_tables(attention):
     with torch.no_grad():
-        first = attention(x, 16, 24)
-        biases = attention.agent_biases(16, 24, x.dtype)
-        second = attention(x, 16, 24)
-        again = attention.agent_biases(16, 24, x.dtype)
-    assert (attention.bias_cache_misses, attention.bias_cache_hits) == (1, 3)
-    assert again[0] is biases[0] and again[1] is biases[1]
-    assert torch.equal(first, second)
-    with torch.no_grad():  # another size is another entry
-        attention(torch.randn(1, 8 * 8, attention.dim), 8, 8)
-    assert attention.bias_cache_misses == 2 and len(attention._bias_cache) == 2
-
-
-def test_bias_cache_values_equal_a_fresh_computation():
-    _, attention = first_attention("pvt")
-    with torch.no_grad():
-        cached = attention.agent_biases(10, 14, torch.float32)
-        cached = attention.agent_biases(10, 14, torch.float32)
-    assert attention.bias_cache_hits == 1
-    with torch.enable_grad():
-        fresh = attention.agent_biases(10, 14, torch.float32)
-    assert fresh[0].requires_grad and fresh[1].requires_grad
-    assert fresh[0].shape == (1, attention.num_heads, 144, 140) and fresh[1].shape == (
-        1,
-        attention.num_heads,
-        140,
-        144,
-    )
-    assert torch.equal(cached[0], fresh[0].detach()) and torch.equal(cached[1], fresh[1].detach())
-
-
-@pytest.mark.parametrize("table", ["an_bias", "na_bias", "ah_bias", "aw_bias", "ha_bias", "wa_bias"])
-def test_bias_cache_is_recomputed_after_an_in_place_table_change(table):
-    _, attention = first_attention()
-    x = torch.randn(1, 16 * 24, attention.dim)
-    with torch.no_grad():
-        before = attention(x, 16, 24)
-        getattr(attention, table).add_(1)
-        after = attention(x, 16, 24)
-        expected = (attention._agent_to_token_bias(16, 24, x.dtype), attention._token_to_agent_bias(16, 24, x.dtype))
-        cached = attention.agent_biases(16, 24, x.dtype)
-    assert attention.bias_cache_misses == 2 and attention.bias_cache_hits == 1
-    assert not torch.equal(before, after)
-    assert torch.equal(cached[0], expected[0]) and torch.equal(cached[1], expected[1])
-
-
-def test_bias_cache_is_invalidated_by_load_state_dict_and_an_optimizer_step():
-    model, attention = first_attention()
-    x = torch.randn(1, 16 * 24, attention.dim)
-    with torch.no_grad():
-        attention(x, 16, 24)
-    state = {k: v + 0.5 if k.endswith("an_bias") else v for k, v in model.state_dict().items()}
-    model.load_state_dict(state)
-    with torch.no_grad():
-        attention(x, 16, 24)
-    assert attention.bias_cache_misses == 2
-    optimizer = torch.optim.SGD(attention.parameters(), lr=0.1)
-    attention.train()
-    attention(x, 16, 24).sum().backward()
-    optimizer.step()
-    attention.eval()
-    with torch.no_grad():
-        attention(x, 16, 24)
-    assert attention.bias_cache_misses == 3
-
-
-def test_bias_cache_is_not_used_when_grad_is_enabled_in_training():
-    model, attention = first_attention()
-    model.train()
-    x = torch.randn(2, 16 * 24, attention.dim)
-    for _ in range(2):
-        attention(x, 16, 24).sum().backward()
-    assert attention.bias_cache_hits == attention.bias_cache_misses == 0
-    assert len(attention._bias_cache) == 0
-    biases = attention.agent_biases(16, 24, x.dtype)
-    assert biases[0].requires_grad and biases[1].requires_grad
-    assert attention.an_bias.grad is not None and attention.an_bias.grad.abs().sum() > 0
-    # Frozen tables need no gradient: then the cache serves training too.
-    for table in attention._bias_tables():
-        table.requires_grad_(False)
-    attention(x, 16, 24)
-    attention(x, 16, 24)
-    assert attention.bias_cache_hits == 1
-
-
-def test_bias_cache_is_keyed_by_dtype():
-    _, attention = first_attention()
-    with torch.no_grad():
-        fp32 = attention.agent_biases(8, 8, torch.float32)
-        bf16 = attention.agent_biases(8, 8, torch.bfloat16)
-    assert fp32[0].dtype == torch.float32 and bf16[0].dtype == torch.bfloat16
-    assert attention.bias_cache_misses == 2
-
-
-def test_bias_cache_size_zero_disables_the_cache_and_clear_frees_it():
-    _, attention = first_attention()
-    x = torch.randn(1, 8 * 8, attention.dim)
-    with torch.no_grad():
-        attention(x, 8, 8)
-        attention(torch.randn(1, 8 * 10, attention.dim), 8, 10)
-    assert len(attention._bias_cache) == 2
-    attention.clear_bias_cache()
-    assert len(attention._bias_cache) == 0
-    attention.bias_cache_size = 1
-    with torch.no_grad():
-        attention(x, 8, 8)
-        attention(torch.randn(1, 8 * 10, attention.dim), 8, 10)
-    assert list(attention._bias_cache) == [(8, 10, attention.an_bias.device, torch.float32, torch.float32)]
-    attention.bias_cache_size = 0
-    attention.clear_bias_cache()
-    hits, misses = attention.bias_cache_hits, attention.bias_cache_misses
-    with torch.no_grad():
-        first, second = attention(x, 8, 8), attention(x, 8, 8)
-    assert len(attention._bias_cache) == 0 and (attention.bias_cache_hits, attention.bias_cache_misses) == (
-        hits,
-        misses,
-    )
-    assert torch.equal(first, second)
-
-
-def naive_biases(attention, height, width):
-    """The biases as the paper's code builds them: the 7x7 and row+column tables bilinearly resized to
-    (H, W) as full maps, then the agent axis (a pool x pool grid) resized to the agent grid."""
-    heads, pool, grid = attention.num_heads, attention.pool_size, attention.agent_grid
-
-    def resize(square, row_plus_col):  # (h, A, 7, 7), (h, A, H0, W0) -> (h, H*W, n)
-        full = F.interpolate(square, size=(height, width), mode="bilinear", align_corners=False)
-        full = full + F.interpolate(row_plus_col, size=(height, width), mode="bilinear", align_corners=False)
-        full = full.reshape(heads, pool, pool, height * width).permute(0, 3, 1, 2)
-        full = F.interpolate(full, size=grid, mode="bilinear", align_corners=False)
-        return full.reshape(heads, height * width, grid[0] * grid[1])
-
-    an_rows = (attention.ah_bias + attention.aw_bias)[0]  # (h, A, H0, W0)
-    na_rows = (attention.ha_bias + attention.wa_bias)[0].permute(0, 3, 1, 2)  # (h, A, H0, W0)
-    return resize(attention.an_bias, an_rows).transpose(1, 2), resize(attention.na_bias, na_rows)
+        for table in attention._bias_tables():  # make every table matter
+            table.normal_()
 
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 @pytest.mark.parametrize("size", [(7, 9), (16, 24), (5, 31)])
-def test_separable_biases_equal_the_full_map_resize(family, size):
+def test_factored_biases_equal_the_official_construction(family, size):
     shapes = [[9, 12], [12, 8], [14, 14], [7, 7]] if family == "swin" else [[12, 10], [16, 16], [28, 20], [28, 28]]
-    model = tiny_model(family, downstream_agent_shapes=shapes)
-    attentions = attention_modules(model)
+    attentions = attention_modules(tiny_model(family, downstream_agent_shapes=shapes))
     for attention in (attentions[0], attentions[-1]):
+        randomize_tables(attention)
         with torch.no_grad():
-            for table in attention._bias_tables():  # make every table matter
-                table.normal_()
-            agent_to_token, token_to_agent = attention.agent_biases(*size, torch.float32)
-            expected = naive_biases(attention, *size)
-        assert agent_to_token.shape == (1, *expected[0].shape) and agent_to_token.is_contiguous()
-        assert token_to_agent.shape == (1, *expected[1].shape) and token_to_agent.is_contiguous()
-        for actual, reference in zip((agent_to_token[0], token_to_agent[0]), expected):
-            assert (actual - reference).norm() <= 1e-5 * reference.norm()
+            factors = agent_bias_factors(attention, *size)
+            expected = official_position_biases(attention, *size)
+            actual = (factors.agent_to_token(), factors.token_to_agent())
+            # The blocks of rows the inference path materializes, put back together.
+            blocks = [(start, min(start + 2, size[0])) for start in range(0, size[0], 2)]
+            agent_blocks = torch.cat([factors.agent_to_token_block(a, b) for a, b in blocks])  # (H, h, n, W)
+            token_blocks = torch.cat([factors.token_to_agent_block(a, b) for a, b in blocks], dim=1)
+        heads, agents = attention.num_heads, attention.agent_grid[0] * attention.agent_grid[1]
+        assert actual[0].shape == expected[0].shape == (heads, agents, size[0] * size[1])
+        assert actual[1].shape == expected[1].shape == (heads, size[0] * size[1], agents)
+        assert actual[0].is_contiguous() and actual[1].is_contiguous()
+        for got, reference in zip(actual, expected):
+            assert (got - reference).norm() <= 1e-6 * reference.norm()
+        torch.testing.assert_close(agent_blocks.permute(1, 2, 0, 3).reshape(heads, agents, -1), actual[0])
+        torch.testing.assert_close(token_blocks, actual[1])
+
+
+def test_blocked_agent_step_merges_the_blocks_exactly():
+    """The agent step's softmax runs over all tokens; per-row kernel calls merged through their log-sum-exp must
+    give the one-call result."""
+    _, attention = first_attention()
+    randomize_tables(attention)
+    height, width, heads, dim = 6, 10, attention.num_heads, attention.head_dim
+    agents = attention.agent_grid[0] * attention.agent_grid[1]
+    generator = torch.Generator().manual_seed(0)
+    query_agents = torch.randn(2, heads, agents, dim, generator=generator)
+    key, value = torch.randn(2, 2, heads, height * width, dim, generator=generator).unbind(0)
+    with torch.no_grad():
+        factors = agent_bias_factors(attention, height, width)
+        expected = F.scaled_dot_product_attention(
+            query_agents, key, value, attn_mask=factors.agent_to_token(), scale=attention.scale
+        )
+        for rows in (1, 4, height):
+            actual = blocked_agent_step(query_agents, key, value, factors, attention.scale, rows)
+            torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+@pytest.mark.parametrize("block_size", [1, 1 << 21])
+def test_fast_inference_path_equals_the_reference(family, block_size):
+    """No gradient: the fast path builds its biases in blocks of map rows (one row with `bias_block_size` 1);
+    batch of two, a non-square map, every table random."""
+    _, attention = first_attention(family)
+    randomize_tables(attention)
+    attention.bias_block_size = block_size
+    x = torch.randn(2, 10 * 14, attention.dim)
+    with torch.no_grad():
+        fast = attention(x, 10, 14)
+        reference, _ = attention(x, 10, 14, output_attentions=True)
+        attention.config._attn_implementation = "eager"
+        eager = attention(x, 10, 14)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
+    assert torch.equal(eager, reference)
+
+
+def test_fast_inference_path_never_builds_a_whole_bias():
+    """The point of the blocks: no (h, n, H*W) tensor exists at inference, only blocks of `bias_block_size`."""
+    _, attention = first_attention()
+    height, width = 32, 64
+    heads, agents = attention.num_heads, attention.agent_grid[0] * attention.agent_grid[1]
+    attention.bias_block_size = heads * agents * width * 2  # two map rows per block
+    sizes = []
+
+    class RecordSizes(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            outputs = func(*args, **(kwargs or {}))
+            for t in outputs if isinstance(outputs, tuple) else (outputs,):
+                if isinstance(t, torch.Tensor):
+                    sizes.append(t.numel())
+            return outputs
+
+    x = torch.randn(1, height * width, attention.dim)
+    with torch.no_grad(), RecordSizes():
+        attention(x, height, width)
+    assert max(sizes) <= heads * agents * height * width / 4, max(sizes)
+    # ... whereas the reference builds both whole biases.
+    sizes.clear()
+    with torch.no_grad(), RecordSizes():
+        attention(x, height, width, output_attentions=True)
+    assert max(sizes) >= heads * agents * height * width
+
+
+def test_reference_implementation_is_the_paper_equations():
+    """`reference_agent_attention` computes the two softmax steps as written."""
+    generator = torch.Generator().manual_seed(0)
+    batch_size, heads, tokens, agents, dim = 2, 3, 12, 4, 8
+    query, key, value = torch.randn(3, batch_size, heads, tokens, dim, generator=generator).unbind(0)
+    pooled = torch.randn(batch_size, heads, agents, dim, generator=generator)
+    agent_bias, token_bias = torch.randn(heads, agents, tokens), torch.randn(heads, tokens, agents)
+    output, agent_weights, token_weights = reference_agent_attention(
+        query, key, value, pooled, agent_bias, token_bias, scale=0.3
+    )
+    for b in range(batch_size):
+        for h in range(heads):
+            p1 = torch.softmax(0.3 * pooled[b, h] @ key[b, h].T + agent_bias[h], dim=-1)
+            p2 = torch.softmax(0.3 * query[b, h] @ pooled[b, h].T + token_bias[h], dim=-1)
+            torch.testing.assert_close(agent_weights[b, h], p1)
+            torch.testing.assert_close(token_weights[b, h], p2)
+            torch.testing.assert_close(output[b, h], p2 @ (p1 @ value[b, h]))
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_fast_training_path_gradients_equal_the_reference(family):
+    """With gradients the fast path runs the fused kernel (`FusedAttentionWithBiasGrad`); the reference runs plain
+    autograd through the official construction: same values and gradients, tables included."""
+    results = {}
+    for implementation in ("sdpa", "eager"):
+        _, attention = first_attention(family)
+        randomize_tables(attention)
+        attention.train()
+        attention.config._attn_implementation = implementation
+        x = torch.randn(2, 10 * 14, attention.dim, generator=torch.Generator().manual_seed(3), requires_grad=True)
+        output = attention(x, 10, 14)
+        output.pow(2).sum().backward()
+        grads = {name: p.grad.clone() for name, p in attention.named_parameters()}
+        results[implementation] = (output.detach(), x.grad.clone(), grads)
+    (output, grad_x, grads), (output_eager, grad_x_eager, grads_eager) = results["sdpa"], results["eager"]
+    torch.testing.assert_close(output, output_eager, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_x, grad_x_eager, rtol=1e-4, atol=1e-6)
+    assert_close_grads(grads, grads_eager, rtol=1e-4, atol=1e-7)
+    assert grads["an_bias"].abs().sum() > 0 and grads["wa_bias"].abs().sum() > 0
+
+
+def test_inference_flop_count_is_the_same_on_meta_and_on_cpu():
+    """The blocked CPU path does the products of the whole-bias path (the FLOP counts of the model cards are taken on
+    the meta device, where the whole biases are built)."""
+    _, attention = first_attention()
+    attention.bias_block_size = 1
+    with torch.no_grad(), FlopCounter() as counter:
+        attention(torch.randn(1, 16 * 24, attention.dim), 16, 24)
+    with torch.device("meta"):
+        meta = AgentAttention(
+            attention.dim, attention.num_heads, 9, attention.agent_grid, (56, 56), config=attention.config
+        )
+    with torch.no_grad(), FlopCounter() as meta_counter:
+        meta(torch.empty(1, 16 * 24, attention.dim, device="meta"), 16, 24)
+    assert counter.get_total_flops() == meta_counter.get_total_flops() > 0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inference paths of the blocks and heads
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_inference_paths_give_the_plain_models_outputs(family, monkeypatch):
+    """Every inference shortcut forced on tiny maps (one bias row per block, a few tokens per feed-forward block,
+    Winograd on every 3x3 convolution): the logits equal those of a forward that records a graph, where none runs."""
+    monkeypatch.setattr(layers, "FEED_FORWARD_BLOCK_SIZE", 100)
+    monkeypatch.setattr(heads, "WINOGRAD_MIN_PIXELS", 1)
+    monkeypatch.setattr(AgentAttention, "bias_block_size", 1)
+    model = tiny_model(family).eval()
+    with torch.no_grad():
+        for module in model.modules():  # BatchNorm statistics that matter
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+    pixels, _ = batch(height=64, width=96)
+    recorded = model(pixel_values=pixels, output_hidden_states=True)
+    with torch.inference_mode():
+        fast = model(pixel_values=pixels, output_hidden_states=True)
+    torch.testing.assert_close(fast.logits, recorded.logits.detach(), rtol=1e-5, atol=1e-5)
+    for got, expected in zip(fast.hidden_states, recorded.hidden_states, strict=True):
+        torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_convolution_equals_the_direct_one():
+    torch.manual_seed(0)
+    for batch_size, channels, height, width in [(1, [8], 7, 9), (2, [3, 5], 6, 6), (1, [16, 16], 33, 70)]:
+        parts = [torch.randn(batch_size, c, height, width) for c in channels]
+        weight, bias = torch.randn(5, sum(channels), 3, 3), torch.randn(5)
+        expected = F.conv2d(torch.cat(parts, 1).double(), weight.double(), bias.double(), padding=1)
+        actual = heads.winograd_conv3x3(parts, heads.winograd_weights(weight), bias)
+        assert actual.shape == expected.shape and actual.dtype == torch.float32
+        assert (actual.double() - expected).norm() <= 1e-6 * expected.norm()
+
+
+def test_winograd_runs_only_where_it_is_exact_and_allowed(monkeypatch):
+    monkeypatch.setattr(heads, "WINOGRAD_MIN_PIXELS", 64)
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad():
+        assert heads.can_use_winograd(x, conv, conv.weight)
+        assert not heads.can_use_winograd(x[..., :7], conv, conv.weight)  # below the size threshold
+        assert not heads.can_use_winograd(x.double(), conv, conv.weight)
+        assert not heads.can_use_winograd(x, torch.nn.Conv2d(4, 4, 3, padding=1, stride=2), conv.weight)
+        assert not heads.can_use_winograd(x, torch.nn.Conv2d(4, 4, 1), conv.weight)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not heads.can_use_winograd(x, conv, conv.weight)
+        with FlopCounter():  # FLOP counting sees the model's own convolution
+            assert not heads.can_use_winograd(x, conv, conv.weight)
+    assert not heads.can_use_winograd(x, conv, conv.weight)  # the weight needs a gradient
+
+
+def test_folded_batchnorm_follows_the_current_statistics():
+    module = heads.AgentConvBNReLU(4, 6, 3, padding=1).eval()
+    x = torch.randn(2, 4, 9, 9)
+    for _ in range(2):
+        with torch.no_grad():
+            module.bn.running_mean.normal_()
+            module.bn.running_var.uniform_(0.5, 2.0)
+            module.bn.weight.normal_()
+            assert module.can_fold(x)
+            folded = module(x)
+        plain = module.activate(module.bn(module.conv(x))).detach()  # grad enabled: the unfolded modules
+        torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-6)
+    module.train()
+    with torch.no_grad():
+        assert not module.can_fold(x)  # batch statistics in training
+
+
+def test_auxiliary_head_runs_only_for_the_loss_or_on_request():
+    model = tiny_model("swin").eval()
+    calls = []
+    model.auxiliary_head.register_forward_hook(lambda *args: calls.append(1))
+    pixels, labels = batch()
+    with torch.no_grad():
+        assert model(pixel_values=pixels).auxiliary_logits is None
+        assert calls == []
+        requested = model(pixel_values=pixels, output_auxiliary_logits=True).auxiliary_logits
+        assert requested.shape == (2, 5, 4, 6) and len(calls) == 1
+        with_labels = model(pixel_values=pixels, labels=labels)
+    assert len(calls) == 2 and torch.equal(with_labels.auxiliary_logits, requested)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -371,7 +443,8 @@ def test_sdpa_training_path_does_not_keep_the_bias_for_backward():
     _, attention = first_attention()
     attention.train()
     x = torch.randn(2, 16 * 24, attention.dim, requires_grad=True)
-    bias_shapes = {tuple(b.shape) for b in attention.agent_biases(16, 24, x.dtype)}
+    factors = agent_bias_factors(attention, 16, 24)
+    bias_shapes = {(1, *factors.agent_to_token().shape), (1, *factors.token_to_agent().shape)}
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
         output = attention(x, 16, 24)
