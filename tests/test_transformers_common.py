@@ -17,19 +17,19 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
-import sys
 import unittest
-from pathlib import Path
 from unittest import mock
 
 import pytest
 import torch
+from conftest import TINY_PVT, TINY_SWIN
+from transformers_test_files import (
+    TransformersTestsUnavailable,
+    load_transformers_tests,
+    unavailable_transformers_tests,
+)
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TINY_PVT, TINY_SWIN  # noqa: E402
-from transformers_test_files import TransformersTestsUnavailable, load_transformers_tests  # noqa: E402
-
-from agent_hf import (  # noqa: E402
+from agent_hf import (
     AgentPvtBackbone,
     AgentPvtConfig,
     AgentPvtForSemanticSegmentation,
@@ -43,13 +43,12 @@ from agent_hf import (  # noqa: E402
 try:
     transformers_tests = load_transformers_tests()
 except TransformersTestsUnavailable as error:
-    pytest.fail(f"transformers' common model tests cannot run: {error}", pytrace=False)
+    # Every test here then fails with the reason (never a silent skip); the rest of the suite still runs.
+    transformers_tests = unavailable_transformers_tests(f"transformers' common model tests cannot run: {error}")
 
 ModelTesterMixin = transformers_tests.modeling.ModelTesterMixin
 BackboneTesterMixin = transformers_tests.backbone.BackboneTesterMixin
 ConfigTester = transformers_tests.configuration.ConfigTester
-floats_tensor = transformers_tests.modeling.floats_tensor
-ids_tensor = transformers_tests.modeling.ids_tensor
 
 IMAGE_SIZE = 64
 NUM_LABELS = 5
@@ -80,8 +79,9 @@ class AgentModelTester:
         return self.config_class(**{**self.tiny, "num_labels": self.num_labels, **kwargs})
 
     def prepare_config_and_inputs(self):
-        pixel_values = floats_tensor([self.batch_size, self.num_channels, self.image_size, self.image_size])
-        labels = ids_tensor([self.batch_size, self.image_size, self.image_size], self.num_labels)
+        modeling = transformers_tests.modeling
+        pixel_values = modeling.floats_tensor([self.batch_size, self.num_channels, self.image_size, self.image_size])
+        labels = modeling.ids_tensor([self.batch_size, self.image_size, self.image_size], self.num_labels)
         return self.get_config(), pixel_values, labels
 
     def prepare_config_and_inputs_for_common(self):
@@ -143,17 +143,15 @@ def skip_reason(test_name: str) -> str | None:
     return NOT_APPLICABLE.get(test_name)
 
 
-class AgentCommonTestsMixin:
-    """What the two families' `ModelTesterMixin` tests share: the Auto-mapping names, the skips, and the attention
-    and hidden-state tests for feature maps and agent attention."""
+class AgentTestsBase:
+    """What every test class here shares: the fast settings for tiny models, the Auto-mapping names of its family
+    (`model_class_names`, for `ModelTesterMixin`) while the class runs, and a failure with the reason on every test
+    when transformers' test files cannot be had."""
 
     model_tester_args: tuple = ()
     model_type = ""
     model_class_names: dict = {}
     has_attentions = True
-    test_resize_embeddings = False
-    # transformers runs this test on models of 2023 and later (read from a copyright line): Agent Attention is 2024.
-    test_can_init_all_missing_weights_before_2023 = True
 
     @classmethod
     def setUpClass(cls):
@@ -169,10 +167,24 @@ class AgentCommonTestsMixin:
             settings.enter_context(mock.patch.dict(getattr(modeling_auto, mapping), {cls.model_type: name}))
 
     def setUp(self):
+        if transformers_tests.unavailable:
+            pytest.fail(transformers_tests.unavailable, pytrace=False)
         reason = skip_reason(self._testMethodName)
         if reason is not None:
             self.skipTest(reason)
         self.model_tester = AgentModelTester(self, *self.model_tester_args)
+
+
+class AgentCommonTestsMixin(AgentTestsBase):
+    """`ModelTesterMixin` on one family's three classes: its attention, hidden-state and embedding tests written
+    for feature maps and agent attention, and `ConfigTester` on the family's config."""
+
+    test_resize_embeddings = False
+    # transformers runs this test on models of 2023 and later (read from a copyright line): Agent Attention is 2024.
+    test_can_init_all_missing_weights_before_2023 = True
+
+    def setUp(self):
+        super().setUp()
         self.config_tester = ConfigTester(
             self, config_class=self.model_tester_args[0], has_text_modality=False, **self.model_tester.tiny
         )
@@ -296,22 +308,6 @@ class AgentCommonTestsMixin:
             self.assertIsNotNone(tensor.grad)
 
 
-class AgentBackboneTestsMixin:
-    """`BackboneTesterMixin` on one family's backbone."""
-
-    has_attentions = True
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        settings = tiny_model_settings()
-        settings.__enter__()
-        cls.addClassCleanup(settings.__exit__, None, None, None)
-
-    def setUp(self):
-        self.model_tester = AgentModelTester(self, *self.model_tester_args)
-
-
 # ------------------------------------------------------------------------------------------------ Agent-Swin
 class AgentSwinModelTest(AgentCommonTestsMixin, ModelTesterMixin, unittest.TestCase):
     all_model_classes = (AgentSwinModel, AgentSwinBackbone, AgentSwinForSemanticSegmentation)
@@ -330,7 +326,7 @@ class AgentSwinModelTest(AgentCommonTestsMixin, ModelTesterMixin, unittest.TestC
         return config.window_size**2  # (B, num_windows, h, w*w, w*w)
 
 
-class AgentSwinBackboneTest(AgentBackboneTestsMixin, BackboneTesterMixin, unittest.TestCase):
+class AgentSwinBackboneTest(AgentTestsBase, BackboneTesterMixin, unittest.TestCase):
     all_model_classes = (AgentSwinBackbone,)
     config_class = AgentSwinConfig
     model_tester_args = (AgentSwinConfig, TINY_SWIN)
@@ -354,7 +350,7 @@ class AgentPvtModelTest(AgentCommonTestsMixin, ModelTesterMixin, unittest.TestCa
         return self.model_tester.stage_sizes()[stage] ** 2  # (B, h, H*W, keys of the reduced map)
 
 
-class AgentPvtBackboneTest(AgentBackboneTestsMixin, BackboneTesterMixin, unittest.TestCase):
+class AgentPvtBackboneTest(AgentTestsBase, BackboneTesterMixin, unittest.TestCase):
     all_model_classes = (AgentPvtBackbone,)
     config_class = AgentPvtConfig
     model_tester_args = (AgentPvtConfig, TINY_PVT)

@@ -214,4 +214,21 @@ def load_transformers_tests() -> types.SimpleNamespace:
         raise TransformersTestsUnavailable(
             f"cannot import transformers {version}'s test files from {package_dir}: {error}"
         ) from error
-    return types.SimpleNamespace(**modules, stand_ins=stand_ins, version=version, package_dir=package_dir)
+    return types.SimpleNamespace(
+        **modules, stand_ins=stand_ins, version=version, package_dir=package_dir, unavailable=None
+    )
+
+
+def unavailable_transformers_tests(reason: str) -> types.SimpleNamespace:
+    """What `load_transformers_tests()` returns in place of the test modules when they cannot be had: mixins whose
+    one test fails with `reason` (`unavailable`), so that the test file fails without stopping the rest of the suite
+    (a collection error would)."""
+
+    class Unavailable:
+        def test_transformers_test_files(self):
+            pytest.fail(reason, pytrace=False)
+
+    mixins = types.SimpleNamespace(ModelTesterMixin=Unavailable, BackboneTesterMixin=Unavailable, ConfigTester=None)
+    return types.SimpleNamespace(
+        modeling=mixins, backbone=mixins, configuration=mixins, stand_ins=[], unavailable=reason
+    )
