@@ -8,8 +8,8 @@ transformers==<installed>`), extracts its `tests/` into `.cache/transformers-tes
 the extracted folder.
 
 The sdist leaves out `tests/__init__.py` (empty in the repository: an empty one is written) and the subfolders of
-`tests/`, three modules of which the common files import at module level.
-They get stand-ins here, used only where the sdist lacks the module (see `STAND_INS`):
+`tests/`, three modules of which the common files import at module level. They get stand-ins here, used only where
+the sdist lacks the module (see `stand_in_modules()`):
 
 - `exporters/test_export.py` (`ExportTesterMixin`, the base class of `ModelTesterMixin`): an empty mixin, so the
   export tests of that file (torch.export/ONNX/ExecuTorch exporters) do not run;
@@ -79,10 +79,10 @@ def download_sdist(version: str, destination: Path) -> Path:
 
 
 def extract_tests(archive: Path, destination: Path) -> None:
-    """The `tests/` folder of the sdist `archive` (its top-level files), extracted as `destination`."""
+    """The `tests/` folder of the sdist `archive` (`transformers-<version>/tests/...`), extracted as `destination`."""
     with tarfile.open(archive) as tar:
         members = [m for m in tar.getmembers() if m.isfile() and len(Path(m.name).parts) >= 3]
-        members = [m for m in members if Path(m.name).parts[1] == "tests"]
+        members = [m for m in members if Path(m.name).parts[1] == "tests" and ".." not in Path(m.name).parts]
         if not members:
             raise TransformersTestsUnavailable(f"{archive.name} has no tests/ folder; cannot run the common tests")
         work = Path(tempfile.mkdtemp(dir=destination.parent))
