@@ -6,11 +6,12 @@
    with `save_model_folder` and a folder as agent-hf 0.1.0 wrote it (the 0.1.0 model code, taken from git, builds
    and saves it; the current shipped code is copied next to it, as in a Hub repo whose code was updated), and the
    outputs of both on a fixed input.
-2. For each version it creates `.venv-compat/<version>` on first use (torch 2.13.0, that transformers, no
-   torchvision; reused when present) and runs the worker part of this file there, in a process where agent_hf
-   cannot be imported: every folder loads with `trust_remote_code=True` through `AutoModelForSemanticSegmentation`,
-   `AutoModel` and `AutoBackbone`, and gives the outputs saved in step 1. More checks of a loaded folder (e.g.
-   `pipeline("image-segmentation")`) go into `FOLDER_CHECKS`.
+2. For each version it creates `.venv-compat/<version>` on first use (that transformers; torch 2.13.0 and the other
+   packages every version shares are installed once, in `.venv-compat/base`, which each version venv reads after its
+   own site-packages; no torchvision; reused when present) and runs the worker part of this file there, in a process
+   where agent_hf cannot be imported: every folder loads with `trust_remote_code=True` through
+   `AutoModelForSemanticSegmentation`, `AutoModel` and `AutoBackbone`, and gives the outputs saved in step 1. More
+   checks of a loaded folder (e.g. `pipeline("image-segmentation")`) go into `FOLDER_CHECKS`.
 3. In the venv of `--parity_version` (the package's floor) it installs the package and runs the parity subset.
 
 Exits non-zero on the first failure; prints the time of each step.
@@ -23,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +33,9 @@ DEFAULT_VERSIONS = ("4.57.6", "5.0.0", "5.24.0")
 DEFAULT_PARITY_VERSION = "5.0.0"
 VENV_ROOT = REPO_ROOT / ".venv-compat"
 WORK_DIR = REPO_ROOT / ".cache-compat" / "folders"
-TORCH = "torch==2.13.0"  # the local CPU wheel; never torchvision
+# Installed once in `.venv-compat/base`, which every version venv reads: torch 2.13.0 is the local CPU wheel (an
+# unpinned torch would pull a CUDA build); never torchvision.
+SHARED_PACKAGES = ("torch==2.13.0", "safetensors", "pillow", "numpy")
 # The model code as agent-hf 0.1.0 shipped it (the last commit before the ModuleList renaming).
 V010_COMMIT = "cf320a4"
 SHIPPED_MODULES = (
@@ -126,8 +130,34 @@ def write_folders(work_dir: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ step 2 (each venv)
+def site_packages(python: Path) -> Path:
+    """The site-packages folder of the venv of `python`."""
+    result = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(result.stdout.strip())
+
+
+def ensure_base_venv() -> Path:
+    """`.venv-compat/base`, created on first use: the packages every version venv shares (torch above all, the
+    largest install), installed once. Returns the path of its site-packages."""
+    venv = VENV_ROOT / "base"
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        run([python, "-m", "pip", "install", "-q", *SHARED_PACKAGES])
+        (venv / ".installed").touch()
+    return site_packages(python)
+
+
 def ensure_venv(version: str, with_package: bool = False) -> Path:
-    """`.venv-compat/<version>`, created on first use; with the package installed when `with_package`."""
+    """`.venv-compat/<version>`, created on first use: transformers at that version (and what it needs) in its own
+    site-packages, the shared packages of the base venv after them (a .pth file); with the package installed when
+    `with_package`."""
     venv = VENV_ROOT / version
     python = venv / "bin" / "python"
     stamp = venv / (".installed-package" if with_package else ".installed")
@@ -136,13 +166,12 @@ def ensure_venv(version: str, with_package: bool = False) -> Path:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     if not (venv / ".installed").exists():
-        run(
-            [python, "-m", "pip", "install", "-q", TORCH, f"transformers=={version}", "safetensors", "pillow", "numpy"]
-        )
+        (site_packages(python) / "agent-hf-compat-base.pth").write_text(f"{ensure_base_venv()}\n")
+        run([python, "-m", "pip", "install", "-q", f"transformers=={version}"])
         (venv / ".installed").touch()
     if with_package:
-        # The package with its dependencies, transformers held at this version.
-        run([python, "-m", "pip", "install", "-q", "-e", f"{REPO_ROOT}[test]", f"transformers=={version}"])
+        # The package with its dependencies, transformers held at this version, and pytest for the parity tests.
+        run([python, "-m", "pip", "install", "-q", "-e", str(REPO_ROOT), "pytest", f"transformers=={version}"])
         stamp.touch()
     return python
 
@@ -157,7 +186,10 @@ def check_folders_in(python: Path, names: list[str], work_dir: Path) -> None:
     """Runs `worker` in `python`'s venv, with agent_hf not importable."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
-    run([python, __file__, "--worker", *names], cwd=work_dir, env=env)
+    # The folders' code is copied into a modules cache of this run only: the user's cache may hold other code under
+    # the same folder names (another checkout, another run at the same time).
+    with tempfile.TemporaryDirectory(prefix="agent-hf-compat-modules-") as modules_cache:
+        run([python, __file__, "--worker", *names], cwd=work_dir, env={**env, "HF_MODULES_CACHE": modules_cache})
 
 
 # ------------------------------------------------------------------------------------------------ worker
