@@ -37,7 +37,7 @@ WORK_DIR = REPO_ROOT / ".cache-compat" / "folders"
 # unpinned torch would pull a CUDA build); never torchvision.
 SHARED_PACKAGES = ("torch==2.13.0", "safetensors", "pillow", "numpy")
 # The model code as agent-hf 0.1.0 shipped it (the last commit before the ModuleList renaming).
-V010_COMMIT = "cf320a4"
+V010_COMMIT = "35d7462"
 SHIPPED_MODULES = (
     "configuration_agent_swin.py",
     "configuration_agent_pvt.py",
@@ -121,10 +121,16 @@ def write_folders(work_dir: Path) -> list[str]:
                     shutil.copy(REPO_ROOT / "src" / "agent_hf" / name, folder / name)
             with torch.no_grad():
                 outputs = model(pixel_values, output_hidden_states=True)
-            torch.save(
-                {"pixel_values": pixel_values, "logits": outputs.logits, "maps": list(outputs.hidden_states)},
-                folder / "expected.pt",
-            )
+            expected = {"pixel_values": pixel_values, "logits": outputs.logits, "maps": list(outputs.hidden_states)}
+            if kind == "current":  # a folder with the image processor and pipeline: the evaluation path's labels
+                from PIL import Image
+
+                from agent_hf.inference import multiscale_inputs, segment
+
+                image = Image.fromarray(torch.randint(0, 256, (90, 120, 3), generator=generator).byte().numpy())
+                image.save(folder / "image.png")
+                expected["label_map"] = segment(model, multiscale_inputs(image), (90, 120))[0]
+            torch.save(expected, folder / "expected.pt")
             names.append(folder.name)
     return names
 
@@ -234,9 +240,38 @@ def check_backbone(folder: str, expected: dict) -> str:
     return check_outputs(folder, "AutoBackbone", expected)
 
 
+def check_pipeline(folder: str, expected: dict) -> str:
+    """`pipeline("image-segmentation", trust_remote_code=True)` gives the evaluation path's label map, pixel for
+    pixel (folders written with the image processor only; 0.1.0 folders have none)."""
+    if "label_map" not in expected:
+        return "no image processor in this folder (0.1.0)"
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    segments = pipeline("image-segmentation", model=folder, trust_remote_code=True)(Image.open(f"{folder}/image.png"))
+    with open(f"{folder}/config.json") as file:
+        label2id = {label: int(i) for i, label in json.load(file)["id2label"].items()}
+    label_map = torch.full(expected["label_map"].shape, -1, dtype=torch.long)
+    for segment in segments:
+        mask = torch.from_numpy(np.asarray(segment["mask"]) > 0)
+        label_map[mask] = label2id[segment["label"]]
+    if not torch.equal(label_map, expected["label_map"]):
+        agreement = (label_map == expected["label_map"]).double().mean().item()
+        raise AssertionError(f"{folder}: the pipeline's label map agrees with the evaluation path on {agreement:.2%}")
+    return f"{type(segments).__name__} of {len(segments)} masks == evaluation path"
+
+
 # Checks run on every folder in every venv: (name, function(folder, expected outputs) -> one-line summary).
-# The pipeline check (`pipeline("image-segmentation", model=folder, trust_remote_code=True)`) goes here.
-FOLDER_CHECKS = [("logits", check_logits), ("base model", check_base_model), ("backbone", check_backbone)]
+FOLDER_CHECKS = [
+    ("logits", check_logits),
+    ("base model", check_base_model),
+    ("backbone", check_backbone),
+    ("pipeline", check_pipeline),
+]
 
 
 def worker(names: list[str]) -> None:
