@@ -29,7 +29,8 @@ test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 
 # The Hub-shipped model code on transformers 4.57.6 (the last 4.x), the floor and the newest 5.x, in cached venvs
-# (.venv-compat/<version>, created on first use), plus the parity tests on the floor (tests/compat_check.py).
+# (.venv-compat/<version> over one shared torch in .venv-compat/base, created on first use), plus the parity tests
+# on the floor (tests/compat_check.py).
 test-compat: $(STAMP)
 	$(PY) tests/compat_check.py
 
@@ -37,7 +38,7 @@ app: $(STAMP)
 	$(PY) app/app.py --host 127.0.0.1 --port 7860
 
 clean:
-	rm -rf $(VENV) outputs .venv-compat .cache-compat
+	rm -rf $(VENV) outputs .venv-compat .cache-compat .cache/transformers-tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -819,18 +819,34 @@ def build_model(model_args: ModelArguments, id2label: dict[int, str] | None):
     )
 
 
-def build_image_processor(model_args: ModelArguments, do_reduce_labels: bool):
-    """The model's image processor (saved with it); the agent_hf one for presets."""
+def build_image_processor(model_args: ModelArguments, data_args: DataTrainingArguments, do_reduce_labels: bool):
+    """The model's image processor (saved with it): the agent_hf one for presets. An agent_hf processor gets this
+    run's evaluation settings (test scale, whole/slide, ratios, flip), so the saved folder serves what was evaluated.
+    """
     name = model_args.image_processor_name or model_args.model_name_or_path
     if name in agent_hf.PRESETS:
-        return make_image_processor(do_reduce_labels=do_reduce_labels)
-    return AutoImageProcessor.from_pretrained(
-        name,
+        processor = make_image_processor(do_reduce_labels=do_reduce_labels)
+    else:
+        processor = AutoImageProcessor.from_pretrained(
+            name,
+            do_reduce_labels=do_reduce_labels,
+            cache_dir=model_args.cache_dir,
+            revision=model_args.model_revision,
+            token=model_args.token,
+            trust_remote_code=model_args.trust_remote_code,
+        )
+    if type(processor).__name__ != "AgentImageProcessor":  # another model's processor, or remote code's class
+        return processor
+    return make_image_processor(
         do_reduce_labels=do_reduce_labels,
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
+        scale=tuple(data_args.eval_scale),
+        image_mean=processor.image_mean,
+        image_std=processor.image_std,
+        mode=data_args.eval_mode,
+        ratios=tuple(data_args.eval_ratios),
+        flip=data_args.eval_flip,
+        crop_size=_pair(data_args.eval_crop_size, "--eval_crop_size"),
+        stride=_pair(data_args.eval_stride, "--eval_stride"),
     )
 
 
@@ -1030,7 +1046,7 @@ def main(argv: list[str]) -> dict[str, float]:
 
     with user_errors(f"could not build the model {model_args.model_name_or_path}"):
         model = build_model(model_args, data.id2label)
-        image_processor = build_image_processor(model_args, reduce_labels)
+        image_processor = build_image_processor(model_args, data_args, reduce_labels)
     if data_args.streaming:
         splits = to_streams(splits, training_args, data_args)
     else:

@@ -6,11 +6,12 @@
    with `save_model_folder` and a folder as agent-hf 0.1.0 wrote it (the 0.1.0 model code, taken from git, builds
    and saves it; the current shipped code is copied next to it, as in a Hub repo whose code was updated), and the
    outputs of both on a fixed input.
-2. For each version it creates `.venv-compat/<version>` on first use (torch 2.13.0, that transformers, no
-   torchvision; reused when present) and runs the worker part of this file there, in a process where agent_hf
-   cannot be imported: every folder loads with `trust_remote_code=True` through `AutoModelForSemanticSegmentation`,
-   `AutoModel` and `AutoBackbone`, and gives the outputs saved in step 1. More checks of a loaded folder (e.g.
-   `pipeline("image-segmentation")`) go into `FOLDER_CHECKS`.
+2. For each version it creates `.venv-compat/<version>` on first use (that transformers; torch 2.13.0 and the other
+   packages every version shares are installed once, in `.venv-compat/base`, which each version venv reads after its
+   own site-packages; no torchvision; reused when present) and runs the worker part of this file there, in a process
+   where agent_hf cannot be imported: every folder loads with `trust_remote_code=True` through
+   `AutoModelForSemanticSegmentation`, `AutoModel` and `AutoBackbone`, and gives the outputs saved in step 1. More
+   checks of a loaded folder (e.g. `pipeline("image-segmentation")`) go into `FOLDER_CHECKS`.
 3. In the venv of `--parity_version` (the package's floor) it installs the package and runs the parity subset.
 
 Exits non-zero on the first failure; prints the time of each step.
@@ -23,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,9 +33,11 @@ DEFAULT_VERSIONS = ("4.57.6", "5.0.0", "5.24.0")
 DEFAULT_PARITY_VERSION = "5.0.0"
 VENV_ROOT = REPO_ROOT / ".venv-compat"
 WORK_DIR = REPO_ROOT / ".cache-compat" / "folders"
-TORCH = "torch==2.13.0"  # the local CPU wheel; never torchvision
+# Installed once in `.venv-compat/base`, which every version venv reads: torch 2.13.0 is the local CPU wheel (an
+# unpinned torch would pull a CUDA build); never torchvision.
+SHARED_PACKAGES = ("torch==2.13.0", "safetensors", "pillow", "numpy")
 # The model code as agent-hf 0.1.0 shipped it (the last commit before the ModuleList renaming).
-V010_COMMIT = "cf320a4"
+V010_COMMIT = "35d7462"
 SHIPPED_MODULES = (
     "configuration_agent_swin.py",
     "configuration_agent_pvt.py",
@@ -117,17 +121,49 @@ def write_folders(work_dir: Path) -> list[str]:
                     shutil.copy(REPO_ROOT / "src" / "agent_hf" / name, folder / name)
             with torch.no_grad():
                 outputs = model(pixel_values, output_hidden_states=True)
-            torch.save(
-                {"pixel_values": pixel_values, "logits": outputs.logits, "maps": list(outputs.hidden_states)},
-                folder / "expected.pt",
-            )
+            expected = {"pixel_values": pixel_values, "logits": outputs.logits, "maps": list(outputs.hidden_states)}
+            if kind == "current":  # a folder with the image processor and pipeline: the evaluation path's labels
+                from PIL import Image
+
+                from agent_hf.inference import multiscale_inputs, segment
+
+                image = Image.fromarray(torch.randint(0, 256, (90, 120, 3), generator=generator).byte().numpy())
+                image.save(folder / "image.png")
+                expected["label_map"] = segment(model, multiscale_inputs(image), (90, 120))[0]
+            torch.save(expected, folder / "expected.pt")
             names.append(folder.name)
     return names
 
 
 # ------------------------------------------------------------------------------------------------ step 2 (each venv)
+def site_packages(python: Path) -> Path:
+    """The site-packages folder of the venv of `python`."""
+    result = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(result.stdout.strip())
+
+
+def ensure_base_venv() -> Path:
+    """`.venv-compat/base`, created on first use: the packages every version venv shares (torch above all, the
+    largest install), installed once. Returns the path of its site-packages."""
+    venv = VENV_ROOT / "base"
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        if not python.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        run([python, "-m", "pip", "install", "-q", *SHARED_PACKAGES])
+        (venv / ".installed").touch()
+    return site_packages(python)
+
+
 def ensure_venv(version: str, with_package: bool = False) -> Path:
-    """`.venv-compat/<version>`, created on first use; with the package installed when `with_package`."""
+    """`.venv-compat/<version>`, created on first use: transformers at that version (and what it needs) in its own
+    site-packages, the shared packages of the base venv after them (a .pth file); with the package installed when
+    `with_package`."""
     venv = VENV_ROOT / version
     python = venv / "bin" / "python"
     stamp = venv / (".installed-package" if with_package else ".installed")
@@ -136,13 +172,12 @@ def ensure_venv(version: str, with_package: bool = False) -> Path:
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     if not (venv / ".installed").exists():
-        run(
-            [python, "-m", "pip", "install", "-q", TORCH, f"transformers=={version}", "safetensors", "pillow", "numpy"]
-        )
+        (site_packages(python) / "agent-hf-compat-base.pth").write_text(f"{ensure_base_venv()}\n")
+        run([python, "-m", "pip", "install", "-q", f"transformers=={version}"])
         (venv / ".installed").touch()
     if with_package:
-        # The package with its dependencies, transformers held at this version.
-        run([python, "-m", "pip", "install", "-q", "-e", f"{REPO_ROOT}[test]", f"transformers=={version}"])
+        # The package with its dependencies, transformers held at this version, and pytest for the parity tests.
+        run([python, "-m", "pip", "install", "-q", "-e", str(REPO_ROOT), "pytest", f"transformers=={version}"])
         stamp.touch()
     return python
 
@@ -157,7 +192,10 @@ def check_folders_in(python: Path, names: list[str], work_dir: Path) -> None:
     """Runs `worker` in `python`'s venv, with agent_hf not importable."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
-    run([python, __file__, "--worker", *names], cwd=work_dir, env=env)
+    # The folders' code is copied into a modules cache of this run only: the user's cache may hold other code under
+    # the same folder names (another checkout, another run at the same time).
+    with tempfile.TemporaryDirectory(prefix="agent-hf-compat-modules-") as modules_cache:
+        run([python, __file__, "--worker", *names], cwd=work_dir, env={**env, "HF_MODULES_CACHE": modules_cache})
 
 
 # ------------------------------------------------------------------------------------------------ worker
@@ -202,9 +240,38 @@ def check_backbone(folder: str, expected: dict) -> str:
     return check_outputs(folder, "AutoBackbone", expected)
 
 
+def check_pipeline(folder: str, expected: dict) -> str:
+    """`pipeline("image-segmentation", trust_remote_code=True)` gives the evaluation path's label map, pixel for
+    pixel (folders written with the image processor only; 0.1.0 folders have none)."""
+    if "label_map" not in expected:
+        return "no image processor in this folder (0.1.0)"
+    import json
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    segments = pipeline("image-segmentation", model=folder, trust_remote_code=True)(Image.open(f"{folder}/image.png"))
+    with open(f"{folder}/config.json") as file:
+        label2id = {label: int(i) for i, label in json.load(file)["id2label"].items()}
+    label_map = torch.full(expected["label_map"].shape, -1, dtype=torch.long)
+    for segment in segments:
+        mask = torch.from_numpy(np.asarray(segment["mask"]) > 0)
+        label_map[mask] = label2id[segment["label"]]
+    if not torch.equal(label_map, expected["label_map"]):
+        agreement = (label_map == expected["label_map"]).double().mean().item()
+        raise AssertionError(f"{folder}: the pipeline's label map agrees with the evaluation path on {agreement:.2%}")
+    return f"{type(segments).__name__} of {len(segments)} masks == evaluation path"
+
+
 # Checks run on every folder in every venv: (name, function(folder, expected outputs) -> one-line summary).
-# The pipeline check (`pipeline("image-segmentation", model=folder, trust_remote_code=True)`) goes here.
-FOLDER_CHECKS = [("logits", check_logits), ("base model", check_base_model), ("backbone", check_backbone)]
+FOLDER_CHECKS = [
+    ("logits", check_logits),
+    ("base model", check_base_model),
+    ("backbone", check_backbone),
+    ("pipeline", check_pipeline),
+]
 
 
 def worker(names: list[str]) -> None:

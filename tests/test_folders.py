@@ -15,6 +15,7 @@ from transformers import AutoModelForSemanticSegmentation
 
 import agent_hf
 from agent_hf.folders import OutputFolderError, add_files, check_output_folder, write_folder
+from agent_hf.processing import save_model_folder
 
 CHECKPOINT = REFERENCE_DIR / "agent_swin_aaab_upernet.weights.safetensors"
 OFFICIAL_CONFIG = REFERENCE_DIR / "agent_swin_aaab_upernet.json"
@@ -113,6 +114,17 @@ def test_model_folders_get_the_umask_permissions(tmp_path, umask_022):
         assert not (run_dir / "config.json").exists(), "files appear only once all are written"
     assert {mode(p) for p in run_dir.iterdir()} == {0o644}
     assert AutoModelForSemanticSegmentation.from_pretrained(run_dir).config.embed_dim == 16
+
+    # The library's own writer, called directly (no script around it), into an existing folder of the user's.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    os.chmod(mine / "notes.txt", 0o600)
+    save_model_folder(model, mine)
+    assert mode(mine / "notes.txt") == 0o600 and (mine / "notes.txt").read_text() == "keep me"
+    written = [p for p in mine.iterdir() if p.name != "notes.txt"]
+    assert {"model.safetensors", "config.json", "handler.py"} <= {p.name for p in written}
+    assert {mode(p) for p in written} == {0o644}
 
 
 # --------------------------------------------------------------------------------------------- the conversion script

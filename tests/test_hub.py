@@ -447,6 +447,25 @@ def test_incomplete_folder_names_the_missing_file(hub: LocalHubServer, model_dir
     assert hub.requests == []
 
 
+def test_a_real_model_folder_needs_its_pipeline_and_processor_code(hub: LocalHubServer, tmp_path: Path) -> None:
+    from conftest import tiny_pvt_config
+
+    from agent_hf import AgentPvtForSemanticSegmentation
+    from agent_hf.processing import save_model_folder
+
+    folder = tmp_path / "model"
+    save_model_folder(AgentPvtForSemanticSegmentation(tiny_pvt_config()), folder)
+    files = validate_model_folder(folder)
+    assert {"pipeline_agent.py", "image_processing_agent.py", "handler.py", "requirements.txt"} <= set(files)
+    for name in ("pipeline_agent.py", "image_processing_agent.py"):  # named by custom_pipelines / auto_map
+        content = (folder / name).read_bytes()
+        (folder / name).unlink()
+        with pytest.raises(FileNotFoundError, match=name):
+            push_folder_to_hub(folder, REPO_ID, token=TOKEN)
+        (folder / name).write_bytes(content)
+    assert hub.requests == []
+
+
 def test_incomplete_folder_cli(hub: LocalHubServer, model_dir: Path, cli) -> None:
     (model_dir / "model.safetensors").unlink()
     code, _, err = cli("--model_dir", str(model_dir), "--repo_id", REPO_ID, "--token", TOKEN)

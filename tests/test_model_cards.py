@@ -144,10 +144,11 @@ def test_card_body(preset: str) -> None:
 def test_card_says_how_to_serve_it() -> None:
     text = render_model_card("agent-pvt-s-fpn-ade20k", repo_id="someone/model").text
     assert "The Hub's hosted inference widget does not run custom code" in text
-    assert "`handler.py` (an `EndpointHandler`) and `requirements.txt`" in text and "custom handler" in text
+    assert "`handler.py` (an `EndpointHandler`) and `requirements.txt`" in text and "*Custom* task" in text
     assert '{"inputs": base64.b64encode(file.read()).decode(), "parameters": {"mode": "whole"}}' in text
-    assert '[{"label": "wall", "score": ..., "mask": "<base64 PNG>"}, ...]' in text
-    assert "`app/app.py`" in text
+    assert '[{"label": "wall", "score": None, "mask": "<base64 PNG>"}, ...]' in text
+    assert 'segmenter("scene.jpg", ratios=[0.5, 0.75, 1.0, 1.25, 1.5, 1.75], flip=True)' in text
+    assert "AGENT_HF_APP_MODEL=someone/model" in text
 
 
 def test_measured_results_flops_and_demo() -> None:

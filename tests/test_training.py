@@ -281,7 +281,11 @@ def test_script_on_ade_folders_trains_evaluates_saves_and_pushes(tmp_path):
     assert list(report["per_class"]) == list(id2label.values())
     model = AutoModelForSemanticSegmentation.from_pretrained(out)
     assert model.config.id2label == id2label and model.config.embed_dim == 16
-    assert AutoImageProcessor.from_pretrained(out).do_reduce_labels
+    processor = AutoImageProcessor.from_pretrained(out)
+    assert processor.do_reduce_labels and processor.scale == [256, 64], "the folder serves what was evaluated"
+    provenance = model.config.agent_hf_provenance  # saved before evaluation, completed with its results after
+    assert provenance["origin"] == "trained" and provenance["training"]["steps"] == 3
+    assert provenance["eval_results"]["mean_iou"] == round(100 * results["eval_mIoU"], 2)
 
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "all_results.json"} <= set(
         model_commit.added

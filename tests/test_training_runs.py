@@ -209,7 +209,7 @@ def test_the_model_is_saved_before_evaluation(train, tmp_path):
     )  # fmt: skip
     plan = train.plan_output(training_args, output_args, model_args, data_args)
     model = train.build_model(model_args, synthetic_id2label(5))
-    processor = train.build_image_processor(model_args, True)
+    processor = train.build_image_processor(model_args, data_args, True)
     transform = dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), reduce_labels=True)
     splits = {"train": data["train"], "validation": train.load_data(data_args, model_args, 0).splits["validation"]}
     trainer = SegmentationTrainer(

@@ -141,7 +141,8 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
         out_indices=None,
         **kwargs,
     ):
-        kwargs.setdefault("attn_implementation", "sdpa")
+        if not kwargs.get("output_attentions"):  # (attention maps need "eager", which transformers then picks)
+            kwargs.setdefault("attn_implementation", "sdpa")
         # Derived attributes written by `to_dict` (and by 0.1.0's dataclass config): recomputed below.
         for derived in ("stage_names", "num_stages", "hidden_size", "_out_features", "_out_indices"):
             kwargs.pop(derived, None)

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import SemanticSegmenterOutput
-from transformers.utils import logging
+from transformers.utils import ModelOutput, logging
 
 from .agent_attention import AgentAttention
 
@@ -335,6 +334,12 @@ class AgentPreTrainedMixin:
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers guesses this from the modeling source (attention classes written on its AttentionInterface);
+        # ours read `config._attn_implementation` each time they run, so switching a built model works.
+        return True
+
     def set_attn_implementation(self, attn_implementation):
         """Switch every attention module to `"sdpa"` (`F.scaled_dot_product_attention`) or `"eager"` (explicit
         softmax(QK^T)V). A dict (`{"": "eager"}`, transformers' per-sub-config form) is read at its "" key."""
@@ -343,8 +348,8 @@ class AgentPreTrainedMixin:
         attn_implementation = attn_implementation or "sdpa"
         if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
             raise ValueError(
-                f"{type(self).__name__}: attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}, "
-                f"got {attn_implementation!r}"
+                f'{type(self).__name__}: Specified `attn_implementation="{attn_implementation}"` is not supported: '
+                f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}"
             )
         for module in self.modules():
             config = getattr(module, "config", None)
@@ -353,8 +358,9 @@ class AgentPreTrainedMixin:
 
 
 @dataclass
-class AgentSegmenterOutput(SemanticSegmenterOutput):
-    """`SemanticSegmenterOutput` plus the auxiliary head's logits.
+class AgentSegmenterOutput(ModelOutput):
+    """`SemanticSegmenterOutput`'s fields plus the auxiliary head's logits, in this order (as a tuple, the
+    attentions come last, as in every transformers output).
 
     loss: decode loss (+ auxiliary weight x auxiliary loss) when `labels` are given.
     logits: (B, num_labels, H/4, W/4), before any resize (as mmseg's decode head output).
@@ -364,7 +370,11 @@ class AgentSegmenterOutput(SemanticSegmenterOutput):
     attentions: per backbone block, its attention weights with `output_attentions` (see the backbone model).
     """
 
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
     auxiliary_logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple | None = None
 
 
 __all__ = [

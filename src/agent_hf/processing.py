@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 
 from transformers.dynamic_module_utils import get_relative_import_files
 
+from .folders import add_files
 from .image_processing_agent import AgentImageProcessor
 from .pipeline_agent import AGENT_MODEL_TYPES, AgentImageSegmentationPipeline
 from .segmentation_inference import DEFAULT_EVAL_SCALE
@@ -187,32 +187,15 @@ def serving_files(config: Mapping[str, Any], image_processor: AgentImageProcesso
 
 
 def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
-    """Writes every file of ``files`` into ``folder``, each atomically (a temporary file, then a rename).
-
-    All contents are written to temporary files first; only when every one of them is complete are they renamed over
-    the destinations, the config last (it names the code). Nothing else in the folder is touched.
-    """
+    """Writes every file of ``files`` into ``folder``: all of them into a staging folder first, then each renamed over
+    its destination (atomically, with the umask's permissions, ``config.json`` last since it names the code).
+    Nothing else in the folder is touched; if writing fails, nothing is replaced."""
     blocked = [name for name in files if (folder / name).exists() and not (folder / name).is_file()]
     if blocked:
         raise IsADirectoryError(f"{folder}: {', '.join(blocked)} exist(s) but is not a file; nothing was written")
-    umask = os.umask(0)
-    os.umask(umask)
-    staged: dict[str, str] = {}
-    try:
+    with add_files(folder) as staging:
         for name, content in files.items():
-            handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-            staged[name] = temporary
-            with os.fdopen(handle, "wb") as file:
-                file.write(content)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the files from other users
-    except BaseException:
-        for temporary in staged.values():
-            Path(temporary).unlink(missing_ok=True)
-        raise
-    for name in sorted(staged, key=lambda name: name == CONFIG_NAME):
-        os.replace(staged[name], folder / name)
+            (staging / name).write_bytes(content)
 
 
 def save_model_folder(model, output_dir: str | os.PathLike, image_processor=None, **save_kwargs) -> str:
@@ -232,17 +215,19 @@ def save_model_folder(model, output_dir: str | os.PathLike, image_processor=None
     Returns:
         ``output_dir`` as a string.
     """
-    folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, **save_kwargs)
-    config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
-    if _is_agent_model(model.config):
-        processor = as_agent_image_processor(image_processor, model.config)
-    else:
-        processor = None
-        if image_processor is not None:
-            image_processor.save_pretrained(folder)
-    _write_files(folder, serving_files(config, processor))
+    # Everything is written into a staging folder inside `output_dir` and renamed in only when complete, with the
+    # umask's permissions (save_pretrained's temporary files would leave the weights 0600), config.json last.
+    with add_files(output_dir) as staging:
+        model.save_pretrained(staging, **save_kwargs)
+        config = json.loads((staging / CONFIG_NAME).read_text(encoding="utf-8"))
+        if _is_agent_model(model.config):
+            processor = as_agent_image_processor(image_processor, model.config)
+        else:
+            processor = None
+            if image_processor is not None:
+                image_processor.save_pretrained(staging)
+        for name, content in serving_files(config, processor).items():
+            (staging / name).write_bytes(content)
     return os.fspath(output_dir)
 
 

@@ -112,6 +112,15 @@ def _auto_map_modules(auto_map: Any, source: Path) -> set[str]:
     return modules
 
 
+def _custom_pipeline_modules(custom_pipelines: Any, source: Path) -> set[str]:
+    """Module files of the pipelines a ``config.json`` declares (``custom_pipelines[task]["impl"]``)."""
+    if not custom_pipelines:
+        return set()
+    if not isinstance(custom_pipelines, dict) or not all(isinstance(v, dict) for v in custom_pipelines.values()):
+        raise ValueError(f"{source}: `custom_pipelines` must map a task to {{'impl': 'module.ClassName', ...}}.")
+    return _auto_map_modules({task: entry.get("impl") for task, entry in custom_pipelines.items()}, source)
+
+
 def _parse_python(py_file: Path) -> ast.Module:
     try:
         return ast.parse(py_file.read_text(encoding="utf-8"), filename=str(py_file))
@@ -225,6 +234,7 @@ def validate_model_folder(folder: PathLike) -> list[str]:
     preprocessor_config = _load_json(folder / PREPROCESSOR_CONFIG_NAME)
     if isinstance(preprocessor_config, dict) and preprocessor_config.get("auto_map"):
         modules |= _auto_map_modules(preprocessor_config["auto_map"], folder / PREPROCESSOR_CONFIG_NAME)
+    modules |= _custom_pipeline_modules(config.get("custom_pipelines"), folder / CONFIG_NAME)
     if (folder / HANDLER_NAME).is_file():
         _check_handler(folder)
         modules.add(HANDLER_NAME)
@@ -232,7 +242,8 @@ def validate_model_folder(folder: PathLike) -> list[str]:
     if missing_modules:
         raise FileNotFoundError(
             f"Model folder '{folder}' is missing the custom code file(s) {missing_modules} referenced by "
-            "`auto_map` of config.json or preprocessor_config.json (or imported by that code); nothing was uploaded. "
+            "`auto_map` of config.json or preprocessor_config.json, or by config.json's `custom_pipelines` (or "
+            "imported by that code); nothing was uploaded. "
             "`save_pretrained` copies them when the classes were registered with `register_for_auto_class()`."
         )
     if has_index:
