@@ -157,11 +157,49 @@ def make_inputs(batch: int, resolution, device: str, dtype: torch.dtype, num_lab
     return pixels, torch.randint(0, num_labels, (batch, *resolution), generator=generator).to(device)
 
 
-def forward_call(model, pixels):
+def forward_call(model, pixels, device: str, dtype: torch.dtype):
+    """A forward pass, under autocast to `dtype` unless it is fp32 (the weights stay fp32, as in training)."""
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+
     def run():
-        return model(pixels)
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            return model(pixels)
 
     return run
+
+
+def prediction_agreement(model_dir: Path, dtype: torch.dtype, device: str) -> dict:
+    """Share of pixels on which the model's prediction under `dtype` autocast equals its fp32 prediction.
+
+    `model_dir` is the model folder written by `make demo` (`outputs/demo/model`): its validation images are
+    generated again from the run's settings (`demo_run.json` beside the folder), and go through the folder's own
+    image processor and `post_process_semantic_segmentation` (the pipeline's path), once in fp32 and once under
+    autocast.
+    """
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+    from agent_hf.data import synthetic_scenes
+
+    record = model_dir.parent / "demo_run.json"
+    if not record.is_file():
+        sys.exit(f"--agreement_model {model_dir}: no {record.name} beside it; give the model folder of `make demo`")
+    settings = json.loads(record.read_text())["arguments"]
+    model = AutoModelForSemanticSegmentation.from_pretrained(model_dir).to(device).eval()
+    processor = AutoImageProcessor.from_pretrained(model_dir)
+    scenes = synthetic_scenes("validation", settings["num_val"], model.config.num_labels, settings["seed"])
+    images = [image for image, _ in scenes]
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    equal = total = 0
+    with torch.inference_mode():
+        for image in images:
+            pixels = processor(image, return_tensors="pt")["pixel_values"].to(device)
+            size = [image.shape[:2]]
+            reference = processor.post_process_semantic_segmentation(model(pixels), size)[0]
+            with torch.autocast(device_type, dtype=dtype):
+                low = processor.post_process_semantic_segmentation(model(pixels), size)[0]
+            equal += int((low == reference).sum())
+            total += reference.numel()
+    return {"model": str(model_dir), "images": len(images), "pixels": total, "agreement": equal / total}
 
 
 def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):
@@ -197,9 +235,9 @@ def prepare(spec, part, mode, resolution, batch, args):
         pixels, labels = make_inputs(batch, resolution, args.device, torch.float32, num_labels=model.config.num_labels)
         run, init_state = train_step_call(model, pixels, labels, args.device, dtype)
         return model, run, init_state
-    model.eval().to(dtype)
-    pixels, _ = make_inputs(batch, resolution, args.device, dtype)
-    return model, forward_call(model, pixels), None
+    model.eval()
+    pixels, _ = make_inputs(batch, resolution, args.device, torch.float32)
+    return model, forward_call(model, pixels, args.device, dtype), None
 
 
 def time_interleaved(calls: dict, device: str, warmup: int, repeats: int, inference: bool, errors: dict) -> dict:
@@ -464,6 +502,14 @@ def markdown(
                 f"{fmt(row.get('latency_ms_median'), 0)} | {spread} | {ratio} | "
                 f"{fmt(row.get('peak_memory_mb'), 0)} | {mem_ratio} |"
             )
+    if "agreement" in info:
+        agreement = info["agreement"]
+        lines += [
+            "",
+            f"Predictions under {args.dtype} autocast equal the fp32 predictions on "
+            f"**{100 * agreement['agreement']:.2f}%** of the {agreement['pixels']:,} pixels of {agreement['images']} "
+            f"validation images (model folder `{agreement['model']}`, through its image processor).",
+        ]
     errors = [row for row in rows if row.get("error")]
     if errors:
         lines += ["", "## Errors", ""] + [
@@ -607,7 +653,14 @@ def parse_args(argv=None):
     )
     parser.add_argument("--batch_sizes", nargs="+", type=int, default=[1])
     parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), default="fp32", help="inference: model and inputs cast; training: autocast"
+        "--dtype", choices=sorted(DTYPES), default="fp32", help="fp32, or autocast to bf16/fp16 (weights stay fp32)"
+    )
+    parser.add_argument(
+        "--agreement_model",
+        type=Path,
+        default=None,
+        help="with --dtype bf16/fp16: also report on how many pixels of the demo's validation images this model "
+        "folder of `make demo` (e.g. outputs/demo/model) predicts under autocast the class it predicts in fp32",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: all cores)")
@@ -722,7 +775,7 @@ def main(argv=None) -> None:
                         repeats=timing["repeats"],
                     )
                 if model is not None and not args.no_flops:
-                    pixels, _ = make_inputs(batch, resolution, args.device, dtype)
+                    pixels, _ = make_inputs(batch, resolution, args.device, torch.float32)
                     row["flops"] = count_model_flops(model, pixels)  # after warm-up: bias cache warm
                     row["macs"] = row["flops"] / 2
                 row["error"] = errors.get((spec, part))
@@ -792,6 +845,10 @@ def main(argv=None) -> None:
         peer = peers.get((row["part"], row["mode"], row["resolution"], row["batch"]))
         if peer and row.get("latency_ms_median") and peer.get("latency_ms_median"):
             row["ratio_to_peer"] = row["latency_ms_median"] / peer["latency_ms_median"]
+
+    if args.agreement_model is not None and dtype != torch.float32:
+        info["agreement"] = prediction_agreement(args.agreement_model, dtype, args.device)
+        print(f"# agreement with fp32: {json.dumps(info['agreement'])}", flush=True)
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.output_dir / "benchmark.csv")

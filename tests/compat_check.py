@@ -38,7 +38,7 @@ WORK_DIR = REPO_ROOT / ".cache-compat" / "folders"
 SHARED_PACKAGES = ("torch==2.13.0", "safetensors", "pillow", "numpy")
 # The model code as agent-hf 0.1.0 shipped it (the last commit before the ModuleList renaming).
 V010_COMMIT = "35d7462"
-SHIPPED_MODULES = (
+V010_MODULES = (
     "configuration_agent_swin.py",
     "configuration_agent_pvt.py",
     "modeling_agent_swin.py",
@@ -67,7 +67,7 @@ def import_v010_code(destination: Path):
 
     package = destination / "agent_hf_v010"
     package.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED_MODULES:
+    for name in V010_MODULES:
         source = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "show", f"{V010_COMMIT}:src/agent_hf/{name}"],
             capture_output=True,
@@ -89,6 +89,7 @@ def import_v010_code(destination: Path):
 def write_folders(work_dir: Path) -> list[str]:
     """Model folders of both families (current and 0.1.0) with the outputs they must give. Returns their names."""
     import torch
+    from transformers.dynamic_module_utils import get_relative_import_files
 
     import agent_hf
     from agent_hf.processing import save_model_folder
@@ -116,9 +117,11 @@ def write_folders(work_dir: Path) -> list[str]:
                 save_model_folder(model, folder)
             else:
                 model.save_pretrained(folder, safe_serialization=True)
-                # A Hub repo of 0.1.0 whose code was updated: the weights and config.json stay as 0.1.0 wrote them.
-                for name in SHIPPED_MODULES:
-                    shutil.copy(REPO_ROOT / "src" / "agent_hf" / name, folder / name)
+                # A Hub repo of 0.1.0 whose code was updated: the weights and config.json stay as 0.1.0 wrote them,
+                # the model code is today's (the modules transformers ships with the modeling module).
+                modeling = REPO_ROOT / "src" / "agent_hf" / f"modeling_agent_{family}.py"
+                for path in [modeling, *get_relative_import_files(modeling)]:
+                    shutil.copy(path, folder / Path(path).name)
             with torch.no_grad():
                 outputs = model(pixel_values, output_hidden_states=True)
             expected = {"pixel_values": pixel_values, "logits": outputs.logits, "maps": list(outputs.hidden_states)}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY_PVT, tiny_pvt_config
@@ -106,3 +107,28 @@ def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(tmp_path):
     text = (tmp_path / "benchmark.md").read_text()
     assert "--config" in text and "swin-t-upernet (transformers)" in text and "Training step" in text
     assert (tmp_path / "latency_vs_pixels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bf16_agreement_runs_the_demo_folder_through_its_processor(tmp_path):
+    """`--agreement_model`: the demo's validation images, regenerated from demo_run.json, predicted in fp32 and under
+    bf16 autocast through the folder's processor; every pixel of every image is compared."""
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import benchmark
+
+    from agent_hf.data import synthetic_scenes
+    from agent_hf.processing import make_image_processor, save_model_folder
+
+    config = tiny_pvt_config(num_labels=8)
+    torch.manual_seed(0)
+    save_model_folder(
+        agent_hf.AgentPvtForSemanticSegmentation(config).eval(),
+        tmp_path / "model",
+        make_image_processor(do_reduce_labels=True, scale=(128, 64)),
+    )
+    with pytest.raises(SystemExit, match="demo_run.json"):
+        benchmark.prediction_agreement(tmp_path / "model", torch.bfloat16, "cpu")
+    (tmp_path / "demo_run.json").write_text(json.dumps({"arguments": {"num_val": 3, "seed": 1}}))
+    result = benchmark.prediction_agreement(tmp_path / "model", torch.bfloat16, "cpu")
+    sizes = [image.shape[0] * image.shape[1] for image, _ in synthetic_scenes("validation", 3, 8, seed=1)]
+    assert result["images"] == 3 and result["pixels"] == sum(sizes)
+    assert 0.5 < result["agreement"] <= 1.0

@@ -11,12 +11,12 @@ from conftest import tiny_pvt_config, tiny_swin_config
 
 import agent_hf
 from agent_hf import AgentPvtForSemanticSegmentation, AgentSwinForSemanticSegmentation, heads, layers
-from agent_hf.agent_attention import (
-    AgentAttention,
+from agent_hf.agent_attention import AgentAttention, official_position_biases, reference_agent_attention
+from agent_hf.agent_attention_fast import (
     agent_bias_factors,
+    agent_step_by_products,
     blocked_agent_step,
-    official_position_biases,
-    reference_agent_attention,
+    cached_bias_factors,
 )
 from agent_hf.flops import FlopCounter
 
@@ -223,6 +223,44 @@ def test_blocked_agent_step_merges_the_blocks_exactly():
         for rows in (1, 4, height):
             actual = blocked_agent_step(query_agents, key, value, factors, attention.scale, rows)
             torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_agent_step_by_products_equals_the_fused_kernel():
+    """The accelerators' inference agent step (explicit products) computes the fused kernel's V_A."""
+    _, attention = first_attention()
+    randomize_tables(attention)
+    height, width, heads, dim = 6, 10, attention.num_heads, attention.head_dim
+    agents = attention.agent_grid[0] * attention.agent_grid[1]
+    generator = torch.Generator().manual_seed(0)
+    query_agents = torch.randn(2, heads, agents, dim, generator=generator)
+    key, value = torch.randn(2, 2, heads, height * width, dim, generator=generator).unbind(0)
+    with torch.no_grad():
+        bias = agent_bias_factors(attention, height, width).agent_to_token().unsqueeze(0)
+        expected = F.scaled_dot_product_attention(query_agents, key, value, attn_mask=bias, scale=attention.scale)
+        actual = agent_step_by_products(query_agents, key, value, bias, attention.scale)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_bias_factors_follow_the_weights_and_stay_bounded():
+    """Kept per map size, computed again after any change of a table (in place or loaded), at most
+    `bias_factor_cache_size` sizes."""
+    _, attention = first_attention()
+    randomize_tables(attention)
+    first = cached_bias_factors(attention, 6, 10)
+    assert cached_bias_factors(attention, 6, 10) is first
+    with torch.no_grad():
+        attention.na_bias.add_(0.5)
+    changed = cached_bias_factors(attention, 6, 10)
+    assert changed is not first
+    torch.testing.assert_close(changed.token_to_agent(), agent_bias_factors(attention, 6, 10).token_to_agent())
+    state = {name: value + 1 for name, value in attention.state_dict().items()}
+    attention.load_state_dict(state)
+    assert cached_bias_factors(attention, 6, 10) is not changed
+    attention.bias_factor_cache_size = 2
+    for height in (7, 8, 9):
+        cached_bias_factors(attention, height, 10)
+    assert len(attention._bias_factor_cache) == 2
+    assert "_bias_factor_cache" not in str(list(attention.state_dict()))
 
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])

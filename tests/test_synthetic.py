@@ -14,6 +14,7 @@ from agent_hf.data import (
     make_synthetic_scene_parsing,
     save_as_image_folders,
     synthetic_id2label,
+    synthetic_scenes,
 )
 
 K = 8
@@ -120,3 +121,14 @@ def test_train_transform_on_synthetic_sample(dataset):
     out = TrainTransform(crop_size=(64, 64), scale=(256, 64), seed=0)(example["image"], example["annotation"])
     values = set(out["labels"].unique().tolist())
     assert values <= set(range(K)) | {255}
+
+
+def test_synthetic_scenes_are_the_dataset_pixels(dataset):
+    """The generator without `datasets` (used by the benchmark's bf16 agreement) yields the stored pixels."""
+    scenes = list(synthetic_scenes("validation", 3, num_classes=8, seed=0))
+    assert len(scenes) == 3
+    for (image, annotation), example in zip(scenes, dataset["validation"]):
+        assert np.array_equal(image, np.asarray(example["image"]))
+        assert np.array_equal(annotation, np.asarray(example["annotation"]))
+    with pytest.raises(ValueError, match="split"):
+        next(synthetic_scenes("test", 1))

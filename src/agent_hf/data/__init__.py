@@ -34,7 +34,7 @@ from .transforms import (
     to_rgb_array,
 )
 
-_SYNTHETIC_NAMES = ("make_synthetic_scene_parsing", "save_as_image_folders", "synthetic_id2label")
+_SYNTHETIC_NAMES = ("make_synthetic_scene_parsing", "save_as_image_folders", "synthetic_id2label", "synthetic_scenes")
 
 
 def __getattr__(name: str) -> Any:
@@ -71,6 +71,7 @@ __all__ = [
     "rgb_to_hsv",
     "save_as_image_folders",
     "synthetic_id2label",
+    "synthetic_scenes",
     "to_label_array",
     "to_rgb_array",
 ]

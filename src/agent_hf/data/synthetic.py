@@ -21,6 +21,7 @@ from __future__ import annotations
 import colorsys
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ __all__ = [
     "make_synthetic_scene_parsing",
     "save_as_image_folders",
     "synthetic_id2label",
+    "synthetic_scenes",
 ]
 
 _PATTERNS = ("stripes", "checker", "dots", "noise")
@@ -184,23 +186,41 @@ def make_synthetic_scene_parsing(
     """
     import datasets  # here, not at the top: `import agent_hf` must not import `datasets`
 
+    # Checked here too, before any image is drawn: `synthetic_scenes` is lazy.
+    if not 1 <= num_classes <= 255:
+        raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
+    if not 1 <= min_size <= max_size:
+        raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
+    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+    splits = {}
+    for split, count in zip(_SPLITS, (num_train, num_val), strict=True):
+        images, annotations = [], []
+        for image, annotation in synthetic_scenes(split, count, num_classes, seed, min_size, max_size):
+            images.append(_png_bytes(image))
+            annotations.append(_png_bytes(annotation))
+        splits[split] = datasets.Dataset.from_dict({"image": images, "annotation": annotations}, features=features)
+    return datasets.DatasetDict(splits)
+
+
+def synthetic_scenes(
+    split: str, count: int, num_classes: int = 8, seed: int = 0, min_size: int = 96, max_size: int = 256
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The first ``count`` images of one split of :func:`make_synthetic_scene_parsing`, without ``datasets``.
+
+    Yields ``(image, annotation)``: ``(H, W, 3)`` and ``(H, W)`` ``uint8`` arrays, the very pixels the dataset
+    stores (losslessly) for the same arguments.
+    """
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
     if not 1 <= num_classes <= 255:
         raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
     if not 1 <= min_size <= max_size:
         raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
     styles = _class_styles(num_classes)
-    features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
-    splits = {}
-    for split_index, (split, count) in enumerate(zip(_SPLITS, (num_train, num_val), strict=True)):
-        images, annotations = [], []
-        for i in range(count):
-            rng = np.random.default_rng([seed, split_index, i])
-            height, width = (int(s) for s in rng.integers(min_size, max_size + 1, size=2))
-            image, annotation = _render_scene(styles, height, width, rng)
-            images.append(_png_bytes(image))
-            annotations.append(_png_bytes(annotation))
-        splits[split] = datasets.Dataset.from_dict({"image": images, "annotation": annotations}, features=features)
-    return datasets.DatasetDict(splits)
+    for i in range(count):
+        rng = np.random.default_rng([seed, _SPLITS.index(split), i])
+        height, width = (int(s) for s in rng.integers(min_size, max_size + 1, size=2))
+        yield _render_scene(styles, height, width, rng)
 
 
 def save_as_image_folders(
