@@ -38,7 +38,7 @@ WORK_DIR = REPO_ROOT / ".cache-compat" / "folders"
 SHARED_PACKAGES = ("torch==2.13.0", "safetensors", "pillow", "numpy")
 # The model code as agent-hf 0.1.0 shipped it (the last commit before the ModuleList renaming).
 V010_COMMIT = "35d7462"
-SHIPPED_MODULES = (
+V010_MODULES = (
     "configuration_agent_swin.py",
     "configuration_agent_pvt.py",
     "modeling_agent_swin.py",
@@ -47,6 +47,8 @@ SHIPPED_MODULES = (
     "heads.py",
     "layers.py",
 )
+# The model code shipped now (copied into the 0.1.0 folders, as into a Hub repo whose code was updated).
+SHIPPED_MODULES = (*V010_MODULES, "configuration_agent_common.py", "modeling_agent_common.py")
 FAMILIES = ("swin", "pvt")
 
 
@@ -67,7 +69,7 @@ def import_v010_code(destination: Path):
 
     package = destination / "agent_hf_v010"
     package.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED_MODULES:
+    for name in V010_MODULES:
         source = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "show", f"{V010_COMMIT}:src/agent_hf/{name}"],
             capture_output=True,
