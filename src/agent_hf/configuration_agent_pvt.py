@@ -1,6 +1,5 @@
-"""Configuration of Agent-PVT backbones and their Semantic FPN segmentation model.
-
-Shipped to the Hub with the model: imports only transformers and sibling modules.
+"""Configuration of Agent-PVT backbones and their Semantic FPN segmentation model; shipped to the Hub with the
+model (imports only transformers and sibling modules).
 """
 
 from .configuration_agent_common import (

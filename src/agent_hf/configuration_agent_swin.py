@@ -1,6 +1,6 @@
-"""Configuration of Agent-Swin backbones and their UperNet segmentation model.
-
-Shipped to the Hub with the model: imports only transformers and sibling modules.
+"""Configuration of Agent-Swin backbones and their UperNet segmentation model, and the parser of the official block
+layout string (`expand_swin_attention_layout`); shipped to the Hub with the model (imports only transformers and
+sibling modules).
 """
 
 from .configuration_agent_common import (

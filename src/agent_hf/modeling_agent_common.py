@@ -203,15 +203,9 @@ class AgentBackboneMixin(BackboneMixin):
         **kwargs,
     ) -> BackboneOutput:
         r"""
-        Args:
-            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
-                Normalized images (Agent-PVT: at least 32x32); another floating dtype than the model's is cast to it.
-            output_hidden_states (`bool`, *optional*):
-                Also return all four stage maps (default `config.output_hidden_states`).
-            output_attentions (`bool`, *optional*):
-                Return every block's attention weights (default `config.output_attentions`).
-            return_dict (`bool`, *optional*):
-                Return a `BackboneOutput` (default `config.return_dict`) instead of a tuple.
+        The base model's forward (same arguments, see `AgentModelMixin.forward`), as a `BackboneOutput`
+        (default `config.return_dict`; a tuple otherwise): `feature_maps` of the stages in `out_features`, with
+        `output_hidden_states` also all four stage maps, with `output_attentions` every block's attention weights.
         """
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
