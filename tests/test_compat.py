@@ -260,3 +260,27 @@ def test_import_on_a_transformers_below_the_floor_says_what_it_needs(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: agent_hf needs transformers>=5.0.0, but transformers 4.57.6 is installed")
+
+
+# The modules transformers loads from a folder's auto_map / custom_pipelines (the model, config, image processor
+# and pipeline code).
+AUTO_MAP_MODULES = [
+    "configuration_agent_swin.py",
+    "configuration_agent_pvt.py",
+    "modeling_agent_swin.py",
+    "modeling_agent_pvt.py",
+    "image_processing_agent.py",
+    "pipeline_agent.py",
+]
+
+
+@pytest.mark.parametrize("module", AUTO_MAP_MODULES)
+def test_auto_map_modules_import_every_sibling_they_need_themselves(module):
+    # transformers 4.57 and 5.0 copy a local folder's auto_map module with its own relative imports only (not
+    # theirs), then import it: a sibling reached only through another one would be missing (`make test-compat`).
+    from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
+
+    path = REPO_ROOT / "src" / "agent_hf" / module
+    needed = {os.path.basename(file)[: -len(".py")] for file in get_relative_import_files(str(path))}
+    assert needed, f"{module} imports no sibling module"
+    assert needed <= set(get_relative_imports(str(path))), f"{module} reaches them only through other modules"

@@ -1,29 +1,14 @@
-"""Configuration of Agent-PVT backbones and their Semantic FPN segmentation model.
-
-Shipped to the Hub with the model: imports only torch/transformers and sibling modules.
+"""Configuration of Agent-PVT backbones and their Semantic FPN segmentation model; shipped to the Hub with the
+model (imports only transformers and sibling modules).
 """
 
-# Import shims: this module travels to the Hub and runs on transformers 4.57 through the newest 5.x (see
-# configuration_agent_swin.py). transformers' `check_imports` ignores imports inside try blocks.
-import transformers
-
-# The shipped code needs transformers 4.57 or newer (say so, rather than fail on a missing import further down).
-if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < (4, 57):
-    raise ImportError(
-        f"This model's code needs transformers>=4.57, but transformers {transformers.__version__} is installed: "
-        "pip install -U transformers"
-    )
-
-try:
-    from transformers.backbone_utils import BackboneConfigMixin
-
-    get_aligned_output_features_output_indices = None
-except ImportError:  # older transformers: a module-level function aligns out_features and out_indices
-    from transformers.utils.backbone_utils import BackboneConfigMixin, get_aligned_output_features_output_indices
-try:
-    from transformers.configuration_utils import PreTrainedConfig
-except ImportError:  # transformers 4.x
-    from transformers.configuration_utils import PretrainedConfig as PreTrainedConfig
+from .configuration_agent_common import (
+    BackboneConfigMixin,
+    PreTrainedConfig,
+    check_per_stage_lengths,
+    pretrained_config_kwargs,
+    set_stage_outputs,
+)
 
 
 class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
@@ -141,12 +126,7 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
         out_indices=None,
         **kwargs,
     ):
-        if not kwargs.get("output_attentions"):  # (attention maps need "eager", which transformers then picks)
-            kwargs.setdefault("attn_implementation", "sdpa")
-        # Derived attributes written by `to_dict` (and by 0.1.0's dataclass config): recomputed below.
-        for derived in ("stage_names", "num_stages", "hidden_size", "_out_features", "_out_indices"):
-            kwargs.pop(derived, None)
-        super().__init__(**kwargs)
+        super().__init__(**pretrained_config_kwargs(kwargs, ("num_stages", "hidden_size")))
         self.pretrain_image_size = pretrain_image_size
         self.patch_size = patch_size
         self.num_channels = num_channels
@@ -177,15 +157,7 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
         self.align_corners = align_corners
         self.num_stages = len(self.depths)
         self.hidden_size = self.embed_dims[-1]
-        self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, self.num_stages + 1)]
-        out_features = list(out_features) if out_features is not None else None
-        out_indices = list(out_indices) if out_indices is not None else None
-        if get_aligned_output_features_output_indices is None:
-            self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
-        else:
-            self._out_features, self._out_indices = get_aligned_output_features_output_indices(
-                out_features=out_features, out_indices=out_indices, stage_names=self.stage_names
-            )
+        set_stage_outputs(self, self.num_stages, out_features, out_indices)
         self._check_consistency()
 
     def _check_consistency(self) -> None:
@@ -200,12 +172,7 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
             "downstream_agent_shapes",
             "feature_strides",
         )
-        for name in per_stage:
-            if len(getattr(self, name)) != n:
-                raise ValueError(
-                    f"AgentPvtConfig: {name} has {len(getattr(self, name))} entries but depths has {n} stages "
-                    f"(depths={self.depths}, {name}={getattr(self, name)}); give one entry per stage"
-                )
+        check_per_stage_lengths(self, per_stage, n)
         if len(self.attn_type) != n or any(c not in "AB" for c in self.attn_type):
             raise ValueError(
                 f"AgentPvtConfig: attn_type={self.attn_type!r} must have one 'A' or 'B' per stage ({n} stages)"

@@ -1,5 +1,6 @@
-"""Building blocks shared by Agent-Swin and Agent-PVT: MLP, stochastic depth, input checks, the backbone's
-weight initialization, the loading/saving conventions of both model families, and the output types.
+"""Building blocks shared by Agent-Swin and Agent-PVT: the pre-norm block, MLP, stochastic depth, input checks,
+the backbone's weight initialization, the checkpoint key renaming of both model families, and the output types
+(the classes both families build on are in `modeling_agent_common.py`).
 
 Shipped to the Hub with the model: imports only torch/transformers and sibling modules.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .agent_attention import AgentAttention
@@ -106,6 +108,65 @@ def add_feed_forward(hidden_states: torch.Tensor, norm: nn.Module, mlp: nn.Modul
 
 # Hidden values (tokens x MLP width) the inference path of `add_feed_forward` computes at once: 8 MB in fp32.
 FEED_FORWARD_BLOCK_SIZE = 1 << 21
+
+
+def agent_attention_from_config(
+    config, stage: int, dim: int, num_heads: int, table_size: tuple[int, int], **kwargs
+) -> AgentAttention:
+    """The `AgentAttention` of a block of `stage`, with the config's agent, scale, bias and dropout settings.
+
+    Args:
+        config (`AgentSwinConfig` or `AgentPvtConfig`): the model config.
+        stage (`int`): 0-based stage of the block (indexes `agent_num` and `downstream_agent_shapes`).
+        dim (`int`): channels C.
+        num_heads (`int`): heads h.
+        table_size (`tuple[int, int]`): the stage's pretraining token grid (the agent bias tables' size).
+        kwargs: the family's other `AgentAttention` arguments (`fused_qkv`, `key_table_size`).
+    """
+    return AgentAttention(
+        dim,
+        num_heads,
+        agent_num=config.agent_num[stage],
+        agent_grid=tuple(config.downstream_agent_shapes[stage]),
+        table_size=table_size,
+        kernel_size=config.agent_kernel_size,
+        scale_exponent=config.attention_scale_exponent,
+        qkv_bias=config.qkv_bias,
+        attn_drop=config.attention_probs_dropout_prob,
+        proj_drop=config.hidden_dropout_prob,
+        config=config,
+        **kwargs,
+    )
+
+
+class AgentBlock(GradientCheckpointingLayer):
+    """The pre-norm transformer block of both families: x + drop_path(attention(norm1(x))), then
+    x + drop_path(mlp(norm2(x))). Each family's block builds `norm1`, its attention, `drop_path`, `norm2` and `mlp`,
+    and defines `attention(x, height, width, output_attentions)`."""
+
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        """(B, H*W, C) -> (B, H*W, C); with `output_attentions`, also the block's attention weights (see the
+        family's `attention`)."""
+        x = self.attention(self.norm1(hidden_states), height, width, output_attentions=output_attentions)
+        weights = None
+        if output_attentions:
+            x, weights = x
+        hidden_states = add_residual(hidden_states, self.drop_path(x))
+        hidden_states = add_feed_forward(hidden_states, self.norm2, self.mlp, self.drop_path)
+        return (hidden_states, weights) if output_attentions else hidden_states
+
+
+def run_blocks(blocks, x: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+    """Tokens x (B, H*W, C) of a (height, width) map through `blocks` (`AgentBlock`s). Returns x and the blocks'
+    attention weights (a tuple, empty without `output_attentions`)."""
+    attentions = ()
+    for block in blocks:
+        if output_attentions:
+            x, weights = block(x, height, width, output_attentions=True)
+            attentions += (weights,)
+        else:
+            x = block(x, height, width)
+    return x, attentions
 
 
 class AgentDropPath(nn.Module):
@@ -291,72 +352,6 @@ def copy_into(buffer: torch.Tensor, value: torch.Tensor) -> None:
             buffer.copy_(value)
 
 
-class AgentPreTrainedMixin:
-    """Conventions shared by both model families, on every supported transformers version.
-
-    - `save_pretrained` writes the model code and lists all four Auto classes of the family in the config's
-      `auto_map`, so a saved folder or Hub repo loads with `trust_remote_code=True` where agent_hf is not
-      installed. Subclasses name their family in `_auto_map_classes` (Auto class -> class name).
-    - `from_pretrained` renames checkpoint keys with `_checkpoint_key_mapping()` (regex -> replacement, through
-      transformers' `key_mapping`): the parameter names of agent-hf 0.1.0, and the base model's keys when a
-      folder of another class of the family is loaded (e.g. an `AgentSwinModel` folder into the segmentation
-      model). The renaming is not reverted on save: a reloaded model is saved with the current names.
-    - `set_attn_implementation("eager" | "sdpa")` switches every attention module of a built model.
-    """
-
-    _auto_map_classes: dict[str, str] = {}
-
-    @classmethod
-    def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        return {}
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        mapping = cls._checkpoint_key_mapping()
-        user_mapping = kwargs.pop("key_mapping", None) or {}
-        kwargs["key_mapping"] = {**user_mapping, **{k: v for k, v in mapping.items() if k not in user_mapping}}
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
-        # transformers 5.x reverts the renamings it loaded with on save; ours are not meant to come back.
-        conversions = getattr(model, "_weight_conversions", None)
-        if conversions:
-            model._weight_conversions = [
-                c for c in conversions if not set(getattr(c, "source_patterns", None) or ()) & set(mapping)
-            ]
-        return loaded
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        module = type(self).__module__.rsplit(".", 1)[-1]
-        config_class = type(self.config)
-        self.config.auto_map = {
-            "AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}",
-            **{auto: f"{module}.{name}" for auto, name in self._auto_map_classes.items()},
-        }
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
-    @classmethod
-    def _can_set_attn_implementation(cls) -> bool:
-        # transformers guesses this from the modeling source (attention classes written on its AttentionInterface);
-        # ours read `config._attn_implementation` each time they run, so switching a built model works.
-        return True
-
-    def set_attn_implementation(self, attn_implementation):
-        """Switch every attention module to `"sdpa"` (`F.scaled_dot_product_attention`) or `"eager"` (explicit
-        softmax(QK^T)V). A dict (`{"": "eager"}`, transformers' per-sub-config form) is read at its "" key."""
-        if isinstance(attn_implementation, dict):
-            attn_implementation = attn_implementation.get("", next(iter(attn_implementation.values()), None))
-        attn_implementation = attn_implementation or "sdpa"
-        if attn_implementation not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(
-                f'{type(self).__name__}: Specified `attn_implementation="{attn_implementation}"` is not supported: '
-                f"attn_implementation must be one of {ATTENTION_IMPLEMENTATIONS}"
-            )
-        for module in self.modules():
-            config = getattr(module, "config", None)
-            if config is not None and hasattr(config, "_attn_implementation"):
-                config._attn_implementation = attn_implementation
-
-
 @dataclass
 class AgentSegmenterOutput(ModelOutput):
     """`SemanticSegmenterOutput`'s fields plus the auxiliary head's logits, in this order (as a tuple, the
@@ -379,12 +374,13 @@ class AgentSegmenterOutput(ModelOutput):
 
 __all__ = [
     "ATTENTION_IMPLEMENTATIONS",
+    "AgentBlock",
     "AgentDropPath",
     "AgentMlp",
-    "AgentPreTrainedMixin",
     "AgentSegmenterOutput",
     "add_feed_forward",
     "add_residual",
+    "agent_attention_from_config",
     "check_labels",
     "check_pixel_values",
     "checkpoint_key_mapping",
@@ -392,4 +388,5 @@ __all__ = [
     "drop_path_rates",
     "init_backbone_weights",
     "rename_key",
+    "run_blocks",
 ]

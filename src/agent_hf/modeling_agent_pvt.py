@@ -11,34 +11,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
-from transformers.modeling_utils import PreTrainedModel
-from transformers.utils.generic import can_return_tuple
 
-from .agent_attention import AgentAttention
+# transformers 4.57 and 5.0 copy only the siblings a model file imports itself when they load a local folder: the
+# two modules below are used by this module's imports, and imported here so that they are copied too.
+from .agent_attention import AgentAttention  # noqa: F401
+from .configuration_agent_common import PreTrainedConfig  # noqa: F401
 from .configuration_agent_pvt import AgentPvtConfig
-from .heads import AgentFPNNeck, AgentSemanticFPNHead, init_head_weights, segmentation_loss
-from .layers import (
-    AgentDropPath,
-    AgentMlp,
-    AgentPreTrainedMixin,
-    AgentSegmenterOutput,
-    add_feed_forward,
-    add_residual,
-    check_labels,
-    check_pixel_values,
-    checkpoint_key_mapping,
-    drop_path_rates,
-    init_backbone_weights,
+from .heads import AgentFPNNeck, AgentSemanticFPNHead
+from .layers import AgentBlock, AgentDropPath, AgentMlp, agent_attention_from_config, drop_path_rates, run_blocks
+from .modeling_agent_common import (
+    AgentBackboneMixin,
+    AgentModelMixin,
+    AgentPreTrainedModel,
+    AgentSegmentationMixin,
 )
 
-# Import shims (see modeling_agent_swin.py): `BackboneMixin` moved to `transformers.backbone_utils` in newer 5.x
-# releases, and `transformers.initialization` does not exist in 4.x.
-try:
-    from transformers.backbone_utils import BackboneMixin
-except ImportError:  # older transformers
-    from transformers.utils.backbone_utils import BackboneMixin
+# Import shim (see modeling_agent_swin.py): `transformers.initialization` does not exist in 4.x.
 try:
     from transformers import initialization as init
 except ImportError:  # transformers 4.x
@@ -127,7 +115,7 @@ class AgentPvtSpatialReductionAttention(nn.Module):
         return (output, weights) if output_attentions else output
 
 
-class AgentPvtBlock(GradientCheckpointingLayer):
+class AgentPvtBlock(AgentBlock):
     """Pre-norm block with agent attention (``A``) or spatial-reduction attention (``B``). (B, N, C) -> (B, N, C).
 
     Args:
@@ -143,20 +131,8 @@ class AgentPvtBlock(GradientCheckpointingLayer):
         self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         if config.attn_type[stage] == "A":
             sr = config.agent_sr_ratios[stage]
-            self.attn = AgentAttention(
-                dim,
-                heads,
-                agent_num=config.agent_num[stage],
-                agent_grid=tuple(config.downstream_agent_shapes[stage]),
-                table_size=(grid, grid),
-                key_table_size=(grid // sr, grid // sr),
-                kernel_size=config.agent_kernel_size,
-                scale_exponent=config.attention_scale_exponent,
-                qkv_bias=config.qkv_bias,
-                fused_qkv=False,
-                attn_drop=config.attention_probs_dropout_prob,
-                proj_drop=config.hidden_dropout_prob,
-                config=config,
+            self.attn = agent_attention_from_config(
+                config, stage, dim, heads, (grid, grid), key_table_size=(grid // sr, grid // sr), fused_qkv=False
             )
         else:
             self.attn = AgentPvtSpatialReductionAttention(config, dim, heads, config.sr_ratios[stage])
@@ -164,17 +140,11 @@ class AgentPvtBlock(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.mlp = AgentMlp(dim, int(dim * config.mlp_ratios[stage]), config.hidden_act, config.hidden_dropout_prob)
 
-    def forward(self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False):
-        """(B, H*W, C) -> (B, H*W, C); with `output_attentions`, also the block's attention weights: a tuple
-        (agent_to_token (B, h, n, H*W), token_to_agent (B, h, H*W, n)) for an agent block, the spatial-reduction
-        weights (B, h, H*W, H*W / sr_ratio**2) otherwise."""
-        x = self.attn(self.norm1(hidden_states), height, width, output_attentions=output_attentions)
-        weights = None
-        if output_attentions:
-            x, weights = x
-        hidden_states = add_residual(hidden_states, self.drop_path(x))
-        hidden_states = add_feed_forward(hidden_states, self.norm2, self.mlp, self.drop_path)
-        return (hidden_states, weights) if output_attentions else hidden_states
+    def attention(self, x: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        """Normalized tokens x (B, H*W, C) -> (B, H*W, C); with `output_attentions`, also the attention weights: a
+        tuple (agent_to_token (B, h, n, H*W), token_to_agent (B, h, H*W, n)) for an agent block, the
+        spatial-reduction weights (B, h, H*W, H*W / sr_ratio**2) otherwise."""
+        return self.attn(x, height, width, output_attentions=output_attentions)
 
 
 class AgentPvtStage(nn.Module):
@@ -215,13 +185,7 @@ class AgentPvtStage(nn.Module):
         without `output_attentions`))."""
         x, (height, width) = self.patch_embed(x)
         x = self.pos_drop(x + self.position_embedding(height, width))
-        attentions = ()
-        for block in self.blocks:
-            if output_attentions:
-                x, weights = block(x, height, width, output_attentions=True)
-                attentions += (weights,)
-            else:
-                x = block(x, height, width)
+        x, attentions = run_blocks(self.blocks, x, height, width, output_attentions=output_attentions)
         # The next patch embedding reads the channels-last view in place; the heads get the usual
         # contiguous (B, C, H, W) maps (their convolutions train slower on channels-last inputs).
         return x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2), attentions
@@ -242,7 +206,7 @@ LEGACY_KEY_NAMES = {
 _BASE_MODEL_KEYS = r"(?:stages|patch_embed\d|pos_embed\d|block\d)\b"
 
 
-class AgentPvtPreTrainedModel(AgentPreTrainedMixin, PreTrainedModel):
+class AgentPvtPreTrainedModel(AgentPreTrainedModel):
     config_class = AgentPvtConfig
     _auto_map_classes = {
         "AutoModel": "AgentPvtModel",
@@ -252,43 +216,28 @@ class AgentPvtPreTrainedModel(AgentPreTrainedMixin, PreTrainedModel):
     # Where the base model sits in `AgentPvtBackbone`; the segmentation model holds it at `backbone.agent_pvt`,
     # which `_checkpoint_key_mapping` handles for folders of the other classes.
     base_model_prefix = "agent_pvt"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
     _no_split_modules = ["AgentPvtBlock"]
-    # forward takes **kwargs: without this, Trainer would scale the loss for DDP / gradient accumulation.
-    accepts_loss_kwargs = False
+    _legacy_key_names = LEGACY_KEY_NAMES
+    _base_model_keys = _BASE_MODEL_KEYS
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        init_backbone_weights(module, std)
-        init_head_weights(module)
+        super()._init_weights(module)
         if isinstance(module, AgentPvtStage):
-            init.trunc_normal_(module.pos_embed, std=std)
+            init.trunc_normal_(module.pos_embed, std=self.config.initializer_range)
 
     def get_input_embeddings(self) -> nn.Module:
         """The first patch embedding's convolution (its output (B, C, H/4, W/4) is what `enable_input_require_grads`
         marks)."""
-        model = self
-        for name in ("backbone", "agent_pvt"):
-            model = getattr(model, name, model)
-        return model.stages[0].patch_embed.proj
+        return self._input_model().stages[0].patch_embed.proj
 
 
-class AgentPvtModel(AgentPvtPreTrainedModel):
+class AgentPvtModel(AgentModelMixin, AgentPvtPreTrainedModel):
     """The Agent-PVT backbone: per stage a patch embedding, a position embedding and blocks.
 
     `forward(pixel_values (B, 3, H, W))` returns `last_hidden_state` (B, C_4, H/32, W/32) (sizes floored),
     `pooler_output` (B, C_4), with `output_hidden_states` the four stage maps (B, C_i, H_i, W_i), and with
     `output_attentions` one entry per block (see `AgentPvtBlock.forward`).
     """
-
-    _auto_class = "AutoModel"
-
-    @classmethod
-    def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_pvt", _BASE_MODEL_KEYS, "model")
 
     def __init__(self, config: AgentPvtConfig):
         super().__init__(config)
@@ -299,30 +248,9 @@ class AgentPvtModel(AgentPvtPreTrainedModel):
         )
         self.post_init()
 
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling:
-        r"""
-        Args:
-            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
-                Normalized images, at least 32x32; another floating dtype than the model's is cast to it.
-            output_hidden_states (`bool`, *optional*):
-                Return the four stage maps (default `config.output_hidden_states`).
-            output_attentions (`bool`, *optional*):
-                Return every block's attention weights (default `config.output_attentions`), computed explicitly.
-            return_dict (`bool`, *optional*):
-                Return a `BaseModelOutputWithPooling` (default `config.return_dict`) instead of a tuple.
-        """
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        if output_attentions is None:
-            output_attentions = self.config.output_attentions
-        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, type(self).__name__, self.dtype)
+    def stage_maps(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> tuple[list, tuple]:
+        """Checked `pixel_values` (B, 3, H, W), at least 32x32 -> (the four stage maps (B, C_i, H_i, W_i), the
+        blocks' attention weights (a tuple, empty without `output_attentions`))."""
         min_side = self.config.patch_size * 2 ** (self.config.num_stages - 1)
         if min(pixel_values.shape[-2:]) < min_side:
             raise ValueError(
@@ -334,81 +262,25 @@ class AgentPvtModel(AgentPvtPreTrainedModel):
             x, stage_attentions = stage(x, output_attentions=output_attentions)
             attentions += stage_attentions
             feature_maps.append(x.contiguous())
-        last = feature_maps[-1]
-        return BaseModelOutputWithPooling(
-            last_hidden_state=last,
-            pooler_output=last.mean(dim=(2, 3)),
-            hidden_states=tuple(feature_maps) if output_hidden_states else None,
-            attentions=attentions if output_attentions else None,
-        )
+        return feature_maps, attentions
 
 
-class AgentPvtBackbone(BackboneMixin, AgentPvtPreTrainedModel):
-    """Agent-PVT as a transformers backbone: `feature_maps` of the stages in `config.out_features` (by default the
-    last stage, as every transformers backbone; the segmentation model reads all four)."""
-
-    _auto_class = "AutoBackbone"
-    has_attentions = True
-
-    @classmethod
-    def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_pvt", _BASE_MODEL_KEYS, "backbone")
+class AgentPvtBackbone(AgentBackboneMixin, AgentPvtPreTrainedModel):
+    """Agent-PVT as a transformers backbone (see `AgentBackboneMixin`)."""
 
     def __init__(self, config: AgentPvtConfig):
         super().__init__(config)
-        if hasattr(self, "_init_backbone"):  # transformers < 5.3: BackboneMixin has no __init__
-            self._init_backbone(config)
-        if "stem" in (config.out_features or []):
-            raise ValueError(f"{type(self).__name__}: out_features may name stage1..stage4, not 'stem'")
         self.agent_pvt = AgentPvtModel(config)
         self.num_features = [config.embed_dims[0]] + list(config.embed_dims)
         self.post_init()
 
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        **kwargs,
-    ) -> BackboneOutput:
-        r"""
-        Args:
-            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
-                Normalized images, at least 32x32; another floating dtype than the model's is cast to it.
-            output_hidden_states (`bool`, *optional*):
-                Also return all four stage maps (default `config.output_hidden_states`).
-            output_attentions (`bool`, *optional*):
-                Return every block's attention weights (default `config.output_attentions`).
-            return_dict (`bool`, *optional*):
-                Return a `BackboneOutput` (default `config.return_dict`) instead of a tuple.
-        """
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        outputs = self.agent_pvt(
-            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
-        )
-        by_stage = dict(zip(self.stage_names[1:], outputs.hidden_states))
-        return BackboneOutput(
-            feature_maps=tuple(by_stage[name] for name in self.out_features),
-            hidden_states=outputs.hidden_states if output_hidden_states else None,
-            attentions=outputs.attentions,
-        )
 
-
-class AgentPvtForSemanticSegmentation(AgentPvtPreTrainedModel):
+class AgentPvtForSemanticSegmentation(AgentSegmentationMixin, AgentPvtPreTrainedModel):
     """Agent-PVT + FPN neck + Semantic FPN head, as in the paper.
 
     `forward(pixel_values (B, 3, H, W), labels (B, H', W') optional)` returns `logits` (B, num_labels, H/4, W/4)
     and, with labels, the mmseg cross-entropy `loss` (logits resized to the labels, ignore index, mean over pixels).
     """
-
-    _auto_class = "AutoModelForSemanticSegmentation"
-
-    @classmethod
-    def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        # Folders of the base model or of the backbone load their backbone weights (the heads start fresh).
-        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_pvt", _BASE_MODEL_KEYS, "segmentation")
 
     def __init__(self, config: AgentPvtConfig):
         super().__init__(config)
@@ -422,50 +294,8 @@ class AgentPvtForSemanticSegmentation(AgentPvtPreTrainedModel):
             dropout=config.classifier_dropout,
             align_corners=config.align_corners,
         )
+        self.auxiliary_head = None  # Semantic FPN is trained without one
         self.post_init()
-
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        **kwargs,
-    ) -> AgentSegmenterOutput:
-        r"""
-        Args:
-            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
-                Normalized images, at least 32x32; another floating dtype than the model's is cast to it.
-            labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
-                Class ids in [0, num_labels) or `config.loss_ignore_index`, for the loss.
-            output_hidden_states (`bool`, *optional*):
-                Return the four backbone stage maps (default `config.output_hidden_states`).
-            output_attentions (`bool`, *optional*):
-                Return every backbone block's attention weights (default `config.output_attentions`).
-            return_dict (`bool`, *optional*):
-                Return an `AgentSegmenterOutput` (default `config.return_dict`) instead of a tuple.
-        """
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        outputs = self.backbone(
-            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
-        )
-        if labels is not None:
-            check_labels(
-                labels, pixel_values, self.config.num_labels, self.config.loss_ignore_index, type(self).__name__
-            )
-        features = outputs.hidden_states  # all four stage maps, whatever config.out_features names
-        logits = self.decode_head(self.neck(list(features)))
-        loss = None
-        if labels is not None:
-            loss = segmentation_loss(logits, labels, self.config.loss_ignore_index, self.config.align_corners)
-        return AgentSegmenterOutput(
-            loss=loss,
-            logits=logits,
-            hidden_states=features if output_hidden_states else None,
-            attentions=outputs.attentions,
-        )
 
 
 __all__ = [

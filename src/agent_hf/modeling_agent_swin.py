@@ -9,36 +9,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
-from transformers.modeling_utils import PreTrainedModel
-from transformers.utils.generic import can_return_tuple
 
-from .agent_attention import AgentAttention
+# transformers 4.57 and 5.0 copy only the siblings a model file imports itself when they load a local folder: the
+# two modules below are used by this module's imports, and imported here so that they are copied too.
+from .agent_attention import AgentAttention  # noqa: F401
+from .configuration_agent_common import PreTrainedConfig  # noqa: F401
 from .configuration_agent_swin import AgentSwinConfig
-from .heads import AgentFCNHead, AgentUperNetHead, init_head_weights, segmentation_loss
+from .heads import AgentFCNHead, AgentUperNetHead
 from .layers import (
+    AgentBlock,
     AgentDropPath,
     AgentMlp,
-    AgentPreTrainedMixin,
-    AgentSegmenterOutput,
-    add_feed_forward,
-    add_residual,
-    check_labels,
-    check_pixel_values,
-    checkpoint_key_mapping,
+    agent_attention_from_config,
     copy_into,
     drop_path_rates,
-    init_backbone_weights,
+    run_blocks,
+)
+from .modeling_agent_common import (
+    AgentBackboneMixin,
+    AgentModelMixin,
+    AgentPreTrainedModel,
+    AgentSegmentationMixin,
 )
 
-# Import shims (this module travels to the Hub and runs on transformers 4.57 through the newest 5.x; transformers'
-# `check_imports` ignores imports inside try blocks): `BackboneMixin` lives in `transformers.backbone_utils` in
-# newer 5.x releases, and `transformers.initialization` does not exist in 4.x.
-try:
-    from transformers.backbone_utils import BackboneMixin
-except ImportError:  # older transformers
-    from transformers.utils.backbone_utils import BackboneMixin
+# Import shim (this module travels to the Hub and runs on transformers 4.57 through the newest 5.x; transformers'
+# `check_imports` ignores imports inside try blocks): `transformers.initialization` does not exist in 4.x.
 try:
     from transformers import initialization as init
 except ImportError:  # transformers 4.x
@@ -158,7 +153,7 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int, device
     return (region[:, :, None] != region[:, None, :]).float() * -100.0
 
 
-class AgentSwinBlock(GradientCheckpointingLayer):
+class AgentSwinBlock(AgentBlock):
     """Pre-norm transformer block with agent attention over the whole map (`A`) or shifted-window
     attention (`B`; windows padded at the right/bottom, shift of half a window on odd blocks).
 
@@ -181,20 +176,7 @@ class AgentSwinBlock(GradientCheckpointingLayer):
         self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         if self.attention_type == "A":
             table = config.pretrain_image_size // config.patch_size // 2**stage
-            self.attn = AgentAttention(
-                dim,
-                heads,
-                agent_num=config.agent_num[stage],
-                agent_grid=tuple(config.downstream_agent_shapes[stage]),
-                table_size=(table, table),
-                kernel_size=config.agent_kernel_size,
-                scale_exponent=config.attention_scale_exponent,
-                qkv_bias=config.qkv_bias,
-                fused_qkv=True,
-                attn_drop=config.attention_probs_dropout_prob,
-                proj_drop=config.hidden_dropout_prob,
-                config=config,
-            )
+            self.attn = agent_attention_from_config(config, stage, dim, heads, (table, table), fused_qkv=True)
         else:
             self.attn = AgentSwinWindowAttention(config, dim, heads)
         self.drop_path = AgentDropPath(drop_path)
@@ -238,21 +220,13 @@ class AgentSwinBlock(GradientCheckpointingLayer):
         x = x[:, :height, :width, :].reshape(batch, height * width, channels)
         return (x, weights) if output_attentions else x
 
-    def forward(self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False):
-        """(B, H*W, C) -> (B, H*W, C); with `output_attentions`, also the block's attention weights: a tuple
-        (agent_to_token (B, h, n, H*W), token_to_agent (B, h, H*W, n)) for an agent block, the windows' weights
+    def attention(self, x: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        """Normalized tokens x (B, H*W, C) -> (B, H*W, C); with `output_attentions`, also the attention weights: a
+        tuple (agent_to_token (B, h, n, H*W), token_to_agent (B, h, H*W, n)) for an agent block, the windows' weights
         (B, nW, h, w*w, w*w) for a window block."""
-        x = self.norm1(hidden_states)
         if self.attention_type == "A":
-            x = self.attn(x, height, width, output_attentions=output_attentions)
-        else:
-            x = self.window_attention(x, height, width, output_attentions=output_attentions)
-        weights = None
-        if output_attentions:
-            x, weights = x
-        hidden_states = add_residual(hidden_states, self.drop_path(x))
-        hidden_states = add_feed_forward(hidden_states, self.norm2, self.mlp, self.drop_path)
-        return (hidden_states, weights) if output_attentions else hidden_states
+            return self.attn(x, height, width, output_attentions=output_attentions)
+        return self.window_attention(x, height, width, output_attentions=output_attentions)
 
 
 class AgentSwinPatchMerging(nn.Module):
@@ -300,13 +274,7 @@ class AgentSwinStage(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int], output_attentions: bool = False):
         """Tokens x (B, H*W, C) of a map of `size` (H, W). Returns (input of the next stage, its size, this stage's
         output, its size, the blocks' attention weights (a tuple, empty without `output_attentions`))."""
-        attentions = ()
-        for block in self.blocks:
-            if output_attentions:
-                x, weights = block(x, *size, output_attentions=True)
-                attentions += (weights,)
-            else:
-                x = block(x, *size)
+        x, attentions = run_blocks(self.blocks, x, *size, output_attentions=output_attentions)
         if self.downsample is None:
             return x, size, x, size, attentions
         down, down_size = self.downsample(x, *size)
@@ -319,7 +287,7 @@ LEGACY_KEY_NAMES = {rf"norm{i}\.": f"norms.{i}." for i in range(8)}
 _BASE_MODEL_KEYS = r"(?:patch_embed|absolute_pos_embed|layers|norms?\d*)\b"
 
 
-class AgentSwinPreTrainedModel(AgentPreTrainedMixin, PreTrainedModel):
+class AgentSwinPreTrainedModel(AgentPreTrainedModel):
     config_class = AgentSwinConfig
     _auto_map_classes = {
         "AutoModel": "AgentSwinModel",
@@ -329,18 +297,13 @@ class AgentSwinPreTrainedModel(AgentPreTrainedMixin, PreTrainedModel):
     # Where the base model sits in `AgentSwinBackbone`; the segmentation model holds it at `backbone.agent_swin`,
     # which `_checkpoint_key_mapping` handles for folders of the other classes.
     base_model_prefix = "agent_swin"
-    main_input_name = "pixel_values"
-    input_modalities = ("image",)
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
     _no_split_modules = ["AgentSwinBlock"]
-    # forward takes **kwargs: without this, Trainer would scale the loss for DDP / gradient accumulation.
-    accepts_loss_kwargs = False
+    _legacy_key_names = LEGACY_KEY_NAMES
+    _base_model_keys = _BASE_MODEL_KEYS
 
     def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
         std = self.config.initializer_range
-        init_backbone_weights(module, std)
-        init_head_weights(module)
         if isinstance(module, AgentSwinWindowAttention):
             init.trunc_normal_(module.relative_position_bias_table, std=std)
             # A non-persistent buffer: recomputed here because from_pretrained builds the model on the meta device.
@@ -350,25 +313,16 @@ class AgentSwinPreTrainedModel(AgentPreTrainedMixin, PreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         """The patch embedding's convolution (`enable_input_require_grads` hooks its output (B, C, H/4, W/4))."""
-        model = self
-        for name in ("backbone", "agent_swin"):
-            model = getattr(model, name, model)
-        return model.patch_embed.proj
+        return self._input_model().patch_embed.proj
 
 
-class AgentSwinModel(AgentSwinPreTrainedModel):
+class AgentSwinModel(AgentModelMixin, AgentSwinPreTrainedModel):
     """The Agent-Swin backbone: patch embedding, four stages, and a LayerNorm on each stage output.
 
     `forward(pixel_values (B, 3, H, W))` returns `last_hidden_state` (B, C_4, H/32, W/32), `pooler_output`
     (B, C_4, global average), with `output_hidden_states` the four normalized stage maps (B, C_i, H_i, W_i),
     and with `output_attentions` one entry per block (see `AgentSwinBlock.forward`).
     """
-
-    _auto_class = "AutoModel"
-
-    @classmethod
-    def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_swin", _BASE_MODEL_KEYS, "model")
 
     def __init__(self, config: AgentSwinConfig):
         super().__init__(config)
@@ -391,30 +345,9 @@ class AgentSwinModel(AgentSwinPreTrainedModel):
         table = self.absolute_pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
         return F.interpolate(table, size=size, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
 
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling:
-        r"""
-        Args:
-            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
-                Normalized images; another floating dtype than the model's is cast to it.
-            output_hidden_states (`bool`, *optional*):
-                Return the four normalized stage maps (default `config.output_hidden_states`).
-            output_attentions (`bool`, *optional*):
-                Return every block's attention weights (default `config.output_attentions`), computed explicitly.
-            return_dict (`bool`, *optional*):
-                Return a `BaseModelOutputWithPooling` (default `config.return_dict`) instead of a tuple.
-        """
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        if output_attentions is None:
-            output_attentions = self.config.output_attentions
-        pixel_values = check_pixel_values(pixel_values, self.config.num_channels, type(self).__name__, self.dtype)
+    def stage_maps(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> tuple[list, tuple]:
+        """Checked `pixel_values` (B, 3, H, W) -> (the four normalized stage maps (B, C_i, H_i, W_i), the blocks'
+        attention weights (a tuple, empty without `output_attentions`))."""
         x, size = self.patch_embed(pixel_values)
         if self.absolute_pos_embed is not None:
             x = x + self._absolute_position(size)
@@ -425,69 +358,20 @@ class AgentSwinModel(AgentSwinPreTrainedModel):
             attentions += stage_attentions
             out = norm(out)
             feature_maps.append(out.view(-1, *out_size, channels).permute(0, 3, 1, 2).contiguous())
-        last = feature_maps[-1]
-        return BaseModelOutputWithPooling(
-            last_hidden_state=last,
-            pooler_output=last.mean(dim=(2, 3)),
-            hidden_states=tuple(feature_maps) if output_hidden_states else None,
-            attentions=attentions if output_attentions else None,
-        )
+        return feature_maps, attentions
 
 
-class AgentSwinBackbone(BackboneMixin, AgentSwinPreTrainedModel):
-    """Agent-Swin as a transformers backbone: `feature_maps` of the stages in `config.out_features` (by default the
-    last stage, as every transformers backbone; the segmentation model reads all four)."""
-
-    _auto_class = "AutoBackbone"
-    has_attentions = True
-
-    @classmethod
-    def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_swin", _BASE_MODEL_KEYS, "backbone")
+class AgentSwinBackbone(AgentBackboneMixin, AgentSwinPreTrainedModel):
+    """Agent-Swin as a transformers backbone (see `AgentBackboneMixin`)."""
 
     def __init__(self, config: AgentSwinConfig):
         super().__init__(config)
-        if hasattr(self, "_init_backbone"):  # transformers < 5.3: BackboneMixin has no __init__
-            self._init_backbone(config)
-        if "stem" in (config.out_features or []):
-            raise ValueError(f"{type(self).__name__}: out_features may name stage1..stage4, not 'stem'")
         self.agent_swin = AgentSwinModel(config)
         self.num_features = [config.embed_dim] + self.agent_swin.num_features
         self.post_init()
 
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        **kwargs,
-    ) -> BackboneOutput:
-        r"""
-        Args:
-            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
-                Normalized images; another floating dtype than the model's is cast to it.
-            output_hidden_states (`bool`, *optional*):
-                Also return all four stage maps (default `config.output_hidden_states`).
-            output_attentions (`bool`, *optional*):
-                Return every block's attention weights (default `config.output_attentions`).
-            return_dict (`bool`, *optional*):
-                Return a `BackboneOutput` (default `config.return_dict`) instead of a tuple.
-        """
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        outputs = self.agent_swin(
-            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
-        )
-        by_stage = dict(zip(self.stage_names[1:], outputs.hidden_states))
-        return BackboneOutput(
-            feature_maps=tuple(by_stage[name] for name in self.out_features),
-            hidden_states=outputs.hidden_states if output_hidden_states else None,
-            attentions=outputs.attentions,
-        )
 
-
-class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
+class AgentSwinForSemanticSegmentation(AgentSegmentationMixin, AgentSwinPreTrainedModel):
     """Agent-Swin + UperNet (+ auxiliary FCN head on stage 3 for the loss), as in the paper.
 
     `forward(pixel_values (B, 3, H, W), labels (B, H', W') optional)` returns `logits` (B, num_labels, H/4, W/4)
@@ -497,16 +381,10 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
     `auxiliary_logits`.
     """
 
-    _auto_class = "AutoModelForSemanticSegmentation"
-
-    @classmethod
-    def _checkpoint_key_mapping(cls) -> dict[str, str]:
-        # Folders of the base model or of the backbone load their backbone weights (the heads start fresh).
-        return checkpoint_key_mapping(LEGACY_KEY_NAMES, "agent_swin", _BASE_MODEL_KEYS, "segmentation")
-
     def __init__(self, config: AgentSwinConfig):
         super().__init__(config)
         self.backbone = AgentSwinBackbone(config)
+        self.neck = None  # UperNet reads the backbone's maps directly
         channels = [config.embed_dim * 2**i for i in range(config.num_layers)]
         self.decode_head = AgentUperNetHead(
             channels,
@@ -527,64 +405,6 @@ class AgentSwinForSemanticSegmentation(AgentSwinPreTrainedModel):
                 dropout=config.classifier_dropout,
             )
         self.post_init()
-
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        output_auxiliary_logits: bool | None = None,
-        **kwargs,
-    ) -> AgentSegmenterOutput:
-        r"""
-        Args:
-            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
-                Normalized images; another floating dtype than the model's is cast to it.
-            labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
-                Class ids in [0, num_labels) or `config.loss_ignore_index`, for the loss.
-            output_hidden_states (`bool`, *optional*):
-                Return the four backbone stage maps (default `config.output_hidden_states`).
-            output_attentions (`bool`, *optional*):
-                Return every backbone block's attention weights (default `config.output_attentions`).
-            output_auxiliary_logits (`bool`, *optional*):
-                Run the auxiliary head and return its `auxiliary_logits` (B, num_labels, H/16, W/16) (default: only
-                when `labels` are given, for the loss).
-            return_dict (`bool`, *optional*):
-                Return an `AgentSegmenterOutput` (default `config.return_dict`) instead of a tuple.
-        """
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
-        outputs = self.backbone(
-            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
-        )
-        if labels is not None:
-            check_labels(
-                labels, pixel_values, self.config.num_labels, self.config.loss_ignore_index, type(self).__name__
-            )
-        features = outputs.hidden_states  # all four stage maps, whatever config.out_features names
-        logits = self.decode_head(list(features))
-        if output_auxiliary_logits is None:
-            output_auxiliary_logits = labels is not None
-        auxiliary_logits = None
-        if self.auxiliary_head is not None and (output_auxiliary_logits or labels is not None):
-            auxiliary_logits = self.auxiliary_head(features[self.config.auxiliary_in_index])
-        loss = None
-        if labels is not None:
-            ignore, align = self.config.loss_ignore_index, self.config.align_corners
-            loss = segmentation_loss(logits, labels, ignore, align)
-            if auxiliary_logits is not None:
-                loss = loss + self.config.auxiliary_loss_weight * segmentation_loss(
-                    auxiliary_logits, labels, ignore, align
-                )
-        return AgentSegmenterOutput(
-            loss=loss,
-            logits=logits,
-            auxiliary_logits=auxiliary_logits,
-            hidden_states=features if output_hidden_states else None,
-            attentions=outputs.attentions,
-        )
 
 
 __all__ = [

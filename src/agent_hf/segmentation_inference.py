@@ -47,6 +47,7 @@ __all__ = [
     "segment",
     "slide_logits",
     "upsampled_argmax",
+    "view_logits",
 ]
 
 InferenceMode = Literal["whole", "slide"]
@@ -228,6 +229,18 @@ def predict_slide(
     return resize_logits(slide_logits(model, pixel_values, crop_size, stride), output_size, _align_corners(model))
 
 
+def view_logits(
+    model, pixel_values: torch.Tensor, mode: InferenceMode, crop_size: tuple[int, int], stride: tuple[int, int]
+) -> torch.Tensor:
+    """``(B, num_labels, h, w)`` logits of one view ``(B, 3, h, w)`` at its own size, by ``"whole"`` inference or
+    ``"slide"`` inference (``crop_size`` windows every ``stride`` pixels)."""
+    if mode == "whole":
+        return encode_decode(model, pixel_values)
+    if mode == "slide":
+        return slide_logits(model, pixel_values, crop_size, stride)
+    raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+
+
 @torch.no_grad()
 def predict_multiscale(
     model,
@@ -253,16 +266,11 @@ def predict_multiscale(
     """
     if not pixel_values:
         raise ValueError("predict_multiscale needs at least one scale")
-    total, views = None, 0
+    total, views, align_corners = None, 0, _align_corners(model)
     for scaled in pixel_values:
         for flipped in (False, True) if flip else (False,):
             inputs = scaled.flip(-1) if flipped else scaled
-            if mode == "whole":
-                logits = predict_whole(model, inputs, output_size)
-            elif mode == "slide":
-                logits = predict_slide(model, inputs, output_size, crop_size, stride)
-            else:
-                raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+            logits = resize_logits(view_logits(model, inputs, mode, crop_size, stride), output_size, align_corners)
             probabilities = logits.softmax(dim=1)
             probabilities = probabilities.flip(-1) if flipped else probabilities
             total = probabilities if total is None else total + probabilities
@@ -286,12 +294,7 @@ def segment(
     resize goes through :func:`upsampled_argmax`.
     """
     if len(pixel_values) == 1 and not flip:
-        if mode == "slide":
-            logits = slide_logits(model, pixel_values[0], crop_size, stride)
-        elif mode == "whole":
-            logits = encode_decode(model, pixel_values[0])
-        else:
-            raise ValueError(f"mode must be 'whole' or 'slide', got {mode!r}")
+        logits = view_logits(model, pixel_values[0], mode, crop_size, stride)
         return upsampled_argmax(logits, output_size, _align_corners(model))
     return predict_multiscale(model, pixel_values, output_size, flip, mode, crop_size, stride).argmax(dim=1)
 

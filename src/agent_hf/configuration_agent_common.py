@@ -1,0 +1,85 @@
+"""What the configurations of both model families share: the transformers-version shims, the classic `__init__`
+steps around the family's own attributes, and the backbone's out_features.
+
+Shipped to the Hub with the model: imports only transformers and the standard library.
+"""
+
+# Import shims: these modules travel to the Hub and run on transformers 4.57 (the last 4.x) through the newest
+# 5.x. `BackboneConfigMixin` moved to `transformers.backbone_utils` in 5.x; `PreTrainedConfig` was
+# `PretrainedConfig` in 4.x. (transformers' `check_imports` ignores imports inside try blocks.)
+import transformers
+
+# The shipped code needs transformers 4.57 or newer (say so, rather than fail on a missing import further down).
+if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < (4, 57):
+    raise ImportError(
+        f"This model's code needs transformers>=4.57, but transformers {transformers.__version__} is installed: "
+        "pip install -U transformers"
+    )
+
+try:
+    from transformers.backbone_utils import BackboneConfigMixin
+
+    get_aligned_output_features_output_indices = None
+except ImportError:  # older transformers: a module-level function aligns out_features and out_indices
+    from transformers.utils.backbone_utils import BackboneConfigMixin, get_aligned_output_features_output_indices
+try:
+    from transformers.configuration_utils import PreTrainedConfig
+except ImportError:  # transformers 4.x
+    from transformers.configuration_utils import PretrainedConfig as PreTrainedConfig
+
+
+def pretrained_config_kwargs(kwargs: dict, derived: tuple[str, ...]) -> dict:
+    """The `PreTrainedConfig` keyword arguments of a family config's `__init__`: "sdpa" attention by default, and
+    without the derived attributes that `to_dict` writes (and 0.1.0's dataclass configs wrote), which the family
+    recomputes.
+
+    Args:
+        kwargs (`dict`): the `**kwargs` the family config's `__init__` received.
+        derived (`tuple[str, ...]`): the family's derived attribute names (e.g. `"num_layers"`, `"hidden_size"`).
+    """
+    kwargs = dict(kwargs)
+    if not kwargs.get("output_attentions"):  # (attention maps need "eager", which transformers then picks)
+        kwargs.setdefault("attn_implementation", "sdpa")
+    for name in (*derived, "stage_names", "_out_features", "_out_indices"):
+        kwargs.pop(name, None)
+    return kwargs
+
+
+def set_stage_outputs(config, num_stages: int, out_features, out_indices) -> None:
+    """Sets `config.stage_names` (`"stem"`, `"stage1"`, ...) and the backbone's aligned out_features/out_indices.
+
+    Args:
+        config (`PreTrainedConfig` with `BackboneConfigMixin`): the family config being initialized.
+        num_stages (`int`): stages of the backbone.
+        out_features (`list[str]`, *optional*): stage names the backbone returns (default: the last stage).
+        out_indices (`list[int]`, *optional*): the same as indices into `stage_names`.
+    """
+    config.stage_names = ["stem"] + [f"stage{i}" for i in range(1, num_stages + 1)]
+    out_features = list(out_features) if out_features is not None else None
+    out_indices = list(out_indices) if out_indices is not None else None
+    if get_aligned_output_features_output_indices is None:
+        config.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+    else:
+        config._out_features, config._out_indices = get_aligned_output_features_output_indices(
+            out_features=out_features, out_indices=out_indices, stage_names=config.stage_names
+        )
+
+
+def check_per_stage_lengths(config, names: tuple[str, ...], num_stages: int) -> None:
+    """Raise a `ValueError` naming the config attribute of `names` that does not have one entry per stage."""
+    for name in names:
+        values = getattr(config, name)
+        if len(values) != num_stages:
+            raise ValueError(
+                f"{type(config).__name__}: {name} has {len(values)} entries but depths has {num_stages} stages "
+                f"(depths={config.depths}, {name}={values}); give one entry per stage"
+            )
+
+
+__all__ = [
+    "BackboneConfigMixin",
+    "PreTrainedConfig",
+    "check_per_stage_lengths",
+    "pretrained_config_kwargs",
+    "set_stage_outputs",
+]
