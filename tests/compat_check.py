@@ -47,8 +47,6 @@ V010_MODULES = (
     "heads.py",
     "layers.py",
 )
-# The model code shipped now (copied into the 0.1.0 folders, as into a Hub repo whose code was updated).
-SHIPPED_MODULES = (*V010_MODULES, "configuration_agent_common.py", "modeling_agent_common.py")
 FAMILIES = ("swin", "pvt")
 
 
