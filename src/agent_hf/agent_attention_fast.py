@@ -6,15 +6,17 @@ is linear and separable: each bias is a small GEMM of 1-D interpolation matrices
 in a factored form (`AgentBiasFactors`) from which any block of rows of the (H, W) map is materialized exactly.
 `fast_agent_attention` picks the kernel:
 
-- on CPU without gradients (inference), `blocked_agent_step` / `blocked_query_step` run PyTorch's fused CPU
-  attention kernel block by block, with the bias block built on the fly; the agent step's softmax runs over all N
-  tokens, so its blocks of keys are merged exactly through their log-sum-exp. No (h, n, N) tensor ever exists, and
-  the blocks are small enough to stay in the CPU cache;
+- at inference (no gradients) the factors are kept per map size (`cached_bias_factors`; for Agent-Swin-T at
+  512x2048 about 160 MB, a sixth of the whole biases, which the CPU path never builds);
+- on CPU without gradients, `blocked_agent_step` / `blocked_query_step` run PyTorch's fused CPU attention kernel
+  block by block, with the bias block built on the fly; the agent step's softmax runs over all N tokens, so its
+  blocks of keys are merged exactly through their log-sum-exp. No (h, n, N) tensor ever exists, and the blocks are
+  small enough to stay in the CPU cache;
 - on CPU with gradients (training), `FusedAttentionWithBiasGrad` runs the fused kernel on the whole bias and
   rebuilds the bias and the probabilities in backward instead of saving them;
-- on accelerators without gradients, the factors kept per map size (`cached_bias_factors`), the agent step as
-  explicit products (`agent_step_by_products`: its few agent queries would leave most of a GPU idle in a fused
-  kernel), the query step through `F.scaled_dot_product_attention`;
+- on accelerators without gradients, the agent step as explicit products (`agent_step_by_products`: its few agent
+  queries would leave most of a GPU idle in a fused kernel), the query step through
+  `F.scaled_dot_product_attention`;
 - otherwise (accelerators in training, torch.compile), `F.scaled_dot_product_attention` with the whole bias.
 
 Every path computes the reference's values up to floating-point rounding (tests/test_performance_features.py
@@ -402,8 +404,7 @@ def fast_agent_attention(
     needs_grad = tables_need_grad or (grad and any(t.requires_grad for t in (query, key, value, agents)))
     cpu = query.device.type == "cpu" and not torch.compiler.is_compiling()
     if cpu and not needs_grad and dropout == 0.0:
-        with torch.no_grad():
-            factors = agent_bias_factors(attention, height, width)
+        factors = cached_bias_factors(attention, height, width)
         bias_per_row = attention.num_heads * agents.shape[2] * width
         rows = max(1, attention.bias_block_size // bias_per_row)
         agent_values = blocked_agent_step(agents, key, value, factors, scale, rows)
@@ -411,7 +412,7 @@ def fast_agent_attention(
         return
     accelerator = query.device.type not in ("cpu", "meta") and not torch.compiler.is_compiling()
     accelerator_inference = accelerator and not needs_grad and dropout == 0.0
-    if accelerator_inference:  # a GPU: many small launches cost more than the few MB the factors take
+    if accelerator_inference:
         factors = cached_bias_factors(attention, height, width)
     else:
         factors = agent_bias_factors(attention, height, width)
