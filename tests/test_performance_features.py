@@ -205,12 +205,12 @@ def test_factored_biases_equal_the_official_construction(family, size):
         torch.testing.assert_close(token_blocks, actual[1])
 
 
-def test_blocked_agent_step_merges_the_blocks_exactly():
-    """The agent step's softmax runs over all tokens; per-row kernel calls merged through their log-sum-exp must
-    give the one-call result."""
+def agent_step_case(height=6, width=10):
+    """(attention with random tables, A, K, V, the fused kernel's V_A on the whole bias, the factors) for a batch
+    of two on a (height, width) map."""
     _, attention = first_attention()
     randomize_tables(attention)
-    height, width, heads, dim = 6, 10, attention.num_heads, attention.head_dim
+    heads, dim = attention.num_heads, attention.head_dim
     agents = attention.agent_grid[0] * attention.agent_grid[1]
     generator = torch.Generator().manual_seed(0)
     query_agents = torch.randn(2, heads, agents, dim, generator=generator)
@@ -220,23 +220,24 @@ def test_blocked_agent_step_merges_the_blocks_exactly():
         expected = F.scaled_dot_product_attention(
             query_agents, key, value, attn_mask=factors.agent_to_token(), scale=attention.scale
         )
-        for rows in (1, 4, height):
+    return attention, query_agents, key, value, expected, factors
+
+
+def test_blocked_agent_step_merges_the_blocks_exactly():
+    """The agent step's softmax runs over all tokens; per-row kernel calls merged through their log-sum-exp must
+    give the one-call result."""
+    attention, query_agents, key, value, expected, factors = agent_step_case(height=6)
+    with torch.no_grad():
+        for rows in (1, 4, 6):
             actual = blocked_agent_step(query_agents, key, value, factors, attention.scale, rows)
             torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_agent_step_by_products_equals_the_fused_kernel():
     """The accelerators' inference agent step (explicit products) computes the fused kernel's V_A."""
-    _, attention = first_attention()
-    randomize_tables(attention)
-    height, width, heads, dim = 6, 10, attention.num_heads, attention.head_dim
-    agents = attention.agent_grid[0] * attention.agent_grid[1]
-    generator = torch.Generator().manual_seed(0)
-    query_agents = torch.randn(2, heads, agents, dim, generator=generator)
-    key, value = torch.randn(2, 2, heads, height * width, dim, generator=generator).unbind(0)
+    attention, query_agents, key, value, expected, factors = agent_step_case()
     with torch.no_grad():
-        bias = agent_bias_factors(attention, height, width).agent_to_token().unsqueeze(0)
-        expected = F.scaled_dot_product_attention(query_agents, key, value, attn_mask=bias, scale=attention.scale)
+        bias = factors.agent_to_token().unsqueeze(0)
         actual = agent_step_by_products(query_agents, key, value, bias, attention.scale)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 
