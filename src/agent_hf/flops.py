@@ -26,9 +26,9 @@ class FlopCounter(FlopCounterMode):
 def count_model_flops(model: torch.nn.Module, *inputs, **kwargs) -> int:
     """Floating-point operations of `model(*inputs, **kwargs)` without gradients (2 per multiply-add).
 
-    Works on real and on meta-device models; with AgentAttention's bias cache warm (a second call at
-    the same size) the count leaves out the agent biases' construction, as the steady state of
-    inference does.
+    Works on real and on meta-device models. AgentAttention keeps its bias factors per map size at
+    inference: on a second call at the same size the count leaves out the factors' construction (as the
+    steady state of inference does) but includes the bias blocks built from them.
     """
     with torch.no_grad(), FlopCounter() as counter:
         model(*inputs, **kwargs)

@@ -374,7 +374,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 drop_path_rate=0.3,
                 results=(46.68, 58.53),
                 params=(60_556_472, "61M"),
-                flops=(954, 1_910_615_020_704),
+                flops=(954, 1_912_511_286_432),
                 checkpoint="280481ee38024bce8364",
             ),
             _swin(
@@ -387,7 +387,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 drop_path_rate=0.3,
                 results=(48.08, 59.78),
                 params=(81_320_192, "81M"),
-                flops=(1043, 2_086_380_258_912),
+                flops=(1043, 2_087_290_265_184),
                 checkpoint=None,
             ),
             _swin(
@@ -400,7 +400,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 drop_path_rate=0.5,
                 results=(48.73, 60.01),
                 params=(121_606_588, "121M"),
-                flops=(1196, 2_393_411_066_240),
+                flops=(1196, 2_395_062_745_472),
                 checkpoint=None,
             ),
             _pvt(
@@ -409,7 +409,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 drop_path_rate=0.1,
                 results=(40.18, 51.76),
                 params=(15_323_998, "15M"),
-                flops=(147, 295_152_394_304),
+                flops=(147, 296_498_085_952),
                 checkpoint="5e7bf988b4b74efe8654",
             ),
             _pvt(
@@ -418,7 +418,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 drop_path_rate=0.1,
                 results=(44.18, 56.17),
                 params=(24_388_712, "24M"),
-                flops=(211, 426_203_607_536),
+                flops=(211, 429_174_313_456),
                 checkpoint="11332fa565e443678e4c",
             ),
             _pvt(
@@ -427,7 +427,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 drop_path_rate=0.2,
                 results=(44.30, 56.42),
                 params=(39_675_392, "40M"),
-                flops=(321, 650_539_194_416),
+                flops=(321, 656_797_431_856),
                 checkpoint=None,
             ),
             _pvt(
@@ -436,7 +436,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
                 drop_path_rate=0.1,
                 results=(46.52, 58.50),
                 params=(52_491_826, "52M"),
-                flops=(434, 879_804_482_784),
+                flops=(434, 889_049_511_136),
                 checkpoint="0da8b58581214f85974f",
             ),
         )
