@@ -26,7 +26,7 @@ chromium:
 		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # The Hub-shipped model code on transformers 4.57.6 (the last 4.x), the floor and the newest 5.x, in cached venvs
 # (.venv-compat/<version> over one shared torch in .venv-compat/base, created on first use), plus the parity tests
