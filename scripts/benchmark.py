@@ -187,11 +187,11 @@ def prediction_agreement(model_dir: Path, dtype: torch.dtype, device: str) -> di
     model = AutoModelForSemanticSegmentation.from_pretrained(model_dir).to(device).eval()
     processor = AutoImageProcessor.from_pretrained(model_dir)
     scenes = synthetic_scenes("validation", settings["num_val"], model.config.num_labels, settings["seed"])
-    images = [image for image, _ in scenes]
     device_type = "cuda" if device.startswith("cuda") else "cpu"
-    equal = total = 0
+    equal = total = images = 0
     with torch.inference_mode():
-        for image in images:
+        for image, _ in scenes:
+            images += 1
             pixels = processor(image, return_tensors="pt")["pixel_values"].to(device)
             size = [image.shape[:2]]
             reference = processor.post_process_semantic_segmentation(model(pixels), size)[0]
@@ -199,7 +199,7 @@ def prediction_agreement(model_dir: Path, dtype: torch.dtype, device: str) -> di
                 low = processor.post_process_semantic_segmentation(model(pixels), size)[0]
             equal += int((low == reference).sum())
             total += reference.numel()
-    return {"model": str(model_dir), "images": len(images), "pixels": total, "agreement": equal / total}
+    return {"model": str(model_dir), "images": images, "pixels": total, "agreement": equal / total}
 
 
 def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):

@@ -348,7 +348,7 @@ def agent_step_by_products(
         scale (`float`): s.
     """
     scores = torch.matmul(agents * scale, key.transpose(-2, -1))
-    scores = scores.add_(bias.to(scores.dtype)) if scores.dtype == bias.dtype else scores + bias
+    scores = scores.add_(bias) if scores.dtype == bias.dtype else scores + bias
     weights = torch.softmax(scores, dim=-1)
     return torch.matmul(weights.to(value.dtype), value)
 
@@ -402,7 +402,8 @@ def fast_agent_attention(
     grad = torch.is_grad_enabled()
     tables_need_grad = grad and any(t.requires_grad for t in tables)
     needs_grad = tables_need_grad or (grad and any(t.requires_grad for t in (query, key, value, agents)))
-    cpu = query.device.type == "cpu" and not torch.compiler.is_compiling()
+    compiling = torch.compiler.is_compiling()
+    cpu = query.device.type == "cpu" and not compiling
     if cpu and not needs_grad and dropout == 0.0:
         factors = cached_bias_factors(attention, height, width)
         bias_per_row = attention.num_heads * agents.shape[2] * width
@@ -410,7 +411,7 @@ def fast_agent_attention(
         agent_values = blocked_agent_step(agents, key, value, factors, scale, rows)
         blocked_query_step(query, agents, agent_values, factors, scale, rows, out)
         return
-    accelerator = query.device.type not in ("cpu", "meta") and not torch.compiler.is_compiling()
+    accelerator = query.device.type not in ("cpu", "meta") and not compiling
     accelerator_inference = accelerator and not needs_grad and dropout == 0.0
     if accelerator_inference:
         factors = cached_bias_factors(attention, height, width)
