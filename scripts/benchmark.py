@@ -50,6 +50,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from transformers import SwinBackbone, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation  # noqa: E402
 
 from agent_hf.flops import count_model_flops  # noqa: E402
+from agent_hf.registry import get_model_spec  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PEER = "swin-t-upernet (transformers)"
@@ -62,22 +63,21 @@ NUM_LABELS = 150
 
 
 def peer_config(attn_implementation: str | None) -> UperNetConfig:
-    """transformers' UperNet on a Swin-T backbone, as in the Swin paper's ADE20K setting."""
+    """transformers' Swin-T + UperNet, as in the Swin paper's ADE20K setting: Agent-Swin-T's sizes with
+    shifted-window attention in every block."""
+    agent = get_model_spec("agent-swin-t-upernet-ade20k")
+    sizes = {key: agent.architecture[key] for key in ("embed_dim", "depths", "num_heads", "window_size")}
     backbone = SwinConfig(
-        embed_dim=96,
-        depths=[2, 2, 6, 2],
-        num_heads=[3, 6, 12, 24],
-        window_size=7,
-        drop_path_rate=0.3,
-        out_features=["stage1", "stage2", "stage3", "stage4"],
+        **sizes, drop_path_rate=agent.drop_path_rate, out_features=["stage1", "stage2", "stage3", "stage4"]
     )
     if attn_implementation:
         backbone._attn_implementation = attn_implementation
+    auxiliary_stage = agent.architecture["auxiliary_in_index"]
     return UperNetConfig(
         backbone_config=backbone,
-        hidden_size=512,
-        auxiliary_channels=256,
-        auxiliary_in_channels=384,
+        hidden_size=agent.architecture["decoder_hidden_size"],
+        auxiliary_channels=agent.architecture["auxiliary_channels"],
+        auxiliary_in_channels=sizes["embed_dim"] * 2**auxiliary_stage,
         use_auxiliary_head=True,
         num_labels=NUM_LABELS,
     )

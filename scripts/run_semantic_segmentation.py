@@ -156,6 +156,13 @@ class ModelArguments:
     )
 
 
+def _folder_help(split: str) -> str:
+    return (
+        f"ADEChallengeData2016 root (images/{split} + annotations/{split}) or a folder with images/ and "
+        "annotations/ (PNG masks named like the images)."
+    )
+
+
 @dataclass
 class DataTrainingArguments:
     """Which data, and how it is transformed and evaluated."""
@@ -188,20 +195,8 @@ class DataTrainingArguments:
     streaming_buffer_size: int = field(
         default=1000, metadata={"help": "Shuffle buffer of a streamed training split (examples)."}
     )
-    train_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "ADEChallengeData2016 root (images/training + annotations/training) or a folder with images/ "
-            "and annotations/ (PNG masks named like the images)."
-        },
-    )
-    validation_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "ADEChallengeData2016 root (images/validation + annotations/validation) or a folder with "
-            "images/ and annotations/ (PNG masks named like the images)."
-        },
-    )
+    train_dir: str | None = field(default=None, metadata={"help": _folder_help("training")})
+    validation_dir: str | None = field(default=None, metadata={"help": _folder_help("validation")})
     train_val_split: float = field(
         default=0.15, metadata={"help": "Fraction of train split off as validation when there is no validation split."}
     )

@@ -38,12 +38,21 @@ except ImportError:  # older transformers
     from transformers.utils.backbone_utils import BackboneMixin
 
 
+# The Auto classes a saved folder lists, with the suffix of the family's class for each.
+_AUTO_CLASS_SUFFIXES = {
+    "AutoModel": "Model",
+    "AutoBackbone": "Backbone",
+    "AutoModelForSemanticSegmentation": "ForSemanticSegmentation",
+}
+
+
 class AgentPreTrainedModel(PreTrainedModel):
     """Conventions shared by both model families, on every supported transformers version.
 
     - `save_pretrained` writes the model code and lists all four Auto classes of the family in the config's
       `auto_map`, so a saved folder or Hub repo loads with `trust_remote_code=True` where agent_hf is not
-      installed. Each family names its classes in `_auto_map_classes` (Auto class -> class name).
+      installed. A family's classes are named after its config class: `AgentSwinConfig` -> `AgentSwinModel`,
+      `AgentSwinBackbone`, `AgentSwinForSemanticSegmentation`.
     - `from_pretrained` renames checkpoint keys with `_checkpoint_key_mapping()` (regex -> replacement, through
       transformers' `key_mapping`): the parameter names of agent-hf 0.1.0 and of the official code
       (`_legacy_key_names`), and the base model's keys when a folder of another class of the family is loaded
@@ -60,9 +69,7 @@ class AgentPreTrainedModel(PreTrainedModel):
     # forward takes **kwargs: without this, Trainer would scale the loss for DDP / gradient accumulation.
     accepts_loss_kwargs = False
 
-    # Set by each family.
-    _auto_map_classes: dict[str, str] = {}
-    # Renamings of the base model's legacy keys (see `layers.checkpoint_key_mapping`).
+    # Set by each family: renamings of the base model's legacy keys (see `layers.checkpoint_key_mapping`).
     _legacy_key_names: dict[str, str] = {}
     # Regex matching the first name of every key of the family's bare base model.
     _base_model_keys: str = ""
@@ -95,9 +102,10 @@ class AgentPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         module = type(self).__module__.rsplit(".", 1)[-1]
         config_class = type(self.config)
+        family = config_class.__name__.removesuffix("Config")
         self.config.auto_map = {
             "AutoConfig": f"{config_class.__module__.rsplit('.', 1)[-1]}.{config_class.__name__}",
-            **{auto: f"{module}.{name}" for auto, name in self._auto_map_classes.items()},
+            **{auto: f"{module}.{family}{suffix}" for auto, suffix in _AUTO_CLASS_SUFFIXES.items()},
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
 

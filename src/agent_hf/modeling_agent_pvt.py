@@ -19,19 +19,8 @@ from .agent_attention_fast import fast_agent_attention  # noqa: F401
 from .configuration_agent_common import PreTrainedConfig  # noqa: F401
 from .configuration_agent_pvt import AgentPvtConfig
 from .heads import AgentFPNNeck, AgentSemanticFPNHead
-from .layers import AgentBlock, AgentDropPath, AgentMlp, agent_attention_from_config, drop_path_rates, run_blocks
-from .modeling_agent_common import (
-    AgentBackboneMixin,
-    AgentModelMixin,
-    AgentPreTrainedModel,
-    AgentSegmentationMixin,
-)
-
-# Import shim (see modeling_agent_swin.py): `transformers.initialization` does not exist in 4.x.
-try:
-    from transformers import initialization as init
-except ImportError:  # transformers 4.x
-    from torch.nn import init
+from .layers import AgentBlock, AgentDropPath, AgentMlp, agent_attention_from_config, drop_path_rates, init, run_blocks
+from .modeling_agent_common import AgentBackboneMixin, AgentModelMixin, AgentPreTrainedModel, AgentSegmentationMixin
 
 
 def pretrain_grids(config: AgentPvtConfig) -> list[int]:
@@ -192,34 +181,25 @@ class AgentPvtStage(nn.Module):
         return x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2), attentions
 
 
-# agent-hf 0.1.0 and the official code named the per-stage attributes `patch_embed{i}`, `pos_embed{i}` and
-# `block{i}` (1-based); they are `stages.{i-1}.patch_embed`, `.pos_embed` and `.blocks` now.
-LEGACY_KEY_NAMES = {
-    rule: target
-    for i in range(1, 9)
-    for rule, target in (
-        (rf"patch_embed{i}\.", f"stages.{i - 1}.patch_embed."),
-        (rf"pos_embed{i}$", f"stages.{i - 1}.pos_embed"),
-        (rf"block{i}\.", f"stages.{i - 1}.blocks."),
-    )
-}
-# The first name of every key of a bare `AgentPvtModel`.
-_BASE_MODEL_KEYS = r"(?:stages|patch_embed\d|pos_embed\d|block\d)\b"
-
-
 class AgentPvtPreTrainedModel(AgentPreTrainedModel):
     config_class = AgentPvtConfig
-    _auto_map_classes = {
-        "AutoModel": "AgentPvtModel",
-        "AutoBackbone": "AgentPvtBackbone",
-        "AutoModelForSemanticSegmentation": "AgentPvtForSemanticSegmentation",
-    }
     # Where the base model sits in `AgentPvtBackbone`; the segmentation model holds it at `backbone.agent_pvt`,
     # which `_checkpoint_key_mapping` handles for folders of the other classes.
     base_model_prefix = "agent_pvt"
     _no_split_modules = ["AgentPvtBlock"]
-    _legacy_key_names = LEGACY_KEY_NAMES
-    _base_model_keys = _BASE_MODEL_KEYS
+    # agent-hf 0.1.0 and the official code named the per-stage attributes `patch_embed{i}`, `pos_embed{i}` and
+    # `block{i}` (1-based); they are `stages.{i-1}.patch_embed`, `.pos_embed` and `.blocks` now.
+    _legacy_key_names = {
+        rule: target
+        for i in range(1, 9)
+        for rule, target in (
+            (rf"patch_embed{i}\.", f"stages.{i - 1}.patch_embed."),
+            (rf"pos_embed{i}$", f"stages.{i - 1}.pos_embed"),
+            (rf"block{i}\.", f"stages.{i - 1}.blocks."),
+        )
+    }
+    # The first name of every key of a bare `AgentPvtModel`.
+    _base_model_keys = r"(?:stages|patch_embed\d|pos_embed\d|block\d)\b"
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -304,5 +284,4 @@ __all__ = [
     "AgentPvtForSemanticSegmentation",
     "AgentPvtModel",
     "AgentPvtPreTrainedModel",
-    "LEGACY_KEY_NAMES",
 ]

@@ -24,21 +24,10 @@ from .layers import (
     agent_attention_from_config,
     copy_into,
     drop_path_rates,
+    init,
     run_blocks,
 )
-from .modeling_agent_common import (
-    AgentBackboneMixin,
-    AgentModelMixin,
-    AgentPreTrainedModel,
-    AgentSegmentationMixin,
-)
-
-# Import shim (this module travels to the Hub and runs on transformers 4.57 through the newest 5.x; transformers'
-# `check_imports` ignores imports inside try blocks): `transformers.initialization` does not exist in 4.x.
-try:
-    from transformers import initialization as init
-except ImportError:  # transformers 4.x
-    from torch.nn import init
+from .modeling_agent_common import AgentBackboneMixin, AgentModelMixin, AgentPreTrainedModel, AgentSegmentationMixin
 
 
 class AgentSwinPatchEmbed(nn.Module):
@@ -282,25 +271,16 @@ class AgentSwinStage(nn.Module):
         return down, down_size, x, size, attentions
 
 
-# agent-hf 0.1.0 and the official code named the per-stage output norms `norm{i}`; they are `norms.{i}` now.
-LEGACY_KEY_NAMES = {rf"norm{i}\.": f"norms.{i}." for i in range(8)}
-# The first name of every key of a bare `AgentSwinModel`.
-_BASE_MODEL_KEYS = r"(?:patch_embed|absolute_pos_embed|layers|norms?\d*)\b"
-
-
 class AgentSwinPreTrainedModel(AgentPreTrainedModel):
     config_class = AgentSwinConfig
-    _auto_map_classes = {
-        "AutoModel": "AgentSwinModel",
-        "AutoBackbone": "AgentSwinBackbone",
-        "AutoModelForSemanticSegmentation": "AgentSwinForSemanticSegmentation",
-    }
     # Where the base model sits in `AgentSwinBackbone`; the segmentation model holds it at `backbone.agent_swin`,
     # which `_checkpoint_key_mapping` handles for folders of the other classes.
     base_model_prefix = "agent_swin"
     _no_split_modules = ["AgentSwinBlock"]
-    _legacy_key_names = LEGACY_KEY_NAMES
-    _base_model_keys = _BASE_MODEL_KEYS
+    # agent-hf 0.1.0 and the official code named the per-stage output norms `norm{i}`; they are `norms.{i}` now.
+    _legacy_key_names = {rf"norm{i}\.": f"norms.{i}." for i in range(8)}
+    # The first name of every key of a bare `AgentSwinModel`.
+    _base_model_keys = r"(?:patch_embed|absolute_pos_embed|layers|norms?\d*)\b"
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -409,7 +389,6 @@ class AgentSwinForSemanticSegmentation(AgentSegmentationMixin, AgentSwinPreTrain
 
 
 __all__ = [
-    "LEGACY_KEY_NAMES",
     "AgentSwinBackbone",
     "AgentSwinForSemanticSegmentation",
     "AgentSwinModel",

@@ -235,212 +235,118 @@ def _to_list(value: Any) -> Any:
     return [_to_list(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-_SWIN_COMMON = dict(
-    pretrain_image_size=224,
-    patch_size=4,
-    num_channels=3,
-    window_size=7,
-    mlp_ratio=4.0,
-    agent_num=(9, 16, 49, 49),
-    agent_kernel_size=3,
-    attention_scale_exponent=-0.5,
-    qkv_bias=True,
-    qk_scale=None,
-    hidden_act="gelu",
-    layer_norm_eps=1e-5,
-    patch_norm=True,
-    use_absolute_embeddings=False,
-    decoder_hidden_size=512,
-    pool_scales=(1, 2, 3, 6),
-    use_auxiliary_head=True,
-    auxiliary_in_index=2,
-    auxiliary_channels=256,
-    auxiliary_num_convs=1,
-    auxiliary_concat_input=False,
+@dataclass(frozen=True)
+class _Family:
+    """The models of one family: names, the official config file pattern, the recipe, the architecture values
+    every size has (`architecture`) and those that set each size apart (`sizes`)."""
+
+    model_type: str
+    backbone: str
+    head: str
+    preset: str
+    upstream_config: str
+    recipe: PaperRecipe
+    architecture: Mapping[str, Any]
+    sizes: Mapping[str, Mapping[str, Any]]
+
+
+# The architecture tables below group the values as the official configs do (backbone, attention, heads).
+# fmt: off
+#: Values both families take from the official configs alike.
+_AGENT_COMMON = dict(
+    pretrain_image_size=224, patch_size=4, num_channels=3, hidden_act="gelu",
+    agent_num=(9, 16, 49, 49), agent_kernel_size=3, attention_scale_exponent=-0.5, qkv_bias=True, qk_scale=None,
     align_corners=False,
 )
 
-_PVT_COMMON = dict(
-    pretrain_image_size=224,
-    patch_size=4,
-    num_channels=3,
-    embed_dims=(64, 128, 320, 512),
-    num_heads=(1, 2, 5, 8),
-    mlp_ratios=(8, 8, 4, 4),
-    attn_type="AAAA",
-    sr_ratios=(8, 4, 2, 1),
-    agent_sr_ratios=(1, 1, 1, 1),
-    agent_num=(9, 16, 49, 49),
-    downstream_agent_shapes=((12, 12), (16, 16), (28, 28), (28, 28)),
-    agent_kernel_size=3,
-    attention_scale_exponent=-0.5,
-    qkv_bias=True,
-    qk_scale=None,
-    hidden_act="gelu",
-    layer_norm_eps=1e-6,
-    fpn_hidden_size=256,
-    decoder_hidden_size=128,
-    feature_strides=(4, 8, 16, 32),
-    align_corners=False,
+_SWIN = _Family(
+    "agent_swin", "Agent-Swin-{}", "UperNet", "agent-swin-{}-upernet-ade20k",
+    "configs/agent_swin/upernet_agent_swin_{}_9-12-14-7.py", AGENT_SWIN_RECIPE,
+    architecture=dict(
+        _AGENT_COMMON,
+        window_size=7, mlp_ratio=4.0, layer_norm_eps=1e-5, patch_norm=True, use_absolute_embeddings=False,
+        decoder_hidden_size=512, pool_scales=(1, 2, 3, 6),
+        use_auxiliary_head=True, auxiliary_in_index=2, auxiliary_channels=256, auxiliary_num_convs=1,
+        auxiliary_concat_input=False,
+    ),
+    sizes={
+        "t": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), attn_type="AAAB",
+                  downstream_agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7))),
+        "s": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), attn_type="AABB",
+                  downstream_agent_shapes=((9, 9), (12, 12), (7, 7), (7, 7))),
+        "b": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), attn_type="AAMB2",
+                  downstream_agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7))),
+    },
 )
+
+_PVT = _Family(
+    "agent_pvt", "Agent-PVT-{}", "Semantic FPN", "agent-pvt-{}-fpn-ade20k",
+    "configs/agent_pvt/fpn_agent_pvt_{}_12-16-28-28.py", AGENT_PVT_RECIPE,
+    architecture=dict(
+        _AGENT_COMMON,
+        embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), layer_norm_eps=1e-6,
+        attn_type="AAAA", sr_ratios=(8, 4, 2, 1), agent_sr_ratios=(1, 1, 1, 1),
+        downstream_agent_shapes=((12, 12), (16, 16), (28, 28), (28, 28)),
+        fpn_hidden_size=256, decoder_hidden_size=128, feature_strides=(4, 8, 16, 32),
+    ),
+    sizes={
+        "t": dict(depths=(2, 2, 2, 2)),
+        "s": dict(depths=(3, 4, 6, 3)),
+        "m": dict(depths=(3, 4, 18, 3)),
+        "l": dict(depths=(3, 8, 27, 3)),
+    },
+)
+
+# The official README's table, in its order: drop-path rate of the config, mIoU and mAcc (%), exact parameters,
+# reported parameters, reported GFLOPs, FLOPs counted by agent-hf, checkpoint id (None: the README's link is empty).
+_RESULTS = (
+    (_SWIN, "t", 0.3, 46.68, 58.53, 60_556_472, "61M", 954, 1_912_511_286_432, "280481ee38024bce8364"),
+    (_SWIN, "s", 0.3, 48.08, 59.78, 81_320_192, "81M", 1043, 2_087_290_265_184, None),
+    (_SWIN, "b", 0.5, 48.73, 60.01, 121_606_588, "121M", 1196, 2_395_062_745_472, None),
+    (_PVT, "t", 0.1, 40.18, 51.76, 15_323_998, "15M", 147, 296_498_085_952, "5e7bf988b4b74efe8654"),
+    (_PVT, "s", 0.1, 44.18, 56.17, 24_388_712, "24M", 211, 429_174_313_456, "11332fa565e443678e4c"),
+    (_PVT, "m", 0.2, 44.30, 56.42, 39_675_392, "40M", 321, 656_797_431_856, None),
+    (_PVT, "l", 0.1, 46.52, 58.50, 52_491_826, "52M", 434, 889_049_511_136, "0da8b58581214f85974f"),
+)
+# fmt: on
 
 _CHECKPOINT_URL = "https://cloud.tsinghua.edu.cn/f/{}/?dl=1"
 
 
-def _swin(
+def _model_spec(
+    family: _Family,
     size: str,
-    *,
-    embed_dim: int,
-    depths: tuple[int, ...],
-    num_heads: tuple[int, ...],
-    agent_shapes: tuple[tuple[int, int], ...],
-    attn_type: str,
     drop_path_rate: float,
-    results: tuple[float, float],
-    params: tuple[int, str],
-    flops: tuple[float, int],
-    checkpoint: str | None,
-) -> ModelSpec:
-    architecture = dict(
-        _SWIN_COMMON,
-        embed_dim=embed_dim,
-        depths=depths,
-        num_heads=num_heads,
-        downstream_agent_shapes=agent_shapes,
-        attn_type=attn_type,
-    )
-    return ModelSpec(
-        preset=f"agent-swin-{size}-upernet-ade20k",
-        model_type="agent_swin",
-        backbone=f"Agent-Swin-{size.upper()}",
-        head="UperNet",
-        architecture=MappingProxyType(architecture),
-        drop_path_rate=drop_path_rate,
-        mean_iou=results[0],
-        mean_accuracy=results[1],
-        num_parameters=params[0],
-        reported_parameters=params[1],
-        reported_gflops=flops[0],
-        counted_flops=flops[1],
-        recipe=AGENT_SWIN_RECIPE,
-        upstream_config=f"configs/agent_swin/upernet_agent_swin_{size}_9-12-14-7.py",
-        official_checkpoint_url=checkpoint and _CHECKPOINT_URL.format(checkpoint),
-    )
-
-
-def _pvt(
-    size: str,
-    *,
-    depths: tuple[int, ...],
-    drop_path_rate: float,
-    results: tuple[float, float],
-    params: tuple[int, str],
-    flops: tuple[float, int],
+    mean_iou: float,
+    mean_accuracy: float,
+    num_parameters: int,
+    reported_parameters: str,
+    reported_gflops: float,
+    counted_flops: int,
     checkpoint: str | None,
 ) -> ModelSpec:
     return ModelSpec(
-        preset=f"agent-pvt-{size}-fpn-ade20k",
-        model_type="agent_pvt",
-        backbone=f"Agent-PVT-{size.upper()}",
-        head="Semantic FPN",
-        architecture=MappingProxyType(dict(_PVT_COMMON, depths=depths)),
+        preset=family.preset.format(size),
+        model_type=family.model_type,
+        backbone=family.backbone.format(size.upper()),
+        head=family.head,
+        architecture=MappingProxyType(dict(family.architecture, **family.sizes[size])),
         drop_path_rate=drop_path_rate,
-        mean_iou=results[0],
-        mean_accuracy=results[1],
-        num_parameters=params[0],
-        reported_parameters=params[1],
-        reported_gflops=flops[0],
-        counted_flops=flops[1],
-        recipe=AGENT_PVT_RECIPE,
-        upstream_config=f"configs/agent_pvt/fpn_agent_pvt_{size}_12-16-28-28.py",
+        mean_iou=mean_iou,
+        mean_accuracy=mean_accuracy,
+        num_parameters=num_parameters,
+        reported_parameters=reported_parameters,
+        reported_gflops=reported_gflops,
+        counted_flops=counted_flops,
+        recipe=family.recipe,
+        upstream_config=family.upstream_config.format(size),
         official_checkpoint_url=checkpoint and _CHECKPOINT_URL.format(checkpoint),
     )
 
-
-_SWIN_T_S_HEADS = (3, 6, 12, 24)
 
 #: The seven models, keyed by preset name, in the order of the official README.
 MODELS: Mapping[str, ModelSpec] = MappingProxyType(
-    {
-        spec.preset: spec
-        for spec in (
-            _swin(
-                "t",
-                embed_dim=96,
-                depths=(2, 2, 6, 2),
-                num_heads=_SWIN_T_S_HEADS,
-                agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7)),
-                attn_type="AAAB",
-                drop_path_rate=0.3,
-                results=(46.68, 58.53),
-                params=(60_556_472, "61M"),
-                flops=(954, 1_912_511_286_432),
-                checkpoint="280481ee38024bce8364",
-            ),
-            _swin(
-                "s",
-                embed_dim=96,
-                depths=(2, 2, 18, 2),
-                num_heads=_SWIN_T_S_HEADS,
-                agent_shapes=((9, 9), (12, 12), (7, 7), (7, 7)),
-                attn_type="AABB",
-                drop_path_rate=0.3,
-                results=(48.08, 59.78),
-                params=(81_320_192, "81M"),
-                flops=(1043, 2_087_290_265_184),
-                checkpoint=None,
-            ),
-            _swin(
-                "b",
-                embed_dim=128,
-                depths=(2, 2, 18, 2),
-                num_heads=(4, 8, 16, 32),
-                agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7)),
-                attn_type="AAMB2",
-                drop_path_rate=0.5,
-                results=(48.73, 60.01),
-                params=(121_606_588, "121M"),
-                flops=(1196, 2_395_062_745_472),
-                checkpoint=None,
-            ),
-            _pvt(
-                "t",
-                depths=(2, 2, 2, 2),
-                drop_path_rate=0.1,
-                results=(40.18, 51.76),
-                params=(15_323_998, "15M"),
-                flops=(147, 296_498_085_952),
-                checkpoint="5e7bf988b4b74efe8654",
-            ),
-            _pvt(
-                "s",
-                depths=(3, 4, 6, 3),
-                drop_path_rate=0.1,
-                results=(44.18, 56.17),
-                params=(24_388_712, "24M"),
-                flops=(211, 429_174_313_456),
-                checkpoint="11332fa565e443678e4c",
-            ),
-            _pvt(
-                "m",
-                depths=(3, 4, 18, 3),
-                drop_path_rate=0.2,
-                results=(44.30, 56.42),
-                params=(39_675_392, "40M"),
-                flops=(321, 656_797_431_856),
-                checkpoint=None,
-            ),
-            _pvt(
-                "l",
-                depths=(3, 8, 27, 3),
-                drop_path_rate=0.1,
-                results=(46.52, 58.50),
-                params=(52_491_826, "52M"),
-                flops=(434, 889_049_511_136),
-                checkpoint="0da8b58581214f85974f",
-            ),
-        )
-    }
+    {spec.preset: spec for spec in (_model_spec(*row) for row in _RESULTS)}
 )
 
 
@@ -454,7 +360,7 @@ def get_model_spec(preset: str) -> ModelSpec:
 
 def paper_recipe(model_type: str) -> PaperRecipe:
     """The official recipe of a model family (``"agent_swin"`` or ``"agent_pvt"``)."""
-    recipes = {"agent_swin": AGENT_SWIN_RECIPE, "agent_pvt": AGENT_PVT_RECIPE}
+    recipes = {family.model_type: family.recipe for family in (_SWIN, _PVT)}
     if model_type not in recipes:
         raise ValueError(f"No paper recipe for model_type {model_type!r}; expected one of {sorted(recipes)}.")
     return recipes[model_type]

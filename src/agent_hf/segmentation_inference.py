@@ -214,14 +214,8 @@ def predict_slide(
     crop_size: tuple[int, int] = (512, 512),
     stride: tuple[int, int] = (341, 341),
 ) -> torch.Tensor:
-    """Sliding-window inference (mmseg ``slide_inference``).
-
-    Args:
-        model: an agent_hf segmentation model (in eval mode).
-        pixel_values: ``(B, 3, h, w)`` normalized images.
-        output_size: ``(H, W)`` of the original images.
-        crop_size: ``(height, width)`` of a window; images smaller than a window are processed whole.
-        stride: ``(height, width)`` step between windows.
+    """Sliding-window inference (mmseg ``slide_inference``): :func:`slide_logits` (same arguments) resized to
+    ``output_size``, the ``(H, W)`` of the original images.
 
     Returns:
         ``(B, num_labels, H, W)`` logits, averaged over the windows covering each pixel.
@@ -230,7 +224,11 @@ def predict_slide(
 
 
 def view_logits(
-    model, pixel_values: torch.Tensor, mode: InferenceMode, crop_size: tuple[int, int], stride: tuple[int, int]
+    model,
+    pixel_values: torch.Tensor,
+    mode: InferenceMode = "whole",
+    crop_size: tuple[int, int] = (512, 512),
+    stride: tuple[int, int] = (341, 341),
 ) -> torch.Tensor:
     """``(B, num_labels, h, w)`` logits of one view ``(B, 3, h, w)`` at its own size, by ``"whole"`` inference or
     ``"slide"`` inference (``crop_size`` windows every ``stride`` pixels)."""
@@ -280,23 +278,18 @@ def predict_multiscale(
 
 @torch.no_grad()
 def segment(
-    model,
-    pixel_values: Sequence[torch.Tensor],
-    output_size: Sequence[int],
-    flip: bool = False,
-    mode: InferenceMode = "whole",
-    crop_size: tuple[int, int] = (512, 512),
-    stride: tuple[int, int] = (341, 341),
+    model, pixel_values: Sequence[torch.Tensor], output_size: Sequence[int], flip: bool = False, **view_settings
 ) -> torch.Tensor:
-    """Predicted class ids ``(B, H, W)`` (``int64``): the argmax of :func:`predict_multiscale`.
+    """Predicted class ids ``(B, H, W)`` (``int64``): the argmax of :func:`predict_multiscale`, which takes the same
+    arguments (``view_settings``: ``mode``, ``crop_size``, ``stride``).
 
     With a single scale and no flip the softmax is skipped (same argmax, as in mmseg's ``simple_test``) and the last
     resize goes through :func:`upsampled_argmax`.
     """
     if len(pixel_values) == 1 and not flip:
-        logits = view_logits(model, pixel_values[0], mode, crop_size, stride)
+        logits = view_logits(model, pixel_values[0], **view_settings)
         return upsampled_argmax(logits, output_size, _align_corners(model))
-    return predict_multiscale(model, pixel_values, output_size, flip, mode, crop_size, stride).argmax(dim=1)
+    return predict_multiscale(model, pixel_values, output_size, flip, **view_settings).argmax(dim=1)
 
 
 def scaled_bound(scale: tuple[int, int], ratio: float) -> tuple[int, int]:

@@ -7,32 +7,9 @@ the model code, which reads the ADE20K class names from here, does not import `d
 import importlib
 from typing import Any
 
+from . import transforms
 from .ade20k import ADE20K_CLASSES, ADE20K_PALETTE, ade20k_id2label
-from .transforms import (
-    ADE20K_MEAN,
-    ADE20K_STD,
-    EvalTransform,
-    TrainTransform,
-    adjust_brightness,
-    adjust_contrast,
-    adjust_hue,
-    adjust_saturation,
-    hsv_to_rgb,
-    normalize,
-    pad_to,
-    photometric_distortion,
-    random_crop,
-    random_flip,
-    random_resize,
-    reduce_zero_label,
-    rescale_size,
-    resize_bilinear,
-    resize_keep_ratio,
-    resize_nearest,
-    rgb_to_hsv,
-    to_label_array,
-    to_rgb_array,
-)
+from .transforms import *  # noqa: F403 (the mmseg-equivalent transforms, as listed in transforms.__all__)
 
 _SYNTHETIC_NAMES = ("make_synthetic_scene_parsing", "save_as_image_folders", "synthetic_id2label", "synthetic_scenes")
 
@@ -43,35 +20,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "ADE20K_CLASSES",
-    "ADE20K_MEAN",
-    "ADE20K_PALETTE",
-    "ADE20K_STD",
-    "EvalTransform",
-    "TrainTransform",
-    "ade20k_id2label",
-    "adjust_brightness",
-    "adjust_contrast",
-    "adjust_hue",
-    "adjust_saturation",
-    "hsv_to_rgb",
-    "make_synthetic_scene_parsing",
-    "normalize",
-    "pad_to",
-    "photometric_distortion",
-    "random_crop",
-    "random_flip",
-    "random_resize",
-    "reduce_zero_label",
-    "rescale_size",
-    "resize_bilinear",
-    "resize_keep_ratio",
-    "resize_nearest",
-    "rgb_to_hsv",
-    "save_as_image_folders",
-    "synthetic_id2label",
-    "synthetic_scenes",
-    "to_label_array",
-    "to_rgb_array",
-]
+__all__ = ["ADE20K_CLASSES", "ADE20K_PALETTE", "ade20k_id2label"]
+__all__ += [*_SYNTHETIC_NAMES, *transforms.__all__]

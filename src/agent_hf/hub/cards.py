@@ -133,50 +133,42 @@ def normalize_measured(measured: Mapping[str, Any] | None, *, percentages_check:
     return out
 
 
+def _eval_results(
+    values: Mapping[str, Any], dataset: str, split: str, source: tuple[str, str], dataset_config: str | None = None
+) -> list[EvalResult]:
+    """``model-index`` entries of the metrics of :data:`_METRICS` present in ``values`` (percentages), from
+    ``source`` (name, url)."""
+    return [
+        EvalResult(
+            task_type="semantic-segmentation",
+            task_name="Semantic Segmentation",
+            dataset_type=dataset,
+            dataset_name="ADE20K" if dataset == "scene_parse_150" else dataset,
+            dataset_config=dataset_config,
+            dataset_split=split,
+            metric_type=metric_type,
+            metric_name=metric_name,
+            metric_value=values[metric_type],
+            source_name=source[0],
+            source_url=source[1],
+        )
+        for metric_type, metric_name in _METRICS
+        if values.get(metric_type) is not None
+    ]
+
+
 def measured_eval_results(measured: Mapping[str, Any], repo_id: str) -> list[EvalResult]:
     """``model-index`` entries of normalized measured results, labeled as agent-hf's own measurements."""
     # `huggingface_hub` groups results by (task, dataset, config, split, revision) and keeps the source of the first
     # one: measured results on scene_parse_150 always carry a config ("scene_parsing", its default) so that they
     # never share the paper's identifier (no config) and are never labeled as the paper's.
-    return [
-        EvalResult(
-            task_type="semantic-segmentation",
-            task_name="Semantic Segmentation",
-            dataset_type=measured["dataset"],
-            dataset_name="ADE20K" if measured["dataset"] == "scene_parse_150" else measured["dataset"],
-            dataset_config=measured["dataset_config"],
-            dataset_split=measured["split"],
-            metric_type=metric_type,
-            metric_name=metric_name,
-            metric_value=measured[metric_type],
-            source_name=MEASURED_SOURCE_NAME,
-            source_url=measured.get("source_url") or f"https://huggingface.co/{repo_id}",
-        )
-        for metric_type, metric_name in _METRICS
-        if measured.get(metric_type) is not None
-    ]
+    source = (MEASURED_SOURCE_NAME, measured.get("source_url") or f"https://huggingface.co/{repo_id}")
+    return _eval_results(measured, measured["dataset"], measured["split"], source, measured["dataset_config"])
 
 
-# ----------------------------------------------------------------------------------------------- paper cards
 def _paper_eval_results(spec: ModelSpec) -> list[EvalResult]:
-    return [
-        EvalResult(
-            task_type="semantic-segmentation",
-            task_name="Semantic Segmentation",
-            dataset_type="scene_parse_150",
-            dataset_name="ADE20K",
-            dataset_split="validation",
-            metric_type=metric_type,
-            metric_name=metric_name,
-            metric_value=value,
-            source_name=PAPER_SOURCE_NAME,
-            source_url=PAPER_URL,
-        )
-        for metric_type, metric_name, value in (
-            ("mean_iou", "mIoU", spec.mean_iou),
-            ("mean_accuracy", "mAcc", spec.mean_accuracy),
-        )
-    ]
+    results = {"mean_iou": spec.mean_iou, "mean_accuracy": spec.mean_accuracy}
+    return _eval_results(results, "scene_parse_150", "validation", (PAPER_SOURCE_NAME, PAPER_URL))
 
 
 def _results_rows(spec: ModelSpec, measured: Mapping[str, Any] | None) -> list[tuple[str, str, str]]:

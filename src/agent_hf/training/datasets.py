@@ -374,34 +374,20 @@ class EvalSettings:
         ]
 
 
-def _eval_item(transforms: list[EvalTransform], image: Any, label: Any, name: str) -> dict[str, Any]:
-    if label is None:
-        raise InvalidSampleError(name, "missing_mask", "has no annotation")
-    try:
-        first = transforms[0](image, label, name=name)
-        pixel_values = [first["pixel_values"]] + [t(image, name=name)["pixel_values"] for t in transforms[1:]]
-    except (ValueError, OSError) as error:
-        raise _as_sample_error(error, name) from error
-    return {"pixel_values": pixel_values, "labels": first["labels"], "name": name}
-
-
-class EvalDataset(torch.utils.data.Dataset):
-    """A scene-parsing split prepared for mmseg evaluation.
-
-    Items: ``pixel_values`` (one ``float32 (3, h_i, w_i)`` tensor per ratio of ``settings``), ``labels``
-    ``int64 (H, W)`` at the original size (reduce-zero-label applied if ``settings.reduce_labels``) and ``name``.
+class _EvalExamples:
+    """What both evaluation datasets share: the split, its columns, and the mmseg test pipeline of one example.
 
     Args:
-        dataset: a ``datasets.Dataset`` with ``Image`` columns.
+        dataset: the split (a ``datasets.Dataset`` or, streamed, ``datasets.IterableDataset``) with ``Image`` columns.
         settings: the evaluation settings.
-        split: split name used in error messages.
+        split: split name used in sample names and error messages.
         image_column: column of the images.
         label_column: column of the annotations.
     """
 
     def __init__(
         self,
-        dataset: datasets.Dataset,
+        dataset: datasets.Dataset | datasets.IterableDataset,
         settings: EvalSettings,
         split: str = "validation",
         image_column: str = "image",
@@ -414,16 +400,35 @@ class EvalDataset(torch.utils.data.Dataset):
         self.label_column = label_column
         self.transforms = settings.transforms()
 
+    def _sample(self, example: dict[str, Any], where: str, position: int) -> dict[str, Any]:
+        """The evaluation sample of ``example``, the ``position``-th of ``where`` (for its name)."""
+        image, label = example[self.image_column], example[self.label_column]
+        name = sample_name(where, position, image)
+        if label is None:
+            raise InvalidSampleError(name, "missing_mask", "has no annotation")
+        try:
+            first = self.transforms[0](image, label, name=name)
+            pixel_values = [first["pixel_values"]] + [t(image, name=name)["pixel_values"] for t in self.transforms[1:]]
+        except (ValueError, OSError) as error:
+            raise _as_sample_error(error, name) from error
+        return {"pixel_values": pixel_values, "labels": first["labels"], "name": name}
+
+
+class EvalDataset(_EvalExamples, torch.utils.data.Dataset):
+    """A scene-parsing split prepared for mmseg evaluation (arguments: see `_EvalExamples`).
+
+    Items: ``pixel_values`` (one ``float32 (3, h_i, w_i)`` tensor per ratio of ``settings``), ``labels``
+    ``int64 (H, W)`` at the original size (reduce-zero-label applied if ``settings.reduce_labels``) and ``name``.
+    """
+
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        example = _read_example(self.dataset, index, self.split, self.image_column)
-        image = example[self.image_column]
-        return _eval_item(self.transforms, image, example[self.label_column], sample_name(self.split, index, image))
+        return self._sample(_read_example(self.dataset, index, self.split, self.image_column), self.split, index)
 
 
-class StreamingEvalDataset(torch.utils.data.IterableDataset):
+class StreamingEvalDataset(_EvalExamples, torch.utils.data.IterableDataset):
     """:class:`EvalDataset` over this process's part of a streamed split (``split_dataset_by_node``).
 
     Every process evaluates the images of its part once, so the summed counts are exactly those of the whole split.
@@ -432,9 +437,7 @@ class StreamingEvalDataset(torch.utils.data.IterableDataset):
         dataset: the process's ``datasets.IterableDataset``.
         settings: the evaluation settings.
         rank: this process's index (used in sample names).
-        split: split name used in messages.
-        image_column: column of the images.
-        label_column: column of the annotations.
+        split, image_column, label_column: see `_EvalExamples`.
     """
 
     def __init__(
@@ -446,16 +449,9 @@ class StreamingEvalDataset(torch.utils.data.IterableDataset):
         image_column: str = "image",
         label_column: str = "annotation",
     ):
-        self.dataset = dataset
-        self.settings = settings
+        super().__init__(dataset, settings, split, image_column, label_column)
         self.rank = rank
-        self.split = split
-        self.image_column = image_column
-        self.label_column = label_column
-        self.transforms = settings.transforms()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for position, example in enumerate(self.dataset):
-            image = example[self.image_column]
-            name = sample_name(f"{self.split} stream {self.rank}", position, image)
-            yield _eval_item(self.transforms, image, example[self.label_column], name)
+            yield self._sample(example, f"{self.split} stream {self.rank}", position)

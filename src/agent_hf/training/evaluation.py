@@ -108,7 +108,13 @@ def evaluate_segmentation(
             inputs = [pixels[None].to(device) for pixels in sample["pixel_values"]]
             check_labels(labels, metric.num_labels, metric.ignore_index, sample["name"])
             prediction = segment(
-                model, inputs, labels.shape, settings.flip, settings.mode, settings.crop_size, settings.stride
+                model,
+                inputs,
+                labels.shape,
+                flip=settings.flip,
+                mode=settings.mode,
+                crop_size=settings.crop_size,
+                stride=settings.stride,
             )[0]
             metric.update(prediction, labels)
             count += 1

@@ -155,7 +155,7 @@ def build_scheduler(
     unknown = set(recipe.lr_scheduler_kwargs) - {"power", "min_lr", "warmup_ratio"}
     if unknown:
         raise ValueError(f"mmcv_poly takes power, min_lr and warmup_ratio; got unknown {sorted(unknown)}")
-    kwargs = {"power": 1.0, "min_lr": 0.0, "warmup_ratio": 0.1, **recipe.lr_scheduler_kwargs}
+    kwargs = dict(recipe.lr_scheduler_kwargs)  # (what is not given keeps mmcv's default, as in `mmcv_poly_lr`)
     lambdas = [
         partial(_mmcv_poly_factor, base_lr=group["lr"], max_steps=total, warmup_steps=warmup, **kwargs)
         for group in optimizer.param_groups
