@@ -297,8 +297,9 @@ _PVT = _Family(
     },
 )
 
-# The official README's table, in its order: drop-path rate of the config, mIoU and mAcc (%), exact parameters,
-# reported parameters, reported GFLOPs, FLOPs counted by agent-hf, checkpoint id (None: the README's link is empty).
+# The official README's table, in its order: family, size, then the `ModelSpec` fields of `_RESULT_COLUMNS` (the
+# config's drop-path rate, mIoU and mAcc (%), exact and reported parameters, reported GFLOPs, FLOPs counted by
+# agent-hf), then the checkpoint id (None: the README's link is empty).
 _RESULTS = (
     (_SWIN, "t", 0.3, 46.68, 58.53, 60_556_472, "61M", 954, 1_912_511_286_432, "280481ee38024bce8364"),
     (_SWIN, "s", 0.3, 48.08, 59.78, 81_320_192, "81M", 1043, 2_087_290_265_184, None),
@@ -313,34 +314,29 @@ _RESULTS = (
 _CHECKPOINT_URL = "https://cloud.tsinghua.edu.cn/f/{}/?dl=1"
 
 
-def _model_spec(
-    family: _Family,
-    size: str,
-    drop_path_rate: float,
-    mean_iou: float,
-    mean_accuracy: float,
-    num_parameters: int,
-    reported_parameters: str,
-    reported_gflops: float,
-    counted_flops: int,
-    checkpoint: str | None,
-) -> ModelSpec:
+_RESULT_COLUMNS = (
+    "drop_path_rate",
+    "mean_iou",
+    "mean_accuracy",
+    "num_parameters",
+    "reported_parameters",
+    "reported_gflops",
+    "counted_flops",
+)
+
+
+def _model_spec(family: _Family, size: str, *columns: Any) -> ModelSpec:
+    *results, checkpoint = columns
     return ModelSpec(
         preset=family.preset.format(size),
         model_type=family.model_type,
         backbone=family.backbone.format(size.upper()),
         head=family.head,
         architecture=MappingProxyType(dict(family.architecture, **family.sizes[size])),
-        drop_path_rate=drop_path_rate,
-        mean_iou=mean_iou,
-        mean_accuracy=mean_accuracy,
-        num_parameters=num_parameters,
-        reported_parameters=reported_parameters,
-        reported_gflops=reported_gflops,
-        counted_flops=counted_flops,
         recipe=family.recipe,
         upstream_config=family.upstream_config.format(size),
         official_checkpoint_url=checkpoint and _CHECKPOINT_URL.format(checkpoint),
+        **dict(zip(_RESULT_COLUMNS, results, strict=True)),
     )
 
 
