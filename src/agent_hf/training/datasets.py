@@ -375,15 +375,8 @@ class EvalSettings:
 
 
 class _EvalExamples:
-    """What both evaluation datasets share: the split, its columns, and the mmseg test pipeline of one example.
-
-    Args:
-        dataset: the split (a ``datasets.Dataset`` or, streamed, ``datasets.IterableDataset``) with ``Image`` columns.
-        settings: the evaluation settings.
-        split: split name used in sample names and error messages.
-        image_column: column of the images.
-        label_column: column of the annotations.
-    """
+    """What both evaluation datasets share: the split, its columns, and the mmseg test pipeline of one example
+    (arguments: see :class:`EvalDataset`)."""
 
     def __init__(
         self,
@@ -415,10 +408,17 @@ class _EvalExamples:
 
 
 class EvalDataset(_EvalExamples, torch.utils.data.Dataset):
-    """A scene-parsing split prepared for mmseg evaluation (arguments: see `_EvalExamples`).
+    """A scene-parsing split prepared for mmseg evaluation.
 
     Items: ``pixel_values`` (one ``float32 (3, h_i, w_i)`` tensor per ratio of ``settings``), ``labels``
     ``int64 (H, W)`` at the original size (reduce-zero-label applied if ``settings.reduce_labels``) and ``name``.
+
+    Args:
+        dataset: a ``datasets.Dataset`` with ``Image`` columns.
+        settings: the evaluation settings.
+        split: split name used in sample names and error messages.
+        image_column: column of the images.
+        label_column: column of the annotations.
     """
 
     def __len__(self) -> int:
@@ -437,7 +437,7 @@ class StreamingEvalDataset(_EvalExamples, torch.utils.data.IterableDataset):
         dataset: the process's ``datasets.IterableDataset``.
         settings: the evaluation settings.
         rank: this process's index (used in sample names).
-        split, image_column, label_column: see `_EvalExamples`.
+        split, image_column, label_column: as in :class:`EvalDataset`.
     """
 
     def __init__(
