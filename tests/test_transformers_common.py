@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib
+import os
 import re
 import unittest
 from unittest import mock
@@ -29,16 +31,18 @@ from transformers_test_files import (
     unavailable_transformers_tests,
 )
 
-from agent_hf import (
-    AgentPvtBackbone,
-    AgentPvtConfig,
-    AgentPvtForSemanticSegmentation,
-    AgentPvtModel,
-    AgentSwinBackbone,
-    AgentSwinConfig,
-    AgentSwinForSemanticSegmentation,
-    AgentSwinModel,
-)
+# The module the classes come from: the agent_hf package, or a package of the Hub-shipped modules alone, which
+# tests/compat_check.py names here on transformers 4.57 (where the package cannot be installed).
+MODELS_MODULE_ENV = "AGENT_HF_TEST_MODELS_MODULE"
+models = importlib.import_module(os.environ.get(MODELS_MODULE_ENV, "agent_hf"))
+AgentPvtBackbone = models.AgentPvtBackbone
+AgentPvtConfig = models.AgentPvtConfig
+AgentPvtForSemanticSegmentation = models.AgentPvtForSemanticSegmentation
+AgentPvtModel = models.AgentPvtModel
+AgentSwinBackbone = models.AgentSwinBackbone
+AgentSwinConfig = models.AgentSwinConfig
+AgentSwinForSemanticSegmentation = models.AgentSwinForSemanticSegmentation
+AgentSwinModel = models.AgentSwinModel
 
 try:
     transformers_tests = load_transformers_tests()
@@ -180,17 +184,31 @@ class AgentCommonTestsMixin(AgentTestsBase):
     for feature maps and agent attention, and `ConfigTester` on the family's config."""
 
     test_resize_embeddings = False
+    # transformers 4.x tests head pruning and head masks: these models take no head_mask and prune no heads (neither
+    # is part of the official models; transformers 5 dropped both).
+    test_pruning = False
+    test_head_masking = False
     # transformers runs this test on models of 2023 and later (read from a copyright line): Agent Attention is 2024.
     test_can_init_all_missing_weights_before_2023 = True
 
     def setUp(self):
         super().setUp()
+        # The common properties ConfigTester sets (on 4.x, through the constructor as well): hidden_size and
+        # num_hidden_layers are derived from the stages and num_attention_heads is per stage (test_config checks that
+        # they exist), so these are the constructor arguments every config of transformers' vision models has.
         self.config_tester = ConfigTester(
-            self, config_class=self.model_tester_args[0], has_text_modality=False, **self.model_tester.tiny
+            self,
+            config_class=self.model_tester_args[0],
+            has_text_modality=False,
+            common_properties=["num_channels", "patch_size"],
+            **self.model_tester.tiny,
         )
 
     def test_config(self):
         self.config_tester.run_common_tests()
+        config = self.model_tester.get_config()
+        for name in ("hidden_size", "num_attention_heads", "num_hidden_layers"):
+            self.assertTrue(hasattr(config, name), msg=f"`{name}` does not exist")
 
     def test_model_get_set_embeddings(self):
         # transformers' test expects token embeddings (`nn.Embedding`); an image model's input embedding is its patch

@@ -119,8 +119,10 @@ def transformers_tests_dir(version: str) -> Path:
 def common_config_kwargs() -> dict:
     """`PreTrainedConfig`'s own arguments (those the installed version sets as attributes), each with a value other
     than its default: `ConfigTester.check_config_arguments_init` checks that a config class passes them through."""
-    from transformers import PreTrainedConfig
+    import transformers
 
+    # (`PretrainedConfig` on 4.x; 5.x keeps that name as an alias.)
+    config_class = getattr(transformers, "PreTrainedConfig", None) or transformers.PretrainedConfig
     candidates = {
         "return_dict": False,
         "output_hidden_states": True,
@@ -137,13 +139,51 @@ def common_config_kwargs() -> dict:
         "pruned_heads": {"a": 1},
         "tokenizer_class": "BertTokenizerFast",
         "prefix": "prefix",
+        # transformers 4.x only: generation, decoder and TF arguments, which 5.0 moved out of the model config.
+        "use_bfloat16": True,
+        "tf_legacy_loss": True,
+        "is_decoder": True,
+        "add_cross_attention": True,
+        "cross_attention_hidden_size": 24,
+        "tie_encoder_decoder": True,
+        "max_length": 31,
+        "min_length": 2,
+        "do_sample": True,
+        "early_stopping": True,
+        "num_beams": 4,
+        "num_beam_groups": 2,
+        "diversity_penalty": 0.25,
+        "temperature": 0.5,
+        "top_k": 7,
+        "top_p": 0.9,
+        "typical_p": 0.6,
+        "repetition_penalty": 1.5,
+        "length_penalty": 2.0,
+        "no_repeat_ngram_size": 2,
+        "encoder_no_repeat_ngram_size": 3,
+        "bad_words_ids": [[4], [5, 6]],
+        "num_return_sequences": 2,
+        "output_scores": True,
+        "return_dict_in_generate": True,
+        "forced_bos_token_id": 1,
+        "forced_eos_token_id": 2,
+        "remove_invalid_values": True,
+        "exponential_decay_length_penalty": (4, 1.5),
+        "suppress_tokens": [3],
+        "begin_suppress_tokens": [4],
+        "bos_token_id": 11,
+        "pad_token_id": 12,
+        "eos_token_id": 13,
+        "sep_token_id": 14,
+        "decoder_start_token_id": 15,
+        "task_specific_params": {"segmentation": {"size": 512}},
     }
-    defaults = PreTrainedConfig()
+    defaults = config_class()
     attributes = {name.lstrip("_") for name in vars(defaults)}
     kwargs = {name: value for name, value in candidates.items() if name in attributes}
     same = [name for name, value in kwargs.items() if name != "dtype" and getattr(defaults, name) == value]
     if same:
-        raise TransformersTestsUnavailable(f"common_config_kwargs: {same} are the defaults of PreTrainedConfig")
+        raise TransformersTestsUnavailable(f"common_config_kwargs: {same} are the defaults of {config_class.__name__}")
     return kwargs
 
 
