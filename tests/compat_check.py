@@ -1,17 +1,22 @@
 """Compatibility check of the Hub-shipped model code across transformers versions (`make test-compat`).
 
     python tests/compat_check.py [--versions 4.57.6 5.0.0 5.24.0] [--parity_version 5.0.0]
+                                 [--common_tests_versions 4.57.6 5.0.0]
 
 1. In this interpreter (the project's venv, agent_hf importable) it writes, for both families, a tiny model folder
    with `save_model_folder` and a folder as agent-hf 0.1.0 wrote it (the 0.1.0 model code, taken from git, builds
    and saves it; the current shipped code is copied next to it, as in a Hub repo whose code was updated), and the
-   outputs of both on a fixed input.
+   outputs of both on a fixed input. The Python files of the current folders (the Hub-shipped modules, exactly as
+   `save_model_folder` ships them) also become the package `agent_hf_shipped` (.cache-compat/shipped).
 2. For each version it creates `.venv-compat/<version>` on first use (that transformers; torch 2.13.0 and the other
    packages every version shares are installed once, in `.venv-compat/base`, which each version venv reads after its
    own site-packages; no torchvision; reused when present) and runs the worker part of this file there, in a process
    where agent_hf cannot be imported: every folder loads with `trust_remote_code=True` through
    `AutoModelForSemanticSegmentation`, `AutoModel` and `AutoBackbone`, and gives the outputs saved in step 1. More
-   checks of a loaded folder (e.g. `pipeline("image-segmentation")`) go into `FOLDER_CHECKS`.
+   checks of a loaded folder (e.g. `pipeline("image-segmentation")`) go into `FOLDER_CHECKS`. In the venvs of
+   `--common_tests_versions` it then runs tests/test_transformers_common.py: transformers' own common model tests,
+   with the test files of THAT version, on the package where it is installed (`--parity_version`), else on
+   `agent_hf_shipped` (transformers 4.57, where the package cannot be installed).
 3. In the venv of `--parity_version` (the package's floor) it installs the package and runs the parity subset.
 
 Exits non-zero on the first failure; prints the time of each step.
@@ -34,8 +39,9 @@ DEFAULT_PARITY_VERSION = "5.0.0"
 VENV_ROOT = REPO_ROOT / ".venv-compat"
 WORK_DIR = REPO_ROOT / ".cache-compat" / "folders"
 # Installed once in `.venv-compat/base`, which every version venv reads: torch 2.13.0 is the local CPU wheel (an
-# unpinned torch would pull a CUDA build); never torchvision.
-SHARED_PACKAGES = ("torch==2.13.0", "safetensors", "pillow", "numpy")
+# unpinned torch would pull a CUDA build); never torchvision. pytest and parameterized run transformers' common tests,
+# accelerate their device_map / offload tests (as most users have it).
+SHARED_PACKAGES = ("torch==2.13.0", "safetensors", "pillow", "numpy", "accelerate", "pytest", "parameterized")
 # The model code as agent-hf 0.1.0 shipped it (the last commit before the ModuleList renaming).
 V010_COMMIT = "35d7462"
 V010_MODULES = (
@@ -48,6 +54,32 @@ V010_MODULES = (
     "layers.py",
 )
 FAMILIES = ("swin", "pvt")
+# transformers' own common tests (tests/test_transformers_common.py, with that version's test files) run in these
+# venvs too; `make test` runs them on the newest. Where the package is not installed, the classes come from
+# SHIPPED_PACKAGE: the Hub-shipped modules alone, as a package (the test file reads its name from MODELS_MODULE_ENV).
+DEFAULT_COMMON_TESTS_VERSIONS = ("4.57.6", "5.0.0")
+SHIPPED_DIR = REPO_ROOT / ".cache-compat" / "shipped"
+SHIPPED_PACKAGE = "agent_hf_shipped"
+MODELS_MODULE_ENV = "AGENT_HF_TEST_MODELS_MODULE"
+SHIPPED_INIT = '''"""agent_hf's Hub-shipped modules alone (written by tests/compat_check.py), registered with
+the Auto classes as `import agent_hf` registers them."""
+
+from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForSemanticSegmentation
+
+from .configuration_agent_pvt import AgentPvtConfig
+from .configuration_agent_swin import AgentSwinConfig
+from .modeling_agent_pvt import AgentPvtBackbone, AgentPvtForSemanticSegmentation, AgentPvtModel
+from .modeling_agent_swin import AgentSwinBackbone, AgentSwinForSemanticSegmentation, AgentSwinModel
+
+for config_class, model, backbone, segmentation in (
+    (AgentSwinConfig, AgentSwinModel, AgentSwinBackbone, AgentSwinForSemanticSegmentation),
+    (AgentPvtConfig, AgentPvtModel, AgentPvtBackbone, AgentPvtForSemanticSegmentation),
+):
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(config_class, model, exist_ok=True)
+    AutoBackbone.register(config_class, backbone, exist_ok=True)
+    AutoModelForSemanticSegmentation.register(config_class, segmentation, exist_ok=True)
+'''
 
 
 # ------------------------------------------------------------------------------------------------ step 1 (main venv)
@@ -138,6 +170,19 @@ def write_folders(work_dir: Path) -> list[str]:
     return names
 
 
+def write_shipped_package(destination: Path, folders: list[Path]) -> None:
+    """The package `destination/SHIPPED_PACKAGE`: the Python files of `folders` (written by `save_model_folder`: the
+    Hub-shipped modules, exactly) and an `__init__` that imports the eight classes."""
+    package = destination / SHIPPED_PACKAGE
+    if package.exists():
+        shutil.rmtree(package)
+    package.mkdir(parents=True)
+    for folder in folders:
+        for path in folder.glob("*.py"):
+            shutil.copy(path, package / path.name)
+    (package / "__init__.py").write_text(SHIPPED_INIT)
+
+
 # ------------------------------------------------------------------------------------------------ step 2 (each venv)
 def site_packages(python: Path) -> Path:
     """The site-packages folder of the venv of `python`."""
@@ -155,11 +200,12 @@ def ensure_base_venv() -> Path:
     largest install), installed once. Returns the path of its site-packages."""
     venv = VENV_ROOT / "base"
     python = venv / "bin" / "python"
-    if not (venv / ".installed").exists():
+    stamp = venv / ".installed"  # holds the list installed: a longer list installs what is new
+    if not stamp.exists() or stamp.read_text().split() != list(SHARED_PACKAGES):
         if not python.exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         run([python, "-m", "pip", "install", "-q", *SHARED_PACKAGES])
-        (venv / ".installed").touch()
+        stamp.write_text("\n".join(SHARED_PACKAGES) + "\n")
     return site_packages(python)
 
 
@@ -199,6 +245,16 @@ def check_folders_in(python: Path, names: list[str], work_dir: Path) -> None:
     # the same folder names (another checkout, another run at the same time).
     with tempfile.TemporaryDirectory(prefix="agent-hf-compat-modules-") as modules_cache:
         run([python, __file__, "--worker", *names], cwd=work_dir, env={**env, "HF_MODULES_CACHE": modules_cache})
+
+
+def run_common_tests_in(python: Path, with_package: bool) -> None:
+    """Runs tests/test_transformers_common.py (transformers' common tests, with the test files of `python`'s
+    transformers) in `python`'s venv, on the installed package or else on the Hub-shipped modules alone."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", MODELS_MODULE_ENV)}
+    if not with_package:
+        env.update(PYTHONPATH=str(SHIPPED_DIR), **{MODELS_MODULE_ENV: SHIPPED_PACKAGE})
+    test_file = "tests/test_transformers_common.py"
+    run([python, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", test_file], cwd=REPO_ROOT, env=env)
 
 
 # ------------------------------------------------------------------------------------------------ worker
@@ -303,6 +359,12 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--versions", nargs="+", default=list(DEFAULT_VERSIONS), help="transformers versions")
     parser.add_argument("--parity_version", default=DEFAULT_PARITY_VERSION, help="floor: parity subset runs here")
+    parser.add_argument(
+        "--common_tests_versions",
+        nargs="*",
+        default=list(DEFAULT_COMMON_TESTS_VERSIONS),
+        help="those of --versions where transformers' common model tests run",
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -310,14 +372,18 @@ def main(argv=None) -> None:
 
     start = time.perf_counter()
     names = write_folders(WORK_DIR)
+    write_shipped_package(SHIPPED_DIR, [WORK_DIR / f"{family}-current" for family in FAMILIES])
     print(f"compat_check: folders written ({time.perf_counter() - start:.0f} s)", flush=True)
     for version in args.versions:
         step = time.perf_counter()
-        python = ensure_venv(version, with_package=version == args.parity_version)
+        with_package = version == args.parity_version
+        python = ensure_venv(version, with_package=with_package)
         check_folders_in(python, names, WORK_DIR)
-        print(
-            f"compat_check: transformers {version}: shipped code OK ({time.perf_counter() - step:.0f} s)", flush=True
-        )
+        checked = "shipped code OK"
+        if version in args.common_tests_versions:
+            run_common_tests_in(python, with_package)
+            checked += f", transformers' common tests OK (on {'agent_hf' if with_package else SHIPPED_PACKAGE})"
+        print(f"compat_check: transformers {version}: {checked} ({time.perf_counter() - step:.0f} s)", flush=True)
     if args.parity_version:
         step = time.perf_counter()
         python = ensure_venv(args.parity_version, with_package=True)
