@@ -74,6 +74,12 @@ def test_unknown_preset_lists_the_available_ones():
         (tiny_pvt_config, dict(sr_ratios=[8, 4, 2]), "sr_ratios has 3 entries"),
         (tiny_pvt_config, dict(agent_sr_ratios=[2, 1, 1, 1]), "support only 1"),
         (tiny_pvt_config, dict(attn_type="AAA"), "one 'A' or 'B' per stage"),
+        # Sizes below 1 are named before any arithmetic fails on them.
+        (tiny_swin_config, dict(patch_size=0), r"AgentSwinConfig: patch_size=0; every size must be a number >= 1"),
+        (tiny_swin_config, dict(window_size=0), "window_size=0"),
+        (tiny_swin_config, dict(downstream_agent_shapes=[[0, 2], [2, 2], [2, 2], [1, 1]]), "downstream_agent_shapes="),
+        (tiny_pvt_config, dict(sr_ratios=[0, 1, 1, 1]), r"AgentPvtConfig: sr_ratios=\[0, 1, 1, 1\]"),
+        (tiny_pvt_config, dict(embed_dims=[32, 0, 64, 64]), "embed_dims="),
     ],
 )
 def test_inconsistent_configs_are_rejected_with_a_clear_message(factory, kwargs, message):

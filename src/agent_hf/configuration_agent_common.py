@@ -76,10 +76,25 @@ def check_per_stage_lengths(config, names: tuple[str, ...], num_stages: int) -> 
             )
 
 
+def check_positive_sizes(config, names: tuple[str, ...]) -> None:
+    """Raise a `ValueError` naming the config attribute of `names` (a size, or a list of sizes, possibly nested)
+    that holds a value below 1; the models would otherwise fail later with a bare arithmetic error."""
+    for name in names:
+        values = getattr(config, name)
+        flat = [values] if isinstance(values, (int, float)) else [v for item in values for v in _as_list(item)]
+        if not flat or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1 for v in flat):
+            raise ValueError(f"{type(config).__name__}: {name}={values!r}; every size must be a number >= 1")
+
+
+def _as_list(item) -> list:
+    return list(item) if isinstance(item, (list, tuple)) else [item]
+
+
 __all__ = [
     "BackboneConfigMixin",
     "PreTrainedConfig",
     "check_per_stage_lengths",
+    "check_positive_sizes",
     "pretrained_config_kwargs",
     "set_stage_outputs",
 ]

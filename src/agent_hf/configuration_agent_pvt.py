@@ -6,6 +6,7 @@ from .configuration_agent_common import (
     BackboneConfigMixin,
     PreTrainedConfig,
     check_per_stage_lengths,
+    check_positive_sizes,
     pretrained_config_kwargs,
     set_stage_outputs,
 )
@@ -162,6 +163,14 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
 
     def _check_consistency(self) -> None:
         n = self.num_stages
+        check_positive_sizes(
+            self,
+            (
+                *("pretrain_image_size", "patch_size", "embed_dims", "num_heads", "mlp_ratios"),
+                *("depths", "sr_ratios", "agent_sr_ratios", "agent_num", "downstream_agent_shapes"),
+                *("agent_kernel_size", "fpn_hidden_size", "decoder_hidden_size", "feature_strides"),
+            ),
+        )
         per_stage = (
             "embed_dims",
             "num_heads",

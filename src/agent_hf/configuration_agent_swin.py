@@ -7,6 +7,7 @@ from .configuration_agent_common import (
     BackboneConfigMixin,
     PreTrainedConfig,
     check_per_stage_lengths,
+    check_positive_sizes,
     pretrained_config_kwargs,
     set_stage_outputs,
 )
@@ -224,6 +225,14 @@ class AgentSwinConfig(BackboneConfigMixin, PreTrainedConfig):
 
     def _check_consistency(self) -> None:
         n = self.num_layers
+        check_positive_sizes(
+            self,
+            (
+                *("pretrain_image_size", "patch_size", "embed_dim", "depths", "num_heads"),
+                *("window_size", "mlp_ratio", "agent_num", "downstream_agent_shapes", "agent_kernel_size"),
+                *("decoder_hidden_size", "pool_scales", "auxiliary_channels"),
+            ),
+        )
         check_per_stage_lengths(self, ("num_heads", "agent_num", "downstream_agent_shapes"), n)
         expand_swin_attention_layout(self.attn_type, self.depths)  # validates attn_type
         for i, (heads, agents, grid) in enumerate(zip(self.num_heads, self.agent_num, self.downstream_agent_shapes)):
