@@ -216,12 +216,13 @@ def ensure_venv(version: str, with_package: bool = False) -> Path:
     venv = VENV_ROOT / version
     python = venv / "bin" / "python"
     stamp = venv / (".installed-package" if with_package else ".installed")
+    base = ensure_base_venv()  # also on existing venvs: it installs what SHARED_PACKAGES gained since
     if stamp.exists():
         return python
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     if not (venv / ".installed").exists():
-        (site_packages(python) / "agent-hf-compat-base.pth").write_text(f"{ensure_base_venv()}\n")
+        (site_packages(python) / "agent-hf-compat-base.pth").write_text(f"{base}\n")
         run([python, "-m", "pip", "install", "-q", f"transformers=={version}"])
         (venv / ".installed").touch()
     if with_package:
