@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import REFERENCE_DIR, tiny_swin_config
 from script_helpers import COMMON, SCRIPTS, TINY_MODEL, load_script, run, run_in_process
 from transformers import AutoModelForSemanticSegmentation
@@ -19,14 +18,6 @@ from agent_hf.processing import save_model_folder
 
 CHECKPOINT = REFERENCE_DIR / "agent_swin_aaab_upernet.weights.safetensors"
 OFFICIAL_CONFIG = REFERENCE_DIR / "agent_swin_aaab_upernet.json"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

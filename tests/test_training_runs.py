@@ -33,14 +33,6 @@ from agent_hf.data import make_synthetic_scene_parsing, save_as_image_folders, s
 from agent_hf.training import InvalidSampleError, scan_checkpoints
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def train():
     return load_script("run_semantic_segmentation")

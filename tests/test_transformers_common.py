@@ -99,16 +99,14 @@ class AgentModelTester:
 
 @contextlib.contextmanager
 def tiny_model_settings():
-    """Settings under which the mixins' tests run fast on tiny models: one thread (more only add synchronization,
-    worse on a busy machine) and short tensor reprs (some mixin tests format every parameter into an assertion
-    message, even when the assertion holds)."""
-    num_threads, print_options = torch.get_num_threads(), torch._tensor_str.get_printoptions()
-    torch.set_num_threads(1)
+    """Settings under which the mixins' tests run fast on tiny models (one thread, as everywhere in the tests, see
+    conftest.py): short tensor reprs (some mixin tests format every parameter into an assertion message, even when
+    the assertion holds)."""
+    print_options = torch._tensor_str.get_printoptions()
     torch.set_printoptions(threshold=4, edgeitems=1)
     try:
         yield
     finally:
-        torch.set_num_threads(num_threads)
         torch.set_printoptions(**print_options)
 
 
