@@ -52,6 +52,10 @@ ConfigTester = transformers_tests.configuration.ConfigTester
 
 IMAGE_SIZE = 64
 NUM_LABELS = 5
+# The tiny Agent-Swin with one block per stage where one says as much as two: the mixins' tests load, save, convert
+# and compare every parameter many times over, so the time goes with the number of blocks. Its last stage (a "B"
+# stage of the default "AAAB") keeps both of its kinds of blocks, a window block and a shifted-window block.
+MIXIN_SWIN = {**TINY_SWIN, "depths": [1, 1, 1, 2]}
 
 
 class AgentModelTester:
@@ -309,7 +313,7 @@ class AgentCommonTestsMixin(AgentTestsBase):
 # ------------------------------------------------------------------------------------------------ Agent-Swin
 class AgentSwinModelTest(AgentCommonTestsMixin, ModelTesterMixin, unittest.TestCase):
     all_model_classes = (AgentSwinModel, AgentSwinBackbone, AgentSwinForSemanticSegmentation)
-    model_tester_args = (AgentSwinConfig, TINY_SWIN)
+    model_tester_args = (AgentSwinConfig, MIXIN_SWIN)
     model_type = "agent_swin"
     model_class_names = {
         "MODEL_MAPPING_NAMES": "AgentSwinModel",
@@ -327,7 +331,7 @@ class AgentSwinModelTest(AgentCommonTestsMixin, ModelTesterMixin, unittest.TestC
 class AgentSwinBackboneTest(AgentTestsBase, BackboneTesterMixin, unittest.TestCase):
     all_model_classes = (AgentSwinBackbone,)
     config_class = AgentSwinConfig
-    model_tester_args = (AgentSwinConfig, TINY_SWIN)
+    model_tester_args = (AgentSwinConfig, MIXIN_SWIN)
 
 
 # ------------------------------------------------------------------------------------------------ Agent-PVT
