@@ -25,8 +25,11 @@ chromium:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
 
+# Two pytest-xdist workers (one torch thread each, see tests/conftest.py): much of the suite waits on single-threaded
+# work (imports, subprocesses, the browser), so the second core would otherwise idle. --dist loadscope keeps each
+# module (and each test class) on one worker, so module-scoped fixtures are built once.
 test: $(STAMP) chromium
-	$(PY) -m pytest -q --durations=25 tests
+	$(PY) -m pytest -q -n 2 --dist loadscope --durations=25 tests
 
 # The Hub-shipped model code on transformers 4.57.6 (the last 4.x), the floor and the newest 5.x, in cached venvs
 # (.venv-compat/<version> over one shared torch in .venv-compat/base, created on first use), plus the parity tests

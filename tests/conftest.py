@@ -1,4 +1,5 @@
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -10,9 +11,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # No test reaches the network: the Hub is unreachable here, and a hang would be worse than an error.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-# Remote code loaded by the tests (and their subprocesses) is copied into a cache of this run only, never one shared
-# with other runs or the user's: a stale or concurrently rewritten module there would make loading tests flaky.
-os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="agent-hf-test-modules-"))
+# Remote code loaded by the tests (and their subprocesses) is copied into a cache of this process only, never one
+# shared with other runs, the user's or the other pytest-xdist worker (which inherits the variable from the process
+# that started it): a stale or concurrently rewritten module there would make loading tests flaky. A cache the user
+# set is kept.
+if os.environ.get("HF_MODULES_CACHE") in (None, os.environ.get("AGENT_HF_TEST_MODULES_CACHE")):
+    os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="agent-hf-test-modules-")
+    os.environ["AGENT_HF_TEST_MODULES_CACHE"] = os.environ["HF_MODULES_CACHE"]
+# One thread per process, here and in every process a test starts (they inherit the variable): the models are tiny,
+# so more threads gain little, while two pytest-xdist workers, launched processes or other jobs on the same cores
+# oversubscribe them, and torch's thread pools then run several times slower. (torch reads it when imported.)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:  # imported before this file (by a plugin): too late for the variable
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # The tiny models every test file builds (~0.7M / ~0.2M parameters): all four stages, a few channels each.
 TINY_SWIN = dict(

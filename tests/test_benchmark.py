@@ -3,19 +3,17 @@ shares with the model cards."""
 
 import csv
 import json
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY_PVT, tiny_pvt_config
+from script_helpers import load_script
 
 import agent_hf
 from agent_hf.flops import FlopCounter, count_flops, count_model_flops
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_PVT_CONFIG = dict(model_type="agent_pvt", **TINY_PVT, num_labels=5)
 
 
@@ -45,36 +43,32 @@ def test_real_and_meta_counts_agree():
     assert count_model_flops(model, pixels) == count_flops(config, 64, 128) > 0
 
 
-def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(tmp_path):
-    command = [
-        sys.executable,
-        str(REPO_ROOT / "scripts" / "benchmark.py"),
-        "--model",
-        "agent-pvt-t-fpn-ade20k",
-        "--config",
-        json.dumps(TINY_PVT_CONFIG),
-        "--resolutions",
-        "64x64",
-        "64x128",
-        "--batch_sizes",
-        "1",
-        "--threads",
-        "1",
-        "--warmup",
-        "0",
-        "--repeats",
-        "1",
-        "--train_resolution",
-        "64x64",
-        "--train_batch",
-        "2",
-        "--memory",
-        "train",
-        "--output_dir",
-        str(tmp_path),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+@pytest.fixture(scope="module")
+def benchmark():
+    return load_script("benchmark")
+
+
+def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(benchmark, tmp_path, monkeypatch):
+    # In-process (its memory measurements still run the script in fresh processes, as on the command line).
+    argv = [
+        "--model", "agent-pvt-t-fpn-ade20k",
+        "--config", json.dumps(TINY_PVT_CONFIG),
+        "--resolutions", "64x64", "64x128",
+        "--batch_sizes", "1",
+        "--threads", "1",
+        "--warmup", "0",
+        "--repeats", "1",
+        "--train_resolution", "64x64",
+        "--train_batch", "2",
+        "--memory", "train",
+        "--output_dir", str(tmp_path),
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", [benchmark.__file__, *argv])  # the command line the report quotes
+    threads = torch.get_num_threads()
+    try:
+        benchmark.main(argv)
+    finally:
+        torch.set_num_threads(threads)
 
     with open(tmp_path / "benchmark.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -109,12 +103,9 @@ def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(tmp_path):
     assert (tmp_path / "latency_vs_pixels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bf16_agreement_runs_the_demo_folder_through_its_processor(tmp_path):
+def test_bf16_agreement_runs_the_demo_folder_through_its_processor(benchmark, tmp_path):
     """`--agreement_model`: the demo's validation images, regenerated from demo_run.json, predicted in fp32 and under
     bf16 autocast through the folder's processor; every pixel of every image is compared."""
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    import benchmark
-
     from agent_hf.data import synthetic_scenes
     from agent_hf.processing import make_image_processor, save_model_folder
 

@@ -8,25 +8,17 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import REFERENCE_DIR, tiny_swin_config
 from script_helpers import COMMON, SCRIPTS, TINY_MODEL, load_script, run, run_in_process
 from transformers import AutoModelForSemanticSegmentation
 
 import agent_hf
+from agent_hf.cli import ScriptError
 from agent_hf.folders import OutputFolderError, add_files, check_output_folder, write_folder
 from agent_hf.processing import save_model_folder
 
 CHECKPOINT = REFERENCE_DIR / "agent_swin_aaab_upernet.weights.safetensors"
 OFFICIAL_CONFIG = REFERENCE_DIR / "agent_swin_aaab_upernet.json"
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -182,16 +174,17 @@ def test_conversion_with_overwrite_replaces_a_folder_with_a_complete_model(conve
 
 
 def test_conversion_errors_are_one_line_with_exit_code_1(convert, tmp_path):
-    """The real command line: a missing checkpoint gives one line, no traceback, exit code 1; --debug shows the
-    traceback. A wrong argument is one line too."""
-    missing = [sys.executable, SCRIPTS / "convert_official_checkpoint.py", "--checkpoint", tmp_path / "missing.pth",
-               "--preset", "agent-pvt-t-fpn-ade20k", "--output_dir", tmp_path / "o"]  # fmt: skip
-    result = run(missing, check=False)
+    """The real command line: a missing checkpoint gives one line, no traceback, exit code 1; with --debug the error
+    propagates (the interpreter prints its traceback). A wrong argument is one line too."""
+    missing = ["--checkpoint", tmp_path / "missing.pth", "--preset", "agent-pvt-t-fpn-ade20k", "--output_dir",
+               tmp_path / "o"]  # fmt: skip
+    result = run([sys.executable, SCRIPTS / "convert_official_checkpoint.py", *missing], check=False)
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "no checkpoint file at" in result.stderr
     assert not (tmp_path / "o").exists()
-    debug = run([*missing, "--debug"], check=False)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "no checkpoint file at" in debug.stderr
+    with pytest.raises(ScriptError, match="no checkpoint file at"):
+        run_in_process(convert, [*missing, "--debug"])
+    assert not (tmp_path / "o").exists()
     code, stderr, _ = run_in_process(convert, ["--checkpoint", "x.pth", "--preset", "nope", "--output_dir", "o"])
     assert code == 1 and stderr.count("\n") == 1 and "invalid choice: 'nope'" in stderr
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import datasets
+import pytest
 from conftest import REPO_ROOT
 from hub_server import LocalHubServer
 from script_helpers import COMMON, TINY_MODEL, load_script, read_json, run_in_process, script_env
@@ -66,26 +67,51 @@ def add_scene_parse_150(hub: LocalHubServer, repo_id: str, with_export: bool) ->
     return data
 
 
-def test_scene_parse_150_loads_from_its_parquet_export_or_stops_with_one_message(tmp_path):
+# Trains one step on the prepared ADE20K and evaluates.
+RUN_SMALL = [*TINY_MODEL, *COMMON, "--do_reduce_labels", "--max_steps", "1", "--do_train", "--do_eval"]
+
+
+@pytest.fixture(scope="module")
+def hub_runs(tmp_path_factory):
+    """The scripts' runs of both tests below, in one subprocess (each costs seconds of imports) against one local Hub
+    holding a scene_parse_150 with its parquet export, one without, and the prepared ADE20K pushed by the first call.
+    Returns the answers (by name), the Hub's requests and the pushed dataset repo, and the folders used."""
+    tmp_path = tmp_path_factory.mktemp("hub_runs")
+    ade = save_as_image_folders(make_synthetic_scene_parsing(4, 3, num_classes=5, max_size=96), tmp_path / "ADE")
+    local = tmp_path / "ade20k"
+    evaluate = [*TINY_MODEL, *COMMON, "--do_eval", "--max_eval_samples", "2"]
+    calls = {
+        "scene_parse_150": ("run_semantic_segmentation", [*evaluate, "--dataset_name", "scene_parse_150",
+                                                          "--output_dir", tmp_path / "eval"]),
+        "without_export": ("run_semantic_segmentation", [*evaluate, "--dataset_name", "someone/scene_parse_150",
+                                                         "--output_dir", tmp_path / "missing"]),
+        "prepare": ("prepare_ade20k", ["--ade_dir", ade, "--output_dir", local, "--max_shard_size", "0.02",
+                                       "--push_to_hub", "--hub_dataset_id", "team/ade20k", "--private"]),
+        "by_repo": ("run_semantic_segmentation", [*RUN_SMALL, "--dataset_name", "team/ade20k", "--streaming",
+                                                  "--output_dir", tmp_path / "by_repo"]),
+    }  # fmt: skip
     with LocalHubServer(tokens={TOKEN}) as hub:
         add_scene_parse_150(hub, "zhoubolei/scene_parse_150", with_export=True)
         add_scene_parse_150(hub, "someone/scene_parse_150", with_export=False)
-        evaluate = [*TINY_MODEL, *COMMON, "--do_eval", "--max_eval_samples", "2"]
-        (found, *_), (missing_code, missing_error, _) = run_with_hub(
-            hub,
-            tmp_path,
-            [
-                ("run_semantic_segmentation", [*evaluate, "--dataset_name", "scene_parse_150",
-                                               "--output_dir", tmp_path / "eval"]),
-                ("run_semantic_segmentation", [*evaluate, "--dataset_name", "someone/scene_parse_150",
-                                               "--output_dir", tmp_path / "missing"]),
-            ],
-        )  # fmt: skip
-        reads = {(r.method, r.path) for r in hub.requests}
+        answers = dict(zip(calls, run_with_hub(hub, tmp_path, list(calls.values()))))
+        return dict(
+            answers=answers,
+            reads={(r.method, r.path) for r in hub.requests},
+            remote=hub.files("team/ade20k", repo_type="dataset"),
+            private=hub.repo("team/ade20k", "dataset").private,
+            root=tmp_path,
+            ade=ade,
+            local=local,
+        )
+
+
+def test_scene_parse_150_loads_from_its_parquet_export_or_stops_with_one_message(hub_runs):
+    found, *_ = hub_runs["answers"]["scene_parse_150"]
+    missing_code, missing_error, _ = hub_runs["answers"]["without_export"]
     assert found == 0
-    report = read_json(tmp_path / "eval" / "eval_per_class.json")
+    report = read_json(hub_runs["root"] / "eval" / "eval_per_class.json")
     assert report["num_images"] == 2 and len(report["per_class"]) == 150  # ADE20K's classes
-    assert ("GET", "/api/datasets/zhoubolei/scene_parse_150/revision/refs%2Fconvert%2Fparquet") in reads
+    assert ("GET", "/api/datasets/zhoubolei/scene_parse_150/revision/refs%2Fconvert%2Fparquet") in hub_runs["reads"]
 
     assert missing_code == 1 and missing_error.count("\n") == 1
     for part in ("someone/scene_parse_150", "no parquet export", "loading script", "ADEChallengeData2016",
@@ -93,27 +119,12 @@ def test_scene_parse_150_loads_from_its_parquet_export_or_stops_with_one_message
         assert part in missing_error, missing_error
 
 
-def test_prepared_ade20k_loads_by_path_and_by_repo_id(tmp_path):
+def test_prepared_ade20k_loads_by_path_and_by_repo_id(hub_runs, tmp_path):
     """prepare_ade20k.py writes parquet shards + id2label.json locally and pushes the same to a dataset repo; the
     training script trains and evaluates on either (streaming the Hub copy)."""
-    ade = save_as_image_folders(make_synthetic_scene_parsing(4, 3, num_classes=5, max_size=96), tmp_path / "ADE")
-    local = tmp_path / "ade20k"
-    run_small = [*TINY_MODEL, *COMMON, "--do_reduce_labels", "--max_steps", "1", "--do_train", "--do_eval"]
-    with LocalHubServer(tokens={TOKEN}) as hub:
-        answers = run_with_hub(
-            hub,
-            tmp_path,
-            [
-                ("prepare_ade20k", ["--ade_dir", ade, "--output_dir", local, "--max_shard_size", "0.02",
-                                    "--push_to_hub", "--hub_dataset_id", "team/ade20k", "--private"]),
-                ("run_semantic_segmentation", [*run_small, "--dataset_name", "team/ade20k", "--streaming",
-                                               "--output_dir", tmp_path / "by_repo"]),
-            ],
-        )  # fmt: skip
-        remote = hub.files("team/ade20k", repo_type="dataset")
-        private = hub.repo("team/ade20k", "dataset").private
-    assert [code for code, *_ in answers] == [0, 0], answers
-    assert private and remote["id2label.json"] == (local / "id2label.json").read_bytes()
+    answers, remote, ade, local = hub_runs["answers"], hub_runs["remote"], hub_runs["ade"], hub_runs["local"]
+    assert [answers[name][0] for name in ("prepare", "by_repo")] == [0, 0], answers
+    assert hub_runs["private"] and remote["id2label.json"] == (local / "id2label.json").read_bytes()
     shards = sorted(path.relative_to(local).as_posix() for path in (local / "data").iterdir())
     assert len(shards) > 2 and sorted(p for p in remote if p.startswith("data/")) == shards
     assert all(remote[shard] == (local / shard).read_bytes() for shard in shards)
@@ -124,10 +135,10 @@ def test_prepared_ade20k_loads_by_path_and_by_repo_id(tmp_path):
     stored = prepared["train"].cast_column("image", datasets.Image(decode=False))[0]["image"]["bytes"]
     assert stored == (ade / "images" / "training" / "synthetic_train_00000001.jpg").read_bytes()
 
-    assert read_json(tmp_path / "by_repo" / "eval_per_class.json")["num_images"] == 3
+    assert read_json(hub_runs["root"] / "by_repo" / "eval_per_class.json")["num_images"] == 3
     code, stderr, _ = run_in_process(
         load_script("run_semantic_segmentation"),
-        [*run_small, "--dataset_name", local, "--output_dir", tmp_path / "by_path"],
+        [*RUN_SMALL, "--dataset_name", local, "--output_dir", tmp_path / "by_path"],
     )
     assert code == 0, stderr
     assert read_json(tmp_path / "by_path" / "eval_per_class.json")["num_images"] == 3

@@ -176,7 +176,7 @@ def test_a_streamed_dataset_trains_and_evaluates_on_two_processes(readme_command
              "--do_reduce_labels", "--do_eval", "--output_dir", tmp_path / "eval"],
         )  # fmt: skip
     finally:
-        torch.set_num_threads(threads)  # later tests compare against fresh processes, which use every core
+        torch.set_num_threads(threads)
     assert code == 0, stderr
     streamed, whole = (
         read_json(tmp_path / "run" / "all_results.json"),

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO_ROOT, tiny_pvt_config, tiny_swin_config
 from PIL import Image
+from script_helpers import load_script, run_in_process
 from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForSemanticSegmentation, pipeline
 
 import agent_hf
@@ -223,30 +224,47 @@ def run_without_agent_hf(code: str, tmp_path) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("factory", [tiny_swin_config, tiny_pvt_config])
-def test_saved_folder_loads_with_trust_remote_code_without_agent_hf(factory, tmp_path):
-    model = AutoModelForSemanticSegmentation.from_config(factory()).eval()
-    folder = tmp_path / "model"
-    save_model_folder(model, folder)
-    x = torch.randn(1, 3, 64, 80)
-    with torch.no_grad():
-        torch.save({"x": x, "logits": model(x).logits, "maps": model.backbone(x).feature_maps}, tmp_path / "io.pt")
+@pytest.fixture(scope="module")
+def loaded_without_agent_hf(tmp_path_factory):
+    """A tiny Agent-Swin and Agent-PVT saved as model folders, then loaded with ``trust_remote_code=True`` in one
+    process that cannot import agent_hf. Returns ``{config class name: (the model, what that process printed)}``."""
+    root = tmp_path_factory.mktemp("remote_code")
+    models = {}
+    for factory in (tiny_swin_config, tiny_pvt_config):
+        model = AutoModelForSemanticSegmentation.from_config(factory()).eval()
+        name = type(model.config).__name__
+        save_model_folder(model, root / name)
+        x = torch.randn(1, 3, 64, 80)
+        with torch.no_grad():
+            torch.save(
+                {"x": x, "logits": model(x).logits, "maps": model.backbone(x).feature_maps}, root / f"{name}.pt"
+            )
+        models[name] = model
     out = run_without_agent_hf(
         f"""
         import torch
         from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
-        io = torch.load("io.pt")
-        model = AutoModelForSemanticSegmentation.from_pretrained("model", trust_remote_code=True).eval()
-        with torch.no_grad():
-            assert torch.equal(model(io["x"]).logits, io["logits"])
-        base = AutoModel.from_pretrained("model", trust_remote_code=True)
-        config = AutoConfig.from_pretrained("model", trust_remote_code=True)
-        assert type(config).__name__ == "{type(model.config).__name__}"
-        print(type(model).__name__, type(model).__module__.startswith("transformers_modules"), type(base).__name__)
+        for name in {sorted(models)!r}:
+            io = torch.load(name + ".pt")
+            model = AutoModelForSemanticSegmentation.from_pretrained(name, trust_remote_code=True).eval()
+            with torch.no_grad():
+                assert torch.equal(model(io["x"]).logits, io["logits"])
+            base = AutoModel.from_pretrained(name, trust_remote_code=True)
+            config = AutoConfig.from_pretrained(name, trust_remote_code=True)
+            assert type(config).__name__ == name
+            print(name, type(model).__name__, type(model).__module__.startswith("transformers_modules"),
+                  type(base).__name__)
         """,
-        tmp_path,
+        root,
     )
-    assert out.split() == [
+    printed = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
+    return {name: (model, printed.get(name)) for name, model in models.items()}
+
+
+@pytest.mark.parametrize("config_class", ["AgentSwinConfig", "AgentPvtConfig"])
+def test_saved_folder_loads_with_trust_remote_code_without_agent_hf(loaded_without_agent_hf, config_class):
+    model, printed = loaded_without_agent_hf[config_class]
+    assert printed == [
         type(model).__name__,
         "True",
         type(model).__name__.replace("ForSemanticSegmentation", "Model"),
@@ -317,21 +335,12 @@ def test_conversion_script_writes_a_folder_that_loads_everywhere(tmp_path, refer
 
 
 def test_conversion_script_fails_cleanly_on_a_mismatched_checkpoint(tmp_path, reference_dir):
+    # In-process (the script's command line runs in the test above and in test_folders.py).
     folder = tmp_path / "converted"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "scripts" / "convert_official_checkpoint.py"),
-            "--checkpoint",
-            str(reference_dir / "agent_pvt_aaaa_fpn.weights.safetensors"),
-            "--preset",
-            "agent-swin-t-upernet-ade20k",
-            "--output_dir",
-            str(folder),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode != 0 and "does not fit AgentSwinConfig" in result.stderr
+    code, stderr, _ = run_in_process(
+        load_script("convert_official_checkpoint"),
+        ["--checkpoint", reference_dir / "agent_pvt_aaaa_fpn.weights.safetensors",
+         "--preset", "agent-swin-t-upernet-ade20k", "--output_dir", folder],
+    )  # fmt: skip
+    assert code == 1 and "does not fit AgentSwinConfig" in stderr
     assert not folder.exists() and [p.name for p in tmp_path.iterdir()] == [], "no half-written output"

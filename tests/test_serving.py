@@ -22,6 +22,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, tiny_pvt_config, tiny_swin_config
 from PIL import Image
+from script_helpers import load_script
 from transformers import AutoModelForSemanticSegmentation, SegformerImageProcessorPil
 
 import agent_hf
@@ -319,22 +320,16 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_old_folders_load_and_upgrade_to_the_evaluation_path(tmp_path):
+def test_old_folders_load_and_upgrade_to_the_evaluation_path(tmp_path, capsys):
     model = ade20k_tiny_model(tiny_swin_config)
     old, upgraded = tmp_path / "old-agent-swin", tmp_path / "upgraded-agent-swin"
     write_old_folder(model, old)
     shutil.copytree(old, upgraded)
     before = folder_bytes(upgraded)
 
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "upgrade_model_folder.py"), str(upgraded)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(Path(agent_hf.__file__).parent.parent)},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert f"upgraded {upgraded}" in result.stdout
+    # The script in-process (its command line runs in the next test).
+    assert load_script("upgrade_model_folder").main([str(upgraded)]) == 0
+    assert f"upgraded {upgraded}" in capsys.readouterr().out
     after = folder_bytes(upgraded)
     # every earlier file but the two configs is byte for byte the same; nothing was deleted, no temp file is left
     changed = {name for name in before if after[name] != before[name]}

@@ -45,15 +45,6 @@ def tiny_pvt():
     return agent_hf.AgentPvtForSemanticSegmentation(tiny_pvt_config())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: extra threads only slow them down, a lot on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def groups_by_name(model, recipe):
     return {group["group"]: group for group in parameter_groups(model, recipe)}
 

@@ -29,16 +29,9 @@ from script_helpers import (
 )
 from transformers import AutoModelForSemanticSegmentation
 
+from agent_hf.cli import ScriptError
 from agent_hf.data import make_synthetic_scene_parsing, save_as_image_folders, synthetic_id2label
 from agent_hf.training import InvalidSampleError, scan_checkpoints
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -229,20 +222,19 @@ def test_the_model_is_saved_before_evaluation(train, tmp_path):
 # ------------------------------------------------------------------------------------------- one-line errors
 def test_errors_are_one_line_with_exit_code_1(train, tmp_path):
     """The real command line: an empty images/validation is reported as empty (not missing), in one line, exit code
-    1; --debug shows the traceback."""
+    1; with --debug the error propagates (the interpreter prints its traceback). The other errors in-process."""
     root = save_as_image_folders(make_synthetic_scene_parsing(2, 1, max_size=96), tmp_path / "ade")
     for image in (root / "images" / "validation").iterdir():
         image.unlink()
-    args = [sys.executable, TRAIN_SCRIPT, *TINY_MODEL, "--validation_dir", root, "--do_eval", "--output_dir",
-            tmp_path / "out"]  # fmt: skip
-    result = run(args, check=False)
+    args = [*TINY_MODEL, "--validation_dir", root, "--do_eval", "--output_dir", tmp_path / "out"]
+    result = run([sys.executable, TRAIN_SCRIPT, *args], check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: could not load the dataset: {root}/images/validation is empty: it holds no image file "
         "(.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)"
     ]
-    debug = run([*args, "--debug"], check=False)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and "is empty" in debug.stderr
+    with pytest.raises(ScriptError, match="could not load the dataset: .* is empty"):
+        run_in_process(train, [*args, "--debug"])
 
     for argv, message in (
         (["--output_dir", tmp_path / "o", "--model_name_or_path"], "--model-name-or-path: expected one argument"),

@@ -56,6 +56,10 @@ ConfigTester = transformers_tests.configuration.ConfigTester
 
 IMAGE_SIZE = 64
 NUM_LABELS = 5
+# The tiny Agent-Swin with one block per stage where one says as much as two: the mixins' tests load, save, convert
+# and compare every parameter many times over, so the time goes with the number of blocks. Its last stage (a "B"
+# stage of the default "AAAB") keeps both of its kinds of blocks, a window block and a shifted-window block.
+MIXIN_SWIN = {**TINY_SWIN, "depths": [1, 1, 1, 2]}
 
 
 class AgentModelTester:
@@ -103,16 +107,14 @@ class AgentModelTester:
 
 @contextlib.contextmanager
 def tiny_model_settings():
-    """Settings under which the mixins' tests run fast on tiny models: one thread (more only add synchronization,
-    worse on a busy machine) and short tensor reprs (some mixin tests format every parameter into an assertion
-    message, even when the assertion holds)."""
-    num_threads, print_options = torch.get_num_threads(), torch._tensor_str.get_printoptions()
-    torch.set_num_threads(1)
+    """Settings under which the mixins' tests run fast on tiny models (one thread, as everywhere in the tests, see
+    conftest.py): short tensor reprs (some mixin tests format every parameter into an assertion message, even when
+    the assertion holds)."""
+    print_options = torch._tensor_str.get_printoptions()
     torch.set_printoptions(threshold=4, edgeitems=1)
     try:
         yield
     finally:
-        torch.set_num_threads(num_threads)
         torch.set_printoptions(**print_options)
 
 
@@ -329,7 +331,7 @@ class AgentCommonTestsMixin(AgentTestsBase):
 # ------------------------------------------------------------------------------------------------ Agent-Swin
 class AgentSwinModelTest(AgentCommonTestsMixin, ModelTesterMixin, unittest.TestCase):
     all_model_classes = (AgentSwinModel, AgentSwinBackbone, AgentSwinForSemanticSegmentation)
-    model_tester_args = (AgentSwinConfig, TINY_SWIN)
+    model_tester_args = (AgentSwinConfig, MIXIN_SWIN)
     model_type = "agent_swin"
     model_class_names = {
         "MODEL_MAPPING_NAMES": "AgentSwinModel",
@@ -347,7 +349,7 @@ class AgentSwinModelTest(AgentCommonTestsMixin, ModelTesterMixin, unittest.TestC
 class AgentSwinBackboneTest(AgentTestsBase, BackboneTesterMixin, unittest.TestCase):
     all_model_classes = (AgentSwinBackbone,)
     config_class = AgentSwinConfig
-    model_tester_args = (AgentSwinConfig, TINY_SWIN)
+    model_tester_args = (AgentSwinConfig, MIXIN_SWIN)
 
 
 # ------------------------------------------------------------------------------------------------ Agent-PVT
