@@ -157,9 +157,14 @@ def make_inputs(batch: int, resolution, device: str, dtype: torch.dtype, num_lab
     return pixels, torch.randint(0, num_labels, (batch, *resolution), generator=generator).to(device)
 
 
+def autocast_device_type(device: str) -> str:
+    """`torch.autocast`'s device type of `device` ("cuda[:i]" or "cpu")."""
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
 def forward_call(model, pixels, device: str, dtype: torch.dtype):
     """A forward pass, under autocast to `dtype` unless it is fp32 (the weights stay fp32, as in training)."""
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    device_type = autocast_device_type(device)
 
     def run():
         with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
@@ -187,7 +192,7 @@ def prediction_agreement(model_dir: Path, dtype: torch.dtype, device: str) -> di
     model = AutoModelForSemanticSegmentation.from_pretrained(model_dir).to(device).eval()
     processor = AutoImageProcessor.from_pretrained(model_dir)
     scenes = synthetic_scenes("validation", settings["num_val"], model.config.num_labels, settings["seed"])
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    device_type = autocast_device_type(device)
     equal = total = images = 0
     with torch.inference_mode():
         for image, _ in scenes:
@@ -206,7 +211,7 @@ def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):
     """One optimizer step: forward with labels (under autocast for bf16/fp16), backward, AdamW step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     autocast = dtype != torch.float32
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    device_type = autocast_device_type(device)
 
     def run():
         with torch.autocast(device_type, dtype=dtype, enabled=autocast):

@@ -451,10 +451,10 @@ __all__ = [
     "AgentBiasFactors",
     "FusedAttentionWithBiasGrad",
     "agent_bias_factors",
+    "agent_step_by_products",
     "bilinear_matrix",
     "blocked_agent_step",
     "blocked_query_step",
     "cached_bias_factors",
-    "agent_step_by_products",
     "fast_agent_attention",
 ]

@@ -186,11 +186,7 @@ def make_synthetic_scene_parsing(
     """
     import datasets  # here, not at the top: `import agent_hf` must not import `datasets`
 
-    # Checked here too, before any image is drawn: `synthetic_scenes` is lazy.
-    if not 1 <= num_classes <= 255:
-        raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
-    if not 1 <= min_size <= max_size:
-        raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
+    _check_scene_arguments(num_classes, min_size, max_size)  # before any work: `synthetic_scenes` is lazy
     features = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
     splits = {}
     for split, count in zip(_SPLITS, (num_train, num_val), strict=True):
@@ -200,6 +196,13 @@ def make_synthetic_scene_parsing(
             annotations.append(_png_bytes(annotation))
         splits[split] = datasets.Dataset.from_dict({"image": images, "annotation": annotations}, features=features)
     return datasets.DatasetDict(splits)
+
+
+def _check_scene_arguments(num_classes: int, min_size: int, max_size: int) -> None:
+    if not 1 <= num_classes <= 255:
+        raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
+    if not 1 <= min_size <= max_size:
+        raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
 
 
 def synthetic_scenes(
@@ -212,10 +215,7 @@ def synthetic_scenes(
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
-    if not 1 <= num_classes <= 255:
-        raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
-    if not 1 <= min_size <= max_size:
-        raise ValueError(f"need 1 <= min_size <= max_size, got {min_size}, {max_size}")
+    _check_scene_arguments(num_classes, min_size, max_size)
     styles = _class_styles(num_classes)
     for i in range(count):
         rng = np.random.default_rng([seed, _SPLITS.index(split), i])

@@ -108,7 +108,15 @@ def folder_origin(folder: PathLike) -> FolderOrigin:
     )
 
 
-def card_for_folder(folder: PathLike, repo_id: str, *, preset: str | None = None, **options: Any) -> ModelCard:
+def card_for_folder(
+    folder: PathLike,
+    repo_id: str,
+    *,
+    preset: str | None = None,
+    measured: Mapping[str, Any] | None = None,
+    flops: float | None = None,
+    demo_url: str | None = DEMO_SPACE_URL,
+) -> ModelCard:
     """The card a model folder gets, from its provenance: the paper's (`render_model_card`) or its own
     (`render_folder_model_card`).
 
@@ -117,7 +125,9 @@ def card_for_folder(folder: PathLike, repo_id: str, *, preset: str | None = None
         repo_id: the Hub repository the card is for.
         preset: ask for the paper's card of this preset. Accepted for converted official weights of that preset,
             and for a folder without provenance whose architecture is the preset's; refused otherwise.
-        options: `measured`, `flops` and `demo_url`, passed on to the card's renderer.
+        measured: results measured on this model, added to the card (see `normalize_measured`).
+        flops: FLOPs of one 512x2048 forward pass, shown on the card.
+        demo_url: URL of a demo Space.
 
     Raises:
         ValueError: `preset` is given for a folder that does not hold that preset's official weights.
@@ -126,7 +136,7 @@ def card_for_folder(folder: PathLike, repo_id: str, *, preset: str | None = None
     folder = Path(folder)
     validate_model_folder(folder)  # the complete diagnosis of an incomplete folder, before reading it
     origin = folder_origin(folder)
-    options = dict(options, repo_id=repo_id)
+    options = dict(repo_id=repo_id, measured=measured, flops=flops, demo_url=demo_url)
     if origin.has_paper_weights:
         if preset is not None and preset != origin.preset:
             raise ValueError(
