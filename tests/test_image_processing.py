@@ -238,7 +238,9 @@ def test_settings_are_validated_saved_and_overridable(tmp_path):
     processor = make_image_processor(scale=(1024, 256), mode="slide", ratios=[0.75, 1.0], flip=True)
     with pytest.raises(ValueError, match="unknown inference setting"):
         processor.inference_settings(window=3)
-    assert processor.inference_settings(crop_size=256)["crop_size"] == (256, 256)
+    assert processor.inference_settings(crop_size=256, stride=170)["crop_size"] == (256, 256)
+    with pytest.raises(ValueError, match="must not exceed crop_size"):  # 341 > 256: pixels would get no window
+        processor.inference_settings(crop_size=256)
 
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())

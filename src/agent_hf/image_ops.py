@@ -24,9 +24,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import http.client
 import io
+import math
 import os
-import urllib.request
+import socket
+import threading
+import time
+import urllib.parse
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -38,6 +45,8 @@ __all__ = [
     "ADE20K_STD",
     "ImageInput",
     "ImageSource",
+    "check_pixels",
+    "fetch_url",
     "normalize",
     "open_image",
     "pad_to",
@@ -310,62 +319,199 @@ def normalize(
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
-def _decode(data: bytes, what: str) -> Image.Image:
-    """Decodes an encoded image, applying its EXIF orientation (as OpenCV's ``imread``, which mmseg uses, does)."""
+def check_pixels(width: int, height: int, what: str, max_pixels: int | None) -> None:
+    """Refuses an image of more than ``max_pixels`` pixels (``None``: no limit), naming it and the limit."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ValueError(
+            f"{what} is a {width}x{height} image ({width * height / 1e6:.1f} megapixels), more than the limit of "
+            f"{max_pixels / 1e6:g} megapixels (max_pixels)"
+        )
+
+
+def _check_bytes(size: int, what: str, max_bytes: int | None) -> None:
+    if max_bytes is not None and size > max_bytes:
+        raise ValueError(f"{what} holds {size} bytes, more than the limit of {max_bytes} bytes (max_bytes)")
+
+
+def _decode(data: bytes, what: str, max_pixels: int | None = None) -> Image.Image:
+    """Decodes an encoded image, applying its EXIF orientation (as OpenCV's ``imread``, which mmseg uses, does).
+
+    The size is read from the header and checked against ``max_pixels`` before any pixel is decoded.
+    """
+    errors = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # checked below, with a clearer message
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except errors as error:
+        raise ValueError(f"{what} is not a decodable image ({type(error).__name__}: {error})") from error
+    with image:
+        check_pixels(*image.size, what, max_pixels)
+        try:
             image.load()
             return ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"{what} is not a decodable image ({type(error).__name__}: {error})") from error
+        except errors as error:
+            raise ValueError(f"{what} is not a decodable image ({type(error).__name__}: {error})") from error
 
 
-def open_image(image: ImageSource, timeout: float | None = None) -> ImageInput:
+def _shut(sock: socket.socket) -> None:
+    # Called by a timer when the total time is up: a blocked recv returns at once (slow-drip servers).
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def fetch_url(url: str, timeout: float = 30.0, connect_timeout: float = 10.0, max_bytes: int | None = None) -> bytes:
+    """The body of an ``http(s)://`` URL, within ``timeout`` seconds in all (however slowly the server answers).
+
+    Redirects are not followed; the body is refused as soon as it exceeds ``max_bytes``.
+
+    Raises:
+        ValueError: any failure (connection refused, timeout, HTTP status other than 200, too large).
+    """
+    if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"the URL timeout must be a positive number of seconds, got {timeout!r}")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url[:100]!r} is not an http(s) URL")
+    deadline = time.monotonic() + timeout
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_class(parts.hostname, parts.port, timeout=min(connect_timeout, timeout))
+    timer = None
+    try:
+        connection.connect()
+        sock = connection.sock  # http.client drops its reference once a response says "Connection: close"
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), _shut, (sock,))
+        timer.daemon = True
+        timer.start()
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection.request("GET", target, headers={"User-Agent": "agent-hf"})
+        response = connection.getresponse()
+        if response.status != 200:
+            raise ValueError(f"{url} answered HTTP {response.status} {response.reason} (redirects are not followed)")
+        length = response.getheader("Content-Length")
+        if length is not None and length.isdigit():
+            _check_bytes(int(length), f"the content of {url}", max_bytes)
+        chunks, size = [], 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the total time ran out")
+            sock.settimeout(remaining)
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            _check_bytes(size, f"the content of {url}", max_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except (OSError, http.client.HTTPException) as error:
+        if time.monotonic() >= deadline - 0.01 or isinstance(error, TimeoutError):
+            raise ValueError(f"{url} did not send a complete answer within {timeout:g} s") from error
+        raise ValueError(f"could not fetch {url} ({type(error).__name__}: {error})") from error
+    finally:
+        if timer is not None:
+            timer.cancel()
+        connection.close()
+
+
+def open_image(
+    image: ImageSource,
+    timeout: float | None = None,
+    *,
+    allow_paths: bool = True,
+    allow_urls: bool = True,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
+    connect_timeout: float = 10.0,
+) -> ImageInput:
     """An image from any of the forms users and Inference Endpoints send, for :func:`to_rgb_array`.
 
     Args:
         image: a PIL image or numpy array (returned as is); encoded image bytes; a string holding a file path, an
             ``http(s)://`` URL, a ``data:image/...;base64,`` URL or base64-encoded image bytes; an ``os.PathLike``.
-        timeout: seconds to wait for an URL (``None``: the socket default).
+        timeout: total seconds an URL may take (``None``: 30), however slowly its server answers.
+        allow_paths: accept file paths; when ``False`` no string is ever looked up on the file system, so errors
+            tell nothing about the server's files.
+        allow_urls: accept ``http(s)://`` URLs.
+        max_bytes: most encoded bytes accepted (raw bytes, decoded base64, an URL's body); ``None``: no limit.
+        max_pixels: most pixels (width x height) accepted, read from the header before decoding; ``None``: only
+            PIL's own decompression-bomb limit.
+        connect_timeout: seconds to wait for an URL's server to accept the connection.
 
     Returns:
         A PIL image in its file's own mode (16-bit PNGs stay 16-bit, so :func:`to_rgb_array` converts them as
         training does), or the array given.
 
     Raises:
-        ValueError: bytes or a string that do not decode to an image.
+        ValueError: bytes or a string that do not decode to an image, or that a limit refuses.
         TypeError: any other type.
     """
-    if isinstance(image, (Image.Image, np.ndarray)):
+    if isinstance(image, Image.Image):
+        check_pixels(*image.size, "the image", max_pixels)
+        return image
+    if isinstance(image, np.ndarray):
+        if image.ndim >= 2:
+            check_pixels(image.shape[1], image.shape[0], "the image array", max_pixels)
         return image
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return _decode(bytes(image), f"the {len(image)} input bytes")
+        _check_bytes(len(image), "the input", max_bytes)
+        return _decode(bytes(image), f"the {len(image)} input bytes", max_pixels)
     if isinstance(image, os.PathLike):
+        if not allow_paths:
+            raise ValueError("file paths are not accepted here (allow_paths is off)")
         image = os.fspath(image)
     if not isinstance(image, str):
         raise TypeError(
             "expected a PIL image, a numpy array, encoded image bytes, a base64 string, a file path or an URL, "
             f"got {type(image).__name__}"
         )
+    if max_bytes is not None and len(image) > max_bytes * 4 // 3 + 4096:  # base64 takes 4 characters per 3 bytes
+        raise ValueError(f"the input string holds {len(image)} characters, more than max_bytes={max_bytes} allows")
     if image.startswith(("http://", "https://")):
-        with urllib.request.urlopen(image, timeout=timeout) as response:
-            return _decode(response.read(), f"the content of {image}")
+        if not allow_urls:
+            raise ValueError("image URLs are not accepted here (allow_urls is off); send the image's bytes or base64")
+        content = fetch_url(image, 30.0 if timeout is None else timeout, connect_timeout, max_bytes)
+        return _decode(content, f"the content of {image}", max_pixels)
     if image.startswith("data:"):
         header, _, payload = image.partition(",")
         if not header.endswith(";base64"):
             raise ValueError(f"the data URL {header[:60]!r}... is not base64-encoded")
-        return _decode(_base64_bytes(payload, "the data URL"), "the data URL's content")
-    if os.path.isfile(image):
+        content = _base64_bytes(payload, "the data URL")
+        _check_bytes(len(content), "the data URL", max_bytes)
+        return _decode(content, "the data URL's content", max_pixels)
+    if allow_paths and os.path.isfile(image):
+        _check_bytes(os.path.getsize(image), f"the file {image!r}", max_bytes)
         with open(image, "rb") as file:
-            return _decode(file.read(), f"the file {image!r}")
-    return _decode(_base64_bytes(image, None), "the base64 string's content")
+            return _decode(file.read(), f"the file {image!r}", max_pixels)
+    if not allow_paths:
+        # One answer for any string that is not a base64 image, so that no answer depends on the server's files.
+        not_an_image = f"{_excerpt(image)} is not a base64-encoded image (file paths are not accepted here)"
+        try:
+            content = base64.b64decode("".join(image.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(not_an_image) from None
+        _check_bytes(len(content), "the base64 string", max_bytes)
+        try:
+            return _decode(content, "the base64 string's content", max_pixels)
+        except ValueError as error:
+            if "max_pixels" in str(error):
+                raise
+            raise ValueError(not_an_image) from None
+    content = _base64_bytes(image, None)
+    _check_bytes(len(content), "the base64 string", max_bytes)
+    return _decode(content, "the base64 string's content", max_pixels)
+
+
+def _excerpt(text: str) -> str:
+    return f"{text[:60]!r}{'...' if len(text) > 60 else ''}"
 
 
 def _base64_bytes(text: str, what: str | None) -> bytes:
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as error:
-        what = what or f"{text[:60]!r}{'...' if len(text) > 60 else ''}"
+        what = what or _excerpt(text)
         raise ValueError(
             f"{what} is neither an existing file, an http(s) URL nor base64-encoded image bytes"
         ) from error

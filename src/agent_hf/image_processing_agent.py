@@ -183,6 +183,20 @@ class AgentImageProcessor(BaseImageProcessor):
         return multiscale_inputs(open_image(image), tuple(self.scale), ratios, mean, std)
 
     # ---------------------------------------------------------------------------------------------- postprocess
+    @staticmethod
+    def _sizes(sizes, name: str) -> list[tuple[int, int]]:
+        """``sizes`` as ``(height, width)`` pairs of positive ints, else a ValueError naming the bad one."""
+        checked = []
+        for index, size in enumerate(sizes):
+            pair = tuple(size.tolist() if hasattr(size, "tolist") else size) if hasattr(size, "__len__") else ()
+            numbers = all(
+                isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in pair
+            )
+            if len(pair) != 2 or not numbers or not all(float(v).is_integer() and v >= 1 for v in pair):
+                raise ValueError(f"{name}[{index}] must be a (height, width) pair of positive ints, got {size!r}")
+            checked.append((int(pair[0]), int(pair[1])))
+        return checked
+
     def post_process_semantic_segmentation(
         self,
         outputs,
@@ -207,12 +221,12 @@ class AgentImageProcessor(BaseImageProcessor):
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
         if target_sizes is None:
             return list(logits.argmax(dim=1))
-        target_sizes = [tuple(int(v) for v in size) for size in target_sizes]
+        target_sizes = self._sizes(target_sizes, "target_sizes")
         if len(target_sizes) != len(logits):
             raise ValueError(f"got {len(target_sizes)} target_sizes for a batch of {len(logits)} images")
         if resized_sizes is None:
             resized_sizes = [self.resized_size(height, width) for height, width in target_sizes]
-        resized_sizes = [tuple(int(v) for v in size) for size in resized_sizes]
+        resized_sizes = self._sizes(resized_sizes, "resized_sizes")
         if len(resized_sizes) != len(logits):
             raise ValueError(f"got {len(resized_sizes)} resized_sizes for a batch of {len(logits)} images")
         padded_size = (max(h for h, _ in resized_sizes), max(w for _, w in resized_sizes))

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
-from .image_ops import open_image, to_rgb_array
-from .segmentation_inference import segment
+from .image_ops import open_image, rescale_size, to_rgb_array
+from .segmentation_inference import ServingLimits, scaled_bound, segment
 
 __all__ = ["AGENT_MODEL_TYPES", "AgentImageSegmentationPipeline"]
 
@@ -42,9 +42,36 @@ class AgentImageSegmentationPipeline(ImageSegmentationPipeline):
     - ``crop_size``, ``stride``: ``(height, width)`` of the sliding windows;
     - ``subtask``: only ``"semantic"`` (or ``None``); ``timeout``: seconds to wait for an image URL.
 
-    Images may be PIL images (any mode, converted like training data), arrays, encoded bytes, base64 strings, file
-    paths or URLs. With ``batch_size > 1`` images are still run one by one, so no result depends on the batch.
+    Images may be PIL images (any mode, converted like training data), arrays, encoded bytes, base64 strings, and,
+    unless the constructor's ``allow_paths``/``allow_urls`` turn them off (the Inference Endpoints handler does), file
+    paths and URLs. With ``batch_size > 1`` images are still run one by one, so no result depends on the batch.
+
+    Every call is bounded by ``limits`` (a :class:`ServingLimits`; default: ``ServingLimits.from_env()``, which
+    reads ``AGENT_HF_MAX_PIXELS`` and the like): image pixels (from the header, before decoding), encoded bytes,
+    images per call, number and range of ``ratios``, forward passes per image, URL time. These are constructor
+    arguments only, so that no call (no request) can change them::
+
+        pipeline("image-segmentation", model=..., trust_remote_code=True, allow_paths=False, allow_urls=False,
+                 limits=ServingLimits(max_pixels=100_000_000))
     """
+
+    def __init__(
+        self, *args, allow_paths: bool = True, allow_urls: bool = True, limits: ServingLimits | None = None, **kwargs
+    ) -> None:
+        self.allow_paths, self.allow_urls = bool(allow_paths), bool(allow_urls)
+        self.limits = ServingLimits.from_env() if limits is None else limits
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, inputs=None, **kwargs):
+        if isinstance(inputs, (list, tuple)):
+            if not inputs:
+                raise ValueError("inputs is an empty list; send at least one image")
+            if len(inputs) > self.limits.max_images:
+                raise ValueError(
+                    f"{len(inputs)} images in one call, more than the limit of {self.limits.max_images} (max_images)"
+                )
+            inputs = list(inputs)
+        return super().__call__(inputs, **kwargs)
 
     def check_model_type(self, supported_models) -> None:
         # The shared check only knows transformers' own classes and would log "not supported" for remote code.
@@ -68,15 +95,31 @@ class AgentImageSegmentationPipeline(ImageSegmentationPipeline):
             )
         overrides = {name: kwargs[name] for name in _SETTINGS if kwargs.get(name) is not None}
         validated = self.image_processor.inference_settings(**overrides)  # a bad value fails here, before any work
+        self.limits.check_settings(validated)
         forward_params = {name: validated[name] for name in overrides}
-        preprocess_params = {"ratios": forward_params.pop("ratios")} if "ratios" in forward_params else {}
+        preprocess_params = {"overrides": forward_params} if forward_params else {}
         if kwargs.get("timeout") is not None:
             preprocess_params["timeout"] = kwargs["timeout"]
-        return preprocess_params, forward_params, {}
+        return preprocess_params, {name: value for name, value in forward_params.items() if name != "ratios"}, {}
 
-    def preprocess(self, image, ratios=None, timeout=None) -> dict[str, Any]:
-        array = to_rgb_array(open_image(image, timeout=timeout))
-        views = self.image_processor.multiscale_pixel_values(array, ratios)
+    def preprocess(self, image, overrides=None, timeout=None) -> dict[str, Any]:
+        limits = self.limits
+        source = open_image(
+            image,
+            limits.url_timeout if timeout is None else timeout,
+            allow_paths=self.allow_paths,
+            allow_urls=self.allow_urls,
+            max_bytes=limits.max_bytes,
+            max_pixels=limits.max_pixels,
+            connect_timeout=limits.connect_timeout,
+        )
+        array = to_rgb_array(source)
+        settings = self.image_processor.inference_settings(**(overrides or {}))
+        height, width = array.shape[:2]
+        scale = tuple(self.image_processor.scale)
+        sizes = [rescale_size(width, height, scaled_bound(scale, r))[::-1] for r in settings["ratios"]]
+        limits.check_windows(sizes, settings)  # before any resize or forward pass
+        views = self.image_processor.multiscale_pixel_values(array, settings["ratios"])
         return {"pixel_values": tuple(views), "original_size": array.shape[:2]}
 
     def _forward(self, model_inputs, **overrides) -> dict[str, Any]:

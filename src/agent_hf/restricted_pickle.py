@@ -2,28 +2,41 @@
 
 ``torch.load(weights_only=True)`` refuses a file as soon as it meets a class it does not know, such as the yacs
 ``CfgNode`` that the official classification code stores under ``config``. :func:`load_tensors` reads such a file with
-an unpickler that builds tensors (torch's own rebuild functions, storages, dtypes, sizes) and plain containers
-(``dict``, ``OrderedDict``, ``list``, ``tuple``, ``set``, numbers, strings), and turns every other class or function
-the file names into an inert :class:`UnpickledObject`: calling it, or building it, records the arguments and
+an unpickler that builds tensors (torch's own rebuild functions, storages, dtypes, sizes) and plain containers of
+literals (``dict``, ``OrderedDict``, ``list``, ``tuple``, ``set``, numbers, strings), and turns every other class or
+function the file names into an inert :class:`UnpickledObject`: calling it, or building it, records the arguments and
 state and does nothing else. No module is imported and no code of the file runs; the tensors come out exactly as
-``torch.load`` builds them.
+``torch.load`` builds them. No call can allocate by argument either: ``range``, ``list``, ``bytes``, ``int`` ... are
+placeholders too (``list(range(10**9))`` in a file of a few hundred bytes stays a placeholder), and the only builtins
+called (``set``, ``frozenset``, ``complex``, how older protocols store those values) only take what the file holds.
+
+Before anything is read, :func:`check_archive` refuses a zip archive whose entries would decompress to much more
+than the file's size (``torch.save`` stores them uncompressed; a zip bomb is the only reason for more).
 
 This module is part of the package, not of the model code shipped to the Hub.
 """
 
 from __future__ import annotations
 
-import builtins
 import collections
 import io
 import logging
 import os
 import pickle
+import zipfile
 from typing import Any
 
 import torch
 
-__all__ = ["UnpickledObject", "load_checkpoint_file", "load_tensors"]
+__all__ = ["CheckpointReadError", "UnpickledObject", "check_archive", "load_checkpoint_file", "load_tensors"]
+
+#: A zip archive may decompress to at most this factor times its size, plus :data:`ARCHIVE_SLACK_BYTES`.
+ARCHIVE_EXPANSION = 2
+ARCHIVE_SLACK_BYTES = 64 * 2**20
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint file that cannot be read safely; the message is one line naming the file and the problem."""
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +82,25 @@ def _placeholder(module: str, name: str) -> type[UnpickledObject]:
     return type(name, (UnpickledObject,), {"qualified_name": f"{module}.{name}", "__module__": __name__})
 
 
-_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool", "str", "bytes",
-             "bytearray", "slice", "range"}  # fmt: skip
+def _literal_collection(kind: type) -> Any:
+    """``set`` / ``frozenset`` of the items the file holds (protocols 0-3 store them as ``set([items])``)."""
+
+    def build(items: Any = ()) -> Any:
+        if not isinstance(items, (list, tuple, set, frozenset)):
+            raise pickle.UnpicklingError(f"{kind.__name__}() of a {type(items).__name__}: only literal items are read")
+        return kind(items)
+
+    return build
+
+
+def _literal_complex(real: Any = 0.0, imag: Any = 0.0) -> complex:
+    if not all(isinstance(v, (int, float)) for v in (real, imag)):
+        raise pickle.UnpicklingError("complex() of something other than numbers")
+    return complex(real, imag)
+
+
+# Builtins that older pickle protocols call to rebuild literal values; each takes only what the file holds.
+_BUILTINS = {"set": _literal_collection(set), "frozenset": _literal_collection(frozenset), "complex": _literal_complex}
 _TORCH_FUNCTIONS = {
     ("torch._utils", "_rebuild_tensor"),
     ("torch._utils", "_rebuild_tensor_v2"),
@@ -88,8 +118,8 @@ _TORCH_FUNCTIONS = {
 
 def _allowed(module: str, name: str) -> Any | None:
     """The real object for a name the restricted unpickler may build, else ``None``."""
-    if module == "builtins" and name in _BUILTINS:
-        return getattr(builtins, name)
+    if module in ("builtins", "__builtin__") and name in _BUILTINS:
+        return _BUILTINS[name]
     if (module, name) == ("collections", "OrderedDict"):
         return collections.OrderedDict
     if (module, name) == ("_codecs", "encode"):  # how protocol 2 stores bytes
@@ -143,27 +173,74 @@ def _collect_placeholders(value: Any, found: set[str], depth: int = 0) -> None:
             _collect_placeholders(item, found, depth + 1)
 
 
+def check_archive(path: str | os.PathLike) -> None:
+    """Refuses a zip archive whose entries would decompress to more than ``ARCHIVE_EXPANSION`` times its size (plus
+    ``ARCHIVE_SLACK_BYTES``), from its directory, before anything is decompressed. Other files pass."""
+    path = os.fspath(path)
+    if not zipfile.is_zipfile(path):
+        return
+    size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointReadError(f"could not read {path}: a damaged zip archive ({error})") from None
+    if unpacked > ARCHIVE_EXPANSION * size + ARCHIVE_SLACK_BYTES:
+        raise CheckpointReadError(
+            f"could not read {path}: its {size} bytes would decompress to {unpacked} bytes (torch.save does not "
+            "compress; refusing what looks like a zip bomb)"
+        )
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    if isinstance(error, MemoryError):
+        return "it asks for more memory than there is"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def load_tensors(path: str | os.PathLike | io.IOBase) -> tuple[Any, list[str]]:
     """Reads a ``torch.save`` file keeping only tensors and plain containers.
 
     Returns:
         ``(object, replaced)``: the file's object with :class:`UnpickledObject` in place of anything else, and the
         sorted ``"module.name"`` of the classes and functions that were replaced.
+
+    Raises:
+        CheckpointReadError: a zip bomb (see :func:`check_archive`) or a file the unpickler cannot read.
     """
-    loaded = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
+    if isinstance(path, (str, os.PathLike)):
+        check_archive(path)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
+    except CheckpointReadError:
+        raise
+    except Exception as error:  # any damage in a file from elsewhere
+        raise CheckpointReadError(f"could not read {_name(path)}: {_reason(error)}") from error
     replaced: set[str] = set()
     _collect_placeholders(loaded, replaced)
     return loaded, sorted(replaced)
 
 
+def _name(path: Any) -> str:
+    return os.fspath(path) if isinstance(path, (str, os.PathLike)) else "the checkpoint"
+
+
 def load_checkpoint_file(path: str | os.PathLike) -> Any:
-    """``torch.load(path, weights_only=True)``, or :func:`load_tensors` when the file holds other objects (logged)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        loaded, replaced = load_tensors(path)
+    """A checkpoint's tensors and plain containers (:func:`load_tensors`); other objects are logged as not loaded.
+
+    The restricted unpickler is used even for files of tensors only: ``torch.load(weights_only=True)`` would call
+    ``bytearray(n)`` with any ``n`` the file asks for.
+
+    Raises:
+        CheckpointReadError: an empty, damaged or oversized file, in one line naming it.
+    """
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise CheckpointReadError(f"could not read {os.fspath(path)}: the file is empty")
+    loaded, replaced = load_tensors(path)
+    if replaced:
         logger.warning(
             f"{os.fspath(path)} holds objects other than tensors; they were not loaded (no code of the file ran): "
             + ", ".join(replaced)
         )
-        return loaded
+    return loaded

@@ -21,7 +21,10 @@ Inputs are normalized ``pixel_values``, one tensor per scale; :func:`multiscale_
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -36,7 +39,9 @@ __all__ = [
     "DEFAULT_EVAL_SCALE",
     "INFERENCE_MODES",
     "InferenceMode",
+    "ServingLimits",
     "check_inference_settings",
+    "count_windows",
     "encode_decode",
     "multiscale_inputs",
     "predict_multiscale",
@@ -60,9 +65,13 @@ DEFAULT_EVAL_SCALE: tuple[int, int] = (2048, 512)
 ARGMAX_CHUNK_BYTES = 256 * 2**20
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in pair):
+    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, (list, tuple)) else ()
+    if len(pair) != 2 or not all(_is_int(v) and v >= 1 for v in pair):
         raise ValueError(f"{name} must be a positive int or a (height, width) pair of positive ints, got {value!r}")
     return int(pair[0]), int(pair[1])
 
@@ -77,23 +86,103 @@ def check_inference_settings(
     """Validated inference settings, as keyword arguments of :func:`segment` (plus ``ratios``).
 
     Raises:
-        ValueError: an unknown ``mode``, no or non-positive ``ratios``, a non-boolean ``flip``, or a window/stride
-            that is not a positive ``(height, width)``.
+        ValueError: an unknown ``mode``, no or non-positive (or infinite) ``ratios``, a non-boolean ``flip``, a
+            window/stride that is not a positive ``(height, width)``, or a stride larger than the window (rows and
+            columns between windows would get no prediction; mmseg refuses it too).
     """
-    if mode not in INFERENCE_MODES:
+    if not isinstance(mode, str) or mode not in INFERENCE_MODES:
         raise ValueError(f"mode must be one of {', '.join(map(repr, INFERENCE_MODES))}, got {mode!r}")
-    ratios = (ratios,) if isinstance(ratios, (int, float)) else tuple(ratios)
-    if not ratios or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in ratios):
-        raise ValueError(f"ratios must be a non-empty sequence of positive numbers, got {ratios!r}")
+    ratios = (ratios,) if isinstance(ratios, (int, float)) else tuple(ratios) if isinstance(ratios, Sequence) else ()
+    if not ratios or not all(
+        isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r) and r > 0 for r in ratios
+    ):
+        raise ValueError(f"ratios must be a non-empty sequence of positive finite numbers, got {ratios!r}")
     if not isinstance(flip, (bool, np.bool_)):
         raise ValueError(f"flip must be True or False, got {flip!r}")
-    return {
-        "mode": mode,
-        "ratios": tuple(float(r) for r in ratios),
-        "flip": bool(flip),
-        "crop_size": _pair(crop_size, "crop_size"),
-        "stride": _pair(stride, "stride"),
-    }
+    crop_size, stride = _pair(crop_size, "crop_size"), _pair(stride, "stride")
+    if stride[0] > crop_size[0] or stride[1] > crop_size[1]:
+        raise ValueError(f"stride {stride} must not exceed crop_size {crop_size}: pixels between windows get no label")
+    return {"mode": mode, "ratios": tuple(float(r) for r in ratios), "flip": bool(flip), "crop_size": crop_size,
+            "stride": stride}  # fmt: skip
+
+
+def _env_number(name: str, default, kind):
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not a number") from None
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"environment variable {name}={value!r} must be positive")
+    return number
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """What one request may cost a server running the ``image-segmentation`` pipeline (or the handler, or the app).
+
+    Every limit is checked before the work it bounds (pixels from the image's header before decoding, windows from
+    the sizes before any forward pass), with an error naming the limit. An owner raises a limit with the
+    constructor argument or the environment variable ``AGENT_HF_<NAME>`` (e.g. ``AGENT_HF_MAX_PIXELS=100000000``);
+    see :meth:`from_env`.
+
+    Attributes:
+        max_pixels: pixels (width x height) of an input image.
+        max_bytes: encoded bytes of an input image (raw, base64-decoded, or an URL's body).
+        max_images: images in one call.
+        max_ratios: test scales in one call.
+        min_ratio, max_ratio: range of each test scale (it multiplies the processor's ``scale``).
+        max_windows: forward passes per image (scales x flips x sliding windows).
+        url_timeout: total seconds to fetch an URL (when URLs are allowed); connect_timeout: to connect.
+    """
+
+    max_pixels: int = 25_000_000
+    max_bytes: int = 32 * 2**20
+    max_images: int = 16
+    max_ratios: int = 8
+    min_ratio: float = 0.25
+    max_ratio: float = 2.0
+    max_windows: int = 128
+    url_timeout: float = 30.0
+    connect_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, **overrides) -> ServingLimits:
+        """The defaults, replaced by ``AGENT_HF_MAX_PIXELS``, ``AGENT_HF_MAX_BYTES``, ... where set, then by
+        ``overrides``."""
+        values = {}
+        for field in fields(cls):
+            kind = int if field.type in ("int", int) else float
+            values[field.name] = _env_number(f"AGENT_HF_{field.name.upper()}", field.default, kind)
+        return cls(**{**values, **overrides})
+
+    def check_settings(self, settings: dict) -> None:
+        """Refuses validated inference settings (see :func:`check_inference_settings`) beyond the limits."""
+        ratios = settings["ratios"]
+        if len(ratios) > self.max_ratios:
+            raise ValueError(f"{len(ratios)} ratios, more than the limit of {self.max_ratios} (max_ratios)")
+        outside = [r for r in ratios if not self.min_ratio <= r <= self.max_ratio]
+        if outside:
+            raise ValueError(
+                f"ratio {outside[0]:g} is outside the allowed range [{self.min_ratio:g}, {self.max_ratio:g}] "
+                "(min_ratio, max_ratio)"
+            )
+
+    def check_windows(self, sizes: Sequence[tuple[int, int]], settings: dict) -> None:
+        """Refuses an image whose views (``(height, width)`` after each scale's resize) need more forward passes
+        than ``max_windows``."""
+        per_flip = sum(
+            count_windows(size, settings["crop_size"], settings["stride"]) if settings["mode"] == "slide" else 1
+            for size in sizes
+        )
+        total = per_flip * (2 if settings["flip"] else 1)
+        if total > self.max_windows:
+            raise ValueError(
+                f"these settings need {total} forward passes for this image, more than the limit of "
+                f"{self.max_windows} (max_windows); use a larger crop_size/stride, fewer ratios or no flip"
+            )
 
 
 def resize_logits(logits: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
@@ -170,10 +259,18 @@ def predict_whole(model, pixel_values: torch.Tensor, output_size: Sequence[int])
     return resize_logits(encode_decode(model, pixel_values), output_size, _align_corners(model))
 
 
+def _num_windows(length: int, crop: int, stride: int) -> int:
+    return max(length - crop + stride - 1, 0) // stride + 1
+
+
 def _window_starts(length: int, crop: int, stride: int) -> list[int]:
     """Start offsets of mmseg's sliding windows along one axis (the last window is moved back inside the image)."""
-    num_windows = max(length - crop + stride - 1, 0) // stride + 1
-    return [max(min(i * stride + crop, length) - crop, 0) for i in range(num_windows)]
+    return [max(min(i * stride + crop, length) - crop, 0) for i in range(_num_windows(length, crop, stride))]
+
+
+def count_windows(size: Sequence[int], crop_size: Sequence[int], stride: Sequence[int]) -> int:
+    """How many sliding windows :func:`slide_logits` runs on an image of ``size=(height, width)``."""
+    return _num_windows(size[0], crop_size[0], stride[0]) * _num_windows(size[1], crop_size[1], stride[1])
 
 
 @torch.no_grad()
@@ -193,8 +290,8 @@ def slide_logits(
     """
     batch, _, height, width = pixel_values.shape
     (crop_h, crop_w), (stride_h, stride_w) = crop_size, stride
-    if min(crop_h, crop_w, stride_h, stride_w) < 1:
-        raise ValueError(f"crop_size {crop_size} and stride {stride} must be positive")
+    if min(crop_h, crop_w, stride_h, stride_w) < 1 or stride_h > crop_h or stride_w > crop_w:
+        raise ValueError(f"crop_size {crop_size} and stride {stride} must be positive, the stride not above the crop")
     canvas = pixel_values.new_zeros((batch, model.config.num_labels, height, width))
     counts = pixel_values.new_zeros((1, 1, height, width))
     for top in _window_starts(height, crop_h, stride_h):
