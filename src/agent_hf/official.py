@@ -52,12 +52,36 @@ def _head_kwargs(model: Mapping) -> dict:
 def config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | AgentPvtConfig:
     """Config equivalent to an official mmseg `model` dict (e.g. `cfg.model` of
     `upernet_agent_swin_t_9-12-14-7.py`). Accepts the dict itself or `{'model': dict}`.
-    `overrides` (e.g. `id2label`) are applied last."""
+    `overrides` (e.g. `id2label`) are applied last.
+
+    Raises:
+        ValueError: in one line, for anything that is not such a dict (a list, `depths: 5`, a string for a number).
+    """
+    if not isinstance(model, Mapping):
+        raise ValueError(
+            f"config_from_official: expected an mmseg model dict (a JSON object), got {type(model).__name__}"
+        )
+    try:
+        return _config_from_official(model, **overrides)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as error:
+        message = " ".join(str(error).split())
+        if message.startswith("config_from_official:"):
+            raise ValueError(message) from error
+        raise ValueError(
+            f"config_from_official: a field of the model dict has the wrong type or value ({type(error).__name__}: "
+            f"{message})"
+        ) from error
+
+
+def _config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | AgentPvtConfig:
     if "model" in model and "backbone" not in model:
         model = model["model"]
     backbone = model.get("backbone")
     if not isinstance(backbone, Mapping) or "type" not in backbone:
         raise ValueError("config_from_official: expected an mmseg model dict with a 'backbone' dict that has a 'type'")
+    for part in ("decode_head", "neck", "auxiliary_head"):
+        if model.get(part) is not None and not isinstance(model[part], Mapping):
+            raise ValueError(f"config_from_official: '{part}' must be a dict, got {type(model[part]).__name__}")
     kind = backbone["type"]
     kwargs = _head_kwargs(model)
     if kind == "AgentSwinTransformer":
@@ -171,10 +195,41 @@ def _read_checkpoint(checkpoint) -> tuple[dict, str]:
 
             return load_checkpoint_file(path), path
         except Exception as error:  # unreadable / corrupt
-            raise ValueError(f"load_official_checkpoint: could not read {path}: {error}") from error
+            message = " ".join(str(error).split()) or type(error).__name__
+            if not message.startswith("could not read"):
+                message = f"could not read {path}: {type(error).__name__}: {message}"
+            raise ValueError(f"load_official_checkpoint: {message}") from error
     if isinstance(checkpoint, Mapping):
         return dict(checkpoint), "the given state dict"
     raise TypeError(f"load_official_checkpoint: expected a path or a state dict, got {type(checkpoint).__name__}")
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a single tensor of shape {tuple(value.shape)}"
+    return (
+        f"{type(value).__name__} {value!r}"[:80]
+        if not isinstance(value, (list, tuple))
+        else f"a {type(value).__name__}"
+    )
+
+
+def check_state_dict(raw, source: str) -> None:
+    """Refuses, in one line naming ``source``, what is not an official checkpoint: a mapping (possibly under
+    ``state_dict`` or ``model``) of string names to tensors."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(
+            f"load_official_checkpoint: {source} holds {_describe(raw)}, not a state dict (names -> tensors)"
+        )
+    for mapping in (raw, next((raw[k] for k in ("state_dict", "model") if isinstance(raw.get(k), Mapping)), raw)):
+        odd = [key for key in mapping if not isinstance(key, str)]
+        if odd:
+            raise ValueError(
+                f"load_official_checkpoint: {source} has keys that are not parameter names (e.g. {odd[0]!r})"
+            )
+    inner = mapping
+    if not any(isinstance(value, torch.Tensor) for value in inner.values()):
+        raise ValueError(f"load_official_checkpoint: {source} holds no tensors")
 
 
 def _is_imagenet_key(key: str) -> bool:
@@ -243,6 +298,7 @@ def load_official_checkpoint(checkpoint, config=None):
     elif isinstance(config, Mapping):
         config = config_from_official(config)
     raw, source = _read_checkpoint(checkpoint)
+    check_state_dict(raw, source)
     state_dict, kind = official_to_hf_state_dict(raw, config)
     model_class = (
         AgentSwinForSemanticSegmentation if config.model_type == "agent_swin" else AgentPvtForSemanticSegmentation

@@ -38,6 +38,7 @@ ARCHIVE_SLACK_BYTES = 64 * 2**20
 class CheckpointReadError(ValueError):
     """A checkpoint file that cannot be read safely; the message is one line naming the file and the problem."""
 
+
 logger = logging.getLogger(__name__)
 
 
