@@ -57,8 +57,17 @@ def parse_args(argv=None):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.push_to_hub and not args.hub_model_id:
-        raise ScriptError("--push_to_hub needs --hub_model_id")
+    if args.push_to_hub:  # before the work: a bad id or a missing token must not lose a finished conversion
+        from huggingface_hub.errors import OfflineModeIsEnabled
+
+        from agent_hf.hub import HubTokenMissingError, check_publishable
+
+        if not args.hub_model_id:
+            raise ScriptError("--push_to_hub needs --hub_model_id")
+        try:
+            check_publishable(args.hub_model_id, args.hub_token)
+        except (ValueError, HubTokenMissingError, OfflineModeIsEnabled) as error:
+            raise ScriptError(f"--push_to_hub: {' '.join(str(error).split())}") from error
     inputs = [args.checkpoint, args.official_config]
     try:  # before the (slow) conversion; checked again when the folder is swapped in
         check_output_folder(args.output_dir, overwrite=args.overwrite_output_dir, inputs=inputs)

@@ -67,10 +67,34 @@ OUTPUT_ENTRIES = frozenset({"model", "prediction.png", "eval_per_class.json", "d
 MARKER = "demo_run.json"
 
 
+#: Files of a model folder as save_model_folder writes it (for demo outputs written before the manifest).
+MODEL_FILE_PATTERNS = ("*.py", "*.json", "*.safetensors", "requirements.txt")
+
+
+def model_files(folder: Path) -> list[str]:
+    """The files under ``folder`` (relative paths, sorted)."""
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
+
+
 def is_demo_output(folder: Path) -> bool:
-    """Whether ``folder`` was written by this script (and holds nothing else), so it may be replaced."""
+    """Whether ``folder`` was written by this script and holds nothing else (not even a file of the user's inside
+    ``model/``), so it may be replaced."""
     names = {entry.name for entry in folder.iterdir()}
-    return MARKER in names and names <= OUTPUT_ENTRIES
+    if MARKER not in names or not names <= OUTPUT_ENTRIES:
+        return False
+    model = folder / "model"
+    if not model.exists():
+        return True
+    if model.is_symlink() or not model.is_dir():
+        return False
+    try:
+        manifest = json.loads((folder / MARKER).read_text()).get("model_files")
+    except (OSError, ValueError, AttributeError):
+        return False
+    found = model_files(model)
+    if manifest is not None:
+        return found == manifest
+    return all("/" not in name and any(Path(name).match(p) for p in MODEL_FILE_PATTERNS) for name in found)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,7 +119,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CPU threads. The demo's tensors are small: extra threads gain little and, on a shared or busy "
         "machine, make every operation wait for the slowest thread (10x slower on a loaded 2-core VM).",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Checked before the minutes of training, so that no run is lost at its end.
+    for name, least in (("max_steps", 1), ("batch_size", 2), ("num_train", 2), ("num_val", 1), ("num_threads", 1)):
+        if getattr(args, name) < least:
+            why = " (batch normalization needs two images)" if name == "batch_size" else ""
+            parser.error(f"--{name} must be at least {least}{why}, got {getattr(args, name)}")
+    if args.num_train < args.batch_size:
+        parser.error(f"--num_train ({args.num_train}) must be at least --batch_size ({args.batch_size})")
+    if not 0 < args.learning_rate < float("inf"):
+        parser.error(f"--learning_rate must be a positive number, got {args.learning_rate}")
+    return args
 
 
 def colorize_labels(labels: np.ndarray) -> np.ndarray:
@@ -185,10 +219,11 @@ def run_demo(args: argparse.Namespace, output_dir: Path) -> None:
 
     # The processor's keep-ratio resize is the evaluation's (SCALE), so the app and the pipeline see what eval saw.
     save_model_folder(model, output_dir / "model", make_image_processor(do_reduce_labels=True, scale=SCALE))
-    panel = prediction_panel(model.eval(), data["validation"], settings, indices=[0, 1, 2])
+    panel = prediction_panel(model.eval(), data["validation"], settings, indices=list(range(min(3, args.num_val))))
     panel.save(output_dir / "prediction.png")
     settings_record = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
-    (output_dir / MARKER).write_text(json.dumps({"arguments": settings_record, "metrics": metrics}, indent=2) + "\n")
+    record = {"arguments": settings_record, "metrics": metrics, "model_files": model_files(output_dir / "model")}
+    (output_dir / MARKER).write_text(json.dumps(record, indent=2) + "\n")
 
     chance = 1 / (2 * NUM_CLASSES - 1)  # mIoU of uniformly random predictions on balanced classes
     print(

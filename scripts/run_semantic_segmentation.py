@@ -93,6 +93,7 @@ from agent_hf.folders import (
     add_files,
     check_output_folder,
     new_staging_folder,
+    recover_leftovers,
     replace_folder,
 )
 from agent_hf.hub import card_for_folder, push_folder_to_hub
@@ -507,10 +508,13 @@ def plan_output(
             )
         return OutputPlan(output_dir, output_dir, None, inputs)
     try:
-        check_output_folder(output_dir, overwrite=True, inputs=[])  # not a file, not the current directory
+        # Not a file, not the current directory, not holding or inside the data or the model.
+        check_output_folder(output_dir, overwrite=True, inputs=run_inputs(model_args, data_args, None))
     except OutputFolderError as error:
         if error.reason != "current_directory" or overwrite:
             raise folder_error(error) from error
+    if training_args.process_index == 0:
+        recover_leftovers(output_dir)  # of a killed run; before any process makes its staging folder
     scan = scan_checkpoints(output_dir)
     if overwrite:
         if _wants_last_checkpoint(resume_arg):
@@ -521,8 +525,8 @@ def plan_output(
         except OutputFolderError as error:
             raise folder_error(error) from error
         if output_dir.is_dir() and any(output_dir.iterdir()):
-            run_dir = output_dir.parent / _agreed_staging_name(output_dir, training_args)
-            new_staging_folder(output_dir, name=run_dir.name)  # the other processes' (and machines') copy
+            # The other processes' (and machines') copy; beside the folder a symbolic link points to.
+            run_dir = new_staging_folder(output_dir, name=_agreed_staging_name(output_dir, training_args))
             logger.warning(f"Training into {run_dir}; it replaces {output_dir} once the model is saved")
             return OutputPlan(output_dir, run_dir, resume, inputs)
         return OutputPlan(output_dir, output_dir, resume, inputs)

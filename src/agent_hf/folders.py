@@ -4,11 +4,17 @@ Every script that writes a folder (model conversion, the training run's model fo
 prepared ADE20K dataset) goes through :func:`write_folder`:
 
 1. :func:`check_output_folder` refuses a folder that is not empty unless overwriting was allowed (or the folder is
-   recognizably the script's own earlier output), and never lets a folder be replaced that is the current directory,
-   one of its ancestors, or holds one of the run's inputs;
+   recognizably the script's own earlier output), and never lets a folder be written that is the current directory,
+   one of its ancestors, holds one of the run's inputs or lies inside one (data, model, checkpoint);
 2. everything is written into a staging folder beside the destination (``.{name}.staging-*``, same filesystem);
 3. only once it is complete is the staging folder swapped in with two renames; the old folder is removed after the
    swap succeeded (a failed swap puts it back).
+
+Symbolic links are resolved before every check and swap: an output folder that is a link is followed (the link
+stays, the folder it points to is the one replaced), never half-replaced. What a killed run leaves beside the
+destination (``.{name}.staging-*``, ``.{name}.old-*``) is found by the next write there
+(:func:`recover_leftovers`): an ``.old-*`` folder whose destination is missing (killed between the two renames) is put
+back, every other leftover is removed, each named in a warning.
 
 Folders and files are created with the process umask (``0777``/``0666`` minus umask), like ``mkdir`` and ``cp``:
 nothing is left ``0700``/``0600`` by temporary-file helpers.
@@ -23,6 +29,7 @@ This module is part of the package, not of the model code shipped to the Hub.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -35,6 +42,7 @@ __all__ = [
     "apply_umask",
     "check_output_folder",
     "new_staging_folder",
+    "recover_leftovers",
     "replace_folder",
     "write_folder",
 ]
@@ -46,13 +54,17 @@ class OutputFolderError(ValueError):
     Attributes:
         path: the folder.
         reason: ``"not_empty"`` (overwriting was not allowed), ``"not_a_folder"``, ``"current_directory"`` (it is the
-            current directory or an ancestor of it) or ``"holds_input"`` (it holds one of the run's inputs).
+            current directory or an ancestor of it), ``"holds_input"`` (it holds one of the run's inputs) or
+            ``"inside_input"`` (it lies inside a folder that is one of the run's inputs).
     """
 
     def __init__(self, path: str | os.PathLike, reason: str, message: str):
         super().__init__(message)
         self.path = Path(path)
         self.reason = reason
+
+
+logger = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -73,6 +85,11 @@ def _describe_entries(path: Path, limit: int = 5) -> str:
     return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'}: {shown}"
 
 
+def _real(path: str | os.PathLike) -> Path:
+    """``path`` with every symbolic link resolved (also a dangling one: the place the link points to)."""
+    return Path(os.path.realpath(path))
+
+
 def check_output_folder(
     path: str | os.PathLike,
     *,
@@ -83,17 +100,17 @@ def check_output_folder(
     """Raises :class:`OutputFolderError` unless ``path`` may be (re)written.
 
     Args:
-        path: the output folder (it need not exist).
+        path: the output folder (it need not exist; a symbolic link is judged by the folder it points to).
         overwrite: allow replacing a folder that is not empty.
         inputs: paths the run reads (files or folders; ``None`` entries and names that are not local paths are
-            ignored). A folder that holds one of them is never replaced.
+            ignored). A folder that holds one of them, or lies inside one of them, is never written.
         is_own_output: recognizes a folder written earlier by the same script, which may be replaced without
             ``overwrite``.
     """
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
+    resolved = _real(folder)
+    if resolved.exists() and not resolved.is_dir():
         raise OutputFolderError(folder, "not_a_folder", f"output folder {folder} exists and is not a folder")
-    resolved = folder.resolve()
     if _is_within(Path.cwd().resolve(), resolved):
         raise OutputFolderError(
             folder,
@@ -101,23 +118,32 @@ def check_output_folder(
             f"output folder {folder} is the current directory or contains it: it would be replaced as a whole; "
             "choose a new folder",
         )
-    if not folder.is_dir() or not any(folder.iterdir()):
+    for item in inputs:
+        if item is None or not os.path.exists(item):
+            continue
+        real_input = _real(item)
+        if real_input != resolved and os.path.isdir(real_input) and _is_within(resolved, real_input):
+            raise OutputFolderError(
+                folder,
+                "inside_input",
+                f"output folder {folder} lies inside {os.fspath(item)}, an input of this run: writing there would "
+                "mix the output with the input; choose a folder outside it",
+            )
+        if resolved.is_dir() and _is_within(real_input, resolved):
+            raise OutputFolderError(
+                folder,
+                "holds_input",
+                f"output folder {folder} holds this run's input {os.fspath(item)}: it cannot be replaced; choose "
+                "another folder",
+            )
+    if not resolved.is_dir() or not any(resolved.iterdir()):
         return
-    held = [
-        os.fspath(item)
-        for item in inputs
-        if item is not None and os.path.exists(item) and _is_within(Path(item).resolve(), resolved)
-    ]
-    if held:
-        raise OutputFolderError(
-            folder,
-            "holds_input",
-            f"output folder {folder} holds this run's input {held[0]}: it cannot be replaced; choose another folder",
-        )
-    if overwrite or (is_own_output is not None and is_own_output(folder)):
+    if overwrite or (is_own_output is not None and is_own_output(resolved)):
         return
     raise OutputFolderError(
-        folder, "not_empty", f"output folder {folder} is not empty ({_describe_entries(folder)}); nothing was written"
+        folder,
+        "not_empty",
+        f"output folder {folder} is not empty ({_describe_entries(resolved)}); nothing was written",
     )
 
 
@@ -125,10 +151,40 @@ def _sibling(path: Path, tag: str) -> Path:
     return path.parent / f".{path.name}.{tag}-{secrets.token_hex(4)}"
 
 
+def recover_leftovers(destination: str | os.PathLike) -> list[Path]:
+    """Cleans up after a run that was killed while writing ``destination`` (symbolic links resolved).
+
+    An ``.{name}.old-*`` folder beside a missing ``destination`` (a kill between the two renames of the swap) is
+    renamed back to ``destination``; every other ``.{name}.staging-*`` / ``.{name}.old-*`` folder beside it, and
+    every ``.staging-*`` folder inside it (left by :func:`add_files`), is removed. Each is named in a warning.
+
+    Returns:
+        The leftovers found (their former paths).
+    """
+    destination = _real(destination)
+    parent = destination.parent
+    if not parent.is_dir():
+        return []
+    found = sorted(parent.glob(f".{destination.name}.old-*")) + sorted(parent.glob(f".{destination.name}.staging-*"))
+    if destination.is_dir():
+        found += sorted(entry for entry in destination.glob(".staging-*") if entry.is_dir())
+    for leftover in found:
+        if leftover.name.startswith(f".{destination.name}.old-") and not os.path.lexists(destination):
+            os.rename(leftover, destination)
+            logger.warning(f"{destination} was missing after a killed run; restored it from {leftover.name}")
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+        logger.warning(f"removed {leftover}, left by a killed run")
+    return found
+
+
 def new_staging_folder(destination: str | os.PathLike, name: str | None = None) -> Path:
     """Creates an empty staging folder beside ``destination`` (``.{name}.staging-*``, or ``name`` when given: the
     processes of a distributed run agree on one) and returns it; the parent folders are created if needed."""
-    destination = Path(destination)
+    destination = _real(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = destination.parent / name if name else _sibling(destination, "staging")
     staging.mkdir(mode=0o777, exist_ok=name is not None)  # the umask applies, as for mkdir(1)
@@ -176,10 +232,10 @@ def replace_folder(
     The checks of :func:`check_output_folder` run again first (the destination may have changed meanwhile); the
     permissions of everything in ``staging`` are set from the umask.
     """
-    staging, destination = Path(staging), Path(destination)
+    staging = Path(staging)
     check_output_folder(destination, overwrite=overwrite, inputs=inputs, is_own_output=is_own_output)
     apply_umask(staging)
-    _swap_in(staging, destination)
+    _swap_in(staging, _real(destination))
 
 
 @contextlib.contextmanager
@@ -202,6 +258,8 @@ def write_folder(
     """
     inputs = list(inputs)
     check_output_folder(path, overwrite=overwrite, inputs=inputs, is_own_output=is_own_output)
+    recover_leftovers(path)
+    check_output_folder(path, overwrite=overwrite, inputs=inputs, is_own_output=is_own_output)  # a restored folder
     staging = new_staging_folder(path)
     try:
         yield staging
@@ -218,7 +276,7 @@ def add_files(path: str | os.PathLike, last: Iterable[str] = ("config.json",)) -
     a reader that waits for ``config.json`` finds the complete set. Sub-folders are moved as a whole (an existing
     sub-folder of the same name is replaced after the move). If the block raises, nothing is moved.
     """
-    folder = Path(path)
+    folder = _real(path)
     folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".staging-{secrets.token_hex(4)}"
     staging.mkdir(mode=0o777)

@@ -35,6 +35,7 @@ from .publishing import (
     HubConnectionError,
     HubTokenMissingError,
     PushResult,
+    check_publishable,
     push_card_to_hub,
     push_folder_to_hub,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "PaperResult",
     "PushResult",
     "card_for_folder",
+    "check_publishable",
     "count_parameters",
     "folder_origin",
     "models_table",

@@ -42,6 +42,7 @@ HANDLER_NAME = "handler.py"
 
 # Not uploaded: the card is pushed separately (last), Trainer checkpoints / optimizer state / logs are not model files.
 _IGNORED_DIRS = (
+    ".*",  # hidden folders: .git, .cache, and the .staging-* / .old-* folders a killed run may leave behind
     ".git",
     ".cache",
     ".huggingface",

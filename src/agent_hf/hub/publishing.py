@@ -124,6 +124,17 @@ def _api(token: str) -> HfApi:
     return HfApi(endpoint=endpoint, token=token, library_name="agent-hf")
 
 
+def check_publishable(repo_id: str, token: str | None = None) -> None:
+    """What publishing will need, checked before the work that produces the folder (no network): a valid
+    ``repo_id``, a token (``token``, ``HF_TOKEN`` or the stored login) and online mode.
+
+    Raises:
+        ValueError: an invalid repo id. HubTokenMissingError: no token. OfflineModeIsEnabled: ``HF_HUB_OFFLINE``.
+    """
+    check_repo_id(repo_id)
+    _api(_resolve_token(token))
+
+
 def _is_connection_error(error: BaseException) -> bool:
     """Whether `error` is a connection-level failure of huggingface_hub's HTTP client (httpx in huggingface_hub 1.x,
     httpx2 in 2.x; a status error from the Hub is not one)."""
