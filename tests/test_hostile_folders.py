@@ -150,3 +150,31 @@ def test_hidden_staging_folders_are_never_uploaded(tmp_path):
         (folder / leftover).mkdir()
         (folder / leftover / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
     assert validate_model_folder(folder) == files and not any(name.startswith(".") for name in files)
+
+
+def test_an_upgrade_is_all_or_nothing(tmp_path, monkeypatch):
+    """A move that fails half-way (here the last one, config.json, on a file system that refuses it) puts back the
+    files already moved: the folder is as it was."""
+    from agent_hf.processing import upgrade_model_folder
+
+    model = AutoModelForSemanticSegmentation.from_config(tiny_swin_config())
+    folder = Path(save_model_folder(model, tmp_path / "model"))
+    for name in ("handler.py", "pipeline_agent.py", "requirements.txt"):
+        (folder / name).write_text(f"# an older {name}\n")
+    (folder / "preprocessor_config.json").unlink()  # a file the upgrade adds
+    before = snapshot(folder)
+    real_replace = os.replace
+
+    def refuse_config(source, target, *args, **kwargs):
+        if Path(target).name == "config.json" and ".previous" not in str(source):
+            raise PermissionError(f"[Errno 1] Operation not permitted: {target!r}")
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", refuse_config)
+    with pytest.raises(PermissionError, match="config.json"):
+        upgrade_model_folder(folder)
+    assert snapshot(folder) == before
+    monkeypatch.setattr(os, "replace", real_replace)
+    upgrade_model_folder(folder)
+    assert (folder / "preprocessor_config.json").is_file()
+    assert (folder / "handler.py").read_text() != "# an older handler.py\n"

@@ -274,7 +274,8 @@ def add_files(path: str | os.PathLike, last: Iterable[str] = ("config.json",)) -
 
     Each file replaces a file of the same name atomically; the names in ``last`` are moved after all the others, so
     a reader that waits for ``config.json`` finds the complete set. Sub-folders are moved as a whole (an existing
-    sub-folder of the same name is replaced after the move). If the block raises, nothing is moved.
+    sub-folder of the same name is replaced after the move). If the block raises, nothing is moved; if a move fails,
+    the files already moved are put back as they were (all or nothing).
     """
     folder = _real(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -285,11 +286,31 @@ def add_files(path: str | os.PathLike, last: Iterable[str] = ("config.json",)) -
         apply_umask(staging)
         final = set(last)
         entries = sorted(staging.iterdir(), key=lambda entry: (entry.name in final, entry.name))
-        for entry in entries:
-            target = folder / entry.name
-            if entry.is_dir():
-                _swap_in(entry, target)
-            else:
+        backups = staging / ".previous"
+        backups.mkdir()
+        done: list[tuple[Path, Path | None]] = []  # (target, its previous content) of every move made
+        try:
+            for entry in entries:
+                target = folder / entry.name
+                if entry.is_dir():
+                    _swap_in(entry, target)
+                    done.append((target, None))
+                    continue
+                previous = None
+                if os.path.lexists(target) and not os.path.isdir(target):
+                    previous = backups / entry.name
+                    try:  # the old file stays in place meanwhile
+                        os.link(target, previous, follow_symlinks=False)
+                    except OSError:  # a file system without hard links
+                        shutil.copy2(target, previous, follow_symlinks=False)
                 os.replace(entry, target)
+                done.append((target, previous))
+        except BaseException:
+            for target, previous in reversed(done):
+                if previous is not None:
+                    os.replace(previous, target)
+                elif not target.is_dir():
+                    target.unlink()
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
