@@ -114,7 +114,7 @@ from agent_hf.training import (
     pad_collate,
     recipe_for,
 )
-from agent_hf.training.checkpoints import CheckpointScan, checkpoint_problem, scan_checkpoints
+from agent_hf.training.checkpoints import CheckpointScan, checkpoint_problem, resume_problem, scan_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -1006,6 +1006,9 @@ def train_and_evaluate(
     saved (``all_results.json``), and a trained model's ``config.json`` gets the measured results."""
     metrics: dict[str, float] = {}
     if training_args.do_train:
+        problem = plan.resume_from and resume_problem(plan.resume_from, trainer.model)
+        if problem:
+            raise ScriptError(f"cannot resume from {plan.resume_from}: {problem}")
         train_metrics = trainer.train(resume_from_checkpoint=plan.resume_from).metrics
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REFERENCE_DIR
-from script_helpers import load_script, run_in_process
+from conftest import REFERENCE_DIR, TINY_PVT, TINY_SWIN
+from script_helpers import COMMON, TINY_MODEL, load_script, run_in_process
 
 import agent_hf
 from agent_hf.restricted_pickle import CheckpointReadError, UnpickledObject, load_checkpoint_file
@@ -151,3 +152,53 @@ def test_the_conversion_script_reports_odd_inputs_in_one_line(tmp_path):
         )
         assert code == 1 and expected in stderr and len(stderr.strip().splitlines()) == 1, stderr
         assert not (tmp_path / name).exists()
+
+
+# ------------------------------------------------------------------------------------------------------ resuming
+RESUMABLE = [*COMMON, "--synthetic_train_samples", "4", "--save_strategy", "steps", "--save_steps", "2", "--do_train"]
+
+
+@pytest.fixture(scope="module")
+def swin_checkpoint(tmp_path_factory) -> Path:
+    """A real checkpoint of a tiny Agent-Swin run (step 2)."""
+    out = tmp_path_factory.mktemp("resume") / "run"
+    code, stderr, _ = run_in_process(
+        load_script("run_semantic_segmentation"), [*TINY_MODEL, *RESUMABLE, "--max_steps", "2", "--output_dir", out]
+    )
+    assert code == 0, stderr
+    return out / "checkpoint-2"
+
+
+def resume(checkpoint: Path, out: Path, model: list[str]) -> tuple[int, str]:
+    code, stderr, _ = run_in_process(
+        load_script("run_semantic_segmentation"),
+        [*model, *RESUMABLE, "--max_steps", "4", "--output_dir", out, "--resume_from_checkpoint", checkpoint],
+    )
+    return code, stderr
+
+
+def test_a_crafted_rng_state_is_refused_before_training(swin_checkpoint, tmp_path):
+    import os
+
+    checkpoint = tmp_path / "checkpoint-2"
+    shutil.copytree(swin_checkpoint, checkpoint)
+    torch.save({"python": Call(os.system, f"touch {tmp_path / 'pwned'}")}, checkpoint / "rng_state.pth")
+    code, stderr = resume(checkpoint, tmp_path / "out", TINY_MODEL)
+    assert code == 1 and len(stderr.strip().splitlines()) == 1, stderr
+    assert f"cannot resume from {checkpoint}: rng_state.pth names posix.system" in stderr
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "out" / "checkpoint-4").exists()
+
+    torch.save({"python": Call(bytearray, 10**10)}, checkpoint / "rng_state.pth")  # weights_only would build it
+    code, stderr = resume(checkpoint, tmp_path / "out", TINY_MODEL)
+    assert code == 1 and "bytearray, which a checkpoint never holds" in stderr
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_before_training(swin_checkpoint, tmp_path):
+    pvt = ["--model_name_or_path", "agent-pvt-t-fpn-ade20k", "--config_overrides", json.dumps(TINY_PVT)]
+    code, stderr = resume(swin_checkpoint, tmp_path / "pvt", pvt)
+    assert code == 1 and "it holds a 'agent_swin' model, and this run trains a 'agent_pvt' model" in stderr
+    wider = ["--model_name_or_path", "agent-swin-t-upernet-ade20k", "--config_overrides",
+             json.dumps({**TINY_SWIN, "embed_dim": 24})]  # fmt: skip
+    code, stderr = resume(swin_checkpoint, tmp_path / "wider", wider)
+    assert code == 1 and "weights differ in shape from this run's model" in stderr and len(stderr.splitlines()) == 1
+    assert not (tmp_path / "pvt" / "checkpoint-4").exists() and not (tmp_path / "wider" / "checkpoint-4").exists()

@@ -151,14 +151,25 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 class _RestrictedPickleModule:
-    """What ``torch.load(pickle_module=...)`` needs: an ``Unpickler`` class and ``load``."""
+    """What ``torch.load(pickle_module=...)`` needs: an ``Unpickler`` class and ``load``; one per file, collecting in
+    ``replaced`` every name the file asked for that was not loaded (also those only passed as arguments)."""
 
-    Unpickler = _RestrictedUnpickler
     UnpicklingError = pickle.UnpicklingError
+    __name__ = "agent_hf_restricted_pickle"  # torch.load asks whether it is dill
 
-    @staticmethod
-    def load(file: Any, **kwargs: Any) -> Any:
-        return _RestrictedUnpickler(file, **kwargs).load()
+    def __init__(self) -> None:
+        replaced: set[str] = set()
+        self.replaced = replaced
+
+        class Unpickler(_RestrictedUnpickler):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                self.replaced = replaced
+
+        self.Unpickler = Unpickler
+
+    def load(self, file: Any, **kwargs: Any) -> Any:
+        return self.Unpickler(file, **kwargs).load()
 
 
 def _collect_placeholders(value: Any, found: set[str], depth: int = 0) -> None:
@@ -200,8 +211,12 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def load_tensors(path: str | os.PathLike | io.IOBase) -> tuple[Any, list[str]]:
+def load_tensors(path: str | os.PathLike | io.IOBase, mmap: bool = False) -> tuple[Any, list[str]]:
     """Reads a ``torch.save`` file keeping only tensors and plain containers.
+
+    Args:
+        path: the file (or an open binary file).
+        mmap: map the tensors' data instead of reading it (zip archives only; for a look at a large file).
 
     Returns:
         ``(object, replaced)``: the file's object with :class:`UnpickledObject` in place of anything else, and the
@@ -212,13 +227,14 @@ def load_tensors(path: str | os.PathLike | io.IOBase) -> tuple[Any, list[str]]:
     """
     if isinstance(path, (str, os.PathLike)):
         check_archive(path)
+    module = _RestrictedPickleModule()
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
+        loaded = torch.load(path, map_location="cpu", weights_only=False, pickle_module=module, mmap=mmap)
     except CheckpointReadError:
         raise
     except Exception as error:  # any damage in a file from elsewhere
         raise CheckpointReadError(f"could not read {_name(path)}: {_reason(error)}") from error
-    replaced: set[str] = set()
+    replaced = set(module.replaced)
     _collect_placeholders(loaded, replaced)
     return loaded, sorted(replaced)
 

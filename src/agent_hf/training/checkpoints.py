@@ -17,7 +17,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CheckpointScan", "scan_checkpoints"]
+__all__ = ["CheckpointScan", "resume_problem", "scan_checkpoints"]
+
+# What the Trainer's own rng_state.pth legitimately names besides tensors (numpy's random state), as torch.load
+# (weights_only) with transformers' safe_globals accepts it.
+_NUMPY_RNG_NAMES = re.compile(r"numpy\.(_?core\.multiarray\._reconstruct|ndarray|dtype|dtypes\.\w+DType)")
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -127,3 +131,64 @@ def scan_checkpoints(run_dir: str | os.PathLike) -> CheckpointScan:
         else:
             scan.partial.append((folder, problem))
     return scan
+
+
+def _architecture_problem(folder: Path, model) -> str | None:
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        try:
+            saved = json.loads(config_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return "its config.json is not valid JSON"
+        if not isinstance(saved, dict):
+            return "its config.json is not a JSON object"
+        model_type = getattr(model.config, "model_type", None)
+        if saved.get("model_type") != model_type:
+            return f"it holds a {saved.get('model_type')!r} model, and this run trains a {model_type!r} model"
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return None
+    from safetensors import safe_open
+
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    with safe_open(weights, framework="pt") as file:
+        saved_shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}  # noqa: SIM118
+    differ = [name for name, shape in saved_shapes.items() if name in expected and expected[name] != shape]
+    missing = [name for name in expected if name not in saved_shapes]
+    if differ:
+        name = differ[0]
+        return (
+            f"{len(differ)} of its weights differ in shape from this run's model (e.g. {name}: checkpoint "
+            f"{saved_shapes[name]} vs model {expected[name]}); it was trained with another configuration"
+        )
+    if missing and len(missing) == len(expected):
+        return "none of its weights belong to this run's model; it was trained with another configuration"
+    return None
+
+
+def resume_problem(folder: str | os.PathLike, model) -> str | None:
+    """Why the checkpoint ``folder`` cannot be resumed into ``model``, or ``None``; checked before training.
+
+    A checkpoint of another architecture (``config.json``'s ``model_type``, the weights' shapes) would end in a
+    size-mismatch traceback; a ``.pt``/``.pth`` file that names anything but tensors, plain values and numpy's random
+    state (a crafted ``rng_state.pth``) in an ``UnpicklingError`` traceback, or worse. Each file is read by
+    :func:`agent_hf.restricted_pickle.load_tensors` (no code of it runs, nothing allocated by argument, zip bombs
+    refused), its tensors mapped rather than read.
+    """
+    from ..restricted_pickle import CheckpointReadError, load_tensors
+
+    folder = Path(folder)
+    problem = _architecture_problem(folder, model)
+    if problem:
+        return problem
+    for file in sorted(folder.glob("*.pt*")):
+        if file.suffix not in (".pt", ".pth"):
+            continue
+        try:
+            _, replaced = load_tensors(file, mmap=zipfile.is_zipfile(file))
+        except CheckpointReadError as error:
+            return str(error)
+        foreign = [name for name in replaced if not _NUMPY_RNG_NAMES.fullmatch(name)]
+        if foreign:
+            return f"{file.name} names {', '.join(foreign)}, which a checkpoint never holds; it was not loaded"
+    return None
