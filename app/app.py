@@ -57,6 +57,7 @@ from agent_hf.image_ops import open_image, to_rgb_array  # noqa: E402
 from agent_hf.image_processing_agent import AgentImageProcessor  # noqa: E402
 from agent_hf.pipeline_agent import AGENT_MODEL_TYPES  # noqa: E402
 from agent_hf.processing import as_agent_image_processor  # noqa: E402
+from agent_hf.segmentation_inference import ServingLimits  # noqa: E402
 
 EXAMPLES_DIR = APP_DIR / "examples"
 DEMO_MODEL_DIR = Path("outputs") / "demo" / "model"  # written by scripts/demo.py
@@ -72,6 +73,9 @@ MAX_PREDICTION_SIDE = 1024
 OVERLAY_CHUNK_PIXELS = 1 << 20
 DEFAULT_ALPHA = 0.5
 MODEL_CACHE_SIZE = 3
+#: What one image may cost (the Space is open to anyone): pixels read from the header before decoding, encoded bytes.
+#: Raised like the handler's, with AGENT_HF_MAX_PIXELS / AGENT_HF_MAX_BYTES.
+LIMITS = ServingLimits.from_env()
 _PALETTE = np.asarray(ADE20K_PALETTE, dtype=np.uint8)
 
 
@@ -222,9 +226,10 @@ def to_rgb(image) -> np.ndarray:
     """An ``(H, W, 3)`` ``uint8`` RGB array of a PIL image (any mode), an array, a file path or encoded bytes.
 
     Converted exactly as training data (``agent_hf.image_ops.to_rgb_array``): grayscale replicated, alpha dropped,
-    16-bit reduced to its high byte; float arrays are refused with a clear error rather than guessed.
+    16-bit reduced to its high byte; float arrays are refused with a clear error rather than guessed. Images beyond
+    :data:`LIMITS` are refused before decoding; URLs are not fetched.
     """
-    return to_rgb_array(open_image(image))
+    return to_rgb_array(open_image(image, allow_urls=False, max_bytes=LIMITS.max_bytes, max_pixels=LIMITS.max_pixels))
 
 
 def _prediction_size(width: int, height: int, max_side: int | None = None) -> tuple[int, int]:
@@ -271,6 +276,18 @@ def class_color(class_id: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in _PALETTE[int(class_id) % len(_PALETTE)])
 
 
+def opacity(alpha) -> float:
+    """``alpha`` as a blend weight in ``[0, 1]`` (clipped); a value that is not a finite number is refused (NaN would
+    blend every pixel to black)."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not np.isfinite(value):
+        raise ValueError(f"the overlay opacity (alpha) must be a number from 0 to 1, got {alpha!r}")
+    return float(np.clip(value, 0.0, 1.0))
+
+
 def overlay(image, label_map: np.ndarray, alpha: float = DEFAULT_ALPHA) -> Image.Image:
     """The image alpha-blended with the color map: ``(1 - alpha) * image + alpha * colors``, rounded, in uint8.
 
@@ -280,7 +297,7 @@ def overlay(image, label_map: np.ndarray, alpha: float = DEFAULT_ALPHA) -> Image
     height, width = array.shape[:2]
     if label_map.shape != (height, width):
         raise ValueError(f"label map {label_map.shape} does not match the image {(height, width)}")
-    alpha = float(np.clip(alpha, 0.0, 1.0))
+    alpha = opacity(alpha)
     blended = np.empty_like(array)
     step = max(1, OVERLAY_CHUNK_PIXELS // width)
     for top in range(0, height, step):
@@ -343,6 +360,7 @@ def legend_html(rows: list[LegendRow]) -> str:
 
 def segment(image, model_choice: str | None = None, alpha: float = DEFAULT_ALPHA) -> tuple[Image.Image, str]:
     """The app's computation: ``(overlay image at the input's size, legend HTML)``."""
+    opacity(alpha)  # before the work
     array = to_rgb(image)
     label_map = predict(array, model_choice)
     rows = legend_rows(label_map, load_model(model_choice).id2label)
