@@ -178,3 +178,23 @@ def test_an_upgrade_is_all_or_nothing(tmp_path, monkeypatch):
     upgrade_model_folder(folder)
     assert (folder / "preprocessor_config.json").is_file()
     assert (folder / "handler.py").read_text() != "# an older handler.py\n"
+
+
+def test_training_into_a_linked_output_folder_replaces_what_the_link_points_to(tmp_path):
+    """The issue's case: a traceback (``Cannot call rmtree on a symbolic link``), the link replaced by a real folder
+    and a stray ``.old-*`` link left."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "old-run.txt").write_text("replaced with --overwrite_output_dir")
+    (tmp_path / "out").symlink_to(real)
+    (tmp_path / ".out.staging-deadbeef").mkdir()  # left by a killed run
+    train = load_script("run_semantic_segmentation")
+    code, stderr, _ = run_in_process(
+        train,
+        [*TINY_MODEL, *COMMON, "--max_steps", "1", "--do_train", "--output_dir", tmp_path / "out",
+         "--overwrite_output_dir"],
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert (tmp_path / "out").is_symlink() and (real / "trainer_state.json").is_file()
+    assert not (real / "old-run.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "real"]

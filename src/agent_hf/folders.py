@@ -161,11 +161,14 @@ def recover_leftovers(destination: str | os.PathLike) -> list[Path]:
     Returns:
         The leftovers found (their former paths).
     """
+    found = []
+    # Beside the folder a symbolic link points to, and beside the link itself (where earlier versions staged).
+    for place in dict.fromkeys([_real(destination), Path(os.path.abspath(destination))]):
+        if place.parent.is_dir():
+            found += sorted(place.parent.glob(f".{place.name}.old-*")) + sorted(
+                place.parent.glob(f".{place.name}.staging-*")
+            )
     destination = _real(destination)
-    parent = destination.parent
-    if not parent.is_dir():
-        return []
-    found = sorted(parent.glob(f".{destination.name}.old-*")) + sorted(parent.glob(f".{destination.name}.staging-*"))
     if destination.is_dir():
         found += sorted(entry for entry in destination.glob(".staging-*") if entry.is_dir())
     for leftover in found:
