@@ -198,3 +198,15 @@ def test_training_into_a_linked_output_folder_replaces_what_the_link_points_to(t
     assert (tmp_path / "out").is_symlink() and (real / "trainer_state.json").is_file()
     assert not (real / "old-run.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "real"]
+
+
+def test_a_dangling_link_in_an_image_folder_is_named(tmp_path):
+    from agent_hf.data import make_synthetic_scene_parsing, save_as_image_folders
+    from agent_hf.data.ade20k import find_split_folders, scene_parsing_folder
+
+    save_as_image_folders(make_synthetic_scene_parsing(2, 1, max_size=96), tmp_path / "ade")
+    images, _ = find_split_folders(tmp_path / "ade", "train")
+    assert len(scene_parsing_folder(tmp_path / "ade", "train")) == 2
+    (images / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    with pytest.raises(ValueError, match=r"gone\.jpg is a symbolic link to a missing file: fix or remove it"):
+        scene_parsing_folder(tmp_path / "ade", "train")

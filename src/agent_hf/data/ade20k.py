@@ -359,7 +359,12 @@ def ade20k_id2label() -> dict[int, str]:
 
 # ------------------------------------------------------------------------------------------- ADEChallengeData2016
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    dangling = [p for p in images if p.is_symlink() and not p.exists()]
+    if dangling:  # would otherwise be dropped without a word
+        more = f" (and {len(dangling) - 1} more)" if len(dangling) > 1 else ""
+        raise ValueError(f"{dangling[0]} is a symbolic link to a missing file{more}: fix or remove it")
+    return [p for p in images if p.is_file()]
 
 
 def find_split_folders(root: str | Path, split: str) -> tuple[Path, Path]:
