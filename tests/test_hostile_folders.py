@@ -101,6 +101,13 @@ def test_an_output_link_is_followed_and_kept(tmp_path):
     assert dangling.is_symlink() and (tmp_path / "not-yet" / "a.txt").read_text() == "a"
 
 
+def test_a_loop_of_links_is_refused(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(OutputFolderError, match="loop of symbolic links"):
+        check_output_folder(tmp_path / "a", overwrite=True)
+
+
 def test_an_output_link_to_a_non_empty_folder_is_refused_without_overwrite(tmp_path):
     target = tmp_path / "real"
     target.mkdir()

@@ -109,6 +109,8 @@ def check_output_folder(
     """
     folder = Path(path)
     resolved = _real(folder)
+    if resolved.is_symlink():  # realpath stops at a loop
+        raise OutputFolderError(folder, "not_a_folder", f"output folder {folder} is a loop of symbolic links")
     if resolved.exists() and not resolved.is_dir():
         raise OutputFolderError(folder, "not_a_folder", f"output folder {folder} exists and is not a folder")
     if _is_within(Path.cwd().resolve(), resolved):
