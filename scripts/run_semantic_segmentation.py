@@ -87,6 +87,7 @@ from agent_hf.data.ade20k import (
     load_parquet_export,
     scene_parsing_folder,
 )
+from agent_hf.data.cache import local_dataset_cache_dir
 from agent_hf.data.transforms import TrainTransform
 from agent_hf.folders import (
     OutputFolderError,
@@ -96,7 +97,8 @@ from agent_hf.folders import (
     replace_folder,
 )
 from agent_hf.hub import card_for_folder, push_folder_to_hub
-from agent_hf.processing import make_image_processor, save_model_folder
+from agent_hf.presets import mistyped_preset
+from agent_hf.processing import make_image_processor, save_model_config, save_model_folder
 from agent_hf.provenance import PROVENANCE_KEY, eval_results_from_metrics, record_provenance, trained_provenance
 from agent_hf.training import (
     RECIPE_NAMES,
@@ -120,8 +122,9 @@ logger = logging.getLogger(__name__)
 SCENE_PARSE_150 = "scene_parse_150"
 SCENE_PARSE_150_REPO = "zhoubolei/scene_parse_150"  # the Hub's home of the former canonical `scene_parse_150`
 ADE_DOWNLOAD = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
-# What an evaluation-only run writes into its output folder.
-EVAL_RESULT_FILES = ("eval_per_class.json", "eval_results.json", "all_results.json")
+# What an evaluation-only run writes into its output folder that a training run does not (all_results.json, which
+# both write, is merged).
+EVAL_RESULT_FILES = ("eval_per_class.json", "eval_results.json")
 
 
 @dataclass
@@ -152,6 +155,13 @@ class ModelArguments:
         default=False,
         metadata={
             "help": "Run model code from the Hub (needed for agent_hf models loaded from the Hub without agent_hf)."
+        },
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow a model whose number of classes differs from the data's: its classifiers start anew "
+            "(fine-tuning a new head). Without it such a model is refused, since it would evaluate a random head."
         },
     )
 
@@ -294,6 +304,13 @@ class OutputArguments:
             "folder is refused. For --do_eval alone: replace earlier evaluation results."
         },
     )
+    verbose: bool = field(
+        default=False,
+        metadata={
+            "help": "Log everything transformers and datasets say (configs, the Trainer's settings); by default the "
+            "run says one line per phase and warnings."
+        },
+    )
 
 
 def _pair(values: list[int], option: str) -> tuple[int, int]:
@@ -375,22 +392,25 @@ def check_run_arguments(training_args: TrainingArguments, data_args: DataTrainin
         raise ScriptError("a streamed dataset has no length: give --max_steps instead of --num_train_epochs")
 
 
-def setup_logging(training_args: TrainingArguments) -> None:
+def setup_logging(training_args: TrainingArguments, verbose: bool = False) -> None:
+    """This script and agent_hf say one line per phase (info) on the main process; transformers and datasets only
+    warn, unless ``--verbose`` (their configs, the Trainer's settings) or ``--log_level``."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
     )
-    if training_args.should_log:
+    if training_args.should_log and verbose:
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    logging.getLogger("agent_hf").setLevel(log_level)
+    own_level = min(log_level, logging.INFO) if training_args.should_log else log_level
+    logger.setLevel(own_level)
+    logging.getLogger("agent_hf").setLevel(own_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
-    logger.warning(
+    logger.info(
         f"Process rank: {training_args.process_index}, world size: {training_args.world_size}, "
         f"device: {training_args.device}, distributed: {training_args.parallel_mode.value == 'distributed'}"
     )
@@ -588,7 +608,11 @@ def _load_named_dataset(data_args: DataTrainingArguments, model_args: ModelArgum
     if os.path.isdir(name):
         if (Path(name) / "dataset_dict.json").is_file():  # written by DatasetDict.save_to_disk
             return datasets.load_from_disk(name)
-        return datasets.load_dataset(name, config, streaming=data_args.streaming, **hub)
+        # Cached by its files, never served another folder's (or its own earlier) rows.
+        cache_dir = local_dataset_cache_dir(name, model_args.cache_dir)
+        return datasets.load_dataset(
+            name, config, streaming=data_args.streaming, cache_dir=cache_dir, token=model_args.token
+        )
     if name.split("/")[-1] == SCENE_PARSE_150:
         revision = data_args.dataset_revision or PARQUET_EXPORT_REVISION
         repo_id = name if "/" in name else SCENE_PARSE_150_REPO
@@ -783,7 +807,7 @@ def _config_overrides(model_args: ModelArguments) -> dict:
     return overrides
 
 
-def build_model(model_args: ModelArguments, id2label: dict[int, str] | None):
+def build_model(model_args: ModelArguments, id2label: dict[int, str] | None, do_train: bool = True):
     """The model to train: a preset (random init or ``--backbone_checkpoint``) or a pretrained folder / Hub model."""
     overrides = _config_overrides(model_args)
     labels = {} if id2label is None else {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
@@ -804,8 +828,14 @@ def build_model(model_args: ModelArguments, id2label: dict[int, str] | None):
     config = AutoConfig.from_pretrained(model_args.config_name or name, **hub_kwargs, **overrides)
     relabel = id2label is not None and len(id2label) != config.num_labels
     if relabel:
+        mismatch = f"{name} has {config.num_labels} classes, the dataset {len(id2label)}"
+        if not model_args.ignore_mismatched_sizes:
+            raise ScriptError(
+                f"{mismatch}: its classifiers do not fit the data (pass --ignore_mismatched_sizes to train new ones)"
+            )
         logger.warning(
-            f"{name} has {config.num_labels} classes, the dataset {len(id2label)}: the classifiers are re-initialized"
+            f"{mismatch}: the classifiers start from random weights (--ignore_mismatched_sizes)"
+            + ("" if do_train else "; evaluated without training, they measure nothing about the model")
         )
     for key, value in labels.items():
         setattr(config, key, value)
@@ -977,8 +1007,8 @@ def save_trained_model(
 def record_eval_results(
     trainer: SegmentationTrainer, output_dir: str, metrics: dict[str, float], dataset: str
 ) -> None:
-    """Adds the measured results to the trained model's provenance and rewrites its ``config.json`` (atomically), so
-    that its model card reports them."""
+    """Adds the measured results to the trained model's provenance and rewrites its ``config.json`` (atomically,
+    keeping the serving entries), so that its model card reports them."""
     provenance = dict(getattr(trainer.model.config, PROVENANCE_KEY, None) or {})
     results = eval_results_from_metrics(metrics, dataset)
     if provenance.get("origin") != "trained" or results is None:
@@ -986,8 +1016,7 @@ def record_eval_results(
     provenance["eval_results"] = results
     record_provenance(trainer.model, provenance)
     if trainer.is_world_process_zero():
-        with add_files(output_dir) as staging:
-            trainer.model.config.save_pretrained(staging)
+        save_model_config(trainer.model.config, output_dir)
 
 
 def train_and_evaluate(
@@ -1003,6 +1032,10 @@ def train_and_evaluate(
     metrics: dict[str, float] = {}
     if training_args.do_train:
         train_metrics = trainer.train(resume_from_checkpoint=plan.resume_from).metrics
+        logger.info(
+            f"Trained {trainer.state.global_step} steps in {train_metrics['train_runtime']:.1f} s, mean loss "
+            f"{train_metrics.get('train_loss', float('nan')):.4f}"
+        )
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
@@ -1014,15 +1047,24 @@ def train_and_evaluate(
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
-        if training_args.do_train:
+        if training_args.do_train or evaluates_own_folder(base, plan.output_dir):
             record_eval_results(trainer, str(plan.output_dir), eval_metrics, dataset)
     return metrics
+
+
+def evaluates_own_folder(model_name_or_path: str, output_dir: Path) -> bool:
+    """Whether an evaluation-only run writes into the folder of the model it evaluates (its results then go into
+    that folder's ``config.json``, for the model card)."""
+    return os.path.isdir(model_name_or_path) and Path(model_name_or_path).resolve() == output_dir.resolve()
 
 
 def main(argv: list[str]) -> dict[str, float]:
     use_cpu_processes_without_accelerator()
     model_args, data_args, training_args, output_args, explicit = parse_arguments(argv)
-    setup_logging(training_args)
+    mistyped = mistyped_preset(model_args.model_name_or_path)
+    if mistyped:  # answered now, not after a failed Hub request
+        raise ScriptError(f"--model_name_or_path: {mistyped}")
+    setup_logging(training_args, output_args.verbose)
     check_world_size(training_args)
     check_run_arguments(training_args, data_args, explicit)
     push_repo_id = hub_repo_id(training_args) if training_args.push_to_hub else None
@@ -1040,7 +1082,7 @@ def main(argv: list[str]) -> dict[str, float]:
     logger.info(f"Data: {data.description}, splits {list(splits)}, reduce_labels={reduce_labels}")
 
     with user_errors(f"could not build the model {model_args.model_name_or_path}"):
-        model = build_model(model_args, data.id2label)
+        model = build_model(model_args, data.id2label, training_args.do_train)
         image_processor = build_image_processor(model_args, data_args, reduce_labels)
     if data_args.streaming:
         splits = to_streams(splits, training_args, data_args)
@@ -1053,10 +1095,12 @@ def main(argv: list[str]) -> dict[str, float]:
     )
     agent_model = model.config.model_type in ("agent_swin", "agent_pvt")
     recipe = recipe_for(model.config, data_args.recipe or ("paper" if agent_model else "hf-example"))
+    with user_errors("the training recipe", (ValueError,)):
+        run_recipe = recipe.merge(training_args, explicit)
     trainer = SegmentationTrainer(
         model,
         training_args,
-        recipe=recipe.merge(training_args, explicit),
+        recipe=run_recipe,
         train_dataset=make_train_dataset(splits["train"], data_args, training_args, model, transform_kwargs)
         if training_args.do_train
         else None,
@@ -1064,6 +1108,7 @@ def main(argv: list[str]) -> dict[str, float]:
         if training_args.do_eval
         else None,
         data_collator=pad_collate(_pair(data_args.crop_size, "--crop_size")),
+        image_processor=image_processor,
     )
     if training_args.do_train:
         check_batchnorm_batch(trainer, model)
