@@ -329,14 +329,8 @@ def test_a_mistyped_preset_is_answered_at_once_with_a_suggestion(train_script, t
     assert not (tmp_path / "x").exists()
 
 
-def test_upgrade_script_has_debug_and_hub_check_works_from_any_directory(tmp_path):
-    """Issue point 10's small points: upgrade_model_folder.py --debug shows the traceback; python -m agent_hf.hub
-    --check finds the checkout's cards from another directory."""
-    upgrade = [sys.executable, str(REPO_ROOT / "scripts" / "upgrade_model_folder.py"), str(tmp_path / "missing")]
-    plain = subprocess.run(upgrade, env=script_env(), capture_output=True, text=True, timeout=120)
-    assert plain.returncode == 1 and plain.stderr.startswith("error: ") and "Traceback" not in plain.stderr
-    debug = subprocess.run([*upgrade, "--debug"], env=script_env(), capture_output=True, text=True, timeout=120)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+def test_hub_check_works_from_any_directory(tmp_path):
+    """Issue point 10: ``python -m agent_hf.hub --check`` finds the checkout's cards from another directory."""
     check = subprocess.run(
         [sys.executable, "-m", "agent_hf.hub", "--check"],
         env=script_env(),
@@ -393,3 +387,28 @@ def test_the_trainer_tells_ddp_that_every_parameter_is_used(tmp_path):
         args = TrainingArguments(tmp_path, ddp_find_unused_parameters=given, report_to="none", use_cpu=True)
         SegmentationTrainer(model, args, recipe=recipe_for(model.config))
         assert args.ddp_find_unused_parameters is expected
+
+
+# ------------------------------------------------------------------------------------------ install and commands
+def test_console_commands_run_the_scripts():
+    """Issue point 9: ``pip install -e .`` gives commands; each entry of pyproject's [project.scripts] is an importable
+    function, and an installed command runs its script (errors in one line, --debug for the traceback)."""
+    import importlib
+
+    from agent_hf.commands import COMMANDS, script_path
+
+    section = (REPO_ROOT / "pyproject.toml").read_text().split("[project.scripts]\n", 1)[1].split("\n[", 1)[0]
+    entries = dict(re.findall(r'^([\w-]+) = "([\w.:]+)"$', section, re.M))
+    assert set(entries) == set(COMMANDS) and {"agent-hf-train", "agent-hf-evaluate", "agent-hf-convert"} <= set(
+        entries
+    )
+    for command, target in entries.items():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
+        assert script_path(command).is_file()
+
+    upgrade = [Path(sys.executable).parent / "agent-hf-upgrade", "no-such-folder"]
+    plain = subprocess.run(upgrade, env=script_env(), capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 1 and plain.stderr.startswith("error: no-such-folder"), plain.stderr
+    debug = subprocess.run([*upgrade, "--debug"], env=script_env(), capture_output=True, text=True, timeout=120)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
