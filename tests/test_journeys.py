@@ -412,3 +412,87 @@ def test_console_commands_run_the_scripts():
     assert plain.returncode == 1 and plain.stderr.startswith("error: no-such-folder"), plain.stderr
     debug = subprocess.run([*upgrade, "--debug"], env=script_env(), capture_output=True, text=True, timeout=120)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+def test_an_official_checkpoint_load_says_in_one_line_what_it_kept_and_dropped(caplog):
+    """Issue point 10: --backbone_checkpoint (load_official_checkpoint) said nothing about what it loaded."""
+    import logging
+
+    from test_parity import REFERENCE_DIR, reference_spec
+
+    from agent_hf import config_from_official, load_official_checkpoint
+
+    name = "agent_swin_aaab_imagenet"
+    with caplog.at_level(logging.INFO, logger="agent_hf.official"):
+        load_official_checkpoint(REFERENCE_DIR / f"{name}.pth", config_from_official(reference_spec(name)["model"]))
+    [record] = [r for r in caplog.records if r.name == "agent_hf.official"]
+    message = record.getMessage()
+    assert "\n" not in message and f"{name}.pth (imagenet checkpoint)" in message
+    assert re.search(r"Loaded \d+ of the \d+ tensors", message), message
+    assert re.search(r"dropped \d+ \(head, norm, relative_position_index\)", message), message
+    assert re.search(
+        r"\d+ of the model's start from their initialization \(auxiliary_head, backbone, decode_head\)", message
+    )
+
+
+# ------------------------------------------------------------------------------------------- push, load by repo id
+LOAD_BY_REPO_ID = """
+import io, json, sys, warnings
+import numpy as np
+from PIL import Image
+from transformers import pipeline
+
+repo_id, photo_path, tta, out_path = json.loads(sys.argv[1])
+photo = Image.open(photo_path)
+segmenter = pipeline("image-segmentation", model=repo_id, trust_remote_code=True)
+assert type(segmenter).__name__ == "AgentImageSegmentationPipeline", type(segmenter)
+label2id = {label: int(i) for i, label in segmenter.model.config.id2label.items()}
+out = {}
+for kind, settings in (("whole", {}), ("slide", {"mode": "slide"}), ("tta", tta)):
+    labels = np.full((photo.height, photo.width), -1)
+    for segment in segmenter(photo, **settings):
+        labels[np.asarray(segment["mask"]) > 0] = label2id[segment["label"]]
+    out[kind] = labels
+np.savez(out_path, **out)
+"""
+
+
+def test_train_eval_push_and_serve_by_repo_id_where_agent_hf_is_not_installed(runs, tmp_path, monkeypatch):
+    """The README's main journey: train+eval -> push (agent_hf.hub, card last) -> pipeline by repo id, without
+    agent_hf, with slide and TTA equal to the evaluation path."""
+    from hub_server import LocalHubServer
+    from huggingface_hub import constants
+    from test_serving import BLOCK_AGENT_HF
+
+    from agent_hf.hub import card_for_folder, push_folder_to_hub
+
+    root, _ = runs
+    folder, repo_id, token = root / "train_eval", "someone/tiny-agent-swin", "hf_journey_token"
+    photo = real_photos()["chelsea"]
+    photo.save(tmp_path / "chelsea.png")
+    with LocalHubServer(tokens={token}) as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        push_folder_to_hub(folder, repo_id, token=token, card=card_for_folder(folder, repo_id))
+        remote = hub.files(repo_id)
+        assert json.loads(remote["config.json"])["custom_pipelines"]
+        assert "No results are recorded" not in remote["README.md"].decode()
+        arguments = json.dumps([repo_id, str(tmp_path / "chelsea.png"), TTA, str(tmp_path / "served.npz")])
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": hub.endpoint,
+            "HF_HUB_OFFLINE": "0",
+            "HF_HOME": str(tmp_path / "hf_home"),
+            "HF_MODULES_CACHE": str(tmp_path / "modules"),
+            "HF_TOKEN": token,
+        }
+        code = BLOCK_AGENT_HF + f"sys.argv[1:] = [{arguments!r}]\n" + LOAD_BY_REPO_ID
+        result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    served = dict(np.load(tmp_path / "served.npz"))
+    expected = evaluation_path(folder, Image.open(tmp_path / "chelsea.png"))
+    for kind in ("whole", "slide", "tta"):
+        np.testing.assert_array_equal(served[kind], expected[kind], err_msg=kind)
+    assert (served["slide"] != served["whole"]).any() and (served["tta"] != served["whole"]).any()
