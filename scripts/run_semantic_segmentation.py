@@ -50,15 +50,24 @@ Examples::
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+# `--help` answers at once from the text that `short_help` generates (tests/test_journeys.py checks it is current):
+# argument parsing itself needs transformers' TrainingArguments, hence torch.
+HELP_FILE = Path(__file__).with_name("run_semantic_segmentation_help.txt")
+if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]) and HELP_FILE.is_file():
+    print(HELP_FILE.read_text(), end="")
+    sys.exit(0)
+
 import dataclasses
 import json
 import logging
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import ClassVar
 
 import datasets
 import torch
@@ -131,6 +140,8 @@ EVAL_RESULT_FILES = ("eval_per_class.json", "eval_results.json")
 class ModelArguments:
     """Which model to train or evaluate."""
 
+    _argument_group_name: ClassVar[str] = "model"
+
     model_name_or_path: str = field(
         metadata={"help": f"A preset ({', '.join(agent_hf.PRESETS)}), a local model folder or a Hub model id."}
     )
@@ -176,6 +187,8 @@ def _folder_help(split: str) -> str:
 @dataclass
 class DataTrainingArguments:
     """Which data, and how it is transformed and evaluated."""
+
+    _argument_group_name: ClassVar[str] = "data, augmentation and evaluation"
 
     dataset_name: str | None = field(
         default=None,
@@ -293,7 +306,9 @@ class DataTrainingArguments:
 
 @dataclass
 class OutputArguments:
-    """What may happen to an existing output folder."""
+    """What may happen to an existing output folder, and what the run says."""
+
+    _argument_group_name: ClassVar[str] = "output folder and logs"
 
     overwrite_output_dir: bool = field(
         default=False,
@@ -325,6 +340,56 @@ class _ArgumentParser(HfArgumentParser):
         raise ScriptError(message)  # one line, not argparse's usage text of every TrainingArguments option
 
 
+# The TrainingArguments options that `--help` shows (`--help_all` lists every one).
+HELP_TRAINING_OPTIONS = (
+    "output_dir",
+    "do_train",
+    "do_eval",
+    "max_steps",
+    "num_train_epochs",
+    "learning_rate",
+    "weight_decay",
+    "warmup_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "eval_strategy",
+    "eval_steps",
+    "save_steps",
+    "save_total_limit",
+    "resume_from_checkpoint",
+    "seed",
+    "dataloader_num_workers",
+    "use_cpu",
+    "report_to",
+    "push_to_hub",
+    "hub_model_id",
+)
+
+
+def short_help() -> str:
+    """The grouped ``--help`` text: this script's own options and the most used ``TrainingArguments`` ones."""
+    import argparse
+
+    parser = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, OutputArguments),
+        prog="run_semantic_segmentation.py",
+        usage="%(prog)s --model_name_or_path MODEL [--do_train] [--do_eval] --output_dir DIR [OPTIONS] "
+        "(or: agent-hf-train ...)",
+        description=__doc__.split("\n\n")[0],
+        epilog="--help_all lists every TrainingArguments option; --debug shows the traceback of an error.",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=119, max_help_position=40),
+    )
+    group = parser.add_argument_group("training (transformers TrainingArguments; these override the recipe)")
+    fields = {f.name: f for f in dataclasses.fields(TrainingArguments)}
+    for name in HELP_TRAINING_OPTIONS:
+        help_text = " ".join(fields[name].metadata.get("help", "").split()).replace("%", "%%")
+        if isinstance(fields[name].default, bool):
+            group.add_argument(f"--{name}", help=help_text, action="store_true")
+        else:
+            group.add_argument(f"--{name}", help=help_text, metavar=name.upper())
+    return parser.format_help()
+
+
 def parse_arguments(
     argv: list[str],
 ) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, OutputArguments, set[str]]:
@@ -332,6 +397,12 @@ def parse_arguments(
     parser = _ArgumentParser(
         (ModelArguments, DataTrainingArguments, TrainingArguments, OutputArguments), allow_abbrev=False
     )
+    if "--help_all" in argv:
+        parser.print_help()
+        sys.exit(0)
+    if "--write_help" in argv:  # after changing an option: regenerate the text --help prints
+        HELP_FILE.write_text(short_help())
+        sys.exit(0)
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):
             path = os.path.abspath(argv[0])
