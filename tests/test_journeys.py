@@ -121,6 +121,16 @@ def test_eval_into_a_train_only_folder_adds_results_for_the_card(runs):
         ["--model_name_or_path", folder, *COMMON, "--do_eval", "--output_dir", folder],
     )
     assert code == 1 and "already holds evaluation results" in error
+    config = read_json(folder / "config.json")
+    config["agent_hf_provenance"].pop("eval_results")
+    (folder / "config.json").write_text(json.dumps(config))
+    code, error, _ = run_in_process(
+        load_script("run_semantic_segmentation"),
+        ["--model_name_or_path", folder, *COMMON, "--do_eval", "--overwrite_output_dir", "--output_dir", folder],
+    )
+    assert code == 0, error
+    assert read_json(folder / "config.json")["agent_hf_provenance"]["eval_results"]  # recorded again
+    assert_serving_setup(folder)
 
 
 def test_a_checkpoint_evaluates_with_its_own_image_processor(runs):
