@@ -15,8 +15,9 @@ For each model (an agent_hf preset or a config JSON) and for the peer (transform
 * parameters; FLOPs with `torch.utils.flop_counter.FlopCounterMode` (MACs = FLOPs / 2; the paper's
   "954G"-style numbers are MACs at 512x2048).
 
-Writes `benchmark.md`, `benchmark.csv` and `latency_vs_pixels.png` under `--output_dir` and prints the
-markdown. Example (the run in docs/benchmarks.md):
+Writes `benchmark.md`, `benchmark.csv` and `latency_vs_pixels.png` under `--output_dir` (default
+`outputs/benchmark`, never the committed docs/benchmarks unless named) and prints the markdown. Example (the run in
+docs/benchmarks.md):
 
     python scripts/benchmark.py --model agent-swin-t-upernet-ade20k agent-pvt-t-fpn-ade20k \
         --resolutions 512x512 512x2048 1024x1024 --batch_sizes 1 --threads 2 --output_dir docs/benchmarks
@@ -690,7 +691,13 @@ def parse_args(argv=None):
         help="for every model (default: each model's default)",
     )
     parser.add_argument("--child_timeout", type=int, default=900)
-    parser.add_argument("--output_dir", type=Path, default=REPO_ROOT / "docs" / "benchmarks")
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        default=Path("outputs") / "benchmark",
+        help="where the results go (default: outputs/benchmark under the current directory; the committed results "
+        "in docs/benchmarks are replaced only when named here)",
+    )
     parser.add_argument("--_memory_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.resolutions = [tuple(r) for r in args.resolutions]

@@ -50,15 +50,24 @@ Examples::
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+# `--help` answers at once from the text that `short_help` generates (tests/test_journeys.py checks it is current):
+# argument parsing itself needs transformers' TrainingArguments, hence torch.
+HELP_FILE = Path(__file__).with_name("run_semantic_segmentation_help.txt")
+if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]) and HELP_FILE.is_file():
+    print(HELP_FILE.read_text(), end="")
+    sys.exit(0)
+
 import dataclasses
 import json
 import logging
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import ClassVar
 
 import datasets
 import torch
@@ -87,6 +96,7 @@ from agent_hf.data.ade20k import (
     load_parquet_export,
     scene_parsing_folder,
 )
+from agent_hf.data.cache import local_dataset_cache_dir
 from agent_hf.data.transforms import TrainTransform
 from agent_hf.folders import (
     OutputFolderError,
@@ -97,7 +107,8 @@ from agent_hf.folders import (
     replace_folder,
 )
 from agent_hf.hub import card_for_folder, push_folder_to_hub
-from agent_hf.processing import make_image_processor, save_model_folder
+from agent_hf.presets import mistyped_preset
+from agent_hf.processing import make_image_processor, save_model_config, save_model_folder
 from agent_hf.provenance import PROVENANCE_KEY, eval_results_from_metrics, record_provenance, trained_provenance
 from agent_hf.training import (
     RECIPE_NAMES,
@@ -121,13 +132,16 @@ logger = logging.getLogger(__name__)
 SCENE_PARSE_150 = "scene_parse_150"
 SCENE_PARSE_150_REPO = "zhoubolei/scene_parse_150"  # the Hub's home of the former canonical `scene_parse_150`
 ADE_DOWNLOAD = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
-# What an evaluation-only run writes into its output folder.
-EVAL_RESULT_FILES = ("eval_per_class.json", "eval_results.json", "all_results.json")
+# What an evaluation-only run writes into its output folder that a training run does not (all_results.json, which
+# both write, is merged).
+EVAL_RESULT_FILES = ("eval_per_class.json", "eval_results.json")
 
 
 @dataclass
 class ModelArguments:
     """Which model to train or evaluate."""
+
+    _argument_group_name: ClassVar[str] = "model"
 
     model_name_or_path: str = field(
         metadata={"help": f"A preset ({', '.join(agent_hf.PRESETS)}), a local model folder or a Hub model id."}
@@ -155,6 +169,13 @@ class ModelArguments:
             "help": "Run model code from the Hub (needed for agent_hf models loaded from the Hub without agent_hf)."
         },
     )
+    ignore_mismatched_sizes: bool = field(
+        default=False,
+        metadata={
+            "help": "Allow a model whose number of classes differs from the data's: its classifiers start anew "
+            "(fine-tuning a new head). Without it such a model is refused, since it would evaluate a random head."
+        },
+    )
 
 
 def _folder_help(split: str) -> str:
@@ -167,6 +188,8 @@ def _folder_help(split: str) -> str:
 @dataclass
 class DataTrainingArguments:
     """Which data, and how it is transformed and evaluated."""
+
+    _argument_group_name: ClassVar[str] = "data, augmentation and evaluation"
 
     dataset_name: str | None = field(
         default=None,
@@ -284,7 +307,9 @@ class DataTrainingArguments:
 
 @dataclass
 class OutputArguments:
-    """What may happen to an existing output folder."""
+    """What may happen to an existing output folder, and what the run says."""
+
+    _argument_group_name: ClassVar[str] = "output folder and logs"
 
     overwrite_output_dir: bool = field(
         default=False,
@@ -293,6 +318,13 @@ class OutputArguments:
             "it, which replaces it once the model is saved (never a folder holding an input or the current "
             "directory). Without it, a folder with this run's checkpoints is resumed and any other non-empty "
             "folder is refused. For --do_eval alone: replace earlier evaluation results."
+        },
+    )
+    verbose: bool = field(
+        default=False,
+        metadata={
+            "help": "Log everything transformers and datasets say (configs, the Trainer's settings); by default the "
+            "run says one line per phase and warnings."
         },
     )
 
@@ -309,6 +341,56 @@ class _ArgumentParser(HfArgumentParser):
         raise ScriptError(message)  # one line, not argparse's usage text of every TrainingArguments option
 
 
+# The TrainingArguments options that `--help` shows (`--help_all` lists every one).
+HELP_TRAINING_OPTIONS = (
+    "output_dir",
+    "do_train",
+    "do_eval",
+    "max_steps",
+    "num_train_epochs",
+    "learning_rate",
+    "weight_decay",
+    "warmup_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "eval_strategy",
+    "eval_steps",
+    "save_steps",
+    "save_total_limit",
+    "resume_from_checkpoint",
+    "seed",
+    "dataloader_num_workers",
+    "use_cpu",
+    "report_to",
+    "push_to_hub",
+    "hub_model_id",
+)
+
+
+def short_help() -> str:
+    """The grouped ``--help`` text: this script's own options and the most used ``TrainingArguments`` ones."""
+    import argparse
+
+    parser = HfArgumentParser(
+        (ModelArguments, DataTrainingArguments, OutputArguments),
+        prog="run_semantic_segmentation.py",
+        usage="%(prog)s --model_name_or_path MODEL [--do_train] [--do_eval] --output_dir DIR [OPTIONS] "
+        "(or: agent-hf-train ...)",
+        description=__doc__.split("\n\n")[0],
+        epilog="--help_all lists every TrainingArguments option; --debug shows the traceback of an error.",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=119, max_help_position=40),
+    )
+    group = parser.add_argument_group("training (transformers TrainingArguments; these override the recipe)")
+    fields = {f.name: f for f in dataclasses.fields(TrainingArguments)}
+    for name in HELP_TRAINING_OPTIONS:
+        help_text = " ".join(fields[name].metadata.get("help", "").split()).replace("%", "%%")
+        if isinstance(fields[name].default, bool):
+            group.add_argument(f"--{name}", help=help_text, action="store_true")
+        else:
+            group.add_argument(f"--{name}", help=help_text, metavar=name.upper())
+    return parser.format_help()
+
+
 def parse_arguments(
     argv: list[str],
 ) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, OutputArguments, set[str]]:
@@ -316,6 +398,12 @@ def parse_arguments(
     parser = _ArgumentParser(
         (ModelArguments, DataTrainingArguments, TrainingArguments, OutputArguments), allow_abbrev=False
     )
+    if "--help_all" in argv:
+        parser.print_help()
+        sys.exit(0)
+    if "--write_help" in argv:  # after changing an option: regenerate the text --help prints
+        HELP_FILE.write_text(short_help())
+        sys.exit(0)
     try:
         if len(argv) == 1 and argv[0].endswith(".json"):
             path = os.path.abspath(argv[0])
@@ -376,22 +464,25 @@ def check_run_arguments(training_args: TrainingArguments, data_args: DataTrainin
         raise ScriptError("a streamed dataset has no length: give --max_steps instead of --num_train_epochs")
 
 
-def setup_logging(training_args: TrainingArguments) -> None:
+def setup_logging(training_args: TrainingArguments, verbose: bool = False) -> None:
+    """This script and agent_hf say one line per phase (info) on the main process; transformers and datasets only
+    warn, unless ``--verbose`` (their configs, the Trainer's settings) or ``--log_level``."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
         handlers=[logging.StreamHandler(sys.stdout)],
     )
-    if training_args.should_log:
+    if training_args.should_log and verbose:
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    logging.getLogger("agent_hf").setLevel(log_level)
+    own_level = min(log_level, logging.INFO) if training_args.should_log else log_level
+    logger.setLevel(own_level)
+    logging.getLogger("agent_hf").setLevel(own_level)
     datasets.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
-    logger.warning(
+    logger.info(
         f"Process rank: {training_args.process_index}, world size: {training_args.world_size}, "
         f"device: {training_args.device}, distributed: {training_args.parallel_mode.value == 'distributed'}"
     )
@@ -592,7 +683,11 @@ def _load_named_dataset(data_args: DataTrainingArguments, model_args: ModelArgum
     if os.path.isdir(name):
         if (Path(name) / "dataset_dict.json").is_file():  # written by DatasetDict.save_to_disk
             return datasets.load_from_disk(name)
-        return datasets.load_dataset(name, config, streaming=data_args.streaming, **hub)
+        # Cached by its files, never served another folder's (or its own earlier) rows.
+        cache_dir = local_dataset_cache_dir(name, model_args.cache_dir)
+        return datasets.load_dataset(
+            name, config, streaming=data_args.streaming, cache_dir=cache_dir, token=model_args.token
+        )
     if name.split("/")[-1] == SCENE_PARSE_150:
         revision = data_args.dataset_revision or PARQUET_EXPORT_REVISION
         repo_id = name if "/" in name else SCENE_PARSE_150_REPO
@@ -787,7 +882,7 @@ def _config_overrides(model_args: ModelArguments) -> dict:
     return overrides
 
 
-def build_model(model_args: ModelArguments, id2label: dict[int, str] | None):
+def build_model(model_args: ModelArguments, id2label: dict[int, str] | None, do_train: bool = True):
     """The model to train: a preset (random init or ``--backbone_checkpoint``) or a pretrained folder / Hub model."""
     overrides = _config_overrides(model_args)
     labels = {} if id2label is None else {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
@@ -808,8 +903,14 @@ def build_model(model_args: ModelArguments, id2label: dict[int, str] | None):
     config = AutoConfig.from_pretrained(model_args.config_name or name, **hub_kwargs, **overrides)
     relabel = id2label is not None and len(id2label) != config.num_labels
     if relabel:
+        mismatch = f"{name} has {config.num_labels} classes, the dataset {len(id2label)}"
+        if not model_args.ignore_mismatched_sizes:
+            raise ScriptError(
+                f"{mismatch}: its classifiers do not fit the data (pass --ignore_mismatched_sizes to train new ones)"
+            )
         logger.warning(
-            f"{name} has {config.num_labels} classes, the dataset {len(id2label)}: the classifiers are re-initialized"
+            f"{mismatch}: the classifiers start from random weights (--ignore_mismatched_sizes)"
+            + ("" if do_train else "; evaluated without training, they measure nothing about the model")
         )
     for key, value in labels.items():
         setattr(config, key, value)
@@ -981,8 +1082,8 @@ def save_trained_model(
 def record_eval_results(
     trainer: SegmentationTrainer, output_dir: str, metrics: dict[str, float], dataset: str
 ) -> None:
-    """Adds the measured results to the trained model's provenance and rewrites its ``config.json`` (atomically), so
-    that its model card reports them."""
+    """Adds the measured results to the trained model's provenance and rewrites its ``config.json`` (atomically,
+    keeping the serving entries), so that its model card reports them."""
     provenance = dict(getattr(trainer.model.config, PROVENANCE_KEY, None) or {})
     results = eval_results_from_metrics(metrics, dataset)
     if provenance.get("origin") != "trained" or results is None:
@@ -990,8 +1091,7 @@ def record_eval_results(
     provenance["eval_results"] = results
     record_provenance(trainer.model, provenance)
     if trainer.is_world_process_zero():
-        with add_files(output_dir) as staging:
-            trainer.model.config.save_pretrained(staging)
+        save_model_config(trainer.model.config, output_dir)
 
 
 def train_and_evaluate(
@@ -1010,6 +1110,10 @@ def train_and_evaluate(
         if problem:
             raise ScriptError(f"cannot resume from {plan.resume_from}: {problem}")
         train_metrics = trainer.train(resume_from_checkpoint=plan.resume_from).metrics
+        logger.info(
+            f"Trained {trainer.state.global_step} steps in {train_metrics['train_runtime']:.1f} s, mean loss "
+            f"{train_metrics.get('train_loss', float('nan')):.4f}"
+        )
         trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
@@ -1021,15 +1125,24 @@ def train_and_evaluate(
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
-        if training_args.do_train:
+        if training_args.do_train or evaluates_own_folder(base, plan.output_dir):
             record_eval_results(trainer, str(plan.output_dir), eval_metrics, dataset)
     return metrics
+
+
+def evaluates_own_folder(model_name_or_path: str, output_dir: Path) -> bool:
+    """Whether an evaluation-only run writes into the folder of the model it evaluates (its results then go into
+    that folder's ``config.json``, for the model card)."""
+    return os.path.isdir(model_name_or_path) and Path(model_name_or_path).resolve() == output_dir.resolve()
 
 
 def main(argv: list[str]) -> dict[str, float]:
     use_cpu_processes_without_accelerator()
     model_args, data_args, training_args, output_args, explicit = parse_arguments(argv)
-    setup_logging(training_args)
+    mistyped = mistyped_preset(model_args.model_name_or_path)
+    if mistyped:  # answered now, not after a failed Hub request
+        raise ScriptError(f"--model_name_or_path: {mistyped}")
+    setup_logging(training_args, output_args.verbose)
     check_world_size(training_args)
     check_run_arguments(training_args, data_args, explicit)
     push_repo_id = hub_repo_id(training_args) if training_args.push_to_hub else None
@@ -1047,7 +1160,7 @@ def main(argv: list[str]) -> dict[str, float]:
     logger.info(f"Data: {data.description}, splits {list(splits)}, reduce_labels={reduce_labels}")
 
     with user_errors(f"could not build the model {model_args.model_name_or_path}"):
-        model = build_model(model_args, data.id2label)
+        model = build_model(model_args, data.id2label, training_args.do_train)
         image_processor = build_image_processor(model_args, data_args, reduce_labels)
     if data_args.streaming:
         splits = to_streams(splits, training_args, data_args)
@@ -1060,10 +1173,12 @@ def main(argv: list[str]) -> dict[str, float]:
     )
     agent_model = model.config.model_type in ("agent_swin", "agent_pvt")
     recipe = recipe_for(model.config, data_args.recipe or ("paper" if agent_model else "hf-example"))
+    with user_errors("the training recipe", (ValueError,)):
+        run_recipe = recipe.merge(training_args, explicit)
     trainer = SegmentationTrainer(
         model,
         training_args,
-        recipe=recipe.merge(training_args, explicit),
+        recipe=run_recipe,
         train_dataset=make_train_dataset(splits["train"], data_args, training_args, model, transform_kwargs)
         if training_args.do_train
         else None,
@@ -1071,6 +1186,7 @@ def main(argv: list[str]) -> dict[str, float]:
         if training_args.do_eval
         else None,
         data_collator=pad_collate(_pair(data_args.crop_size, "--crop_size")),
+        image_processor=image_processor,
     )
     if training_args.do_train:
         check_batchnorm_batch(trainer, model)

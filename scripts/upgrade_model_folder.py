@@ -18,22 +18,27 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agent_hf.cli import pop_debug_flag
 from agent_hf.processing import upgrade_model_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", metavar="DIR", help="model folder(s) with config.json")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    argv, debug = pop_debug_flag(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     failed = 0
     for folder in args.folders:
         try:
             written = upgrade_model_folder(folder)
         except (OSError, ValueError) as error:
+            if debug:
+                raise
             print(f"error: {error}", file=sys.stderr)
             failed += 1
             continue

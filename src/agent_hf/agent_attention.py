@@ -243,6 +243,13 @@ class AgentAttention(nn.Module):
         key, value = split_projection(self.kv, hidden_states, 2)
         return self.q(hidden_states), key, value
 
+    def _depthwise(self, value_map: torch.Tensor) -> torch.Tensor:
+        """``self.dwc(value_map)``. On a channels-last input the weight's gradient would come back with channels-last
+        strides ((k*k, 1, k, 1) instead of the weight's (k*k, k*k, k, 1)), which DDP warns about ("grad strides do
+        not match bucket view strides"); reading the weight through a flat view gives it the weight's own strides."""
+        weight = self.dwc.weight.flatten(1).view_as(self.dwc.weight)
+        return F.conv2d(value_map, weight, self.dwc.bias, padding=self.dwc.padding, groups=self.dwc.groups)
+
     def forward(self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False):
         """Agent attention over a (height, width) map.
 
@@ -275,7 +282,7 @@ class AgentAttention(nn.Module):
         # DWC(V): the convolution reads V as a channels-last map in place and writes a channels-last map, i.e.
         # (B, N, C) row-major, into which O is added, undoing its head-major layout in the same pass.
         value_map = value.view(batch, height, width, channels).permute(0, 3, 1, 2)
-        mixed = self.dwc(value_map).permute(0, 2, 3, 1).reshape(batch, tokens, heads, head_dim)
+        mixed = self._depthwise(value_map).permute(0, 2, 3, 1).reshape(batch, tokens, heads, head_dim)
         weights = None
         if output_attentions or getattr(self.config, "_attn_implementation", None) == "eager":
             agent_to_token, token_to_agent = official_position_biases(self, height, width)

@@ -8,6 +8,7 @@ ImageNet classification checkpoint of the official code (`{'model': ...}`, the p
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 
@@ -19,6 +20,8 @@ from .layers import rename_key
 from .modeling_agent_pvt import AgentPvtForSemanticSegmentation
 from .modeling_agent_swin import AgentSwinForSemanticSegmentation
 from .provenance import official_checkpoint_provenance, record_provenance
+
+logger = logging.getLogger(__name__)
 
 _BACKBONE_PREFIX = {"agent_swin": "backbone.agent_swin.", "agent_pvt": "backbone.agent_pvt."}
 # The official per-stage names (`norm{i}`, `block{i}`, `patch_embed{i}`, `pos_embed{i}`) -> ours (`norms.{i}`,
@@ -250,17 +253,25 @@ def official_to_hf_state_dict(state_dict: Mapping, config) -> tuple[dict, str]:
     mapping = _KEY_MAPPING[config.model_type]
     for key in keys:
         tensor = state_dict[key]
-        if key.endswith("relative_position_index"):
-            continue  # a derived buffer, recomputed by the model
+        if _dropped_key(key, kind, config):
+            continue
         if kind == "imagenet":
-            if key.startswith("head.") or (config.model_type == "agent_swin" and key.startswith("norm.")):
-                continue  # classification head / final norm: not part of the segmentation backbone
             renamed[rename_key(prefix + key, mapping)] = tensor
         elif key.startswith("backbone."):
             renamed[rename_key(prefix + key[len("backbone.") :], mapping)] = tensor
         else:
             renamed[key] = tensor
     return renamed, kind
+
+
+def _dropped_key(key: str, kind: str, config) -> bool:
+    """Whether an official key is left out: a derived buffer (recomputed by the model) or, in an ImageNet checkpoint,
+    the classification head and (Agent-Swin) the final norm, which are not part of the segmentation backbone."""
+    if key.endswith("relative_position_index"):
+        return True
+    return kind == "imagenet" and (
+        key.startswith("head.") or (config.model_type == "agent_swin" and key.startswith("norm."))
+    )
 
 
 def _checkpoint_family(state_dict: Mapping) -> str | None:
@@ -336,10 +347,29 @@ def load_official_checkpoint(checkpoint, config=None):
         raise ValueError("\n".join(lines))
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state_dict.items()}, strict=False)
     model.eval()
+    logger.info(_load_summary(source, kind, raw, config, state_dict, expected))
     # Where the weights come from, saved in config.json: it decides the model card (agent_hf.provenance).
     checkpoint_path = os.fspath(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
     record_provenance(model, official_checkpoint_provenance(model, checkpoint_path, kind))
     return model
+
+
+def _load_summary(source, kind: str, raw: Mapping, config, loaded: Mapping, expected: Mapping) -> str:
+    """One line: what a checkpoint load kept, dropped and left to its fresh initialization."""
+    inner = next((raw[name] for name in ("state_dict", "model") if isinstance(raw.get(name), Mapping)), raw)
+    keys = [key for key, value in inner.items() if isinstance(value, torch.Tensor)]
+    dropped = [key for key in keys if _dropped_key(key, kind, config)]
+    dropped_groups = sorted(
+        {key.rsplit(".", 1)[-1] if key.endswith("_index") else key.split(".")[0] for key in dropped}
+    )
+    fresh = [key for key in expected if key not in loaded and not key.endswith("relative_position_index")]
+    fresh_groups = sorted({key.split(".")[0] for key in fresh})
+    return (
+        f"Loaded {len(loaded)} of the {len(keys)} tensors of {source} ({kind} checkpoint); dropped {len(dropped)}"
+        + (f" ({', '.join(dropped_groups)})" if dropped else "")
+        + f"; {len(fresh)} of the model's start from their initialization"
+        + (f" ({', '.join(fresh_groups)})" if fresh else "")
+    )
 
 
 __all__ = ["config_from_official", "load_official_checkpoint", "official_to_hf_state_dict"]

@@ -7,6 +7,9 @@ the models with transformers' Auto classes.
 
 from __future__ import annotations
 
+import difflib
+import os
+
 from . import register_auto_classes
 from .configuration_agent_pvt import AgentPvtConfig
 from .configuration_agent_swin import AgentSwinConfig
@@ -31,7 +34,7 @@ def preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
     try:
         spec = get_model_spec(name)
     except ValueError:
-        raise ValueError(f"Unknown preset {name!r}; available presets: {', '.join(PRESETS)}") from None
+        raise ValueError(unknown_preset_message(name)) from None
     id2label = ade20k_id2label()
     kwargs = dict(
         id2label=id2label,
@@ -42,4 +45,22 @@ def preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
     return _CONFIG_CLASSES[spec.model_type](**{**kwargs, **spec.config_kwargs, **overrides})
 
 
-__all__ = ["PRESETS", "preset_config"]
+def unknown_preset_message(name: str) -> str:
+    """``Unknown preset 'X' (did you mean 'Y'?); the presets are: ...`` (with the closest preset name, if any)."""
+    close = difflib.get_close_matches(name, PRESETS, n=1, cutoff=0.6)
+    suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"Unknown preset {name!r}{suggestion}; the presets are: {', '.join(PRESETS)}"
+
+
+def mistyped_preset(name: str) -> str | None:
+    """The error message for a model name that looks like a mistyped preset (not a preset, not an existing path, no
+    ``namespace/`` of a Hub id, and close to a preset name or starting with ``agent-``), else ``None``: such a name is
+    answered at once instead of after a failed Hub request."""
+    if name in PRESETS or os.path.exists(name) or "/" in name:
+        return None
+    if name.startswith("agent-") or difflib.get_close_matches(name, PRESETS, n=1, cutoff=0.6):
+        return unknown_preset_message(name)
+    return None
+
+
+__all__ = ["PRESETS", "mistyped_preset", "preset_config", "unknown_preset_message"]

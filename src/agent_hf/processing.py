@@ -33,9 +33,12 @@ from .segmentation_inference import DEFAULT_EVAL_SCALE
 
 __all__ = [
     "ENDPOINT_FILES",
+    "add_serving_files",
     "as_agent_image_processor",
     "make_image_processor",
+    "save_model_config",
     "save_model_folder",
+    "serving_config",
     "serving_files",
     "upgrade_model_folder",
 ]
@@ -164,26 +167,60 @@ def serving_files(config: Mapping[str, Any], image_processor: AgentImageProcesso
     files = {name: _template(name) for name in ENDPOINT_FILES}
     if image_processor is None:
         return files
-    processor_ref = f"{AgentImageProcessor.__module__.rsplit('.', 1)[-1]}.{AgentImageProcessor.__name__}"
-    pipeline_ref = f"{AgentImageSegmentationPipeline.__module__.rsplit('.', 1)[-1]}.AgentImageSegmentationPipeline"
     for path in _module_files(AgentImageProcessor, AgentImageSegmentationPipeline):
         files[path.name] = path.read_bytes()
     processor_dict = image_processor.to_dict()
-    processor_dict["auto_map"] = {"AutoImageProcessor": processor_ref}
+    processor_dict["auto_map"] = {"AutoImageProcessor": _PROCESSOR_REF}
     files[PREPROCESSOR_CONFIG_NAME] = _json_bytes(processor_dict)
+    files[CONFIG_NAME] = _json_bytes(serving_config(config))
+    return files
+
+
+_PROCESSOR_REF = f"{AgentImageProcessor.__module__.rsplit('.', 1)[-1]}.{AgentImageProcessor.__name__}"
+_PIPELINE_REF = f"{AgentImageSegmentationPipeline.__module__.rsplit('.', 1)[-1]}.AgentImageSegmentationPipeline"
+
+
+def serving_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """An agent_hf model's ``config.json`` (as a dict) with the serving entries: ``auto_map["AutoImageProcessor"]``
+    and ``custom_pipelines["image-segmentation"]`` (every way of writing a model folder writes them)."""
     config = dict(config)
-    config["auto_map"] = {**(config.get("auto_map") or {}), "AutoImageProcessor": processor_ref}
+    config["auto_map"] = {**(config.get("auto_map") or {}), "AutoImageProcessor": _PROCESSOR_REF}
     config["custom_pipelines"] = {
         **(config.get("custom_pipelines") or {}),
         "image-segmentation": {
-            "impl": pipeline_ref,
+            "impl": _PIPELINE_REF,
             "pt": ["AutoModelForSemanticSegmentation"],
             "tf": [],
             "type": "image",
         },
     }
-    files[CONFIG_NAME] = _json_bytes(config)
-    return files
+    return config
+
+
+def save_model_config(config, folder: str | os.PathLike) -> None:
+    """Rewrites ``folder/config.json`` from ``config`` (e.g. after recording evaluation results) atomically, keeping
+    an agent_hf model's serving entries (:func:`serving_config`): a bare ``config.save_pretrained`` would drop them
+    and turn the folder's pipeline into transformers' generic one."""
+    with add_files(folder) as staging:
+        config.save_pretrained(staging)
+        if _is_agent_model(config):
+            values = json.loads((staging / CONFIG_NAME).read_text(encoding="utf-8"))
+            (staging / CONFIG_NAME).write_bytes(_json_bytes(serving_config(values)))
+
+
+def add_serving_files(folder: str | os.PathLike, image_processor=None) -> list[str]:
+    """Adds the serving files (:func:`serving_files`, with ``image_processor`` as the folder's processor) to a folder
+    that ``save_pretrained`` wrote, e.g. a training checkpoint, so that it can be evaluated and served as it is.
+
+    Returns:
+        The names of the files written, sorted.
+    """
+    folder = Path(folder)
+    config = _read_json(folder / CONFIG_NAME)
+    processor = as_agent_image_processor(image_processor, config) if _is_agent_model(config) else None
+    files = serving_files(config, processor)
+    _write_files(folder, files)
+    return sorted(files)
 
 
 def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:

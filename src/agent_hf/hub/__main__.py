@@ -1,5 +1,6 @@
 """``python -m agent_hf.hub --write|--check``: the presets' model cards and the README's models table, generated
-from `agent_hf.registry` (run from the repository root)."""
+from `agent_hf.registry`, in the checkout this package is installed from (editable install), whatever the current
+directory; elsewhere (an installed wheel) in the current directory."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from pathlib import Path
 from .cards import outdated_files, write_model_cards, write_readme_models_table
 
 
+def _checkout_root() -> Path:
+    """The repository root of an editable install (``src/agent_hf/hub`` lies three folders below it), else the
+    current directory."""
+    root = Path(__file__).resolve().parents[3]
+    return root if (root / "model_cards").is_dir() and (root / "README.md").is_file() else Path()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m agent_hf.hub",
@@ -18,8 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", action="store_true", help="rewrite the cards and the README table")
     action.add_argument("--check", action="store_true", help="exit 1 if they differ from the generated ones")
-    parser.add_argument("--cards_dir", type=Path, default=Path("model_cards"), help="default: model_cards")
-    parser.add_argument("--readme", type=Path, default=Path("README.md"), help="default: README.md")
+    root = _checkout_root()
+    parser.add_argument(
+        "--cards_dir", type=Path, default=root / "model_cards", help=f"default: {root / 'model_cards'}"
+    )
+    parser.add_argument("--readme", type=Path, default=root / "README.md", help=f"default: {root / 'README.md'}")
     args = parser.parse_args(argv)
     try:
         if args.write:

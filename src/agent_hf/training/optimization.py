@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from functools import partial
@@ -19,6 +20,8 @@ from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from .recipes import Recipe
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["build_optimizer", "build_scheduler", "mmcv_poly_lr", "official_parameter_name", "parameter_groups"]
 
@@ -144,6 +147,11 @@ def build_scheduler(
     if total is None or total < 1:
         raise ValueError(f"build_scheduler needs a positive number of training steps, got {total}")
     warmup = _warmup_steps(recipe.warmup_steps, total)
+    if warmup >= total:
+        logger.warning(
+            f"The warm-up ({warmup} steps) is not shorter than the run ({total} steps): the learning rate never "
+            f"reaches {recipe.learning_rate:g}; give a shorter --warmup_steps"
+        )
     if recipe.lr_scheduler_type != "mmcv_poly":
         return get_scheduler(
             recipe.lr_scheduler_type,

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainingArguments
 
-from ..presets import PRESETS, preset_config
+from ..presets import PRESETS, preset_config, unknown_preset_message
 from ..registry import paper_recipe
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,7 @@ class Recipe:
             accumulation).
         max_grad_norm: gradient clipping norm; 0 disables it (mmcv's ``OptimizerHook`` without ``grad_clip``).
         sync_batchnorm: use ``SyncBatchNorm`` in the heads when training on several GPUs (mmseg's ``SyncBN``).
+        overrides: ``name=value`` of every value that replaced the recipe's (:meth:`merge`), for the banner.
     """
 
     name: str
@@ -81,6 +82,7 @@ class Recipe:
     total_batch_size: int = 16
     max_grad_norm: float = 0.0
     sync_batchnorm: bool = True
+    overrides: tuple[str, ...] = ()
 
     def merge(self, args: TrainingArguments, explicit: Collection[str]) -> Recipe:
         """This recipe with the values of the ``TrainingArguments`` fields named in ``explicit`` (the options the user
@@ -90,6 +92,13 @@ class Recipe:
         ``per_device_train_batch_size`` or ``gradient_accumulation_steps`` sets the total batch size; an explicit
         ``lr_scheduler_type`` brings ``args.lr_scheduler_kwargs`` with it, while ``lr_scheduler_kwargs`` alone
         updates the recipe's (e.g. ``{"power": 0.9}`` keeps mmcv's ``warmup_ratio``).
+
+        A run shorter than the recipe's (``max_steps`` given) keeps the recipe's warm-up in proportion (1,500 of
+        160,000 iterations become 9 of 1,000), with a warning; an explicit ``warmup_steps`` not shorter than an
+        explicit ``max_steps`` is refused.
+
+        Raises:
+            ValueError: the explicit warm-up is as long as the run or longer.
         """
         changes: dict[str, Any] = {name: getattr(args, name) for name in _ARGUMENT_FIELDS if name in explicit}
         if "lr_scheduler_type" in changes:
@@ -106,9 +115,26 @@ class Recipe:
                 else _per_device_batch_size(self.total_batch_size, args)
             )
             changes["total_batch_size"] = per_device * args.world_size * args.gradient_accumulation_steps
+        max_steps = changes.get("max_steps", self.max_steps)
+        if "warmup_steps" in changes:
+            if max_steps > 0 and changes["warmup_steps"] >= max(1, max_steps):
+                learning_rate = changes.get("learning_rate", self.learning_rate)
+                raise ValueError(
+                    f"--warmup_steps {changes['warmup_steps']:g} is not shorter than the run (--max_steps "
+                    f"{max_steps}): the learning rate would never reach {learning_rate:g}"
+                )
+        elif 0 < max_steps < self.max_steps and self.warmup_steps >= 1:
+            changes["warmup_steps"] = round(self.warmup_steps * max_steps / self.max_steps)
+            logger.warning(
+                f"The recipe's warm-up of {self.warmup_steps:g} of its {self.max_steps} iterations is scaled to "
+                f"{changes['warmup_steps']} of this run's {max_steps} (pass --warmup_steps to choose it)"
+            )
         if not changes:
             return self
-        return dataclasses.replace(self, name=f"{self.name.split('+')[0]}+overrides", **changes)
+        overrides = tuple(f"{name}={_short(value)}" for name, value in changes.items())
+        return dataclasses.replace(
+            self, name=f"{self.name.split('+')[0]}+overrides", overrides=self.overrides + overrides, **changes
+        )
 
     def configure(self, args: TrainingArguments) -> None:
         """Writes the recipe into ``args`` (learning rate, AdamW settings, warm-up, steps, gradient clipping,
@@ -135,6 +161,7 @@ class Recipe:
             decay = "decay on every parameter"
         schedule = self.lr_scheduler_type + "".join(f", {k}={v}" for k, v in self.lr_scheduler_kwargs.items())
         steps = f"{self.max_steps} iterations" if self.max_steps > 0 else "num_train_epochs epochs"
+        overridden = [f"  overridden: {', '.join(self.overrides)}"] if self.overrides else []
         return "\n".join(
             [
                 f"Training recipe '{self.name}' ({self.source}):",
@@ -145,8 +172,13 @@ class Recipe:
                 + (f"max norm {self.max_grad_norm:g}" if self.max_grad_norm > 0 else "none"),
                 f"  batch: {self.total_batch_size} images per iteration; SyncBatchNorm on multi-GPU: "
                 f"{self.sync_batchnorm}",
+                *overridden,
             ]
         )
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _per_device_batch_size(total: int, args: TrainingArguments) -> int:
@@ -156,7 +188,7 @@ def _per_device_batch_size(total: int, args: TrainingArguments) -> int:
 def _model_type(preset_or_config) -> str:
     if isinstance(preset_or_config, str):
         if preset_or_config not in PRESETS:
-            raise ValueError(f"Unknown preset {preset_or_config!r}; available presets: {', '.join(PRESETS)}")
+            raise ValueError(unknown_preset_message(preset_or_config))
         return preset_config(preset_or_config).model_type
     model_type = getattr(preset_or_config, "model_type", None)
     if model_type not in ("agent_swin", "agent_pvt"):

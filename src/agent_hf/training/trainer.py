@@ -16,6 +16,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, speed_metrics
 
 from ..folders import apply_umask
+from ..pipeline_agent import AGENT_MODEL_TYPES
+from ..processing import add_serving_files
 from .datasets import EpochSampler, EvalDataset, StreamingEvalDataset, StreamingTrainDataset, TrainDataset
 from .evaluation import evaluate_segmentation, json_number, segmentation_metrics
 from .optimization import build_optimizer, build_scheduler
@@ -56,16 +58,29 @@ class SegmentationTrainer(Trainer):
       logs ``eval_mIoU``, ``eval_mAcc``, ``eval_aAcc`` (fractions) and writes the per-class IoU/accuracy with class
       names to ``{output_dir}/{prefix}_per_class.json`` (with the number of images and processes).
     * With ``recipe.sync_batchnorm`` and several CUDA processes, the heads' BatchNorms become ``SyncBatchNorm``.
-    * Checkpoints get the permissions of the umask, like any file the user writes.
+    * Under DDP, agent_hf models train without ``find_unused_parameters`` (every parameter is used) unless
+      ``args.ddp_find_unused_parameters`` says otherwise.
+    * Checkpoints get the permissions of the umask, like any file the user writes, and are complete model folders
+      (:func:`~agent_hf.processing.add_serving_files`: ``image_processor``, its code, the pipeline registered in
+      ``config.json``, the Endpoints handler), so a ``checkpoint-N`` can be evaluated and served as it is.
     """
 
-    def __init__(self, model: nn.Module, args: TrainingArguments, *, recipe: Recipe, **kwargs):
+    def __init__(self, model: nn.Module, args: TrainingArguments, *, recipe: Recipe, image_processor=None, **kwargs):
         recipe.configure(args)
+        if args.ddp_find_unused_parameters is None and getattr(model.config, "model_type", None) in AGENT_MODEL_TYPES:
+            # Every parameter of an agent_hf segmentation model reaches the loss (the auxiliary head included): DDP
+            # need not search the graph for unused ones at every step (the Trainer's default for a PreTrainedModel).
+            args.ddp_find_unused_parameters = False
         if recipe.sync_batchnorm and args.world_size > 1 and args.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         super().__init__(model=model, args=args, **kwargs)
         self.recipe = recipe
+        self.image_processor = image_processor
         self.add_callback(_CheckpointPermissions())
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        add_serving_files(output_dir if output_dir is not None else self.args.output_dir, self.image_processor)
 
     @property
     def uses_sync_batchnorm(self) -> bool:
