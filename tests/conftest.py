@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -8,15 +10,33 @@ import pytest
 REFERENCE_DIR = Path(__file__).parent / "fixtures" / "reference"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# No test reaches the network: the Hub is unreachable here, and a hang would be worse than an error.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# Every Hugging Face cache of the test session lives in a temporary folder of its own, and nothing reaches the
+# network: set here, when pytest imports this file and before any test module imports transformers, datasets or
+# huggingface_hub (which read these variables once, at import), and inherited by every process a test starts (and
+# by pytest-xdist's workers). Forced, not defaulted: a user's cache or token must neither serve a test nor be written
+# by one (a stale cache once failed a fresh clone's run). The folder is removed when the session's process exits.
+# Tests that talk to the local Hub server set HF_HUB_OFFLINE=0 (and their own HF_HOME) in their processes'
+# environments; a process started by a test that imports this file keeps the environment it was given.
+HF_CACHE_VARIABLES = ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_XET_CACHE")
+HF_CACHE_VARIABLES += ("HF_ASSETS_CACHE", "HF_DATASETS_CACHE", "XDG_CACHE_HOME")
+if "AGENT_HF_TEST_CACHES" not in os.environ:
+    _cache_root = Path(tempfile.mkdtemp(prefix="agent-hf-test-caches-"))
+    atexit.register(shutil.rmtree, _cache_root, ignore_errors=True)
+    for _name in HF_CACHE_VARIABLES:
+        os.environ[_name] = str(_cache_root / _name.lower())
+    os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", GRADIO_ANALYTICS_ENABLED="False")
+    for _name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_TOKEN_PATH", "HF_DATASETS_OFFLINE"):
+        os.environ.pop(_name, None)  # the user's login and Hub; HF_HUB_OFFLINE alone says offline (datasets too)
+    os.environ["AGENT_HF_TEST_CACHES"] = str(_cache_root)
+    _already_imported = sorted({"transformers", "datasets", "huggingface_hub"} & set(sys.modules))
+    if _already_imported:  # by a plugin, before this file: they would read the user's caches
+        raise RuntimeError(f"tests/conftest.py: {_already_imported} imported before the test caches were set")
 # Remote code loaded by the tests (and their subprocesses) is copied into a cache of this process only, never one
 # shared with other runs, the user's or the other pytest-xdist worker (which inherits the variable from the process
 # that started it): a stale or concurrently rewritten module there would make loading tests flaky. A cache the user
 # set is kept.
 if os.environ.get("HF_MODULES_CACHE") in (None, os.environ.get("AGENT_HF_TEST_MODULES_CACHE")):
-    os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="agent-hf-test-modules-")
+    os.environ["HF_MODULES_CACHE"] = tempfile.mkdtemp(prefix="modules-", dir=os.environ["AGENT_HF_TEST_CACHES"])
     os.environ["AGENT_HF_TEST_MODULES_CACHE"] = os.environ["HF_MODULES_CACHE"]
 # One thread per process, here and in every process a test starts (they inherit the variable): the models are tiny,
 # so more threads gain little, while two pytest-xdist workers, launched processes or other jobs on the same cores

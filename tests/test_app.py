@@ -4,8 +4,8 @@ The browser test starts `python app/app.py` on a free 127.0.0.1 port, drives Deb
 chromedriver + Selenium, clicks an example image and waits for the overlay and the legend. It needs
 `apt-get install -y chromium chromium-driver` and `pip install selenium gradio` (the `app` extra); without them it
 FAILS with that message, it is never skipped. Its screenshot goes to `tests/artifacts/app_screenshot.png`
-(git-ignored); with UPDATE_DEMO_SCREENSHOT=1 (or when missing) it is also copied to `docs/demo_screenshot.png`,
-which otherwise comes from `python app/make_screenshot.py` (the trained `make demo` model on its kind of scene).
+(git-ignored); no test writes a tracked file: `docs/demo_screenshot.png` comes from `python app/make_screenshot.py`
+(the trained `make demo` model on its kind of scene).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_PATH = REPO_ROOT / "app" / "app.py"
 ARTIFACTS_DIR = REPO_ROOT / "tests" / "artifacts"
 SCREENSHOT = ARTIFACTS_DIR / "app_screenshot.png"
-DOCS_SCREENSHOT = REPO_ROOT / "docs" / "demo_screenshot.png"
 INSTALL_CHROMIUM = "apt-get update && apt-get install -y chromium chromium-driver"
 BROWSER_TIMEOUT_S = 45
 #: The tiny model's processor: mmseg's keep-ratio resize, to a small bound so that the tests stay fast.
@@ -360,9 +359,6 @@ def test_app_in_a_real_browser(app, tiny_model_dir, tmp_path):
     with _running_app(tiny_model_dir, tmp_path) as (url, log):
         _drive_the_app(app, tiny_model_dir, browser, driver, url, log, tmp_path)
     assert SCREENSHOT.stat().st_size > 10_000
-    if os.environ.get("UPDATE_DEMO_SCREENSHOT") == "1" or not DOCS_SCREENSHOT.exists():
-        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(SCREENSHOT, DOCS_SCREENSHOT)
 
 
 def _drive_the_app(app, tiny_model_dir: Path, browser: str, driver: str, url: str, log: Path, tmp_path: Path):

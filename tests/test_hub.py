@@ -5,8 +5,9 @@ huggingface_hub is mocked. `HF_ENDPOINT` points at the server (the environment v
 `agent_hf.hub`, `huggingface_hub.constants.ENDPOINT` for the library's own module-level lookups), and the token store
 is redirected to an empty temporary folder so that a developer's own login can never leak into the tests.
 
-`make_model_folder` builds a small stand-in for a folder written by agent-hf 0.1.0 (no provenance record) whose
-config has a preset's architecture; which card a real converted or trained folder gets is tested end to end in
+`make_model_folder` copies real model folders written by agent_hf (`save_model_folder`: a tiny Agent-Swin, or one
+with a preset's architecture where the paper's card is asked for), without their provenance record as agent-hf 0.1.0
+wrote them; which card a real converted or trained folder gets is tested end to end in
 tests/test_provenance.py.
 """
 
@@ -15,16 +16,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-from safetensors.numpy import save_file
 
 from agent_hf.hub import (
     PAPER_RESULTS,
@@ -63,77 +66,68 @@ NOT_UPLOADED = (
 )
 
 
-def preset_architecture_config(preset: str = PRESET) -> dict:
-    """config.json entries of a preset's architecture, as agent-hf 0.1.0 wrote them (150 ADE20K classes)."""
-    spec = PAPER_RESULTS[preset]
-    config = {key: list(value) if isinstance(value, tuple) else value for key, value in spec.architecture.items()}
-    config = json.loads(json.dumps(config))  # nested tuples -> lists, as in a JSON file
-    return {"model_type": spec.model_type, **config, "id2label": {str(i): f"class {i}" for i in range(150)}}
+_WRITTEN: dict[str, Path] = {}
 
 
-def make_model_folder(
-    path: Path, *, preset: str | None = PRESET, sharded: bool = False, architecture: dict | None = None
-) -> Path:
-    """A small remote-code model folder without provenance (as agent-hf 0.1.0 wrote them): config with auto_map and
-    the preset's architecture (or `architecture`), three modules, safetensors weights, a processor config whose
-    image processor is remote code too, an Endpoint handler, plus Trainer leftovers that must be filtered out."""
-    path.mkdir(parents=True, exist_ok=True)
-    config = {
-        **(preset_architecture_config() if architecture is None else architecture),
-        "architectures": ["TinyAgentForSemanticSegmentation"],
-        "auto_map": {
-            "AutoConfig": "configuration_tiny.TinyAgentConfig",
-            "AutoModelForSemanticSegmentation": "modeling_tiny.TinyAgentForSemanticSegmentation",
-        },
-    }
+def written_folder(kind: str) -> Path:
+    """A model folder written by agent_hf (`save_model_folder`), once per session, as agent-hf 0.1.0 left them (no
+    provenance record): "tiny" (a tiny Agent-Swin with ADE20K's 150 classes, 0.7M parameters), "sharded" (the same,
+    in two weight shards) or "preset" (`PRESET`'s architecture in bf16, 116 MB: only where the paper's card is asked
+    for)."""
+    if kind not in _WRITTEN:
+        import torch
+        from conftest import tiny_swin_config
+        from transformers import AutoModelForSemanticSegmentation
+
+        from agent_hf import preset_config
+        from agent_hf.data.ade20k import ade20k_id2label
+        from agent_hf.processing import save_model_folder
+
+        folder = Path(tempfile.mkdtemp(prefix=f"hub-{kind}-", dir=os.environ["AGENT_HF_TEST_CACHES"])) / "model"
+        id2label = ade20k_id2label()
+        labels = dict(num_labels=150, id2label=id2label, label2id={name: i for i, name in id2label.items()})
+        torch.manual_seed(0)
+        config = preset_config(PRESET) if kind == "preset" else tiny_swin_config(**labels)
+        model = AutoModelForSemanticSegmentation.from_config(config)
+        if kind == "preset":
+            model.to(torch.bfloat16)
+        save_model_folder(model, folder, **({"max_shard_size": "1MB"} if kind == "sharded" else {}))
+        config = json.loads((folder / "config.json").read_text())
+        config.pop("agent_hf_provenance", None)
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        _WRITTEN[kind] = folder
+    return _WRITTEN[kind]
+
+
+def make_model_folder(path: Path, kind: str = "tiny", *, preset: str | None = PRESET) -> Path:
+    """A copy of `written_folder(kind)` at `path` (the weights hard-linked: the tests never rewrite them in place),
+    saying `agent_hf_preset: preset` as 0.1.0 did, plus Trainer leftovers that must be filtered out."""
+    link_weights = lambda source, destination: (  # noqa: E731
+        os.link(source, destination) if source.endswith(".safetensors") else shutil.copy2(source, destination)
+    )
+    shutil.copytree(written_folder(kind), path, copy_function=link_weights)
     if preset:
-        config["agent_hf_preset"] = preset
-    (path / "config.json").write_text(json.dumps(config, indent=2))
-    (path / "configuration_tiny.py").write_text("class TinyAgentConfig:\n    model_type = 'tiny_agent'\n")
-    (path / "agent_ops.py").write_text("def agent_attention(q, k, v):\n    return v\n")
-    (path / "modeling_tiny.py").write_text(
-        "from .agent_ops import agent_attention\nfrom .configuration_tiny import TinyAgentConfig\n\n\n"
-        "class TinyAgentForSemanticSegmentation:\n    config_class = TinyAgentConfig\n"
-    )
-    (path / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "image_processor_type": "TinyImageProcessor",
-                "auto_map": {"AutoImageProcessor": "image_processing_tiny.TinyImageProcessor"},
-            }
-        )
-    )
-    (path / "image_processing_tiny.py").write_text(
-        "from .image_ops import resize\n\n\nclass TinyImageProcessor:\n    resize = staticmethod(resize)\n"
-    )
-    (path / "image_ops.py").write_text("def resize(image):\n    return image\n")
-    (path / "handler.py").write_text(
-        "from typing import Any\n\n\nclass EndpointHandler:\n    def __init__(self, path: str = ''):\n"
-        "        self.path = path\n\n    def __call__(self, data: dict[str, Any]) -> list:\n        return []\n"
-    )
-    (path / "requirements.txt").write_text("transformers>=4.57\n")
-    rng = np.random.default_rng(0)
-    tensors = {
-        "backbone.weight": rng.standard_normal((16, 8)).astype(np.float32),
-        "head.bias": rng.standard_normal(150).astype(np.float32),
-    }
-    if sharded:
-        save_file({"backbone.weight": tensors["backbone.weight"]}, str(path / "model-00001-of-00002.safetensors"))
-        save_file({"head.bias": tensors["head.bias"]}, str(path / "model-00002-of-00002.safetensors"))
-        index = {
-            "metadata": {"total_size": 16 * 8 * 4 + 150 * 4},
-            "weight_map": {
-                "backbone.weight": "model-00001-of-00002.safetensors",
-                "head.bias": "model-00002-of-00002.safetensors",
-            },
-        }
-        (path / "model.safetensors.index.json").write_text(json.dumps(index))
-    else:
-        save_file(tensors, str(path / "model.safetensors"))
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "agent_hf_preset": preset}, indent=2))
     for name in NOT_UPLOADED:
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_bytes(b"stale README written by Trainer\n" if name == "README.md" else b"state")
     return path
+
+
+BUFFER = re.compile(r"\.(running_mean|running_var|num_batches_tracked)$")
+
+
+def parameter_count(folder: Path) -> int:
+    """The parameters among a folder's tensors (not BatchNorm's statistics, which are buffers)."""
+    from safetensors import safe_open
+
+    total = 0
+    for shard in folder.glob("*.safetensors"):
+        with safe_open(str(shard), "np") as weights:
+            shapes = [weights.get_slice(key).get_shape() for key in weights.keys() if not BUFFER.search(key)]  # noqa: SIM118
+            total += sum(int(np.prod(shape)) for shape in shapes)
+    return total
 
 
 def local_files(folder: Path) -> dict[str, bytes]:
@@ -177,6 +171,12 @@ def hub(isolated_hf: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     return make_model_folder(tmp_path / "model")
+
+
+@pytest.fixture
+def preset_model_dir(tmp_path: Path) -> Path:
+    """A folder with `PRESET`'s architecture: where the paper's card is asked for."""
+    return make_model_folder(tmp_path / "preset-model", "preset")
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +249,8 @@ def assert_card_metadata(readme: bytes, repo_id: str = REPO_ID, preset: str = PR
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_cli_pushes_model_files_then_card_last(hub: LocalHubServer, model_dir: Path) -> None:
+def test_cli_pushes_model_files_then_card_last(hub: LocalHubServer, preset_model_dir: Path) -> None:
+    model_dir = preset_model_dir
     # The real CLI in a subprocess (HF_ENDPOINT from the environment). Token from HF_TOKEN (no --token). The folder
     # has no provenance (0.1.0): --preset asks for the paper's card, granted as the architecture is the preset's.
     proc = run_cli("--model_dir", str(model_dir), "--repo_id", REPO_ID, "--preset", PRESET, hf_token=TOKEN)
@@ -268,7 +269,7 @@ def test_cli_pushes_model_files_then_card_last(hub: LocalHubServer, model_dir: P
     assert card_commit.added["README.md"] != (model_dir / "README.md").read_bytes()  # Trainer's README ignored
     card = assert_card_metadata(remote["README.md"])
     assert "from_pretrained(repo_id, trust_remote_code=True)" in card.text and REPO_ID in card.text
-    assert {"handler.py", "requirements.txt", "image_processing_tiny.py", "image_ops.py"} <= set(model_commit.added)
+    assert {"handler.py", "requirements.txt", "image_processing_agent.py", "image_ops.py"} <= set(model_commit.added)
 
     assert not hub.repo(REPO_ID).private
     assert all(r.authorized for r in hub.requests if r.path not in ("/api/validate-yaml", "/api/agent-harnesses"))
@@ -341,9 +342,10 @@ def test_create_pr_with_unchanged_files_still_never_commits_to_main(hub: LocalHu
 
 
 def test_sharded_weights(hub: LocalHubServer, tmp_path: Path) -> None:
-    folder = make_model_folder(tmp_path / "sharded", sharded=True)
+    folder = make_model_folder(tmp_path / "sharded", "sharded")
     result = push_folder_to_hub(folder, REPO_ID, token=TOKEN)
-    assert {"model.safetensors.index.json", "model-00001-of-00002.safetensors"} <= set(result.uploaded_files)
+    shards = {path.name for path in folder.glob("model-*-of-*.safetensors")}
+    assert len(shards) >= 2 and {"model.safetensors.index.json", *shards} <= set(result.uploaded_files)
     remote = hub.files(REPO_ID)
     for name, content in local_files(folder).items():
         assert remote[name] == content
@@ -353,12 +355,12 @@ def test_sharded_weights(hub: LocalHubServer, tmp_path: Path) -> None:
 def test_lfs_upload_path(isolated_hf: Path, monkeypatch: pytest.MonkeyPatch, model_dir: Path) -> None:
     # Large files go through the LFS batch API + pre-signed PUT (Xet disabled: the local server has no Xet).
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    save_file({"weight": np.arange(8192, dtype=np.float32)}, str(model_dir / "model.safetensors"))  # 32 KiB
-    server = _serve(monkeypatch, LocalHubServer(tokens={TOKEN}, lfs_threshold=16 * 1024))
+    server = _serve(monkeypatch, LocalHubServer(tokens={TOKEN}, lfs_threshold=64 * 1024))
     try:
         push_folder_to_hub(model_dir, REPO_ID, token=TOKEN)
         model_commit = server.commits(REPO_ID)[1]
-        assert model_commit.lfs_paths == {"model.safetensors"}
+        large = {name for name, content in local_files(model_dir).items() if len(content) >= 64 * 1024}
+        assert "model.safetensors" in large and model_commit.lfs_paths == large
         assert server.files(REPO_ID)["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()
         assert any(r.path.startswith("/__lfs_upload__/") and not r.authorized for r in server.requests)
     finally:
@@ -431,15 +433,15 @@ def test_invalid_repo_id_cli(hub: LocalHubServer, model_dir: Path, cli) -> None:
         "config.json",
         "model.safetensors",
         "preprocessor_config.json",
-        "modeling_tiny.py",
-        "agent_ops.py",
-        "image_processing_tiny.py",
+        "modeling_agent_swin.py",
+        "heads.py",
+        "image_processing_agent.py",
         "image_ops.py",
     ],
 )
 def test_incomplete_folder_names_the_missing_file(hub: LocalHubServer, model_dir: Path, missing: str) -> None:
-    # agent_ops.py is not in auto_map: it is only imported by modeling_tiny.py (`from .agent_ops import ...`);
-    # image_processing_tiny.py is in preprocessor_config.json's auto_map, and imports image_ops.py.
+    # heads.py is not in auto_map: it is only imported by modeling_agent_swin.py (`from .heads import ...`);
+    # image_processing_agent.py is in preprocessor_config.json's auto_map, and imports image_ops.py.
     (model_dir / missing).unlink()
     with pytest.raises(FileNotFoundError) as excinfo:
         push_folder_to_hub(model_dir, REPO_ID, token=TOKEN)
@@ -475,9 +477,10 @@ def test_incomplete_folder_cli(hub: LocalHubServer, model_dir: Path, cli) -> Non
 
 
 def test_missing_shard_and_missing_auto_map(hub: LocalHubServer, tmp_path: Path) -> None:
-    sharded = make_model_folder(tmp_path / "sharded", sharded=True)
-    (sharded / "model-00002-of-00002.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match=r"model-00002-of-00002\.safetensors"):
+    sharded = make_model_folder(tmp_path / "sharded", "sharded")
+    last_shard = max(sharded.glob("model-*-of-*.safetensors")).name
+    (sharded / last_shard).unlink()
+    with pytest.raises(FileNotFoundError, match=last_shard.replace(".", r"\.")):
         push_folder_to_hub(sharded, REPO_ID, token=TOKEN)
 
     no_auto_map = make_model_folder(tmp_path / "no_auto_map")
@@ -493,33 +496,33 @@ def test_missing_shard_and_missing_auto_map(hub: LocalHubServer, tmp_path: Path)
 
 
 def test_folder_without_provenance_gets_no_paper_numbers(
-    hub: LocalHubServer, model_dir: Path, cli, caplog: pytest.LogCaptureFixture
+    preset_model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    model_dir = preset_model_dir
     # A 0.1.0 folder says `agent_hf_preset` and has the preset's architecture, but nothing proves its weights are the
-    # authors': without --preset its card claims no results.
-    code, _, err = cli("--model_dir", str(model_dir), "--repo_id", REPO_ID, "--token", TOKEN)
-    assert code == 0, err
-    card = ModelCard(hub.files(REPO_ID)["README.md"].decode())
+    # authors': without --preset its card claims no results (the card the CLI pushes: test_cli_pushes_... above).
+    card = card_for_folder(model_dir, REPO_ID)
     assert card.data.eval_results is None and card.data.license is None
-    assert "46.68" not in card.text and f"{PAPER_RESULTS[PRESET].num_parameters:,}" not in card.text
+    assert "46.68" not in card.text and "(reported)" not in card.text  # the paper's mIoU, its reported numbers
     assert "no provenance record" in card.text and "no results are claimed" in card.text
-    assert "| Parameters | 278 (counted from the weights) |" in card.text  # 16 x 8 + 150 tensors of the folder
+    assert f"| Parameters | {parameter_count(model_dir):,} (counted from the weights) |" in card.text
     assert "has no provenance record" in caplog.text  # the publisher is told how to get the paper's card
 
 
 def test_preset_is_refused_when_the_architecture_differs(hub: LocalHubServer, tmp_path: Path, cli) -> None:
-    architecture = {**preset_architecture_config(), "embed_dim": 32, "depths": [2, 2, 2, 2]}
-    folder = make_model_folder(tmp_path / "small", architecture=architecture)
+    folder = make_model_folder(tmp_path / "small")  # the tiny Agent-Swin: embed_dim 16, depths 2-2-2-2
     code, _, err = cli("--model_dir", str(folder), "--repo_id", REPO_ID, "--token", TOKEN, "--preset", PRESET)
     assert code == 1
     assert "does not have the architecture of agent-swin-t-upernet-ade20k" in err
-    assert "embed_dim 32 (preset: 96)" in err and "depths [2, 2, 2, 2] (preset: [2, 2, 6, 2])" in err
+    assert "embed_dim 16 (preset: 96)" in err and "depths [2, 2, 2, 2] (preset: [2, 2, 6, 2])" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert hub.requests == []
 
 
 def test_folder_of_another_model_type_gets_its_own_card(tmp_path: Path) -> None:
-    folder = make_model_folder(tmp_path / "other", preset=None, architecture={"model_type": "tiny_agent"})
+    folder = make_model_folder(tmp_path / "other", preset=None)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "tiny_agent"}))  # another model's code
     card = card_for_folder(folder, REPO_ID)
     assert card.data.eval_results is None and "`tiny_agent`" in card.text
     with pytest.raises(ValueError, match="does not have the architecture"):
@@ -530,7 +533,7 @@ def test_validate_model_folder_skips_training_state(model_dir: Path) -> None:
     files = validate_model_folder(model_dir)
     assert files == sorted(local_files(model_dir))
     assert not set(files) & set(NOT_UPLOADED)
-    assert {"handler.py", "requirements.txt", "image_processing_tiny.py"} <= set(files)
+    assert {"handler.py", "requirements.txt", "image_processing_agent.py"} <= set(files)
 
 
 def test_endpoint_handler_is_checked(hub: LocalHubServer, model_dir: Path) -> None:
@@ -597,7 +600,8 @@ def closed_port_endpoint() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def test_unreachable_endpoint_is_one_line(isolated_hf: Path, model_dir: Path) -> None:
+def test_unreachable_endpoint_is_one_line(isolated_hf: Path, preset_model_dir: Path) -> None:
+    model_dir = preset_model_dir
     endpoint = closed_port_endpoint()
     proc = run_cli(
         "--model_dir", str(model_dir), "--repo_id", REPO_ID, "--preset", PRESET,
@@ -616,7 +620,8 @@ def test_unreachable_endpoint_for_the_card(isolated_hf: Path, monkeypatch: pytes
         push_card_to_hub(REPO_ID, render_model_card(PRESET, repo_id=REPO_ID), token=TOKEN)
 
 
-def test_bad_measured_json_is_one_line(model_dir: Path, tmp_path: Path, cli) -> None:
+def test_bad_measured_json_is_one_line(preset_model_dir: Path, tmp_path: Path, cli) -> None:
+    model_dir = preset_model_dir
     bad = tmp_path / "measured.json"
     bad.write_text("{mean_iou: 46}")
     code, _, err = cli("--model_dir", str(model_dir), "--repo_id", REPO_ID, "--measured_json", str(bad))

@@ -1,10 +1,9 @@
 """Serving where agent_hf is not installed: the ``image-segmentation`` pipeline, the Inference Endpoints handler and
-folders written by earlier versions, on real photos (scikit-image's), against agent_hf's own evaluation path.
+folders written by earlier versions, on real photos (scikit-image's), against mmseg's test-time inference.
 
 Each check runs the shipped code (the copies transformers makes from a model folder with ``trust_remote_code=True``)
-in a fresh Python process in which importing agent_hf fails; the reference is computed here, with agent_hf, by
-``agent_hf.inference.segment`` on ``agent_hf.inference.multiscale_inputs`` (mmseg's whole / slide / multi-scale
-inference, as the training script evaluates).
+in a fresh Python process in which importing agent_hf fails; the reference is computed here by mmseg's whole / slide
+/ multi-scale inference as tests/mmseg_reference.py writes it, on ``agent_hf.inference.multiscale_inputs``.
 """
 
 from __future__ import annotations
@@ -21,14 +20,15 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, tiny_pvt_config, tiny_swin_config
+from mmseg_reference import aug_test, slide_inference, whole_inference
 from PIL import Image
 from script_helpers import load_script
 from transformers import AutoModelForSemanticSegmentation, SegformerImageProcessorPil
 
 import agent_hf
 from agent_hf.data.ade20k import ade20k_id2label
-from agent_hf.inference import multiscale_inputs, segment
-from agent_hf.processing import ENDPOINT_FILES, save_model_folder, upgrade_model_folder
+from agent_hf.inference import multiscale_inputs
+from agent_hf.processing import ENDPOINT_FILES, make_image_processor, save_model_folder, upgrade_model_folder
 
 BLOCK_AGENT_HF = textwrap.dedent(
     """
@@ -53,7 +53,9 @@ COLLECT_LOGS = textwrap.dedent(
     transformers.utils.logging.get_logger("transformers").addHandler(_Collect())
     """
 )
-SLIDE = {"mode": "slide"}  # 512x512 windows every 341 pixels
+#: The served folders' test scale: half mmseg's ADE20K (2048, 512), which proves the same at a quarter of the pixels.
+SCALE = (1024, 256)
+SLIDE = {"mode": "slide", "crop_size": [160, 160], "stride": [107, 107]}  # overlapping windows over every photo
 TTA = {"ratios": [0.5, 1.0], "flip": True}
 
 
@@ -102,11 +104,24 @@ def ade20k_tiny_model(factory) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def evaluation_path(model, photo: Image.Image, **settings) -> np.ndarray:
-    """agent_hf's evaluation: ``segment`` on ``multiscale_inputs`` (mmseg's test pipeline)."""
-    ratios = settings.pop("ratios", (1.0,))
-    size = (photo.height, photo.width)
-    return segment(model, multiscale_inputs(photo, ratios=ratios), size, **settings)[0].numpy()
+def evaluation_path(model, photo: Image.Image, scale=SCALE, **settings) -> np.ndarray:
+    """mmseg's test-time inference (tests/mmseg_reference.py, not agent_hf's) on agent_hf's resized inputs."""
+    ratios, flip = settings.pop("ratios", (1.0,)), settings.pop("flip", False)
+    size, views = (photo.height, photo.width), multiscale_inputs(photo, scale=scale, ratios=ratios)
+    slide = (
+        dict(crop_size=settings.pop("crop_size"), stride=settings.pop("stride"))
+        if settings.pop("mode", "whole") == "slide"
+        else None
+    )
+    assert not settings, settings
+    if len(views) == 1 and not flip:  # mmseg's simple_test: the argmax of the logits
+        logits = (
+            whole_inference(model, views[0], size)
+            if slide is None
+            else slide_inference(model, views[0], size, **slide)
+        )
+        return logits.argmax(1)[0].numpy()
+    return aug_test(model, views, size, flip, slide).argmax(1)[0].numpy()
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +133,8 @@ def served(tmp_path_factory):
     folders, reference = {}, {}
     for family, factory in (("swin", tiny_swin_config), ("pvt", tiny_pvt_config)):
         model = ade20k_tiny_model(factory)
-        folders[family] = save_model_folder(model, root / f"agent-{family}-served")
+        processor = make_image_processor(scale=SCALE)
+        folders[family] = save_model_folder(model, root / f"agent-{family}-served", image_processor=processor)
         for name, photo in photos.items():
             reference[f"{family}/{name}/whole"] = evaluation_path(model, photo)
         reference[f"{family}/chelsea/slide"] = evaluation_path(model, photos["chelsea"], **SLIDE)
@@ -228,7 +244,7 @@ def test_processor_output_size_is_mmseg_test_resize(served, served_results, fami
     _, _, _, reference = served
     results, _ = served_results
     for name, photo in real_photos().items():
-        assert tuple(results[f"{family}/{name}/size"]) == mmcv_rescale_size(photo.width, photo.height)
+        assert tuple(results[f"{family}/{name}/size"]) == mmcv_rescale_size(photo.width, photo.height, SCALE)
     assert mmcv_rescale_size(500, 375) == (512, 683)  # the issue's photo: keep-ratio, not squashed to 512x512
 
 
@@ -357,7 +373,8 @@ def test_old_folders_load_and_upgrade_to_the_evaluation_path(tmp_path, capsys):
     old_logs, new_logs = json.loads(logs.strip().splitlines()[-1])
     assert [message for message in old_logs if "is not supported for image-segmentation" in message]  # caught...
     assert not [message for message in new_logs if "not supported" in message]  # ...and gone after the upgrade
-    np.testing.assert_array_equal(np.load(out), evaluation_path(model, Image.open(photo_path)))
+    upgraded_scale = (2048, 512)  # the default test scale an upgrade writes
+    np.testing.assert_array_equal(np.load(out), evaluation_path(model, Image.open(photo_path), upgraded_scale))
 
 
 def test_upgrade_fails_cleanly_and_changes_nothing(tmp_path):
