@@ -1,4 +1,5 @@
-"""The seven published Agent Attention segmentation models (ADE20K, 150 classes), by name.
+"""The seven published Agent Attention segmentation models (ADE20K, 150 classes) and the ten ImageNet-1k classifiers
+they start from, by name.
 
 Each preset is the official config file's model, expressed as an agent_hf config. The facts (architecture,
 results, recipe) live in `agent_hf.registry`; this module turns them into config objects. Importing it registers
@@ -11,12 +12,15 @@ from . import register_auto_classes
 from .configuration_agent_pvt import AgentPvtConfig
 from .configuration_agent_swin import AgentSwinConfig
 from .data.ade20k import ade20k_id2label
-from .registry import MODELS, get_model_spec
+from .data.imagenet import imagenet_id2label
+from .registry import IMAGENET_MODELS, MODELS, get_imagenet_model_spec, get_model_spec
 
 # Whoever builds preset configs builds models from them through the Auto classes.
 register_auto_classes()
 
 PRESETS: tuple[str, ...] = tuple(MODELS)
+#: The ImageNet-1k classification presets (`AutoModelForImageClassification`), e.g. ``"agent-swin-t-in1k-224"``.
+IMAGENET_PRESETS: tuple[str, ...] = tuple(IMAGENET_MODELS)
 
 _CONFIG_CLASSES = {"agent_swin": AgentSwinConfig, "agent_pvt": AgentPvtConfig}
 
@@ -28,10 +32,14 @@ def preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
     The preset's name is kept in the config as `agent_hf_preset`. The backbone returns all four stage maps
     (`out_features`), as the official one; pass `out_features=[...]` to select others.
     """
+    if name in IMAGENET_MODELS:
+        return imagenet_preset_config(name, **overrides)
     try:
         spec = get_model_spec(name)
     except ValueError:
-        raise ValueError(f"Unknown preset {name!r}; available presets: {', '.join(PRESETS)}") from None
+        raise ValueError(
+            f"Unknown preset {name!r}; available presets: {', '.join(PRESETS + IMAGENET_PRESETS)}"
+        ) from None
     id2label = ade20k_id2label()
     kwargs = dict(
         id2label=id2label,
@@ -42,4 +50,14 @@ def preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
     return _CONFIG_CLASSES[spec.model_type](**{**kwargs, **spec.config_kwargs, **overrides})
 
 
-__all__ = ["PRESETS", "preset_config"]
+def imagenet_preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
+    """Config of a published ImageNet-1k classifier, e.g. `imagenet_preset_config("agent-swin-t-in1k-224")` (also
+    reached through `preset_config`): the official classification model's architecture at its resolution
+    (`pretrain_image_size`), the 1000 ImageNet class names, the preset's name in `agent_hf_preset`."""
+    spec = get_imagenet_model_spec(name)
+    id2label = imagenet_id2label()
+    kwargs = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()}, agent_hf_preset=name)
+    return _CONFIG_CLASSES[spec.model_type](**{**kwargs, **spec.config_kwargs, **overrides})
+
+
+__all__ = ["IMAGENET_PRESETS", "PRESETS", "imagenet_preset_config", "preset_config"]

@@ -28,12 +28,14 @@ from transformers.dynamic_module_utils import get_relative_import_files
 
 from .folders import add_files
 from .image_processing_agent import AgentImageProcessor
+from .image_processing_agent_classification import AgentClassificationImageProcessor
 from .pipeline_agent import AGENT_MODEL_TYPES, AgentImageSegmentationPipeline
 from .segmentation_inference import DEFAULT_EVAL_SCALE
 
 __all__ = [
     "ENDPOINT_FILES",
     "as_agent_image_processor",
+    "classification_serving_files",
     "make_image_processor",
     "save_model_folder",
     "serving_files",
@@ -186,6 +188,25 @@ def serving_files(config: Mapping[str, Any], image_processor: AgentImageProcesso
     return files
 
 
+def classification_serving_files(config: Mapping[str, Any], image_processor: AgentClassificationImageProcessor):
+    """The serving side of an image-classification folder, as ``{file name: content}``: the processor's
+    ``preprocessor_config.json`` (with ``auto_map``) and code, ``config.json`` with ``auto_map["AutoImageProcessor"]``
+    (transformers' own ``image-classification`` pipeline then runs it), and the Inference Endpoints ``handler.py`` (the
+    classification handler) with its ``requirements.txt``."""
+    files = {"handler.py": _template("classification_handler.py"), "requirements.txt": _template("requirements.txt")}
+    cls = AgentClassificationImageProcessor
+    processor_ref = f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
+    for path in _module_files(cls):
+        files[path.name] = path.read_bytes()
+    processor_dict = image_processor.to_dict()
+    processor_dict["auto_map"] = {"AutoImageProcessor": processor_ref}
+    files[PREPROCESSOR_CONFIG_NAME] = _json_bytes(processor_dict)
+    config = dict(config)
+    config["auto_map"] = {**(config.get("auto_map") or {}), "AutoImageProcessor": processor_ref}
+    files[CONFIG_NAME] = _json_bytes(config)
+    return files
+
+
 def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
     """Writes every file of ``files`` into ``folder``: all of them into a staging folder first, then each renamed over
     its destination (atomically, with the umask's permissions, ``config.json`` last since it names the code).
@@ -206,6 +227,9 @@ def save_model_folder(model, output_dir: str | os.PathLike, image_processor=None
     every folder gets the Inference Endpoints ``handler.py`` and ``requirements.txt``. Another model keeps
     ``image_processor`` as given (if any).
 
+    An image classifier saved with an :class:`AgentClassificationImageProcessor` gets the classification serving files
+    instead (see :func:`classification_serving_files`).
+
     Args:
         model: the model to save.
         output_dir: the folder (created if needed; existing files of the same names are replaced).
@@ -220,6 +244,10 @@ def save_model_folder(model, output_dir: str | os.PathLike, image_processor=None
     with add_files(output_dir) as staging:
         model.save_pretrained(staging, **save_kwargs)
         config = json.loads((staging / CONFIG_NAME).read_text(encoding="utf-8"))
+        if isinstance(image_processor, AgentClassificationImageProcessor):
+            for name, content in classification_serving_files(config, image_processor).items():
+                (staging / name).write_bytes(content)
+            return os.fspath(output_dir)
         if _is_agent_model(model.config):
             processor = as_agent_image_processor(image_processor, model.config)
         else:

@@ -130,12 +130,13 @@ def official_checkpoint_provenance(model: Any, checkpoint: str | None, kind: str
     Args:
         model: the segmentation model with the checkpoint's weights.
         checkpoint: path of the checkpoint file (only its file name is kept), or ``None`` for an in-memory state dict.
-        kind: ``"segmentation"`` (every weight from the checkpoint: origin ``"official-checkpoint"``) or
-            ``"imagenet"`` (backbone only, fresh heads: origin ``"initialized"``).
+        kind: ``"segmentation"`` (every weight from the checkpoint: origin ``"official-checkpoint"``),
+            ``"imagenet"`` (backbone only, fresh heads: origin ``"initialized"``) or ``"classification"`` (an image
+            classifier with every weight of an official ImageNet checkpoint: origin ``"official-checkpoint"``).
     """
-    if kind not in ("segmentation", "imagenet"):
-        raise ValueError(f"checkpoint kind must be 'segmentation' or 'imagenet', got {kind!r}")
-    record = _base_record(model, "official-checkpoint" if kind == "segmentation" else "initialized")
+    if kind not in ("segmentation", "imagenet", "classification"):
+        raise ValueError(f"checkpoint kind must be 'segmentation', 'imagenet' or 'classification', got {kind!r}")
+    record = _base_record(model, "initialized" if kind == "imagenet" else "official-checkpoint")
     record["checkpoint"] = None if checkpoint is None else str(checkpoint).replace("\\", "/").rsplit("/", 1)[-1]
     record["checkpoint_kind"] = kind
     return record
