@@ -25,6 +25,7 @@ __all__ = [
     "MODELS",
     "PAPER_URL",
     "TRAINING_ONLY_CONFIG_KEYS",
+    "UPSTREAM_CLASSIFICATION_URL",
     "UPSTREAM_REPO_URL",
     "UPSTREAM_SEGMENTATION_URL",
     "ArchitectureDifference",
