@@ -14,7 +14,7 @@ import torch
 import yaml
 from conftest import REFERENCE_DIR, REPO_ROOT
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from script_helpers import SCRIPTS, load_script, run, run_in_process
 from skimage import data as skimage_data
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
@@ -204,3 +204,50 @@ def test_processor_module_imports_every_sibling_it_needs_itself():
     path = os.path.join(REPO_ROOT, "src", "agent_hf", "image_processing_agent_classification.py")
     needed = {os.path.basename(file)[: -len(".py")] for file in get_relative_import_files(path)}
     assert needed and needed <= set(get_relative_imports(path))
+
+
+def official_pvt_state_dict(model) -> dict:
+    """Our Agent-PVT classifier's weights under the official classification code's names (`patch_embed1.`,
+    `pos_embed1`, `block1.0.`, `head.`), as an official checkpoint holds them."""
+    import re
+
+    renamed = {}
+    for key, tensor in model.state_dict().items():
+        key = key.removeprefix("agent_pvt.").replace("classifier.", "head.")
+        key = re.sub(r"^stages\.(\d+)\.(patch_embed|pos_embed|blocks)", lambda m: f"{m[2]}{int(m[1]) + 1}", key)
+        renamed[key.replace("blocks", "block")] = tensor.clone()
+    return renamed
+
+
+def test_official_pvt_t_converts_to_the_paper_card(convert, tmp_path):
+    """The published Agent-PVT-T: an official-format checkpoint converted with the official yaml (or the preset)
+    gives the preset's architecture and ImageNet labels, and its folder gets the paper's ImageNet card."""
+    from agent_hf import AgentPvtForImageClassification, preset_config
+    from agent_hf.hub import card_for_folder
+
+    torch.manual_seed(0)
+    model = AgentPvtForImageClassification(preset_config("agent-pvt-t-in1k-224")).eval()
+    checkpoint = tmp_path / "agent_pvt_t.pth"
+    torch.save({"model": official_pvt_state_dict(model)}, checkpoint)
+    config_file = tmp_path / "agent_pvt_t.yaml"
+    config_file.write_text(
+        "DATA:\n  IMG_SIZE: 224\nMODEL:\n  TYPE: agent_pvt_tiny\n  NAME: agent_pvt_tiny\n  DROP_PATH_RATE: 0.1\n"
+        "  AGENT:\n    ATTN_TYPE: AAAA\n    NUM: 9-16-49-49\n"
+    )
+    for source in (["--official_config", config_file], ["--preset", "agent-pvt-t-in1k-224"]):
+        output = tmp_path / ("from_preset" if source[0] == "--preset" else "from_yaml")
+        code, stderr, _ = run_in_process(convert, ["--checkpoint", checkpoint, *source, "--output_dir", output])
+        assert code == 0, stderr
+        converted = AutoModelForImageClassification.from_pretrained(output).eval()
+        pixel_values = torch.randn(1, 3, 224, 224)
+        with torch.no_grad():
+            torch.testing.assert_close(converted(pixel_values).logits, model(pixel_values).logits)
+        card = str(card_for_folder(output, "me/agent-pvt-t"))
+        assert "# Agent-PVT-T for ImageNet-1K image classification" in card and "78.4" in card
+    with pytest.raises(ValueError, match="holds the official weights of agent-pvt-t-in1k-224"):
+        card_for_folder(tmp_path / "from_yaml", "me/x", preset="agent-pvt-s-in1k-224")
+    weights = load_file(tmp_path / "from_yaml" / "model.safetensors")
+    weights["classifier.bias"] += 1  # no longer the converted weights: no card is generated
+    save_file(weights, tmp_path / "from_yaml" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="weights changed after their provenance record"):
+        card_for_folder(tmp_path / "from_yaml", "me/x")

@@ -38,7 +38,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .registry import MODELS, architecture_differences
+from .registry import IMAGENET_MODELS, MODELS, architecture_differences
 
 __all__ = [
     "ORIGINS",
@@ -72,11 +72,13 @@ def _package_version() -> str:
 
 
 def _preset_of(config: Mapping[str, Any]) -> tuple[str | None, bool]:
-    """``(preset, architecture matches it)``: the config's `agent_hf_preset`, else the preset it is identical to."""
+    """``(preset, architecture matches it)``: the config's `agent_hf_preset`, else the preset (segmentation or
+    ImageNet) it is identical to."""
+    presets = (*MODELS, *IMAGENET_MODELS)
     preset = config.get("agent_hf_preset")
-    if preset in MODELS:
+    if preset in presets:
         return preset, not architecture_differences(config, preset)
-    for name in MODELS:
+    for name in presets:
         if not architecture_differences(config, name):
             return name, True
     return None, False

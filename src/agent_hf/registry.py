@@ -503,11 +503,11 @@ class ArchitectureDifference:
 def architecture_differences(config: Mapping[str, Any], preset: str) -> list[ArchitectureDifference]:
     """Where the config of a model (a ``config.json`` dict or ``config.to_dict()``) differs from a preset.
 
-    Compares the model type, the number of classes and every architecture value of the preset; training-only
-    values (drop-path, dropout, loss settings) are not compared. An empty list means the model has exactly the
-    preset's architecture.
+    Compares the model type, the number of classes and every architecture value of the preset (a segmentation or an
+    ImageNet one); training-only values (drop-path, dropout, loss settings) are not compared. An empty list means the
+    model has exactly the preset's architecture.
     """
-    spec = get_model_spec(preset)
+    spec = IMAGENET_MODELS[preset] if preset in IMAGENET_MODELS else get_model_spec(preset)
     differences = []
     if config.get("model_type") != spec.model_type:
         differences.append(ArchitectureDifference("model_type", config.get("model_type"), spec.model_type))
