@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import REFERENCE_DIR, TINY_PVT
 from PIL import Image
-from script_helpers import SCRIPTS, load_script, run, run_in_process
+from script_helpers import SCRIPTS, free_port, load_script, run, run_in_process
 from skimage import data as skimage_data
 from transformers import AutoModelForImageClassification
 
@@ -91,24 +91,35 @@ def test_evaluation_refuses_a_val_folder_with_other_classes(converted_pvt, tmp_p
     assert "has 3 class folders but the model predicts 10 classes" in stderr
 
 
-def test_fine_tuning_from_a_preset_on_the_command_line(tmp_path):
-    train = image_folder(tmp_path / "train", num_classes=3, per_class=2)
+def test_fine_tuning_from_a_preset_on_two_processes(tmp_path):
+    """The real command line under `accelerate launch` with two CPU processes: fine-tunes a (tiny) preset on an
+    ImageFolder train/, saves a complete folder, and evaluates; the two processes' streamed top-1/top-5 equal one
+    process evaluating the saved model."""
+    train = image_folder(tmp_path / "train", num_classes=3, per_class=3)
     overrides = {**{k: v for k, v in TINY_PVT.items() if k in ("embed_dims", "depths")}, "drop_path_rate": 0.0}
-    command = [sys.executable, SCRIPTS / "run_image_classification.py"]
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command = [*launcher, "--main_process_port", free_port(), SCRIPTS / "run_image_classification.py"]
     command += ["--model_name_or_path", "agent-pvt-t-in1k-224", "--config_overrides", json.dumps(overrides)]
     command += ["--train_dir", train, "--validation_dir", train, "--do_train", "--do_eval", "--max_steps", "2"]
-    command += ["--per_device_train_batch_size", "3", "--learning_rate", "1e-3", "--save_strategy", "no"]
-    command += ["--report_to", "none", "--disable_tqdm", "True", "--dataloader_pin_memory", "False"]
-    command += ["--output_dir", tmp_path / "out"]
+    command += ["--per_device_train_batch_size", "2", "--per_device_eval_batch_size", "2", "--learning_rate", "1e-3"]
+    command += ["--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "True", "--use_cpu", "True"]
+    command += ["--dataloader_pin_memory", "False", "--output_dir", tmp_path / "out"]
     run(command, timeout=600)
     out = tmp_path / "out"
     model = AutoModelForImageClassification.from_pretrained(out, trust_remote_code=True)
     assert model.config.id2label == {0: "class_00", 1: "class_01", 2: "class_02"}
     assert (out / "handler.py").is_file() and (out / "image_processing_agent_classification.py").is_file()
-    metrics = json.loads((out / "eval_results.json").read_text())
-    assert metrics["eval_accuracy_top5"] == 1.0  # 3 classes: always in the top 5
-    assert 0 <= metrics["eval_accuracy_top1"] <= 1
     assert json.loads((out / "train_results.json").read_text())["train_loss"] > 0
+    two_processes = json.loads((out / "eval_results.json").read_text())
+
+    script = load_script("run_image_classification")
+    argv = ["--model_name_or_path", out, "--validation_dir", train, "--do_eval", "--report_to", "none"]
+    argv += ["--per_device_eval_batch_size", "4", "--dataloader_pin_memory", "False", "--output_dir", tmp_path / "one"]
+    code, stderr, _ = run_in_process(script, argv)
+    assert code == 0, stderr
+    one_process = json.loads((tmp_path / "one" / "eval_results.json").read_text())
+    assert two_processes["eval_accuracy_top5"] == one_process["eval_accuracy_top5"] == 1.0  # 3 classes
+    assert two_processes["eval_accuracy_top1"] == pytest.approx(one_process["eval_accuracy_top1"])
 
 
 def test_classification_folder_as_segmentation_backbone_checkpoint(converted_pvt):
