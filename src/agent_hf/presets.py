@@ -26,7 +26,8 @@ _CONFIG_CLASSES = {"agent_swin": AgentSwinConfig, "agent_pvt": AgentPvtConfig}
 
 
 def preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
-    """Config of a published model, e.g. `preset_config("agent-swin-t-upernet-ade20k")`.
+    """Config of a published model, e.g. `preset_config("agent-swin-t-upernet-ade20k")`, or of an ImageNet classifier,
+    e.g. `preset_config("agent-swin-t-in1k-224")` (see `imagenet_preset_config`).
 
     `overrides` replace any field (e.g. `id2label=...` for another dataset, `drop_path_rate=0.0`).
     The preset's name is kept in the config as `agent_hf_preset`. The backbone returns all four stage maps
