@@ -22,9 +22,10 @@ from agent_hf import (
     IMAGENET_PRESETS,
     AgentPvtForImageClassification,
     AgentSwinForImageClassification,
+    load_official_classifier,
+    official_classification_config,
     preset_config,
 )
-from agent_hf.official import load_official_classifier, official_classification_config
 from agent_hf.registry import IMAGENET_MODELS
 
 TOLERANCE = 1e-5
@@ -156,6 +157,8 @@ def test_unsupported_official_configs_fail_clearly():
     with pytest.raises(ValueError, match="windows is not supported"):
         # config.py's default WINDOW_SIZE 7 with agent blocks: windowed agent attention, not the published layout.
         official_classification_config({"MODEL": {"TYPE": "agent_swin", "AGENT": {"ATTN_TYPE": "AAAB"}}})
+    with pytest.raises(ValueError, match=r"BASE \['base.yaml'\] is not merged"):
+        official_classification_config({"BASE": ["base.yaml"], "MODEL": {"TYPE": "agent_swin"}})
     with pytest.raises(ValueError, match="official_class"):
         official_classification_config({"official_class": "VisionTransformer", "official_kwargs": {}})
 

@@ -65,6 +65,8 @@ _LAZY_NAMES = {
     "AgentSwinModel": "modeling_agent_swin",
     "config_from_official": "official",
     "load_official_checkpoint": "official",
+    "load_official_classifier": "official",
+    "official_classification_config": "official",
     "IMAGENET_PRESETS": "presets",
     "PRESETS": "presets",
     "preset_config": "presets",
@@ -155,6 +157,8 @@ __all__ = [
     "AgentSwinModel",
     "config_from_official",
     "load_official_checkpoint",
+    "load_official_classifier",
+    "official_classification_config",
     "preset_config",
     "register_auto_classes",
 ]

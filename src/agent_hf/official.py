@@ -416,6 +416,10 @@ def official_classification_config(official: Mapping, **overrides):
     if not isinstance(official, Mapping):
         raise ValueError(f"official classification config: expected a mapping, got {type(official).__name__}")
     if "MODEL" in official:
+        if any(official.get("BASE") or ()):
+            raise ValueError(
+                f"official classification config: BASE {official['BASE']} is not merged; give the merged config"
+            )
         model, data, test = (official.get(k) or {} for k in ("MODEL", "DATA", "TEST"))
         img_size = int(_yaml_value(data, "IMG_SIZE", 224))
         crop = bool(_yaml_value(test, "CROP", True))
