@@ -251,3 +251,25 @@ def test_official_pvt_t_converts_to_the_paper_card(convert, tmp_path):
     save_file(weights, tmp_path / "from_yaml" / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match="weights changed after their provenance record"):
         card_for_folder(tmp_path / "from_yaml", "me/x")
+
+
+def test_upgrading_a_classification_folder_keeps_it_a_classifier(imagenet_folder, tmp_path):
+    """`upgrade_model_folder` rewrites a classification folder's serving files as classification ones (its
+    processor's settings kept), never the segmentation processor and handler."""
+    import shutil
+
+    from agent_hf.processing import upgrade_model_folder
+
+    folder = tmp_path / "folder"
+    shutil.copytree(imagenet_folder, folder)
+    (folder / "handler.py").write_text("# an older handler\n")
+    processor_config = json.loads((folder / "preprocessor_config.json").read_text())
+    processor_config["do_center_crop"] = False
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor_config))
+    written = upgrade_model_folder(folder)
+    assert "pipeline_agent.py" not in written and not (folder / "pipeline_agent.py").exists()
+    assert (folder / "handler.py").read_text() == (imagenet_folder / "handler.py").read_text()
+    upgraded = json.loads((folder / "preprocessor_config.json").read_text())
+    assert upgraded["image_processor_type"] == "AgentClassificationImageProcessor"
+    assert (upgraded["size"], upgraded["do_center_crop"]) == (224, False)
+    assert "custom_pipelines" not in json.loads((folder / "config.json").read_text())

@@ -265,6 +265,8 @@ def upgrade_model_folder(folder: str | os.PathLike) -> list[str]:
     Rewrites the image processor (``preprocessor_config.json`` becomes an :class:`AgentImageProcessor` keeping the old
     mean, std and reduce-labels setting, or its own settings if it already is one), its code, the pipeline's code,
     ``handler.py``, ``requirements.txt`` and the ``auto_map`` / ``custom_pipelines`` entries of ``config.json``.
+    An image-classification folder (an ``AgentClassificationImageProcessor``) gets its classification serving files
+    rewritten instead (see :func:`classification_serving_files`), its processor's settings kept.
     Weights, model code and every other file are left as they are. Each file is replaced atomically, and only after
     all new contents have been written, so a failure leaves the folder as it was.
 
@@ -290,6 +292,13 @@ def upgrade_model_folder(folder: str | os.PathLike) -> list[str]:
         )
     preprocessor = folder / PREPROCESSOR_CONFIG_NAME
     values = _read_json(preprocessor) if preprocessor.exists() else None
+    if (values or {}).get("image_processor_type") == AgentClassificationImageProcessor.__name__:
+        # An image-classification folder keeps its processor's settings and gets the classification serving files.
+        keys = ("size", "do_center_crop", "image_mean", "image_std")
+        processor = AgentClassificationImageProcessor(**{key: values[key] for key in keys if key in values})
+        files = classification_serving_files(config, processor)
+        _write_files(folder, files)
+        return sorted(files)
     processor = _processor_from_dict(values, bool(config.get("align_corners", False)))
     files = serving_files(config, processor)
     _write_files(folder, files)
