@@ -15,7 +15,7 @@ import yaml
 from conftest import REFERENCE_DIR, REPO_ROOT
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from script_helpers import SCRIPTS, load_script, run, run_in_process
+from script_helpers import load_script, run_in_process
 from skimage import data as skimage_data
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
@@ -91,15 +91,15 @@ def test_yaml_conversion_writes_an_imagenet_classification_folder(imagenet_folde
     torch.testing.assert_close(weights["norm.bias"], official["norm.bias"])
 
 
-def test_json_form_conversion_reproduces_the_official_logits(tmp_path):
-    """The JSON form of the shared fixture (`official_class`, `official_kwargs`, `img_size`), converted by the real
-    command line, loads through AutoModelForImageClassification and gives the official logits."""
+def test_json_form_conversion_reproduces_the_official_logits(convert, tmp_path):
+    """The JSON form of the shared fixture (`official_class`, `official_kwargs`, `img_size`), converted by the
+    script, loads through AutoModelForImageClassification and gives the official logits."""
     output = tmp_path / "pvt"
-    command = [sys.executable, SCRIPTS / "convert_official_checkpoint.py"]
-    command += ["--checkpoint", REFERENCE_DIR / "cls_agent_pvt_aaaa.pth"]
-    command += ["--official_config", REFERENCE_DIR / "cls_agent_pvt_aaaa.json", "--output_dir", output]
-    result = run(command)
-    assert "AgentPvtForImageClassification, " in result.stdout
+    argv = ["--checkpoint", REFERENCE_DIR / "cls_agent_pvt_aaaa.pth"]
+    argv += ["--official_config", REFERENCE_DIR / "cls_agent_pvt_aaaa.json", "--output_dir", output]
+    code, stderr, printed = run_in_process(convert, argv)
+    assert code == 0, stderr
+    assert "AgentPvtForImageClassification, " in printed
     model = AutoModelForImageClassification.from_pretrained(output, trust_remote_code=True).eval()
     io_tensors = load_file(REFERENCE_DIR / "cls_agent_pvt_aaaa.io.safetensors")
     with torch.no_grad():
