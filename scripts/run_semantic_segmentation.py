@@ -155,7 +155,10 @@ class ModelArguments:
     )
     backbone_checkpoint: str | None = field(
         default=None,
-        metadata={"help": "Official ImageNet (or mmseg) checkpoint to start from; only with a preset."},
+        metadata={
+            "help": "Official ImageNet (or mmseg) checkpoint, or a converted ImageNet classification folder, to start "
+            "from; only with a preset."
+        },
     )
     cache_dir: str | None = field(
         default=None, metadata={"help": "Where to store models and datasets downloaded from the Hub."}

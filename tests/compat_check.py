@@ -13,7 +13,9 @@
    own site-packages; no torchvision; reused when present) and runs the worker part of this file there, in a process
    where agent_hf cannot be imported: every folder loads with `trust_remote_code=True` through
    `AutoModelForSemanticSegmentation`, `AutoModel` and `AutoBackbone`, and gives the outputs saved in step 1. More
-   checks of a loaded folder (e.g. `pipeline("image-segmentation")`) go into `FOLDER_CHECKS`. In the venvs of
+   checks of a loaded folder (e.g. `pipeline("image-segmentation")`) go into `FOLDER_CHECKS`. The image-classification
+   folders of both families load through `AutoModelForImageClassification` and `pipeline("image-classification")`
+   (`CLASSIFICATION_FOLDER_CHECKS`). In the venvs of
    `--common_tests_versions` it then runs tests/test_transformers_common.py: transformers' own common model tests,
    with the test files of THAT version, on the package where it is installed (`--parity_version`), else on
    `agent_hf_shipped` (transformers 4.57, where the package cannot be installed).
@@ -167,6 +169,49 @@ def write_folders(work_dir: Path) -> list[str]:
                 expected["label_map"] = segment(model, multiscale_inputs(image), (90, 120))[0]
             torch.save(expected, folder / "expected.pt")
             names.append(folder.name)
+    return names + write_classification_folders(work_dir)
+
+
+def write_classification_folders(work_dir: Path) -> list[str]:
+    """Image-classification folders of both families (`{family}-classification`, written as the converter writes
+    them: ImageNet-1k labels, the official evaluation transform as the image processor) with the logits and the
+    `image-classification` pipeline's top 5 they must give. Returns their names."""
+    import torch
+    from PIL import Image
+    from transformers import pipeline
+
+    import agent_hf
+    from agent_hf.data.imagenet import imagenet_id2label
+    from agent_hf.image_processing_agent_classification import AgentClassificationImageProcessor
+    from agent_hf.processing import save_model_folder
+
+    generator = torch.Generator().manual_seed(1)
+    id2label = imagenet_id2label()
+    names = []
+    for family in FAMILIES:
+        torch.manual_seed(0)
+        config = tiny_config(family, agent_hf)
+        config.id2label, config.label2id = id2label, {name: i for i, name in id2label.items()}
+        model_class = (
+            agent_hf.AgentSwinForImageClassification if family == "swin" else agent_hf.AgentPvtForImageClassification
+        )
+        model = model_class(config).eval()
+        with torch.no_grad():  # every weight matters (fresh LayerNorms are 1/0, as their default init)
+            for parameter in model.parameters():
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+        folder = work_dir / f"{family}-classification"
+        # A small input size keeps the pipeline fast; the transform is the official one (resize 73, crop 64).
+        save_model_folder(model, folder, AgentClassificationImageProcessor(size=64, do_center_crop=True))
+        image = Image.fromarray(torch.randint(0, 256, (90, 120, 3), generator=generator).byte().numpy())
+        image.save(folder / "image.png")
+        pixel_values = torch.randn(2, 3, 64, 64, generator=generator)
+        with torch.no_grad():
+            logits = model(pixel_values).logits
+        top5 = pipeline("image-classification", model=str(folder), trust_remote_code=True)(image, top_k=5)
+        expected = {"task": "image-classification", "pixel_values": pixel_values, "logits": logits}
+        expected["top5"] = [(p["label"], float(p["score"])) for p in top5]
+        torch.save(expected, folder / "expected.pt")
+        names.append(folder.name)
     return names
 
 
@@ -276,7 +321,7 @@ def check_outputs(folder: str, model_class: str, expected: dict) -> str:
     if not type(model).__module__.startswith("transformers_modules"):
         raise AssertionError(f"{folder}: {model_class} did not load the folder's code ({type(model).__module__})")
     with torch.no_grad():
-        if model_class == "AutoModelForSemanticSegmentation":
+        if model_class in ("AutoModelForSemanticSegmentation", "AutoModelForImageClassification"):
             got, want = model(expected["pixel_values"]).logits, expected["logits"]
         elif model_class == "AutoBackbone":
             got, want = model(expected["pixel_values"]).feature_maps[-1], expected["maps"][-1]
@@ -325,12 +370,40 @@ def check_pipeline(folder: str, expected: dict) -> str:
     return f"{type(segments).__name__} of {len(segments)} masks == evaluation path"
 
 
-# Checks run on every folder in every venv: (name, function(folder, expected outputs) -> one-line summary).
+def check_classifier_logits(folder: str, expected: dict) -> str:
+    return check_outputs(folder, "AutoModelForImageClassification", expected)
+
+
+def check_classification_pipeline(folder: str, expected: dict) -> str:
+    """`pipeline("image-classification", trust_remote_code=True)` (the folder's image processor) gives the top 5
+    labels and scores it gave with agent_hf installed."""
+    from PIL import Image
+    from transformers import pipeline
+
+    top5 = pipeline("image-classification", model=folder, trust_remote_code=True)(
+        Image.open(f"{folder}/image.png"), top_k=5
+    )
+    got = [(p["label"], float(p["score"])) for p in top5]
+    want = expected["top5"]
+    if [label for label, _ in got] != [label for label, _ in want] or any(
+        abs(a[1] - b[1]) > 1e-5 for a, b in zip(got, want)
+    ):
+        raise AssertionError(f"{folder}: the pipeline's top 5 {got} differ from {want}")
+    return f"top 5 == with agent_hf ({got[0][0]!r} first)"
+
+
+# Checks run on every segmentation folder in every venv: (name, function(folder, expected outputs) -> one-line
+# summary).
 FOLDER_CHECKS = [
     ("logits", check_logits),
     ("base model", check_base_model),
     ("backbone", check_backbone),
     ("pipeline", check_pipeline),
+]
+# Checks run on the image-classification folders (`expected["task"] == "image-classification"`).
+CLASSIFICATION_FOLDER_CHECKS = [
+    ("classifier logits", check_classifier_logits),
+    ("classification pipeline", check_classification_pipeline),
 ]
 
 
@@ -348,7 +421,8 @@ def worker(names: list[str]) -> None:
 
     for name in names:
         expected = torch.load(Path(name) / "expected.pt")
-        for check_name, check in FOLDER_CHECKS:
+        checks = CLASSIFICATION_FOLDER_CHECKS if expected.get("task") == "image-classification" else FOLDER_CHECKS
+        for check_name, check in checks:
             print(
                 f"  transformers {transformers.__version__} {name}: {check_name}: {check(name, expected)}", flush=True
             )

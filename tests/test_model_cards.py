@@ -197,7 +197,10 @@ def test_render_rejects_bad_arguments(kwargs: dict, match: str) -> None:
 
 def test_write_model_cards_matches_committed_files(tmp_path: Path) -> None:
     written = write_model_cards(tmp_path)
-    assert [p.name for p in written] == [f"{preset}.md" for preset in PAPER_RESULTS]
+    # the seven segmentation cards, then the ten ImageNet classifiers' (tests/test_image_classification_cards.py)
+    from agent_hf.registry import IMAGENET_MODELS
+
+    assert [p.name for p in written] == [f"{preset}.md" for preset in (*PAPER_RESULTS, *IMAGENET_MODELS)]
     committed = ROOT / "model_cards"
     assert sorted(p.name for p in committed.glob("*.md")) == sorted(p.name for p in written), (
         "model_cards/ is out of date: regenerate it with `python -m agent_hf.hub --write`"

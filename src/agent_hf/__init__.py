@@ -1,7 +1,7 @@
 """agent-hf: Agent Attention (Han et al., ECCV 2024) segmentation models for the Hugging Face stack.
 
 ``import agent_hf`` registers the models with transformers' Auto classes (`AutoConfig`, `AutoModel`,
-`AutoBackbone`, `AutoModelForSemanticSegmentation`):
+`AutoBackbone`, `AutoModelForSemanticSegmentation`, `AutoModelForImageClassification`):
 
     >>> import agent_hf
     >>> from transformers import AutoModelForSemanticSegmentation
@@ -56,13 +56,18 @@ _LAZY_NAMES = {
     "AgentPvtConfig": "configuration_agent_pvt",
     "AgentSwinConfig": "configuration_agent_swin",
     "AgentPvtBackbone": "modeling_agent_pvt",
+    "AgentPvtForImageClassification": "modeling_agent_pvt",
     "AgentPvtForSemanticSegmentation": "modeling_agent_pvt",
     "AgentPvtModel": "modeling_agent_pvt",
     "AgentSwinBackbone": "modeling_agent_swin",
+    "AgentSwinForImageClassification": "modeling_agent_swin",
     "AgentSwinForSemanticSegmentation": "modeling_agent_swin",
     "AgentSwinModel": "modeling_agent_swin",
     "config_from_official": "official",
     "load_official_checkpoint": "official",
+    "load_official_classifier": "official",
+    "official_classification_config": "official",
+    "IMAGENET_PRESETS": "presets",
     "PRESETS": "presets",
     "preset_config": "presets",
 }
@@ -75,11 +80,19 @@ _registered = False
 
 def register_auto_classes() -> None:
     """Registers the Agent-Swin and Agent-PVT classes with `AutoConfig`, `AutoModel`, `AutoBackbone`,
-    `AutoModelForSemanticSegmentation` and `AutoImageProcessor` (once; later calls do nothing)."""
+    `AutoModelForSemanticSegmentation`, `AutoModelForImageClassification` and `AutoImageProcessor` (once; later calls
+    do nothing)."""
     global _registered
     if _registered:
         return
-    from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForSemanticSegmentation
+    from transformers import (
+        AutoBackbone,
+        AutoConfig,
+        AutoImageProcessor,
+        AutoModel,
+        AutoModelForImageClassification,
+        AutoModelForSemanticSegmentation,
+    )
 
     image_processor = importlib.import_module(f"{__name__}.image_processing_agent").AgentImageProcessor
 
@@ -93,6 +106,9 @@ def register_auto_classes() -> None:
         AutoBackbone.register(config_class, getattr(modeling, f"{prefix}Backbone"), exist_ok=True)
         AutoModelForSemanticSegmentation.register(
             config_class, getattr(modeling, f"{prefix}ForSemanticSegmentation"), exist_ok=True
+        )
+        AutoModelForImageClassification.register(
+            config_class, getattr(modeling, f"{prefix}ForImageClassification"), exist_ok=True
         )
         AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor, exist_ok=True)
     _registered = True
@@ -124,20 +140,25 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "IMAGENET_PRESETS",
     "MIN_TRANSFORMERS_VERSION",
     "PRESETS",
     "AgentAttention",
     "AgentImageProcessor",
     "AgentPvtBackbone",
     "AgentPvtConfig",
+    "AgentPvtForImageClassification",
     "AgentPvtForSemanticSegmentation",
     "AgentPvtModel",
     "AgentSwinBackbone",
     "AgentSwinConfig",
+    "AgentSwinForImageClassification",
     "AgentSwinForSemanticSegmentation",
     "AgentSwinModel",
     "config_from_official",
     "load_official_checkpoint",
+    "load_official_classifier",
+    "official_classification_config",
     "preset_config",
     "register_auto_classes",
 ]

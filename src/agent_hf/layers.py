@@ -309,7 +309,7 @@ def checkpoint_key_mapping(legacy_names: dict[str, str], base_prefix: str, base_
             official code.
         base_prefix (`str`): attribute of the base model in the backbone class (`agent_swin`, `agent_pvt`).
         base_keys (`str`): regex matching the first name of a base-model key (e.g. `(?:patch_embed|layers)\\.`).
-        target (`str`): the class that loads: `"model"`, `"backbone"` or `"segmentation"`.
+        target (`str`): the class that loads: `"model"`, `"backbone"`, `"segmentation"` or `"classification"`.
 
     A key may come from a base-model folder (no prefix), a backbone folder (`agent_swin.`) or a segmentation folder
     (`backbone.agent_swin.`). Each rule names the prefix it starts with and rewrites it to where the loading class
@@ -322,6 +322,8 @@ def checkpoint_key_mapping(legacy_names: dict[str, str], base_prefix: str, base_
         "model": {segmentation: bare, nested: nested, bare: bare},
         "backbone": {segmentation: bare, nested: nested, bare: bare},
         "segmentation": {segmentation: segmentation, nested: segmentation, bare: segmentation},
+        # The image classifier keeps the base model at `agent_swin.` beside its own top-level `norm`/`classifier`.
+        "classification": {segmentation: nested, nested: nested, bare: bare},
     }[target]
     rules = {}
     for origin, prefix in destination.items():

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils.generic import can_return_tuple
 
@@ -43,16 +43,17 @@ _AUTO_CLASS_SUFFIXES = {
     "AutoModel": "Model",
     "AutoBackbone": "Backbone",
     "AutoModelForSemanticSegmentation": "ForSemanticSegmentation",
+    "AutoModelForImageClassification": "ForImageClassification",
 }
 
 
 class AgentPreTrainedModel(PreTrainedModel):
     """Conventions shared by both model families, on every supported transformers version.
 
-    - `save_pretrained` writes the model code and lists all four Auto classes of the family in the config's
+    - `save_pretrained` writes the model code and lists every Auto class of the family in the config's
       `auto_map`, so a saved folder or Hub repo loads with `trust_remote_code=True` where agent_hf is not
       installed. A family's classes are named after its config class: `AgentSwinConfig` -> `AgentSwinModel`,
-      `AgentSwinBackbone`, `AgentSwinForSemanticSegmentation`.
+      `AgentSwinBackbone`, `AgentSwinForSemanticSegmentation`, `AgentSwinForImageClassification`.
     - `from_pretrained` renames checkpoint keys with `_checkpoint_key_mapping()` (regex -> replacement, through
       transformers' `key_mapping`): the parameter names of agent-hf 0.1.0 and of the official code
       (`_legacy_key_names`), and the base model's keys when a folder of another class of the family is loaded
@@ -73,7 +74,8 @@ class AgentPreTrainedModel(PreTrainedModel):
     _legacy_key_names: dict[str, str] = {}
     # Regex matching the first name of every key of the family's bare base model.
     _base_model_keys: str = ""
-    # Set by the mixins: the class that loads, `"model"`, `"backbone"` or `"segmentation"` (None: no renaming).
+    # Set by the mixins: the class that loads, `"model"`, `"backbone"`, `"segmentation"` or `"classification"` (None:
+    # no renaming).
     _checkpoint_target: str | None = None
 
     @classmethod
@@ -304,4 +306,62 @@ class AgentSegmentationMixin:
         )
 
 
-__all__ = ["AgentBackboneMixin", "AgentModelMixin", "AgentPreTrainedModel", "AgentSegmentationMixin"]
+class AgentImageClassificationMixin:
+    """The image classification forward, as the official ImageNet models (`agent_transformer/models`): the base model
+    (`base_model_prefix` attribute) -> the family's `pool(last_hidden_state)` (B, C_4) -> `classifier` (a linear
+    layer) -> logits. The loss is transformers' for image classification (`config.problem_type`: single-label
+    cross-entropy for integer labels, multi-label BCE for float labels, MSE for one regression output).
+    """
+
+    _auto_class = "AutoModelForImageClassification"
+    # Folders of the base model, backbone or segmentation model load their backbone weights (the head starts fresh).
+    _checkpoint_target = "classification"
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        r"""
+        Args:
+            pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalized images (at the config's `pretrain_image_size` for the official models' outputs); another
+                floating dtype than the model's is cast to it.
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Class ids in [0, num_labels) (or float targets (batch_size, num_labels) for multi-label problems),
+                for the loss.
+            output_hidden_states (`bool`, *optional*):
+                Return the four stage maps (default `config.output_hidden_states`).
+            output_attentions (`bool`, *optional*):
+                Return every block's attention weights (default `config.output_attentions`).
+            return_dict (`bool`, *optional*):
+                Return an `ImageClassifierOutput` (default `config.return_dict`) instead of a tuple.
+
+        Returns `logits` (B, num_labels) and, with labels, the `loss`.
+        """
+        outputs = self.base_model(
+            pixel_values,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        logits = self.classifier(self.pool(outputs.last_hidden_state))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels.to(logits.device), logits, self.config)
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = [
+    "AgentBackboneMixin",
+    "AgentImageClassificationMixin",
+    "AgentModelMixin",
+    "AgentPreTrainedModel",
+    "AgentSegmentationMixin",
+]

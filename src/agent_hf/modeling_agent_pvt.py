@@ -20,7 +20,13 @@ from .configuration_agent_common import PreTrainedConfig  # noqa: F401
 from .configuration_agent_pvt import AgentPvtConfig
 from .heads import AgentFPNNeck, AgentSemanticFPNHead
 from .layers import AgentBlock, AgentDropPath, AgentMlp, agent_attention_from_config, drop_path_rates, init, run_blocks
-from .modeling_agent_common import AgentBackboneMixin, AgentModelMixin, AgentPreTrainedModel, AgentSegmentationMixin
+from .modeling_agent_common import (
+    AgentBackboneMixin,
+    AgentImageClassificationMixin,
+    AgentModelMixin,
+    AgentPreTrainedModel,
+    AgentSegmentationMixin,
+)
 
 
 def pretrain_grids(config: AgentPvtConfig) -> list[int]:
@@ -279,8 +285,28 @@ class AgentPvtForSemanticSegmentation(AgentSegmentationMixin, AgentPvtPreTrained
         self.post_init()
 
 
+class AgentPvtForImageClassification(AgentImageClassificationMixin, AgentPvtPreTrainedModel):
+    """Agent-PVT + the official ImageNet head: the last stage's tokens averaged (no final norm), linear classifier,
+    as the official classification model (`PyramidVisionTransformer` of `agent_transformer/models/agent_pvt.py`).
+
+    `forward(pixel_values (B, 3, H, W), labels (B,) optional)` returns `logits` (B, num_labels) and, with labels, the
+    `loss` (see `AgentImageClassificationMixin`).
+    """
+
+    def __init__(self, config: AgentPvtConfig):
+        super().__init__(config)
+        self.agent_pvt = AgentPvtModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """The last stage's map (B, C, H, W) -> its tokens averaged: (B, C)."""
+        return last_hidden_state.mean(dim=(2, 3))
+
+
 __all__ = [
     "AgentPvtBackbone",
+    "AgentPvtForImageClassification",
     "AgentPvtForSemanticSegmentation",
     "AgentPvtModel",
     "AgentPvtPreTrainedModel",

@@ -27,7 +27,13 @@ from .layers import (
     init,
     run_blocks,
 )
-from .modeling_agent_common import AgentBackboneMixin, AgentModelMixin, AgentPreTrainedModel, AgentSegmentationMixin
+from .modeling_agent_common import (
+    AgentBackboneMixin,
+    AgentImageClassificationMixin,
+    AgentModelMixin,
+    AgentPreTrainedModel,
+    AgentSegmentationMixin,
+)
 
 
 class AgentSwinPatchEmbed(nn.Module):
@@ -388,8 +394,37 @@ class AgentSwinForSemanticSegmentation(AgentSegmentationMixin, AgentSwinPreTrain
         self.post_init()
 
 
+class AgentSwinForImageClassification(AgentImageClassificationMixin, AgentSwinPreTrainedModel):
+    """Agent-Swin + the official ImageNet head: final LayerNorm, average pooling over the tokens, linear classifier.
+
+    As the official classification model (`AgentSwinTransformer` of `agent_transformer`), the network has no per-stage
+    output norms (the base model's `norms` are identities here) and its window blocks do not shift on a stage whose
+    pretraining map fits in one window (stage 4 of every published model: a 7x7 map, 7x7 windows at 224 px).
+
+    `forward(pixel_values (B, 3, H, W), labels (B,) optional)` returns `logits` (B, num_labels) and, with labels, the
+    `loss` (see `AgentImageClassificationMixin`).
+    """
+
+    def __init__(self, config: AgentSwinConfig):
+        super().__init__(config)
+        self.agent_swin = AgentSwinModel(config)
+        self.agent_swin.norms = nn.ModuleList(nn.Identity() for _ in self.agent_swin.norms)
+        for stage, layer in enumerate(self.agent_swin.layers):
+            if config.pretrain_image_size // config.patch_size // 2**stage <= config.window_size:
+                for block in layer.blocks:
+                    block.shift_size = 0
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def pool(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """The last stage's map (B, C, H, W) -> tokens normalized by `norm`, averaged: (B, C)."""
+        return self.norm(last_hidden_state.flatten(2).transpose(1, 2)).mean(dim=1)
+
+
 __all__ = [
     "AgentSwinBackbone",
+    "AgentSwinForImageClassification",
     "AgentSwinForSemanticSegmentation",
     "AgentSwinModel",
     "AgentSwinPreTrainedModel",

@@ -28,6 +28,7 @@ from transformers.dynamic_module_utils import get_relative_import_files
 
 from .folders import add_files
 from .image_processing_agent import AgentImageProcessor
+from .image_processing_agent_classification import AgentClassificationImageProcessor
 from .pipeline_agent import AGENT_MODEL_TYPES, AgentImageSegmentationPipeline
 from .segmentation_inference import DEFAULT_EVAL_SCALE
 
@@ -35,6 +36,7 @@ __all__ = [
     "ENDPOINT_FILES",
     "add_serving_files",
     "as_agent_image_processor",
+    "classification_serving_files",
     "make_image_processor",
     "save_model_config",
     "save_model_folder",
@@ -223,6 +225,25 @@ def add_serving_files(folder: str | os.PathLike, image_processor=None) -> list[s
     return sorted(files)
 
 
+def classification_serving_files(config: Mapping[str, Any], image_processor: AgentClassificationImageProcessor):
+    """The serving side of an image-classification folder, as ``{file name: content}``: the processor's
+    ``preprocessor_config.json`` (with ``auto_map``) and code, ``config.json`` with ``auto_map["AutoImageProcessor"]``
+    (transformers' own ``image-classification`` pipeline then runs it), and the Inference Endpoints ``handler.py`` (the
+    classification handler) with its ``requirements.txt``."""
+    files = {"handler.py": _template("classification_handler.py"), "requirements.txt": _template("requirements.txt")}
+    cls = AgentClassificationImageProcessor
+    processor_ref = f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
+    for path in _module_files(cls):
+        files[path.name] = path.read_bytes()
+    processor_dict = image_processor.to_dict()
+    processor_dict["auto_map"] = {"AutoImageProcessor": processor_ref}
+    files[PREPROCESSOR_CONFIG_NAME] = _json_bytes(processor_dict)
+    config = dict(config)
+    config["auto_map"] = {**(config.get("auto_map") or {}), "AutoImageProcessor": processor_ref}
+    files[CONFIG_NAME] = _json_bytes(config)
+    return files
+
+
 def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
     """Writes every file of ``files`` into ``folder``: all of them into a staging folder first, then each renamed over
     its destination (atomically, with the umask's permissions, ``config.json`` last since it names the code).
@@ -243,6 +264,9 @@ def save_model_folder(model, output_dir: str | os.PathLike, image_processor=None
     every folder gets the Inference Endpoints ``handler.py`` and ``requirements.txt``. Another model keeps
     ``image_processor`` as given (if any).
 
+    An image classifier saved with an :class:`AgentClassificationImageProcessor` gets the classification serving files
+    instead (see :func:`classification_serving_files`).
+
     Args:
         model: the model to save.
         output_dir: the folder (created if needed; existing files of the same names are replaced).
@@ -257,6 +281,10 @@ def save_model_folder(model, output_dir: str | os.PathLike, image_processor=None
     with add_files(output_dir) as staging:
         model.save_pretrained(staging, **save_kwargs)
         config = json.loads((staging / CONFIG_NAME).read_text(encoding="utf-8"))
+        if isinstance(image_processor, AgentClassificationImageProcessor):
+            for name, content in classification_serving_files(config, image_processor).items():
+                (staging / name).write_bytes(content)
+            return os.fspath(output_dir)
         if _is_agent_model(model.config):
             processor = as_agent_image_processor(image_processor, model.config)
         else:
@@ -274,6 +302,8 @@ def upgrade_model_folder(folder: str | os.PathLike) -> list[str]:
     Rewrites the image processor (``preprocessor_config.json`` becomes an :class:`AgentImageProcessor` keeping the old
     mean, std and reduce-labels setting, or its own settings if it already is one), its code, the pipeline's code,
     ``handler.py``, ``requirements.txt`` and the ``auto_map`` / ``custom_pipelines`` entries of ``config.json``.
+    An image-classification folder (an ``AgentClassificationImageProcessor``) gets its classification serving files
+    rewritten instead (see :func:`classification_serving_files`), its processor's settings kept.
     Weights, model code and every other file are left as they are. Each file is replaced atomically, and only after
     all new contents have been written, so a failure leaves the folder as it was.
 
@@ -299,6 +329,13 @@ def upgrade_model_folder(folder: str | os.PathLike) -> list[str]:
         )
     preprocessor = folder / PREPROCESSOR_CONFIG_NAME
     values = _read_json(preprocessor) if preprocessor.exists() else None
+    if (values or {}).get("image_processor_type") == AgentClassificationImageProcessor.__name__:
+        # An image-classification folder keeps its processor's settings and gets the classification serving files.
+        keys = ("size", "do_center_crop", "image_mean", "image_std")
+        processor = AgentClassificationImageProcessor(**{key: values[key] for key in keys if key in values})
+        files = classification_serving_files(config, processor)
+        _write_files(folder, files)
+        return sorted(files)
     processor = _processor_from_dict(values, bool(config.get("align_corners", False)))
     files = serving_files(config, processor)
     _write_files(folder, files)

@@ -38,7 +38,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .registry import MODELS, architecture_differences
+from .registry import IMAGENET_MODELS, MODELS, architecture_differences
 
 __all__ = [
     "ORIGINS",
@@ -72,11 +72,13 @@ def _package_version() -> str:
 
 
 def _preset_of(config: Mapping[str, Any]) -> tuple[str | None, bool]:
-    """``(preset, architecture matches it)``: the config's `agent_hf_preset`, else the preset it is identical to."""
+    """``(preset, architecture matches it)``: the config's `agent_hf_preset`, else the preset (segmentation or
+    ImageNet) it is identical to."""
+    presets = (*MODELS, *IMAGENET_MODELS)
     preset = config.get("agent_hf_preset")
-    if preset in MODELS:
+    if preset in presets:
         return preset, not architecture_differences(config, preset)
-    for name in MODELS:
+    for name in presets:
         if not architecture_differences(config, name):
             return name, True
     return None, False
@@ -130,12 +132,13 @@ def official_checkpoint_provenance(model: Any, checkpoint: str | None, kind: str
     Args:
         model: the segmentation model with the checkpoint's weights.
         checkpoint: path of the checkpoint file (only its file name is kept), or ``None`` for an in-memory state dict.
-        kind: ``"segmentation"`` (every weight from the checkpoint: origin ``"official-checkpoint"``) or
-            ``"imagenet"`` (backbone only, fresh heads: origin ``"initialized"``).
+        kind: ``"segmentation"`` (every weight from the checkpoint: origin ``"official-checkpoint"``),
+            ``"imagenet"`` (backbone only, fresh heads: origin ``"initialized"``) or ``"classification"`` (an image
+            classifier with every weight of an official ImageNet checkpoint: origin ``"official-checkpoint"``).
     """
-    if kind not in ("segmentation", "imagenet"):
-        raise ValueError(f"checkpoint kind must be 'segmentation' or 'imagenet', got {kind!r}")
-    record = _base_record(model, "official-checkpoint" if kind == "segmentation" else "initialized")
+    if kind not in ("segmentation", "imagenet", "classification"):
+        raise ValueError(f"checkpoint kind must be 'segmentation', 'imagenet' or 'classification', got {kind!r}")
+    record = _base_record(model, "initialized" if kind == "imagenet" else "official-checkpoint")
     record["checkpoint"] = None if checkpoint is None else str(checkpoint).replace("\\", "/").rsplit("/", 1)[-1]
     record["checkpoint_kind"] = kind
     return record

@@ -21,21 +21,26 @@ from typing import Any
 __all__ = [
     "AGENT_PVT_RECIPE",
     "AGENT_SWIN_RECIPE",
+    "IMAGENET_MODELS",
     "MODELS",
     "PAPER_URL",
     "TRAINING_ONLY_CONFIG_KEYS",
+    "UPSTREAM_CLASSIFICATION_URL",
     "UPSTREAM_REPO_URL",
     "UPSTREAM_SEGMENTATION_URL",
     "ArchitectureDifference",
+    "ImageNetModelSpec",
     "ModelSpec",
     "PaperRecipe",
     "architecture_differences",
+    "get_imagenet_model_spec",
     "get_model_spec",
     "paper_recipe",
 ]
 
 UPSTREAM_REPO_URL = "https://github.com/LeapLabTHU/Agent-Attention"
 UPSTREAM_SEGMENTATION_URL = f"{UPSTREAM_REPO_URL}/tree/HEAD/downstream/segmentation"
+UPSTREAM_CLASSIFICATION_URL = f"{UPSTREAM_REPO_URL}/tree/HEAD/agent_transformer"
 PAPER_URL = "https://arxiv.org/abs/2312.08874"
 
 #: Config values that only act during training (regularization, loss): they are not compared when deciding whether
@@ -346,6 +351,126 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
 )
 
 
+@dataclass(frozen=True)
+class ImageNetModelSpec:
+    """One published ImageNet-1K classification model (the backbones the segmentation models start from).
+
+    Attributes:
+        preset: preset name, also the default Hub repository name (e.g. ``"agent-swin-t-in1k-224"``).
+        model_type: ``"agent_swin"`` or ``"agent_pvt"``.
+        backbone: display name (e.g. ``"Agent-Swin-T"``).
+        architecture: config values that define the network, as the official classification config builds it (the
+            agent grids are the pretraining ones, sqrt(agent_num) a side).
+        drop_path_rate: stochastic depth of the official config (training only).
+        image_size: the input resolution of training and evaluation (the official ``DATA.IMG_SIZE``).
+        center_crop: the official ``TEST.CROP``: evaluation resizes to int(256 / 224 x image_size) and center-crops
+            (True), or resizes to image_size (False, the fine-tuned high-resolution models).
+        top1_accuracy: ImageNet-1K validation acc@1 (%) reported by the authors.
+        num_parameters: exact parameter count (head included), counted on the official code.
+        reported_parameters: parameter count as printed by the authors (e.g. ``"29M"``).
+        reported_gflops: FLOPs at ``image_size`` as printed by the authors, in G.
+        upstream_config: official config file, relative to ``agent_transformer``.
+        official_checkpoint_url: download link of the official checkpoint.
+    """
+
+    preset: str
+    model_type: str
+    backbone: str
+    architecture: Mapping[str, Any]
+    drop_path_rate: float
+    image_size: int
+    center_crop: bool
+    top1_accuracy: float
+    num_parameters: int
+    reported_parameters: str
+    reported_gflops: float
+    upstream_config: str
+    official_checkpoint_url: str
+    num_labels: int = 1000
+    dataset: str = "imagenet-1k"
+
+    @property
+    def config_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the config class that build this model (architecture and drop-path rate)."""
+        return {**_copy(self.architecture), "drop_path_rate": self.drop_path_rate}
+
+
+# fmt: off
+#: The ImageNet architecture of each size: the segmentation family's backbone values with the pretraining agent grids
+#: (the official classification models pool sqrt(agent_num) x sqrt(agent_num) agents at their own resolution).
+_IMAGENET_AGENT_GRIDS = dict(downstream_agent_shapes=((3, 3), (4, 4), (7, 7), (7, 7)))
+
+# The official classification README's table (`agent_transformer/README.md`), in its order: family, size,
+# resolution, then the config's drop-path rate and TEST.CROP, acc@1 (%), exact and reported parameters, reported
+# GFLOPs, the config file's name and the checkpoint id.
+_IMAGENET_RESULTS = (
+    (_PVT, "t", 224, 0.1, True, 78.4, 11_570_352, "11.6M", 2.0, "agent_pvt_t", "13fdf0e0a7c5498c934f"),
+    (_PVT, "s", 224, 0.1, True, 82.2, 20_635_066, "20.6M", 4.0, "agent_pvt_s", "36b8be9a8863456685a3"),
+    (_PVT, "m", 224, 0.3, True, 83.4, 35_921_746, "35.9M", 7.0, "agent_pvt_m", "4d00ecacf18b45f9b88c"),
+    (_PVT, "m", 256, 0.3, True, 83.8, 36_083_682, "36.1M", 9.2, "agent_pvt_m_256", "654df734121643b19c52"),
+    (_PVT, "l", 224, 0.3, True, 83.7, 48_738_180, "48.7M", 10.4, "agent_pvt_b", "040cfe0cfbbe4762ad09"),
+    (_SWIN, "t", 224, 0.2, True, 82.6, 28_902_964, "29M", 4.5, "agent_swin_t", "a2ddc1190c224f768a41"),
+    (_SWIN, "s", 224, 0.3, True, 83.7, 49_666_684, "50M", 8.7, "agent_swin_s", "f607172c9fea4d6e99bb"),
+    (_SWIN, "s", 288, 0.3, False, 84.1, 49_707_964, "50M", 14.6, "agent_swin_s_288", "09760394e93b4046a25e"),
+    (_SWIN, "b", 224, 0.5, True, 84.0, 88_095_096, "88M", 15.4, "agent_swin_b", "4fcd2d0114bb490483c3"),
+    (_SWIN, "b", 384, 0.5, False, 84.9, 88_305_016, "88M", 46.3, "agent_swin_b_384", "bb84ee9058954706a557"),
+)
+# fmt: on
+
+#: The segmentation heads' values, which an image classifier does not use.
+_SEGMENTATION_HEAD_KEYS = frozenset(
+    {
+        "align_corners", "decoder_hidden_size", "pool_scales", "use_auxiliary_head", "auxiliary_in_index",
+        "auxiliary_channels", "auxiliary_num_convs", "auxiliary_concat_input", "fpn_hidden_size", "feature_strides",
+    }
+)  # fmt: skip
+
+
+def _imagenet_model_spec(family: _Family, size: str, image_size: int, *columns: Any) -> ImageNetModelSpec:
+    drop_path_rate, center_crop, top1, params, reported_params, gflops, config_name, checkpoint = columns
+    architecture = {
+        key: value
+        for key, value in {**family.architecture, **family.sizes[size], **_IMAGENET_AGENT_GRIDS}.items()
+        if key not in _SEGMENTATION_HEAD_KEYS
+    }
+    # The official Swin window blocks use max(7, WINDOW_SIZE // 8), WINDOW_SIZE being the stage-1 map (img / 4).
+    if family is _SWIN:
+        architecture["window_size"] = max(7, image_size // 4 // 8)
+    architecture["pretrain_image_size"] = image_size
+    suffix = "" if image_size == 224 else f"-{image_size}"
+    return ImageNetModelSpec(
+        preset=f"{family.model_type.replace('_', '-')}-{size}-in1k-{image_size}",
+        model_type=family.model_type,
+        backbone=family.backbone.format(size.upper()) + suffix,
+        architecture=MappingProxyType(architecture),
+        drop_path_rate=drop_path_rate,
+        image_size=image_size,
+        center_crop=center_crop,
+        top1_accuracy=top1,
+        num_parameters=params,
+        reported_parameters=reported_params,
+        reported_gflops=gflops,
+        upstream_config=f"cfgs/{config_name}.yaml",
+        official_checkpoint_url=_CHECKPOINT_URL.format(checkpoint),
+    )
+
+
+#: The ten ImageNet-1K classification models, keyed by preset name, in the order of the official README.
+IMAGENET_MODELS: Mapping[str, ImageNetModelSpec] = MappingProxyType(
+    {spec.preset: spec for spec in (_imagenet_model_spec(*row) for row in _IMAGENET_RESULTS)}
+)
+
+
+def get_imagenet_model_spec(preset: str) -> ImageNetModelSpec:
+    """The entry of an ImageNet `preset`; a `ValueError` naming the presets when it is unknown."""
+    try:
+        return IMAGENET_MODELS[preset]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown ImageNet preset {preset!r}. Expected one of: {', '.join(IMAGENET_MODELS)}."
+        ) from None
+
+
 def get_model_spec(preset: str) -> ModelSpec:
     """The entry of `preset`; a `ValueError` naming the presets when it is unknown."""
     try:
@@ -378,11 +503,11 @@ class ArchitectureDifference:
 def architecture_differences(config: Mapping[str, Any], preset: str) -> list[ArchitectureDifference]:
     """Where the config of a model (a ``config.json`` dict or ``config.to_dict()``) differs from a preset.
 
-    Compares the model type, the number of classes and every architecture value of the preset; training-only
-    values (drop-path, dropout, loss settings) are not compared. An empty list means the model has exactly the
-    preset's architecture.
+    Compares the model type, the number of classes and every architecture value of the preset (a segmentation or an
+    ImageNet one); training-only values (drop-path, dropout, loss settings) are not compared. An empty list means the
+    model has exactly the preset's architecture.
     """
-    spec = get_model_spec(preset)
+    spec = IMAGENET_MODELS[preset] if preset in IMAGENET_MODELS else get_model_spec(preset)
     differences = []
     if config.get("model_type") != spec.model_type:
         differences.append(ArchitectureDifference("model_type", config.get("model_type"), spec.model_type))

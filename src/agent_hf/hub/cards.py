@@ -1,4 +1,5 @@
-"""Model cards of the seven presets (the paper's weights) and the README's model table, generated from the registry.
+"""Model cards of the seven presets (the paper's weights) and the README's model table, generated from the registry
+(the ten ImageNet classifiers' cards and table: `agent_hf.hub.imagenet_cards`).
 
     python -m agent_hf.hub --write   # rewrite model_cards/*.md and the README's model table
     python -m agent_hf.hub --check   # exit 1 if they are out of date
@@ -19,7 +20,16 @@ from typing import Any, Union
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..registry import MODELS, PAPER_URL, UPSTREAM_REPO_URL, UPSTREAM_SEGMENTATION_URL, ModelSpec, get_model_spec
+from ..registry import (
+    IMAGENET_MODELS,
+    MODELS,
+    PAPER_URL,
+    UPSTREAM_REPO_URL,
+    UPSTREAM_SEGMENTATION_URL,
+    ModelSpec,
+    get_model_spec,
+)
+from .imagenet_cards import render_imagenet_model_card, with_imagenet_table
 from .publishing import check_repo_id
 
 __all__ = [
@@ -284,7 +294,8 @@ def render_model_card(
 
 # ------------------------------------------------------------------------------------------ generated files
 def write_model_cards(output_dir: PathLike = "model_cards") -> list[Path]:
-    """Writes ``<output_dir>/<preset>.md`` for the seven presets (default repo ids, paper numbers only).
+    """Writes ``<output_dir>/<preset>.md`` for the seven segmentation presets and the ten ImageNet presets (default
+    repo ids, paper numbers only).
 
     Returns:
         The written paths, in :data:`PAPER_RESULTS` order.
@@ -295,6 +306,10 @@ def write_model_cards(output_dir: PathLike = "model_cards") -> list[Path]:
     for preset_name in MODELS:
         path = output_dir / f"{preset_name}.md"
         render_model_card(preset_name).save(path)
+        paths.append(path)
+    for preset_name in IMAGENET_MODELS:  # then the ten ImageNet classifiers' cards
+        path = output_dir / f"{preset_name}.md"
+        render_imagenet_model_card(preset_name).save(path)
         paths.append(path)
     return paths
 
@@ -320,7 +335,8 @@ def _with_models_table(readme: str, source: Path) -> str:
     start, end = readme.find(MODELS_TABLE_START), readme.find(MODELS_TABLE_END)
     if start < 0 or end < start:
         raise ValueError(f"{source} has no models table markers ({MODELS_TABLE_START!r} ... {MODELS_TABLE_END!r}).")
-    return readme[: start + len(MODELS_TABLE_START)] + "\n" + models_table() + "\n" + readme[end:]
+    readme = readme[: start + len(MODELS_TABLE_START)] + "\n" + models_table() + "\n" + readme[end:]
+    return with_imagenet_table(readme)
 
 
 def write_readme_models_table(readme: PathLike = "README.md") -> bool:
@@ -338,6 +354,7 @@ def outdated_files(cards_dir: PathLike = "model_cards", readme: PathLike = "READ
     cards_dir, readme = Path(cards_dir), Path(readme)
     outdated = []
     expected = {f"{name}.md": str(render_model_card(name)) for name in MODELS}
+    expected.update({f"{name}.md": str(render_imagenet_model_card(name)) for name in IMAGENET_MODELS})
     present = {path.name for path in cards_dir.glob("*.md")} if cards_dir.is_dir() else set()
     for name in sorted(present | set(expected)):
         path = cards_dir / name

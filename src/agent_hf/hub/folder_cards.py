@@ -22,6 +22,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from ..provenance import read_provenance
 from ..registry import (
+    IMAGENET_MODELS,
     MODELS,
     PAPER_URL,
     UPSTREAM_REPO_URL,
@@ -39,6 +40,7 @@ from .cards import (
     render_card_template,
     render_model_card,
 )
+from .imagenet_cards import render_imagenet_model_card
 from .model_folder import CONFIG_NAME, count_parameters, read_config, validate_model_folder, weights_digest_of_folder
 from .publishing import check_repo_id
 
@@ -73,7 +75,7 @@ class FolderOrigin:
     @property
     def has_paper_weights(self) -> bool:
         """The folder holds the authors' weights of `preset`, converted and unchanged."""
-        return self.status == "official" and self.preset in MODELS and not self.differences
+        return self.status == "official" and self.preset in (*MODELS, *IMAGENET_MODELS) and not self.differences
 
     def summary(self) -> str:
         """A few words for messages, e.g. "a model trained by agent-hf"."""
@@ -102,9 +104,10 @@ def folder_origin(folder: PathLike) -> FolderOrigin:
             (_STATUS_OF_ORIGIN[provenance["origin"]] if unchanged else "modified"),
             provenance.get("preset"),
         )
-    differences = architecture_differences(config, preset) if preset in MODELS else []
+    known = preset in MODELS or preset in IMAGENET_MODELS
+    differences = architecture_differences(config, preset) if known else []
     return FolderOrigin(
-        status=status, provenance=provenance, preset=preset if preset in MODELS else None, differences=differences
+        status=status, provenance=provenance, preset=preset if known else None, differences=differences
     )
 
 
@@ -137,6 +140,18 @@ def card_for_folder(
     validate_model_folder(folder)  # the complete diagnosis of an incomplete folder, before reading it
     origin = folder_origin(folder)
     options = dict(repo_id=repo_id, measured=measured, flops=flops, demo_url=demo_url)
+    if any(name.endswith("ForImageClassification") for name in read_config(folder).get("architectures") or ()):
+        # An image classifier: the paper's ImageNet card for the authors' converted weights; no card of its own yet.
+        if origin.has_paper_weights and origin.preset in IMAGENET_MODELS:
+            if preset not in (None, origin.preset):
+                raise ValueError(
+                    f"preset {preset!r} was asked for, but {folder} holds the official weights of {origin.preset}."
+                )
+            return render_imagenet_model_card(origin.preset, repo_id=repo_id)
+        raise ValueError(
+            f"{folder} is an image classifier that does not hold the official weights of an ImageNet preset "
+            f"({origin.summary()}): agent-hf generates no card for it; pass a card file"
+        )
     if origin.has_paper_weights:
         if preset is not None and preset != origin.preset:
             raise ValueError(
