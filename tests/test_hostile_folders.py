@@ -133,7 +133,7 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next(tmp_path, caplog):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.staging-99990000", "out"]
     assert (out / "config.json").read_text() == '{"new": 1}'
     assert ".out.staging-1a2b3c4d" in caplog.text and ".out.old-5e6f7a8b" in caplog.text
-    assert f"--resume_from_checkpoint {tmp_path / '.out.staging-99990000' / 'checkpoint-500'}" in caplog.text
+    assert f"resume from {tmp_path / '.out.staging-99990000' / 'checkpoint-500'}" in caplog.text
 
 
 def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):

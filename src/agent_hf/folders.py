@@ -184,7 +184,7 @@ def recover_leftovers(destination: str | os.PathLike) -> list[Path]:
             if checkpoints:  # hours of a killed training run: named, not deleted
                 logger.warning(
                     f"kept {leftover}, left by a killed training run: it holds {len(checkpoints)} checkpoint(s) "
-                    f"(resume with --resume_from_checkpoint {checkpoints[-1]}, or delete it)"
+                    f"(resume from {checkpoints[-1]}, or delete it)"
                 )
                 continue
             shutil.rmtree(leftover)
