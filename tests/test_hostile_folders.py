@@ -127,11 +127,13 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next(tmp_path, caplog):
         (tmp_path / leftover).mkdir()
         (tmp_path / leftover / "model.safetensors").write_bytes(b"a full copy")
     (out / ".staging-0badf00d").mkdir()
+    (tmp_path / ".out.staging-99990000" / "checkpoint-500").mkdir(parents=True)  # a killed training run's
     with caplog.at_level(logging.WARNING), write_folder(out, overwrite=True) as staging:
         (staging / "config.json").write_text('{"new": 1}')
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.staging-99990000", "out"]
     assert (out / "config.json").read_text() == '{"new": 1}'
     assert ".out.staging-1a2b3c4d" in caplog.text and ".out.old-5e6f7a8b" in caplog.text
+    assert f"resume from {tmp_path / '.out.staging-99990000' / 'checkpoint-500'}" in caplog.text
 
 
 def test_a_kill_between_the_two_renames_loses_nothing(tmp_path):

@@ -336,3 +336,27 @@ def test_post_processing_refuses_impossible_sizes(sizes):
     with pytest.raises(ValueError, match=r"target_sizes\[0\] must be a \(height, width\) pair of positive ints"):
         processor.post_process_semantic_segmentation({"logits": logits}, target_sizes=sizes)
     assert processor.post_process_semantic_segmentation({"logits": logits}, target_sizes=[(3, 4)])[0].shape == (3, 4)
+
+
+def test_the_handler_of_another_model_reads_no_server_file_either(tmp_path, monkeypatch):
+    """save_model_folder gives every folder the handler; with transformers' own pipeline (a Segformer here), which
+    opens paths and fetches URLs, the handler itself takes only base64 strings."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    config = SegformerConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], num_attention_heads=[1, 1],
+        mlp_ratios=[2, 2], decoder_hidden_size=8, num_labels=3, strides=[4, 2], patch_sizes=[7, 3],
+    )  # fmt: skip
+    folder = tmp_path / "segformer"
+    save_model_folder(SegformerForSemanticSegmentation(config).eval(), folder, SegformerImageProcessor())
+    handler = load_handler_class(folder)(str(folder))
+    assert not hasattr(handler.pipeline, "allow_paths")
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(PHOTO_PNG)
+    with image_server() as (address, hits):
+        for request in ({"inputs": str(photo)}, {"inputs": [f"{address}/photo.png"]}):
+            assert "paths and URLs are not accepted" in refused(handler, request)
+        assert hits == []
+    assert handler({"inputs": PHOTO_B64}) == handler({"inputs": PHOTO})
+    monkeypatch.setenv("AGENT_HF_ALLOW_PATHS", "1")
+    assert handler({"inputs": str(photo)}) == handler({"inputs": PHOTO})

@@ -158,7 +158,8 @@ def recover_leftovers(destination: str | os.PathLike) -> list[Path]:
 
     An ``.{name}.old-*`` folder beside a missing ``destination`` (a kill between the two renames of the swap) is
     renamed back to ``destination``; every other ``.{name}.staging-*`` / ``.{name}.old-*`` folder beside it, and
-    every ``.staging-*`` folder inside it (left by :func:`add_files`), is removed. Each is named in a warning.
+    every ``.staging-*`` folder inside it (left by :func:`add_files`), is removed, except one that holds training
+    checkpoints (``checkpoint-*``), which is kept. Each is named in a warning.
 
     Returns:
         The leftovers found (their former paths).
@@ -179,6 +180,13 @@ def recover_leftovers(destination: str | os.PathLike) -> list[Path]:
             logger.warning(f"{destination} was missing after a killed run; restored it from {leftover.name}")
             continue
         if leftover.is_dir() and not leftover.is_symlink():
+            checkpoints = sorted(leftover.glob("checkpoint-*"))
+            if checkpoints:  # hours of a killed training run: named, not deleted
+                logger.warning(
+                    f"kept {leftover}, left by a killed training run: it holds {len(checkpoints)} checkpoint(s) "
+                    f"(resume from {checkpoints[-1]}, or delete it)"
+                )
+                continue
             shutil.rmtree(leftover)
         else:
             leftover.unlink()

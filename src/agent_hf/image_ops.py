@@ -404,6 +404,10 @@ def fetch_url(url: str, timeout: float = 30.0, connect_timeout: float = 10.0, ma
             size += len(chunk)
             _check_bytes(size, f"the content of {url}", max_bytes)
             chunks.append(chunk)
+        if time.monotonic() >= deadline:  # the timer shut the connection: what came is a truncated body
+            raise TimeoutError("the total time ran out")
+        if length is not None and length.isdigit() and size < int(length):
+            raise ValueError(f"{url} sent {size} of the {length} bytes it announced")
         return b"".join(chunks)
     except (OSError, http.client.HTTPException) as error:
         if time.monotonic() >= deadline - 0.01 or isinstance(error, TimeoutError):

@@ -74,9 +74,27 @@ class EndpointHandler:
                 f"unknown argument(s) {unknown} in parameters; a request may set {', '.join(REQUEST_PARAMETERS)}"
             )
         inputs = data["inputs"]
+        if not hasattr(self.pipeline, "allow_paths"):  # a pipeline without agent_hf's guards (not an agent_hf model)
+            inputs = (
+                [self._image(item) for item in inputs] if isinstance(inputs, (list, tuple)) else self._image(inputs)
+            )
         if isinstance(inputs, (list, tuple)):
             return [self._answer(segments) for segments in self.pipeline(list(inputs), **parameters)]
         return self._answer(self.pipeline(inputs, **parameters))
+
+    def _image(self, item: Any) -> Any:
+        """A string input as the image its base64 encodes: transformers' own pipelines would open a path or fetch an
+        URL (unless the owner allowed them)."""
+        if not isinstance(item, str) or _flag("AGENT_HF_ALLOW_PATHS") or _flag("AGENT_HF_ALLOW_URLS"):
+            return item
+        from PIL import Image
+
+        try:
+            return Image.open(io.BytesIO(base64.b64decode("".join(item.split()), validate=True)))
+        except (ValueError, OSError):
+            raise ValueError(
+                f"{item[:60]!r} is not a base64-encoded image (file paths and URLs are not accepted here)"
+            ) from None
 
     @staticmethod
     def _answer(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
