@@ -8,13 +8,14 @@ import io
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 
+import helpers
 from conftest import REPO_ROOT, TINY_SWIN
+from helpers import subprocess_env
 
 SCRIPTS = REPO_ROOT / "scripts"
 TRAIN_SCRIPT = SCRIPTS / "run_semantic_segmentation.py"
@@ -43,10 +44,9 @@ COMMON = [
 
 
 def script_env(**overrides: str) -> dict[str, str]:
-    """The environment of a script subprocess: this checkout's ``src`` first, one thread per process (the test machine
-    has two cores and may be shared)."""
-    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": python_path, "OMP_NUM_THREADS": "1", **overrides}
+    """The environment of a script subprocess (`helpers.subprocess_env`): this checkout's ``src`` first, one thread
+    per process (the test machine has two cores and may be shared)."""
+    return subprocess_env(**overrides)
 
 
 def run(command: list[str], env: dict[str, str] | None = None, timeout: int = 300, check: bool = True):
@@ -103,6 +103,5 @@ def losses(run_dir: str | os.PathLike) -> list[float]:
 
 
 def free_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return str(probe.getsockname()[1])
+    """`helpers.free_port` as a command-line argument."""
+    return str(helpers.free_port())

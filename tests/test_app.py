@@ -16,7 +16,6 @@ import importlib.util
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_swin_config
+from helpers import free_port
 from PIL import Image
 
 import agent_hf
@@ -284,12 +284,6 @@ def _chromium_paths() -> tuple[str, str]:
     return browser, driver
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_for_server(url: str, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -307,7 +301,7 @@ def _wait_for_server(url: str, process: subprocess.Popen, log: Path, timeout: fl
 @contextlib.contextmanager
 def _running_app(model_dir: Path, tmp_path: Path):
     """`python app/app.py` on a free 127.0.0.1 port, offline, serving `model_dir`; yields (url, log path)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "app.log"
     env = {
         **os.environ,

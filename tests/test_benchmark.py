@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_PVT, tiny_pvt_config
+from conftest import TINY_PVT, TINY_SWIN, tiny_pvt_config
 from script_helpers import load_script
 
 import agent_hf
@@ -48,11 +48,45 @@ def benchmark():
     return load_script("benchmark")
 
 
+TINY_SWIN_CONFIG = dict(model_type="agent_swin", **TINY_SWIN, num_labels=5)
+
+
+def tiny_peer_config(benchmark):
+    """The script's peer (`peer_config`: transformers' Swin + UperNet) at the tiny models' sizes: the 60M-parameter
+    Swin-T would only slow the test down; the table needs a peer, not its size."""
+    from transformers import SwinConfig
+
+    full_size = benchmark.peer_config
+
+    def peer_config(attn_implementation):
+        config = full_size(attn_implementation)
+        stages = config.backbone_config.out_features
+        config.backbone_config = SwinConfig(
+            embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=7, out_features=stages
+        )
+        if attn_implementation:
+            config.backbone_config._attn_implementation = attn_implementation
+        config.hidden_size, config.auxiliary_channels, config.auxiliary_in_channels = 16, 8, 64
+        return config
+
+    return peer_config
+
+
+def run_benchmark(benchmark, monkeypatch, argv):
+    monkeypatch.setattr(sys, "argv", [benchmark.__file__, *argv])  # the command line the report quotes
+    threads = torch.get_num_threads()
+    try:
+        benchmark.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(benchmark, tmp_path, monkeypatch):
-    # In-process (its memory measurements still run the script in fresh processes, as on the command line).
+    # In-process: a preset (the smallest) and a tiny JSON config, against the peer at tiny sizes.
+    monkeypatch.setattr(benchmark, "peer_config", tiny_peer_config(benchmark))
     argv = [
         "--model", "agent-pvt-t-fpn-ade20k",
-        "--config", json.dumps(TINY_PVT_CONFIG),
+        "--config", json.dumps(TINY_SWIN_CONFIG),
         "--resolutions", "64x64", "64x128",
         "--batch_sizes", "1",
         "--threads", "1",
@@ -60,15 +94,10 @@ def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(benchmark, tm
         "--repeats", "1",
         "--train_resolution", "64x64",
         "--train_batch", "2",
-        "--memory", "train",
+        "--memory", "none",
         "--output_dir", str(tmp_path),
     ]  # fmt: skip
-    monkeypatch.setattr(sys, "argv", [benchmark.__file__, *argv])  # the command line the report quotes
-    threads = torch.get_num_threads()
-    try:
-        benchmark.main(argv)
-    finally:
-        torch.set_num_threads(threads)
+    run_benchmark(benchmark, monkeypatch, argv)
 
     with open(tmp_path / "benchmark.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -89,18 +118,33 @@ def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(benchmark, tm
     tiny = next(
         r for r in inference if r["model"] == "config" and r["part"] == "segmentor" and r["resolution"] == "64x128"
     )
-    model = agent_hf.AgentPvtForSemanticSegmentation(tiny_pvt_config()).eval()
+    model = agent_hf.AgentSwinForSemanticSegmentation(agent_hf.AgentSwinConfig(**TINY_SWIN, num_labels=5)).eval()
     pixels = torch.randn(1, 3, 64, 128)
     with torch.no_grad():
         model(pixels)  # the benchmark counts after its warm-up: agent biases served from the cache
     assert int(tiny["flops"]) == count_model_flops(model, pixels)
     train = [r for r in rows if r["mode"] == "train"]
     assert {r["model"] for r in train} == models
-    assert all(float(r["peak_memory_mb"]) > 0 and float(r["latency_ms_median"]) > 0 for r in train)
+    assert all(float(r["latency_ms_median"]) > 0 for r in train)
 
     text = (tmp_path / "benchmark.md").read_text()
     assert "--config" in text and "swin-t-upernet (transformers)" in text and "Training step" in text
     assert (tmp_path / "latency_vs_pixels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benchmark_measures_training_memory_in_fresh_processes(benchmark, tmp_path, monkeypatch):
+    """`--memory train`: each training step's peak memory, measured by the script run again in a fresh process."""
+    argv = [
+        "--model", "agent-pvt-t-fpn-ade20k", "--no_peer", "--no_flops",
+        "--resolutions", "64x64", "--parts", "segmentor", "--threads", "1", "--warmup", "0", "--repeats", "1",
+        "--train_resolution", "64x64", "--train_batch", "2", "--memory", "train", "--output_dir", str(tmp_path),
+    ]  # fmt: skip
+    run_benchmark(benchmark, monkeypatch, argv)
+    with open(tmp_path / "benchmark.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    train = [r for r in rows if r["mode"] == "train"]
+    assert len(train) == 1 and float(train[0]["peak_memory_mb"]) > 0 and not train[0]["error"]
+    assert not [r for r in rows if r["mode"] == "inference" and r["peak_memory_mb"]]  # only the training step
 
 
 def test_bf16_agreement_runs_the_demo_folder_through_its_processor(benchmark, tmp_path):

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port
 from huggingface_hub import HfApi, ModelCard, constants
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
@@ -594,10 +594,7 @@ def test_push_card_to_hub_accepts_a_markdown_file(hub: LocalHubServer, model_dir
 
 def closed_port_endpoint() -> str:
     """An http://127.0.0.1 endpoint on which nothing listens (connection refused)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def test_unreachable_endpoint_is_one_line(isolated_hf: Path, preset_model_dir: Path) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_swin_config
+from helpers import mmcv_rescale_size
 from PIL import Image
 from transformers import (
     AutoImageProcessor,
@@ -46,12 +47,6 @@ def skimage_photos() -> dict[str, Image.Image]:
     photos["rocket portrait"] = photos["rocket.jpg"].transpose(Image.Transpose.ROTATE_90)
     photos["coffee panorama"] = photos["coffee.png"].crop((0, 100, 600, 250))
     return photos
-
-
-def mmcv_rescale_size(width: int, height: int, scale) -> tuple[int, int]:
-    """mmcv ``rescale_size`` written out independently: ``(height, width)`` of the keep-ratio resize."""
-    factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
 class PerPixelModel(torch.nn.Module):

@@ -3,13 +3,13 @@
 import json
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import REPO_ROOT, tiny_pvt_config, tiny_swin_config
+from helpers import run_without_agent_hf
 from PIL import Image
 from script_helpers import load_script, run_in_process
 from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForSemanticSegmentation, pipeline
@@ -202,26 +202,6 @@ def test_save_and_reload_locally_keeps_outputs(tmp_path):
     )
     shipped = {"modeling_agent_pvt.py", "configuration_agent_pvt.py", "agent_attention.py", "agent_attention_fast.py"}
     assert shipped | {"heads.py", "layers.py"} <= {p.name for p in tmp_path.iterdir()}
-
-
-BLOCK_AGENT_HF = textwrap.dedent(
-    """
-    import sys, importlib.abc
-    class BlockAgentHF(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "agent_hf" or name.startswith("agent_hf."):
-                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-    sys.meta_path.insert(0, BlockAgentHF())
-    sys.path = [p for p in sys.path if not p.rstrip("/").endswith("src")]
-    """
-)
-
-
-def run_without_agent_hf(code: str, tmp_path) -> str:
-    script = BLOCK_AGENT_HF + textwrap.dedent(code) + "\nassert 'agent_hf' not in sys.modules\n"
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
