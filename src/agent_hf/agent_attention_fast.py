@@ -6,6 +6,9 @@ is linear and separable: each bias is a small GEMM of 1-D interpolation matrices
 in a factored form (`AgentBiasFactors`) from which any block of rows of the (H, W) map is materialized exactly.
 `fast_agent_attention` picks the kernel:
 
+- where `AgentAttention.fused_kernel` selects them (by default on CUDA with Triton installed), the fused Triton
+  kernels of `agent_attention_kernels` (both steps, forward and backward, the biases computed in the kernel from
+  these factors), except for dropout on the attention weights in training, which takes the paths below;
 - at inference (no gradients) the factors are kept per map size (`cached_bias_factors`; for Agent-Swin-T at
   512x2048 about 160 MB, a sixth of the whole biases, which the CPU path never builds);
 - on CPU without gradients, `blocked_agent_step` / `blocked_query_step` run PyTorch's fused CPU attention kernel
@@ -374,6 +377,31 @@ def cached_bias_factors(attention: AgentAttention, height: int, width: int) -> A
     return factors
 
 
+def fused_kernel_selected(attention: AgentAttention, query: torch.Tensor, agents: torch.Tensor) -> bool:
+    """Whether `attention.fused_kernel` picks the fused Triton kernels (`agent_attention_kernels`) for this call.
+
+    "auto": on CUDA where Triton imports and the kernels take the shapes; "triton": wherever they can run (CUDA,
+    or CPU tensors under `TRITON_INTERPRET=1`), an error where they cannot; "torch": never. Decided from the
+    tensors' metadata only.
+    """
+    choice = attention.fused_kernel
+    if choice not in ("auto", "triton", "torch"):
+        raise ValueError(f'AgentAttention.fused_kernel: {choice!r} is not one of "auto", "triton", "torch"')
+    if choice == "torch" or query.device.type == "meta" or (choice == "auto" and query.device.type != "cuda"):
+        return False
+    from .agent_attention_kernels import kernel_supports, triton_available
+
+    if choice == "auto":
+        return kernel_supports(query, agents)
+    if not kernel_supports(query, agents):
+        reason = "Triton is not installed" if not triton_available() else "these tensors are not supported"
+        raise RuntimeError(
+            f'AgentAttention.fused_kernel="triton": {reason} (device {query.device.type}, dtype {query.dtype}, '
+            f"{agents.shape[2]} agents, head_dim {query.shape[-1]}; on CPU set TRITON_INTERPRET=1 before importing)"
+        )
+    return True
+
+
 def fast_agent_attention(
     attention: AgentAttention,
     query: torch.Tensor,
@@ -402,6 +430,13 @@ def fast_agent_attention(
     grad = torch.is_grad_enabled()
     tables_need_grad = grad and any(t.requires_grad for t in tables)
     needs_grad = tables_need_grad or (grad and any(t.requires_grad for t in (query, key, value, agents)))
+    if dropout == 0.0 and fused_kernel_selected(attention, query, agents):
+        from .agent_attention_kernels import fused_agent_attention
+
+        factors = agent_bias_factors(attention, height, width) if tables_need_grad else None
+        factors = factors or cached_bias_factors(attention, height, width)
+        out.add_(fused_agent_attention(query, key, value, agents, factors, scale).transpose(1, 2))
+        return
     compiling = torch.compiler.is_compiling()
     cpu = query.device.type == "cpu" and not compiling
     if cpu and not needs_grad and dropout == 0.0:
@@ -457,4 +492,5 @@ __all__ = [
     "blocked_query_step",
     "cached_bias_factors",
     "fast_agent_attention",
+    "fused_kernel_selected",
 ]

@@ -1,0 +1,114 @@
+"""The fused Triton kernels of agent attention (`agent_hf.agent_attention_kernels`, issue #22) without a GPU.
+
+Their arithmetic runs on CPU tensors under Triton's interpreter, in a process of its own (tests/kernel_checks.py:
+Triton decides at import whether kernels are interpreted), against the reference implementation (values and the
+gradients of the input and of every parameter, the six bias tables included) and against the official outputs of
+the attention modules (tests/fixtures/reference). scripts/gpu_checks.sh runs the same checks on CUDA.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_swin_config
+
+from agent_hf.agent_attention import AgentAttention
+from agent_hf.agent_attention_fast import fused_kernel_selected
+
+CHECKS = Path(__file__).parent / "kernel_checks.py"
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def kernel_errors() -> dict:
+    command = [
+        sys.executable,
+        str(CHECKS),
+        "--device",
+        "cpu",
+        "--official",
+        "agent_swin_aaab_upernet",
+        "agent_pvt_aaaa_fpn",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_fp32_values_and_gradients_match_the_reference(kernel_errors):
+    fp32 = {k: v for k, v in kernel_errors.items() if ".fp32." in k}
+    # Both shapes (one split per map row; several rows per split and token blocks per row), the output, the
+    # no-grad output and the gradients of the input and of all 12 parameters.
+    assert len(fp32) == 2 * 15, sorted(fp32)
+    assert {k: v for k, v in fp32.items() if not v <= TOLERANCE} == {}
+    for table in ("an_bias", "na_bias", "ah_bias", "aw_bias", "ha_bias", "wa_bias"):
+        assert f"map5x20_split_rows_blocks.fp32.grad.{table}" in fp32
+
+
+def test_fp16_values_and_gradients_close_to_fp32_reference(kernel_errors):
+    fp16 = {k: v for k, v in kernel_errors.items() if ".fp16." in k}
+    assert len(fp16) == 14
+    assert {k: v for k, v in fp16.items() if not v <= 1e-2} == {}
+
+
+def test_official_attention_modules_through_the_kernels(kernel_errors):
+    official = {k: v for k, v in kernel_errors.items() if k.startswith("official.")}
+    assert len(official) >= 10
+    assert any("agent_pvt" in k for k in official) and any("agent_swin" in k for k in official)
+    assert {k: v for k, v in official.items() if not v <= TOLERANCE} == {}
+
+
+def test_fused_kernel_choice(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    attention = AgentAttention(16, 2, 9, (2, 2), (4, 4), config=types.SimpleNamespace())
+    query, agents = torch.zeros(1, 2, 16, 8), torch.zeros(1, 2, 4, 8)
+    assert not fused_kernel_selected(attention, query, agents)  # "auto": CUDA only
+    attention.fused_kernel = "torch"
+    assert not fused_kernel_selected(attention, query, agents)
+    attention.fused_kernel = "triton"  # CPU tensors need the interpreter: a clear error, not a crash in Triton
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
+        fused_kernel_selected(attention, query, agents)
+    attention.fused_kernel = "flash"
+    with pytest.raises(ValueError, match='fused_kernel: .flash. is not one of "auto", "triton", "torch"'):
+        fused_kernel_selected(attention, query, agents)
+
+
+def test_model_folder_ships_the_kernels_and_loads_without_triton(tmp_path):
+    """The kernels module travels with the model code, and that code loads and runs where neither agent_hf nor
+    Triton can be imported."""
+    from agent_hf import AgentSwinForSemanticSegmentation
+    from agent_hf.processing import save_model_folder
+
+    model = AgentSwinForSemanticSegmentation(tiny_swin_config()).eval()
+    save_model_folder(model, tmp_path / "model")
+    assert (tmp_path / "model" / "agent_attention_kernels.py").is_file()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.save({"x": x, "logits": model(x).logits}, tmp_path / "io.pt")
+    code = textwrap.dedent(
+        """
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("agent_hf", "triton"):
+                    raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+        sys.meta_path.insert(0, Block())
+        sys.path = [p for p in sys.path if not p.rstrip("/").endswith("src")]
+        import torch
+        from transformers import AutoModelForSemanticSegmentation
+        io = torch.load("io.pt")
+        model = AutoModelForSemanticSegmentation.from_pretrained("model", trust_remote_code=True).eval()
+        with torch.no_grad():
+            assert torch.equal(model(io["x"]).logits, io["logits"])
+        assert "triton" not in sys.modules and "agent_hf" not in sys.modules
+        print("loaded", type(model).__module__)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("loaded transformers_modules")
