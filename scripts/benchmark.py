@@ -49,6 +49,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from transformers import SwinBackbone, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation  # noqa: E402
 
+from agent_hf.agent_attention import AgentAttention  # noqa: E402
 from agent_hf.flops import count_model_flops  # noqa: E402
 from agent_hf.registry import get_model_spec  # noqa: E402
 
@@ -207,9 +208,12 @@ def prediction_agreement(model_dir: Path, dtype: torch.dtype, device: str) -> di
     return {"model": str(model_dir), "images": images, "pixels": total, "agreement": equal / total}
 
 
-def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):
-    """One optimizer step: forward with labels (under autocast for bf16/fp16), backward, AdamW step."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype, parameters=None):
+    """One optimizer step: forward with labels (under autocast for bf16/fp16), backward, AdamW step.
+
+    `parameters`: the model's (default: `model.parameters()`; a compiled module's call with its model's)."""
+    parameters = list(model.parameters() if parameters is None else parameters)
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4, weight_decay=0.01)
     autocast = dtype != torch.float32
     device_type = autocast_device_type(device)
 
@@ -223,7 +227,7 @@ def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):
 
     def init_optimizer_state():
         """Create AdamW's state (a step on zero gradients), so that memory measurements exclude it."""
-        for p in model.parameters():
+        for p in parameters:
             p.grad = torch.zeros_like(p)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -232,9 +236,21 @@ def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):
 
 
 def prepare(spec, part, mode, resolution, batch, args):
-    """(model, callable) for one measurement; the model on the device in the right mode/dtype."""
+    """(model, callable) for one measurement; the model on the device in the right mode/dtype, compiled with
+    `torch.compile` under `--compile` (the call is then the compiled module's, the parameters the model's)."""
     dtype = DTYPES[args.dtype]
+    AgentAttention.fused_kernel = args.fused_kernel
     model = build(spec, part, args.attn_implementation).to(args.device)
+    if args.compile:
+        compiled = torch.compile(model, backend=args.compile_backend)
+        if mode == "train":
+            model.train()
+            pixels, labels = make_inputs(batch, resolution, args.device, torch.float32, model.config.num_labels)
+            run, init_state = train_step_call(compiled, pixels, labels, args.device, dtype, model.parameters())
+            return model, run, init_state
+        model.eval()
+        pixels, _ = make_inputs(batch, resolution, args.device, torch.float32)
+        return model, forward_call(compiled, pixels, args.device, dtype), None
     if mode == "train":
         model.train()
         pixels, labels = make_inputs(batch, resolution, args.device, torch.float32, num_labels=model.config.num_labels)
@@ -409,6 +425,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
         "device",
         "threads",
         "attn_implementation",
+        "compiled",
+        "fused_kernel",
         "params",
         "flops",
         "macs",
@@ -431,6 +449,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def markdown(
     rows: list[dict], info: dict, args, command: str, started: str, loads: tuple[str, str], elapsed: float
 ) -> str:
+    compile_mode = f"torch.compile ({args.compile_backend})" if args.compile else "eager (not compiled)"
     lines = [
         "# Benchmark: agent_hf vs transformers Swin-T + UperNet",
         "",
@@ -440,7 +459,8 @@ def markdown(
         f"- Software: torch {info['torch']} (CPU capability {info['cpu_capability']}), transformers "
         f"{info['transformers']}, Python {info['python']}",
         f"- Threads: {info['threads']}; device {args.device}; dtype {args.dtype}; attention "
-        f"{args.attn_implementation or 'model default'}; warm-up {args.warmup}; repeats {args.repeats} "
+        f"{args.attn_implementation or 'model default'} (fused kernel {args.fused_kernel}); "
+        f"{compile_mode}; warm-up {args.warmup}; repeats {args.repeats} "
         f"(backbones {args.backbone_repeats}, training {args.repeats}); median reported",
         f"- Load average (1/5/15 min) at start: {loads[0]}; at end: {loads[1]}",
         "- Command:",
@@ -643,7 +663,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--model",
-        nargs="+",
+        nargs="*",
         default=["agent-swin-t-upernet-ade20k"],
         help=f"agent_hf presets: {', '.join(agent_hf.PRESETS)}",
     )
@@ -688,6 +708,16 @@ def parse_args(argv=None):
         choices=["sdpa", "eager"],
         default=None,
         help="for every model (default: each model's default)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="time every model (the peer too) compiled with torch.compile"
+    )
+    parser.add_argument("--compile_backend", default="inductor", help="torch.compile backend (with --compile)")
+    parser.add_argument(
+        "--fused_kernel",
+        choices=["auto", "triton", "torch"],
+        default="auto",
+        help="AgentAttention.fused_kernel: the fused Triton kernels (auto: on CUDA), or never (torch)",
     )
     parser.add_argument("--child_timeout", type=int, default=900)
     parser.add_argument("--output_dir", type=Path, default=REPO_ROOT / "docs" / "benchmarks")
@@ -745,6 +775,8 @@ def main(argv=None) -> None:
             device=args.device,
             threads=args.threads,
             attn_implementation=args.attn_implementation or "default",
+            compiled=args.compile_backend if args.compile else "no",
+            fused_kernel=args.fused_kernel,
         )
 
     # Inference: all models at one (resolution, batch) are built together and timed interleaved.

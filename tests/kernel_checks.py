@@ -129,6 +129,29 @@ def official_module_errors(device: str, models) -> dict:
     return errors
 
 
+def official_segmentation_errors(device: str) -> dict:
+    """The official fixtures' whole segmentors (default attention: the fused kernels on CUDA) against the official
+    decode logits, every case."""
+    import torch
+    from safetensors.torch import load_file
+
+    from agent_hf import config_from_official, load_official_checkpoint
+
+    errors = {}
+    for name in SEGMENTATION_MODELS:
+        spec = json.loads((REFERENCE_DIR / f"{name}.json").read_text())
+        model = load_official_checkpoint(
+            REFERENCE_DIR / f"{name}.weights.safetensors", config_from_official(spec["model"])
+        )
+        model = model.to(device).eval()
+        io = load_file(REFERENCE_DIR / f"{name}.io.safetensors")
+        for case in range(len(spec["input_shapes"])):
+            with torch.no_grad():
+                logits = model(io[f"case{case}.pixel_values"].to(device)).logits
+            errors[f"segmentation.{name}.case{case}"] = relative_error(logits.cpu(), io[f"case{case}.decode_logits"])
+    return errors
+
+
 def real_size_errors(device: str) -> dict:
     """Agent-Swin-T + UperNet (random weights) at 512x512, batch 2, in training mode: logits and every
     parameter's gradient with the fused kernels against the reference."""
@@ -164,6 +187,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--real", action="store_true", help="also a whole segmentor at 512x512 (GPU)")
+    parser.add_argument("--segmentation", action="store_true", help="also the official whole segmentors")
     parser.add_argument(
         "--official", nargs="*", default=SEGMENTATION_MODELS, help="fixture models whose attention modules to check"
     )
@@ -177,6 +201,8 @@ def main(argv=None) -> None:
     torch.backends.cudnn.allow_tf32 = False
     errors = random_module_errors(args.device)
     errors |= {f"official.{k}": v for k, v in official_module_errors(args.device, args.official).items()}
+    if args.segmentation:
+        errors |= official_segmentation_errors(args.device)
     if args.real:
         errors |= real_size_errors(args.device)
     print(json.dumps(errors))

@@ -6,6 +6,7 @@ gradients of the input and of every parameter, the six bias tables included) and
 the attention modules (tests/fixtures/reference). scripts/gpu_checks.sh runs the same checks on CUDA.
 """
 
+import csv
 import json
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_swin_config
+from conftest import TINY_SWIN, tiny_swin_config
 
 from agent_hf.agent_attention import AgentAttention
 from agent_hf.agent_attention_fast import fused_kernel_selected
@@ -112,3 +113,49 @@ def test_model_folder_ships_the_kernels_and_loads_without_triton(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("loaded transformers_modules")
+
+
+def test_training_step_compiles_as_one_graph():
+    """No host synchronization and no data-dependent Python on the hot path: the whole training forward of
+    Agent-Swin traces as one graph (fullgraph=True), and its loss and gradients are the eager model's."""
+    from agent_hf import AgentSwinForSemanticSegmentation
+
+    torch.manual_seed(0)
+    model = AgentSwinForSemanticSegmentation(tiny_swin_config(drop_path_rate=0.0, classifier_dropout=0.0)).train()
+    pixels, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 5, (2, 64, 64))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    loss = compiled(pixel_values=pixels, labels=labels).loss
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    reference = model(pixel_values=pixels, labels=labels).loss
+    reference.backward()
+    torch.testing.assert_close(loss, reference, rtol=1e-6, atol=1e-6)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_benchmark_compiled_dry_run(tmp_path):
+    """The benchmark's --compile and --fused_kernel paths (used on the GPU) run end to end on a tiny config."""
+    from script_helpers import load_script
+
+    benchmark = load_script("benchmark")
+    config = json.dumps(dict(model_type="agent_swin", **TINY_SWIN, num_labels=5))
+    argv = [
+        "--model", "--config", config, "--no_peer", "--resolutions", "64x64", "--batch_sizes", "1",
+        "--parts", "segmentor", "--warmup", "1", "--repeats", "1", "--train_resolution", "64x64",
+        "--train_batch", "2", "--memory", "none", "--no_flops", "--compile", "--compile_backend", "eager",
+        "--fused_kernel", "torch", "--threads", "1", "--output_dir", str(tmp_path),
+    ]  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        benchmark.main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    rows = list(csv.DictReader((tmp_path / "benchmark.csv").open()))
+    assert {(r["mode"], r["compiled"], r["fused_kernel"]) for r in rows} == {
+        ("inference", "eager", "torch"),
+        ("train", "eager", "torch"),
+    }
+    assert all(not r["error"] and float(r["latency_ms_median"]) > 0 for r in rows), rows
+    assert "torch.compile (eager)" in (tmp_path / "benchmark.md").read_text()
