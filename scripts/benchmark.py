@@ -657,6 +657,48 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
+def summarize(out_dir: Path) -> str:
+    """`out_dir`/summary.md: the table of the issue (#22) over every benchmark run in the folders of `out_dir`
+    (scripts/gpu_checks.sh): each row what the issue measures, each column one run, each cell the time relative to
+    transformers' Swin-T + UperNet of the same run (and the median in ms), the training step's memory too."""
+    runs = sorted(p.name for p in out_dir.iterdir() if (p / "benchmark.csv").is_file())
+    table, errors = {}, []
+    for run in runs:
+        with open(out_dir / run / "benchmark.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        peers = {(r["part"], r["mode"], r["resolution"], r["batch"]): r for r in rows if r["role"] == "peer"}
+        for row in rows:
+            if row["role"] == "peer":
+                continue
+            if row["error"]:
+                errors.append(f"{run} {row['part']} {row['mode']} b{row['batch']}: {row['error'][:200]}")
+            what = "training step" if row["mode"] == "train" else row["part"]
+            key = f"{what} {row['resolution']}, batch {row['batch']}"
+            ms = f"{float(row['latency_ms_median']):.0f} ms" if row["latency_ms_median"] else "–"
+            ratio = row["ratio_to_peer"]
+            table.setdefault(key, {})[run] = f"{float(ratio):.2f}x ({ms})" if ratio else ms
+            peer = peers.get((row["part"], row["mode"], row["resolution"], row["batch"]))
+            if row["mode"] == "train" and row["peak_memory_mb"] and peer and peer["peak_memory_mb"]:
+                memory = float(row["peak_memory_mb"]) / float(peer["peak_memory_mb"])
+                table.setdefault(f"{key}: peak memory", {})[run] = f"{memory:.2f}x"
+    versions = out_dir / "versions.txt"
+    lines = [
+        "# Agent-Swin-T + UperNet beside transformers' Swin-T + UperNet",
+        "",
+        f"Environment: {versions.read_text().strip() if versions.is_file() else 'see each run'}. Each cell: "
+        "time / the peer's in the same run (same dtype and compile mode), and the median; runs without the peer "
+        "give the median only. Commands and machines: each run's benchmark.md.",
+        "",
+        "| what | " + " | ".join(runs) + " |",
+        "|---" * (len(runs) + 1) + "|",
+    ]
+    lines += [f"| {key} | " + " | ".join(cells.get(run, "–") for run in runs) + " |" for key, cells in table.items()]
+    lines += [""] + [f"- error: {error}" for error in errors]
+    text = "\n".join(lines) + "\n"
+    (out_dir / "summary.md").write_text(text)
+    return text
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -697,6 +739,7 @@ def parse_args(argv=None):
     parser.add_argument("--train_resolution", type=parse_resolution, default=(512, 512))
     parser.add_argument("--train_batch", type=int, default=2)
     parser.add_argument("--no_train", action="store_true", help="skip the training-step measurements")
+    parser.add_argument("--no_inference", action="store_true", help="skip the inference measurements")
     parser.add_argument(
         "--memory", choices=["all", "train", "none"], default="all", help="which peak-memory measurements to run"
     )
@@ -715,12 +758,15 @@ def parse_args(argv=None):
     parser.add_argument("--compile_backend", default="inductor", help="torch.compile backend (with --compile)")
     parser.add_argument(
         "--fused_kernel",
-        choices=["auto", "triton", "torch"],
+        choices=["auto", "triton", "flex", "torch"],
         default="auto",
-        help="AgentAttention.fused_kernel: the fused Triton kernels (auto: on CUDA), or never (torch)",
+        help="AgentAttention.fused_kernel: fused Triton kernels (auto: on CUDA), FlexAttention, or neither (torch)",
     )
     parser.add_argument("--child_timeout", type=int, default=900)
     parser.add_argument("--output_dir", type=Path, default=REPO_ROOT / "docs" / "benchmarks")
+    parser.add_argument(
+        "--summarize", type=Path, default=None, help="only write DIR/summary.md from the runs in DIR's folders"
+    )
     parser.add_argument("--_memory_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.resolutions = [tuple(r) for r in args.resolutions]
@@ -734,6 +780,11 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args._memory_child is not None:
         memory_child(args._memory_child)
+        return
+    if args.summarize is not None:
+        if not args.summarize.is_dir():
+            sys.exit(f"--summarize {args.summarize}: not a folder")
+        print(summarize(args.summarize))
         return
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda: CUDA is not available")
@@ -780,7 +831,7 @@ def main(argv=None) -> None:
         )
 
     # Inference: all models at one (resolution, batch) are built together and timed interleaved.
-    for resolution in args.resolutions:
+    for resolution in [] if args.no_inference else args.resolutions:
         for batch in args.batch_sizes:
             calls, models, keys, errors = {}, {}, [], {}
             for spec in specs:

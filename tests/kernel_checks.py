@@ -76,11 +76,14 @@ def random_module_errors(device: str) -> dict:
                 continue
             if device == "cpu" and dtype == torch.bfloat16:
                 continue  # Triton 3.9's interpreter computes tl.dot of bf16 tiles wrongly (1e10 off); fp16 is checked
-            copy = deepcopy(attention)  # casting to bf16/fp16 would round the weights of the next runs
-            output, grads = module_run(copy, x, shape["height"], shape["width"], "triton", dtype)
-            errors[f"{case}.{dtype_name}.output"] = relative_error(output, reference)
-            for name, grad in grads.items():
-                errors[f"{case}.{dtype_name}.grad.{name}"] = relative_error(grad, reference_grads[name])
+            # FlexAttention has no backward on the CPU: it is checked on CUDA only.
+            for kernel in ("triton", "flex") if device != "cpu" else ("triton",):
+                copy = deepcopy(attention)  # casting to bf16/fp16 would round the weights of the next runs
+                output, grads = module_run(copy, x, shape["height"], shape["width"], kernel, dtype)
+                label = f"{case}.{dtype_name}" if kernel == "triton" else f"flex.{case}.{dtype_name}"
+                errors[f"{label}.output"] = relative_error(output, reference)
+                for name, grad in grads.items():
+                    errors[f"{label}.grad.{name}"] = relative_error(grad, reference_grads[name])
         # Inference (no gradients, cached factors) takes the kernels too.
         attention.fused_kernel = "triton"
         attention.config._attn_implementation = "sdpa"

@@ -19,7 +19,7 @@ import torch
 from conftest import TINY_SWIN, tiny_swin_config
 
 from agent_hf.agent_attention import AgentAttention
-from agent_hf.agent_attention_fast import fused_kernel_selected
+from agent_hf.agent_attention_fast import selected_fused_kernel
 
 CHECKS = Path(__file__).parent / "kernel_checks.py"
 TOLERANCE = 1e-5
@@ -68,15 +68,33 @@ def test_fused_kernel_choice(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     attention = AgentAttention(16, 2, 9, (2, 2), (4, 4), config=types.SimpleNamespace())
     query, agents = torch.zeros(1, 2, 16, 8), torch.zeros(1, 2, 4, 8)
-    assert not fused_kernel_selected(attention, query, agents)  # "auto": CUDA only
+    assert selected_fused_kernel(attention, query, agents) is None  # "auto": CUDA only
     attention.fused_kernel = "torch"
-    assert not fused_kernel_selected(attention, query, agents)
+    assert selected_fused_kernel(attention, query, agents) is None
+    attention.fused_kernel = "flex"
+    assert selected_fused_kernel(attention, query, agents) == "flex"
     attention.fused_kernel = "triton"  # CPU tensors need the interpreter: a clear error, not a crash in Triton
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-        fused_kernel_selected(attention, query, agents)
+        selected_fused_kernel(attention, query, agents)
     attention.fused_kernel = "flash"
-    with pytest.raises(ValueError, match='fused_kernel: .flash. is not one of "auto", "triton", "torch"'):
-        fused_kernel_selected(attention, query, agents)
+    with pytest.raises(ValueError, match='fused_kernel: .flash. is not one of "auto", "triton", "flex", "torch"'):
+        selected_fused_kernel(attention, query, agents)
+
+
+def test_flex_attention_variant_matches_the_reference():
+    """fused_kernel="flex": both steps by FlexAttention with the bias computed in its score_mod from the same
+    factored tables (forward only on the CPU: FlexAttention has no CPU backward; CUDA checks the gradients)."""
+    torch.manual_seed(0)
+    attention = AgentAttention(24, 2, 9, (2, 3), (4, 6), config=types.SimpleNamespace(_attn_implementation="eager"))
+    with torch.no_grad():
+        for table in attention._bias_tables():
+            table.normal_(0, 0.5)
+    x = torch.randn(2, 5 * 7, 24)
+    with torch.no_grad():
+        reference = attention(x, 5, 7)
+        attention.config._attn_implementation, attention.fused_kernel = "sdpa", "flex"
+        output = attention(x, 5, 7)
+    assert ((output - reference).norm() / reference.norm()).item() <= TOLERANCE
 
 
 def test_model_folder_ships_the_kernels_and_loads_without_triton(tmp_path):
@@ -135,27 +153,47 @@ def test_training_step_compiles_as_one_graph():
         torch.testing.assert_close(grads[name], p.grad, rtol=1e-3, atol=1e-6, msg=name)
 
 
-def test_benchmark_compiled_dry_run(tmp_path):
-    """The benchmark's --compile and --fused_kernel paths (used on the GPU) run end to end on a tiny config."""
+def test_benchmark_compiled_dry_run_and_summary(tmp_path):
+    """The benchmark's --compile, --fused_kernel and --no_inference paths (used on the GPU by
+    scripts/gpu_checks.sh) run end to end on a tiny config, and --summarize tabulates the runs."""
     from script_helpers import load_script
 
     benchmark = load_script("benchmark")
     config = json.dumps(dict(model_type="agent_swin", **TINY_SWIN, num_labels=5))
-    argv = [
-        "--model", "--config", config, "--no_peer", "--resolutions", "64x64", "--batch_sizes", "1",
-        "--parts", "segmentor", "--warmup", "1", "--repeats", "1", "--train_resolution", "64x64",
-        "--train_batch", "2", "--memory", "none", "--no_flops", "--compile", "--compile_backend", "eager",
-        "--fused_kernel", "torch", "--threads", "1", "--output_dir", str(tmp_path),
+    common = [
+        "--model", "--config", config, "--resolutions", "64x64", "--batch_sizes", "1", "--parts", "segmentor",
+        "--warmup", "1", "--repeats", "1", "--train_resolution", "64x64", "--train_batch", "2", "--memory", "none",
+        "--no_flops", "--threads", "1",
     ]  # fmt: skip
     threads = torch.get_num_threads()
     try:
-        benchmark.main(argv)
+        benchmark.main(
+            common
+            + ["--no_peer", "--compile", "--compile_backend", "eager", "--fused_kernel", "torch"]
+            + ["--output_dir", str(tmp_path / "compiled")]
+        )
+        benchmark.main(common + ["--no_inference", "--output_dir", str(tmp_path / "eager")])
     finally:
         torch.set_num_threads(threads)
-    rows = list(csv.DictReader((tmp_path / "benchmark.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "compiled" / "benchmark.csv").open()))
     assert {(r["mode"], r["compiled"], r["fused_kernel"]) for r in rows} == {
         ("inference", "eager", "torch"),
         ("train", "eager", "torch"),
     }
     assert all(not r["error"] and float(r["latency_ms_median"]) > 0 for r in rows), rows
-    assert "torch.compile (eager)" in (tmp_path / "benchmark.md").read_text()
+    assert "torch.compile (eager)" in (tmp_path / "compiled" / "benchmark.md").read_text()
+    eager_rows = list(csv.DictReader((tmp_path / "eager" / "benchmark.csv").open()))
+    assert {(r["mode"], r["role"], r["compiled"]) for r in eager_rows} == {
+        ("train", "agent_hf", "no"),
+        ("train", "peer", "no"),
+    }
+
+    summary = benchmark.summarize(tmp_path)
+    assert summary == (tmp_path / "summary.md").read_text()
+    header, rule, *table = [line for line in summary.splitlines() if line.startswith("|")]
+    assert header == "| what | compiled | eager |"
+    cells = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in table}
+    assert set(cells) == {"segmentor 64x64, batch 1", "training step 64x64, batch 2"}
+    compiled_train, eager_train = (c.strip(" |") for c in cells["training step 64x64, batch 2"])
+    assert compiled_train.endswith(" ms") and "x (" not in compiled_train  # no peer in that run
+    assert eager_train.endswith(" ms)") and float(eager_train.split("x (")[0]) > 0

@@ -377,29 +377,32 @@ def cached_bias_factors(attention: AgentAttention, height: int, width: int) -> A
     return factors
 
 
-def fused_kernel_selected(attention: AgentAttention, query: torch.Tensor, agents: torch.Tensor) -> bool:
-    """Whether `attention.fused_kernel` picks the fused Triton kernels (`agent_attention_kernels`) for this call.
+def selected_fused_kernel(attention: AgentAttention, query: torch.Tensor, agents: torch.Tensor) -> str | None:
+    """The fused kernels `attention.fused_kernel` picks for this call ("triton" or "flex"), or None.
 
-    "auto": on CUDA where Triton imports and the kernels take the shapes; "triton": wherever they can run (CUDA,
-    or CPU tensors under `TRITON_INTERPRET=1`), an error where they cannot; "torch": never. Decided from the
-    tensors' metadata only.
+    "auto": the Triton kernels (`agent_attention_kernels`) on CUDA where Triton imports and they take the shapes;
+    "triton": wherever they can run (CUDA, or CPU tensors under `TRITON_INTERPRET=1`), an error where they cannot;
+    "flex": the same computation by FlexAttention (`torch.nn.attention.flex_attention`, compiled; to compare);
+    "torch": never. Decided from the tensors' metadata only.
     """
     choice = attention.fused_kernel
-    if choice not in ("auto", "triton", "torch"):
-        raise ValueError(f'AgentAttention.fused_kernel: {choice!r} is not one of "auto", "triton", "torch"')
+    if choice not in ("auto", "triton", "flex", "torch"):
+        raise ValueError(f'AgentAttention.fused_kernel: {choice!r} is not one of "auto", "triton", "flex", "torch"')
     if choice == "torch" or query.device.type == "meta" or (choice == "auto" and query.device.type != "cuda"):
-        return False
+        return None
+    if choice == "flex":
+        return "flex"
     from .agent_attention_kernels import kernel_supports, triton_available
 
     if choice == "auto":
-        return kernel_supports(query, agents)
+        return "triton" if kernel_supports(query, agents) else None
     if not kernel_supports(query, agents):
         reason = "Triton is not installed" if not triton_available() else "these tensors are not supported"
         raise RuntimeError(
             f'AgentAttention.fused_kernel="triton": {reason} (device {query.device.type}, dtype {query.dtype}, '
             f"{agents.shape[2]} agents, head_dim {query.shape[-1]}; on CPU set TRITON_INTERPRET=1 before importing)"
         )
-    return True
+    return "triton"
 
 
 def fast_agent_attention(
@@ -430,12 +433,14 @@ def fast_agent_attention(
     grad = torch.is_grad_enabled()
     tables_need_grad = grad and any(t.requires_grad for t in tables)
     needs_grad = tables_need_grad or (grad and any(t.requires_grad for t in (query, key, value, agents)))
-    if dropout == 0.0 and fused_kernel_selected(attention, query, agents):
-        from .agent_attention_kernels import fused_agent_attention
+    kernel = selected_fused_kernel(attention, query, agents) if dropout == 0.0 else None
+    if kernel is not None:
+        from .agent_attention_kernels import flex_agent_attention, fused_agent_attention
 
         factors = agent_bias_factors(attention, height, width) if tables_need_grad else None
         factors = factors or cached_bias_factors(attention, height, width)
-        out.add_(fused_agent_attention(query, key, value, agents, factors, scale).transpose(1, 2))
+        attend = fused_agent_attention if kernel == "triton" else flex_agent_attention
+        out.add_(attend(query, key, value, agents, factors, scale).transpose(1, 2))
         return
     compiling = torch.compiler.is_compiling()
     cpu = query.device.type == "cpu" and not compiling
@@ -492,5 +497,5 @@ __all__ = [
     "blocked_query_step",
     "cached_bias_factors",
     "fast_agent_attention",
-    "fused_kernel_selected",
+    "selected_fused_kernel",
 ]

@@ -522,9 +522,65 @@ def fused_agent_attention(
     )
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The same computation with FlexAttention (`fused_kernel="flex"`), to measure against the Triton kernels
+# ----------------------------------------------------------------------------------------------------------------
+
+_compiled_flex_attention = None
+
+
+def _flex_attention_function(device_type: str):
+    """FlexAttention compiled once (its fused kernel; uncompiled it materializes the scores), or as it is inside a
+    compiled model and on the CPU (there compiled FlexAttention has no backward, so the tests run it uncompiled)."""
+    global _compiled_flex_attention
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device_type == "cpu" or torch.compiler.is_compiling():
+        return flex_attention
+    if _compiled_flex_attention is None:
+        _compiled_flex_attention = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex_attention
+
+
+def flex_agent_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    agents: torch.Tensor,
+    factors: AgentBiasFactors,
+    scale: float,
+) -> torch.Tensor:
+    """`fused_agent_attention` by FlexAttention: each step one `flex_attention` call whose `score_mod` computes the
+    bias from the same factored tables (an 8-term sum of table reads per score). Same arguments and result."""
+    attend = _flex_attention_function(query.device.type)
+    width, resize_h = factors.width, factors.resize_h
+    agent_table, agent_rows = factors.agent_table, factors.agent_rows.squeeze(-1)  # (h, 8, n, W), (h, H, n)
+    token_table, token_rows = factors.token_table, factors.token_rows.squeeze(2)  # (h, 8, W, n), (h, H, n)
+
+    def agent_to_token(score, batch, head, agent, token):
+        row, column = token // width, token % width
+        bias = agent_rows[head, row, agent]
+        for i in range(BIAS_TERMS):
+            bias = bias + resize_h[row, i] * agent_table[head, i, agent, column]
+        return score + bias
+
+    def token_to_agent(score, batch, head, token, agent):
+        row, column = token // width, token % width
+        bias = token_rows[head, row, agent]
+        for i in range(BIAS_TERMS):
+            bias = bias + resize_h[row, i] * token_table[head, i, column, agent]
+        return score + bias
+
+    dtype = query.dtype
+    agents = agents.to(dtype)
+    agent_values = attend(agents, key.to(dtype), value.to(dtype), score_mod=agent_to_token, scale=scale)
+    return attend(query, agents, agent_values, score_mod=token_to_agent, scale=scale)
+
+
 __all__ = [
     "FusedAgentStep",
     "FusedBroadcastStep",
+    "flex_agent_attention",
     "fused_agent_attention",
     "kernel_supports",
     "triton_available",
