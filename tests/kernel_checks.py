@@ -79,8 +79,13 @@ def random_module_errors(device: str) -> dict:
             # FlexAttention has no backward on the CPU: it is checked on CUDA only.
             for kernel in ("triton", "flex") if device != "cpu" else ("triton",):
                 copy = deepcopy(attention)  # casting to bf16/fp16 would round the weights of the next runs
-                output, grads = module_run(copy, x, shape["height"], shape["width"], kernel, dtype)
                 label = f"{case}.{dtype_name}" if kernel == "triton" else f"flex.{case}.{dtype_name}"
+                try:
+                    output, grads = module_run(copy, x, shape["height"], shape["width"], kernel, dtype)
+                except Exception as error:  # noqa: BLE001 - reported as a failed check, the other checks still run
+                    print(f"{label}: {type(error).__name__}: {error}", file=sys.stderr)
+                    errors[f"{label}.output"] = float("inf")
+                    continue
                 errors[f"{label}.output"] = relative_error(output, reference)
                 for name, grad in grads.items():
                     errors[f"{label}.grad.{name}"] = relative_error(grad, reference_grads[name])
@@ -129,6 +134,37 @@ def official_module_errors(device: str, models) -> dict:
                 with torch.no_grad():
                     output = module(io.get_tensor(f"{prefix}{path}.input").to(device), height, width)
                 errors[f"{name}:{path}"] = relative_error(output.cpu(), io.get_tensor(f"{prefix}{path}.output"))
+    return errors
+
+
+def compiled_errors(device: str) -> dict:
+    """The fused kernels inside a compiled module (torch.compile traces the Triton launches): output and gradients
+    against the eager reference, per kernel."""
+    import torch
+
+    from agent_hf.agent_attention import AgentAttention
+
+    torch.manual_seed(0)
+    attention = AgentAttention(
+        dim=64, num_heads=2, agent_num=49, agent_grid=(7, 7), table_size=(16, 16), config=types.SimpleNamespace()
+    ).to(device)
+    with torch.no_grad():
+        for table in attention._bias_tables():
+            table.normal_(0, 0.5)
+    x = torch.randn(2, 24 * 40, 64, device=device)
+    reference, reference_grads = module_run(attention, x, 24, 40, "eager", torch.float32)
+    errors = {}
+    for kernel in ("triton", "flex"):
+        module = deepcopy(attention)
+        module.forward = torch.compile(module.forward)
+        try:
+            output, grads = module_run(module, x, 24, 40, kernel, torch.float32)
+        except Exception as error:  # noqa: BLE001 - reported as a failed check, the other checks still printed
+            print(f"compiled {kernel}: {type(error).__name__}: {error}", file=sys.stderr)
+            errors[f"compiled.{kernel}.output"] = float("inf")
+            continue
+        errors[f"compiled.{kernel}.output"] = relative_error(output, reference)
+        errors[f"compiled.{kernel}.max_grad"] = max(relative_error(g, reference_grads[n]) for n, g in grads.items())
     return errors
 
 
@@ -207,7 +243,7 @@ def main(argv=None) -> None:
     if args.segmentation:
         errors |= official_segmentation_errors(args.device)
     if args.real:
-        errors |= real_size_errors(args.device)
+        errors |= real_size_errors(args.device) | compiled_errors(args.device)
     print(json.dumps(errors))
 
 

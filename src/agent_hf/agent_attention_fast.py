@@ -437,8 +437,10 @@ def fast_agent_attention(
     if kernel is not None:
         from .agent_attention_kernels import flex_agent_attention, fused_agent_attention
 
-        factors = agent_bias_factors(attention, height, width) if tables_need_grad else None
-        factors = factors or cached_bias_factors(attention, height, width)
+        if tables_need_grad or torch.compiler.is_compiling():  # the cache's keys are not traceable
+            factors = agent_bias_factors(attention, height, width)
+        else:
+            factors = cached_bias_factors(attention, height, width)
         attend = fused_agent_attention if kernel == "triton" else flex_agent_attention
         out.add_(attend(query, key, value, agents, factors, scale).transpose(1, 2))
         return
