@@ -56,6 +56,7 @@ def random_module_errors(device: str) -> dict:
     from agent_hf.agent_attention import AgentAttention
 
     errors = {}
+    tiles = kernels.TARGET_PROGRAMS, kernels.TILE_ELEMENTS
     cases = {
         "map5x7": dict(height=5, width=7, target_programs=512, tile_elements=4096),
         "map5x20_split_rows_blocks": dict(height=5, width=20, target_programs=2, tile_elements=256),
@@ -96,7 +97,7 @@ def random_module_errors(device: str) -> dict:
             errors[f"{case}.fp32.no_grad_output"] = relative_error(
                 attention(x, shape["height"], shape["width"]), reference
             )
-    kernels.TARGET_PROGRAMS, kernels.TILE_ELEMENTS = 512, 4096
+    kernels.TARGET_PROGRAMS, kernels.TILE_ELEMENTS = tiles
     return errors
 
 
@@ -220,6 +221,39 @@ def real_size_errors(device: str) -> dict:
     errors = {"real.logits": relative_error(logits, ref_logits)}
     errors["real.max_grad"] = max(relative_error(grads[n], g) for n, g in ref_grads.items() if g.norm() > 0)
     return errors
+
+
+def compile_for_gpu(kernel: str, agents: int, head_dim: int, dtype, arch: int = 90):
+    """One fused kernel compiled ahead of time for an NVIDIA GPU of compute capability `arch` (no GPU needed: Triton
+    ships ptxas), with the launch options `agent_attention_kernels` uses for `agents` x `head_dim` in `dtype`.
+    Returns Triton's compiled kernel (its `metadata.shared`: the shared memory one block takes)."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from agent_hf import agent_attention_kernels as kernels
+
+    function = getattr(kernels, kernel)
+    options = kernels.launch_options(agents, head_dim, dtype)
+    launch = {key: options.pop(key) for key in ("num_warps", "num_stages")}
+    if "backward" in kernel:
+        options["TABLE_GRAD"] = True
+    element = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[str(dtype).removeprefix("torch.")]
+    # fp32 buffers: the bias factors, log-sum-exps and the partial sums / gradients the kernels accumulate
+    fp32 = {"lse_ptr", "delta_ptr", "grad_a_ptr", "grad_va_ptr", "grad_table_ptr", "grad_rows_ptr", "resize_ptr"}
+    fp32 |= {"table_ptr", "rows_ptr"} | ({"out_ptr"} if kernel == "_agent_step_forward" else set())
+    signature = {}
+    for name in inspect.signature(function.fn).parameters:
+        if name in options:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = "*fp32" if name in fp32 else f"*{element}"
+        else:
+            signature[name] = "fp32" if name == "scale" else "i32"
+    source = ASTSource(fn=function, signature=signature, constexprs=options)
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=launch)
 
 
 def main(argv=None) -> None:

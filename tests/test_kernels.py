@@ -64,6 +64,19 @@ def test_official_attention_modules_through_the_kernels(kernel_errors):
     assert {k: v for k, v in official.items() if not v <= TOLERANCE} == {}
 
 
+def test_kernel_compiles_for_h100_within_its_shared_memory():
+    """The largest kernel (the broadcast step's backward), with the launch options of Agent-Swin-T's largest agent
+    grid (196 agents, head_dim 32) in fp32, compiles for sm_90 (Triton's own ptxas, no GPU) and fits the shared
+    memory of one block: too many pipeline stages over the bias-table tiles would not launch."""
+    from kernel_checks import compile_for_gpu
+
+    from agent_hf.agent_attention_kernels import MAX_SHARED_BYTES
+
+    compiled = compile_for_gpu("_query_step_backward", 196, 32, torch.float32)
+    assert 0 < compiled.metadata.shared <= MAX_SHARED_BYTES
+    assert compiled.metadata.num_stages == 2
+
+
 def test_fused_kernel_choice(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     attention = AgentAttention(16, 2, 9, (2, 2), (4, 4), config=types.SimpleNamespace())

@@ -20,8 +20,9 @@ tables are tiny; the gradient of the factors flows back to the six learned table
 
 Scope: q/k/v in fp32, bf16 or fp16 (dot products in the inputs' dtype, fp32 accumulation; fp32 dot products are
 exact IEEE, never TF32, so fp32 results match the reference to rounding), any map size, head_dim <= 256 and up to
-1024 agents (the n agents of one map row block fit in registers). Dropout on the attention weights is not fused:
-`fast_agent_attention` takes its SDPA path when `attn_drop > 0` in training.
+256 agents (all agents of a program are one block in registers: Agent-Swin's 81 to 196 agents, Agent-PVT's 144 and
+256; a larger grid, such as Agent-PVT's first stage with 784 agents, takes the SDPA path, as does `attn_drop > 0`
+in training: dropout on the attention weights is not fused).
 
 The kernels run wherever Triton does: CUDA (and ROCm) GPUs, and CPU tensors under `TRITON_INTERPRET=1` (slow, for
 the tests). Without Triton this module still imports (`triton_available()` is False) and nothing dispatches here.
@@ -44,7 +45,7 @@ from .agent_attention_fast import AgentBiasFactors
 
 # Rows of the stacked bias table: the 7x7 table's 7 resize weights and the column table's 1.
 BIAS_TERMS = 8
-MAX_AGENTS = 1024
+MAX_AGENTS = 256
 MAX_HEAD_DIM = 256
 
 
@@ -329,9 +330,13 @@ if triton is not None:
 # Launch parameters (from shapes only: no host synchronization, the same launches every call)
 # ----------------------------------------------------------------------------------------------------------------
 
-# Programs per device the agent-side reductions aim for (split over map rows), and the score-tile size.
+# Programs per device the agent-side reductions aim for (split over map rows), and the score-tile size. Each tile
+# loads eight (BX x NA) fp32 slices of the bias table; with two pipeline stages a 4096-element tile takes about
+# 180 KB of shared memory on sm_90 (three stages would pass the 227 KB a block may have), a 2048-element one about
+# 100 KB (two blocks per SM). tests/test_kernels.py compiles the kernels for sm_90 and checks this.
 TARGET_PROGRAMS = 512
-TILE_ELEMENTS = 4096
+TILE_ELEMENTS = 2048
+MAX_SHARED_BYTES = 232448  # sm_90's opt-in shared memory per block
 
 
 def _tile_sizes(agents: int, head_dim: int) -> tuple[int, int, int]:
@@ -349,13 +354,19 @@ def _rows_per_split(batch_heads: int, height: int) -> tuple[int, int]:
     return rows, math.ceil(height / rows)
 
 
-def _precision(dtype: torch.dtype) -> str:
-    # fp32 stays fp32 (IEEE dot products; TF32 would break parity at 1e-5); fp16/bf16 accumulate in fp32.
-    return "ieee" if dtype == torch.float32 else "tf32"
-
-
-def _num_warps(padded_agents: int) -> int:
-    return 8 if padded_agents >= 256 else 4
+def launch_options(agents: int, head_dim: int, dtype: torch.dtype) -> dict:
+    """The compile-time arguments of every kernel launch for `agents` agents of `head_dim` channels in `dtype`."""
+    padded_agents, padded_dim, tile = _tile_sizes(agents, head_dim)
+    return dict(
+        HEAD_DIM=head_dim,
+        BD=padded_dim,
+        BX=tile,
+        NA=padded_agents,
+        # fp32 stays fp32 (IEEE dot products; TF32 would break parity at 1e-5); fp16/bf16 accumulate in fp32.
+        PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        num_warps=8 if padded_agents >= 256 else 4,
+        num_stages=2 if padded_agents * tile <= 4096 else 1,  # see TILE_ELEMENTS
+    )
 
 
 def _token_major(shape, dtype, device) -> torch.Tensor:
@@ -380,7 +391,7 @@ class FusedAgentStep(torch.autograd.Function):
         batch, heads, agent_count, head_dim = agents.shape
         height, width = rows.shape[1], table.shape[2]
         agents = agents.contiguous()
-        padded_agents, padded_dim, tile = _tile_sizes(agent_count, head_dim)
+        options = launch_options(agent_count, head_dim, agents.dtype)
         rows_per_split, splits = _rows_per_split(batch * heads, height)
         device = agents.device
         parts = torch.empty(batch * heads, splits, agent_count, head_dim, dtype=torch.float32, device=device)
@@ -389,8 +400,7 @@ class FusedAgentStep(torch.autograd.Function):
             agents, key, value, parts, part_lse, resize_h, table, rows,
             scale, heads, height, width, agent_count, rows_per_split, splits,
             *agents.stride(), *key.stride(), *value.stride(), *table.stride(), *rows.stride(),
-            HEAD_DIM=head_dim, BD=padded_dim, BX=tile, NA=padded_agents, PRECISION=_precision(agents.dtype),
-            num_warps=_num_warps(padded_agents),
+            **options,
         )  # fmt: skip
         lse = torch.logsumexp(part_lse, dim=1)  # (B*h, n)
         output = (parts * torch.exp(part_lse - lse.unsqueeze(1)).unsqueeze(-1)).sum(dim=1)
@@ -404,7 +414,7 @@ class FusedAgentStep(torch.autograd.Function):
         agents, key, value, resize_h, table, rows, output, lse = ctx.saved_tensors
         batch, heads, agent_count, head_dim = agents.shape
         height, width = rows.shape[1], table.shape[2]
-        padded_agents, padded_dim, tile = _tile_sizes(agent_count, head_dim)
+        options = launch_options(agent_count, head_dim, agents.dtype)
         rows_per_split, splits = _rows_per_split(batch * heads, height)
         device = agents.device
         grad_output = grad_output.contiguous()
@@ -421,8 +431,7 @@ class FusedAgentStep(torch.autograd.Function):
             ctx.scale, heads, height, width, agent_count, rows_per_split, splits,
             *agents.stride(), *key.stride(), *value.stride(), *grad_key.stride(),
             *table.stride(), *rows.stride(),
-            HEAD_DIM=head_dim, BD=padded_dim, BX=tile, NA=padded_agents, PRECISION=_precision(agents.dtype),
-            TABLE_GRAD=table_grad, num_warps=_num_warps(padded_agents),
+            TABLE_GRAD=table_grad, **options,
         )  # fmt: skip
         grad_agents = grad_parts.sum(dim=1).view(agents.shape).to(agents.dtype)
         grad_table = grad_table.to(table.dtype) if table_grad else None
@@ -443,16 +452,15 @@ class FusedBroadcastStep(torch.autograd.Function):
         agent_count = agents.shape[2]
         height, width = rows.shape[1], table.shape[2]
         agents, agent_values = agents.contiguous(), agent_values.contiguous()
-        padded_agents, padded_dim, tile = _tile_sizes(agent_count, head_dim)
-        x_blocks = triton.cdiv(width, tile)
+        options = launch_options(agent_count, head_dim, query.dtype)
+        x_blocks = triton.cdiv(width, options["BX"])
         output = _token_major(query.shape, query.dtype, query.device)
         lse = torch.empty(batch * heads, tokens, dtype=torch.float32, device=query.device)
         _query_step_forward[(height * x_blocks, batch * heads)](
             query, agents, agent_values, output, lse, resize_h, table, rows,
             scale, heads, height, width, agent_count, x_blocks,
             *query.stride(), *output.stride(), *table.stride(), *rows.stride(),
-            HEAD_DIM=head_dim, BD=padded_dim, BX=tile, NA=padded_agents, PRECISION=_precision(query.dtype),
-            num_warps=_num_warps(padded_agents),
+            **options,
         )  # fmt: skip
         ctx.save_for_backward(query, agents, agent_values, resize_h, table, rows, output, lse)
         ctx.scale = scale
@@ -464,7 +472,7 @@ class FusedBroadcastStep(torch.autograd.Function):
         batch, heads, tokens, head_dim = query.shape
         agent_count = agents.shape[2]
         height, width = rows.shape[1], table.shape[2]
-        padded_agents, padded_dim, tile = _tile_sizes(agent_count, head_dim)
+        options = launch_options(agent_count, head_dim, query.dtype)
         rows_per_split, splits = _rows_per_split(batch * heads, height)
         device = query.device
         grad_query = _token_major(query.shape, query.dtype, device)
@@ -481,8 +489,7 @@ class FusedBroadcastStep(torch.autograd.Function):
             ctx.scale, heads, height, width, agent_count, rows_per_split, splits,
             *query.stride(), *output.stride(), *grad_output.stride(), *grad_query.stride(),
             *table.stride(), *rows.stride(),
-            HEAD_DIM=head_dim, BD=padded_dim, BX=tile, NA=padded_agents, PRECISION=_precision(query.dtype),
-            TABLE_GRAD=table_grad, num_warps=_num_warps(padded_agents),
+            TABLE_GRAD=table_grad, **options,
         )  # fmt: skip
         grad_agents = grad_agent_parts.sum(dim=1).view(agents.shape).to(agents.dtype)
         grad_values = grad_value_parts.sum(dim=1).view(agents.shape).to(agent_values.dtype)
@@ -583,5 +590,6 @@ __all__ = [
     "flex_agent_attention",
     "fused_agent_attention",
     "kernel_supports",
+    "launch_options",
     "triton_available",
 ]
