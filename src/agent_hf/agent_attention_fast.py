@@ -381,7 +381,8 @@ def selected_fused_kernel(attention: AgentAttention, query: torch.Tensor, agents
     """The fused kernels `attention.fused_kernel` picks for this call ("triton" or "flex"), or None.
 
     "auto": the Triton kernels (`agent_attention_kernels`) on CUDA where Triton imports and they take the shapes;
-    "triton": wherever they can run (CUDA, or CPU tensors under `TRITON_INTERPRET=1`), an error where they cannot;
+    "triton": wherever they can run (CUDA, or CPU tensors under `TRITON_INTERPRET=1`; an error elsewhere), for
+    the shapes they take (up to 256 agents; larger grids take the paths below);
     "flex": the same computation by FlexAttention (`torch.nn.attention.flex_attention`, compiled; to compare);
     "torch": never. Decided from the tensors' metadata only.
     """
@@ -392,17 +393,14 @@ def selected_fused_kernel(attention: AgentAttention, query: torch.Tensor, agents
         return None
     if choice == "flex":
         return "flex"
-    from .agent_attention_kernels import kernel_supports, triton_available
+    from .agent_attention_kernels import kernel_runs_on, kernel_supports, triton_available
 
-    if choice == "auto":
-        return "triton" if kernel_supports(query, agents) else None
-    if not kernel_supports(query, agents):
-        reason = "Triton is not installed" if not triton_available() else "these tensors are not supported"
+    if choice == "triton" and not kernel_runs_on(query.device):
+        reason = "Triton is not installed" if not triton_available() else f"Triton does not run on {query.device}"
         raise RuntimeError(
-            f'AgentAttention.fused_kernel="triton": {reason} (device {query.device.type}, dtype {query.dtype}, '
-            f"{agents.shape[2]} agents, head_dim {query.shape[-1]}; on CPU set TRITON_INTERPRET=1 before importing)"
+            f'AgentAttention.fused_kernel="triton": {reason} (on CPU set TRITON_INTERPRET=1 before importing)'
         )
-    return "triton"
+    return "triton" if kernel_supports(query, agents) else None
 
 
 def fast_agent_attention(

@@ -54,15 +54,21 @@ def triton_available() -> bool:
     return triton is not None
 
 
+def kernel_runs_on(device: torch.device) -> bool:
+    """Whether the fused kernels can run on `device`: Triton imports, and the device is a GPU or, under
+    `TRITON_INTERPRET=1` (read by Triton when this module is imported), the CPU."""
+    if triton is None:
+        return False
+    if device.type == "cpu":
+        return os.environ.get("TRITON_INTERPRET") == "1"
+    return device.type in ("cuda", "xpu")
+
+
 def kernel_supports(query: torch.Tensor, agents: torch.Tensor) -> bool:
-    """Whether the fused kernels take this call (shapes, dtype and device; decided from metadata only)."""
-    if triton is None or query.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+    """Whether the fused kernels take this call (device, dtype and shapes; decided from metadata only)."""
+    if not kernel_runs_on(query.device) or query.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return False
-    if agents.shape[2] > MAX_AGENTS or query.shape[-1] > MAX_HEAD_DIM:
-        return False
-    if query.device.type == "cpu":
-        return os.environ.get("TRITON_INTERPRET") == "1"  # the interpreter runs kernels on CPU tensors
-    return query.device.type in ("cuda", "xpu")
+    return agents.shape[2] <= MAX_AGENTS and query.shape[-1] <= MAX_HEAD_DIM
 
 
 if triton is not None:
@@ -365,7 +371,8 @@ def launch_options(agents: int, head_dim: int, dtype: torch.dtype) -> dict:
         # fp32 stays fp32 (IEEE dot products; TF32 would break parity at 1e-5); fp16/bf16 accumulate in fp32.
         PRECISION="ieee" if dtype == torch.float32 else "tf32",
         num_warps=8 if padded_agents >= 256 else 4,
-        num_stages=2 if padded_agents * tile <= 4096 else 1,  # see TILE_ELEMENTS
+        # see TILE_ELEMENTS; the (NA x BD) operand tiles count too (256 agents x 64 channels: 290 KB with two)
+        num_stages=2 if padded_agents * tile <= 4096 and padded_agents * padded_dim <= 8192 else 1,
     )
 
 
@@ -589,6 +596,7 @@ __all__ = [
     "FusedBroadcastStep",
     "flex_agent_attention",
     "fused_agent_attention",
+    "kernel_runs_on",
     "kernel_supports",
     "launch_options",
     "triton_available",
