@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU session's commands for issue #22, on one H100/H200:
 #
-#   bash scripts/gpu_checks.sh [first|rest] [OUTPUT_DIR]    (from the repository root; docs/benchmarks/gpu)
+#   bash scripts/gpu_checks.sh [first|rest] [OUTPUT_DIR]   (repository root; on the device, OUTPUT_DIR under $OUT)
 #
 # "first" (default; about 7 minutes; every step has its own timeout):
 # 1. the fused Triton kernels against the reference on CUDA (tests/kernel_checks.py: values and gradients of a
@@ -21,7 +21,7 @@ STAGE=${1:-first}
 OUT=${2:-docs/benchmarks/gpu}
 PY=${PYTHON:-python3}
 export PYTHONPATH="src:${PYTHONPATH:-}"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-8} PYTHONUNBUFFERED=1
 case "$STAGE" in first | rest) ;; *) echo "gpu_checks: stage $STAGE is not first or rest"; exit 2 ;; esac
 mkdir -p "$OUT"
 status=0
