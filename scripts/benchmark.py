@@ -50,6 +50,7 @@ except ImportError:  # running from a checkout without `pip install -e .`
 
 from transformers import SwinBackbone, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation  # noqa: E402
 
+from agent_hf.agent_attention import AgentAttention  # noqa: E402
 from agent_hf.flops import count_model_flops  # noqa: E402
 from agent_hf.registry import get_model_spec  # noqa: E402
 
@@ -208,9 +209,12 @@ def prediction_agreement(model_dir: Path, dtype: torch.dtype, device: str) -> di
     return {"model": str(model_dir), "images": images, "pixels": total, "agreement": equal / total}
 
 
-def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):
-    """One optimizer step: forward with labels (under autocast for bf16/fp16), backward, AdamW step."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype, parameters=None):
+    """One optimizer step: forward with labels (under autocast for bf16/fp16), backward, AdamW step.
+
+    `parameters`: the model's (default: `model.parameters()`; a compiled module's call with its model's)."""
+    parameters = list(model.parameters() if parameters is None else parameters)
+    optimizer = torch.optim.AdamW(parameters, lr=1e-4, weight_decay=0.01)
     autocast = dtype != torch.float32
     device_type = autocast_device_type(device)
 
@@ -224,7 +228,7 @@ def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):
 
     def init_optimizer_state():
         """Create AdamW's state (a step on zero gradients), so that memory measurements exclude it."""
-        for p in model.parameters():
+        for p in parameters:
             p.grad = torch.zeros_like(p)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -233,9 +237,21 @@ def train_step_call(model, pixels, labels, device: str, dtype: torch.dtype):
 
 
 def prepare(spec, part, mode, resolution, batch, args):
-    """(model, callable) for one measurement; the model on the device in the right mode/dtype."""
+    """(model, callable) for one measurement; the model on the device in the right mode/dtype, compiled with
+    `torch.compile` under `--compile` (the call is then the compiled module's, the parameters the model's)."""
     dtype = DTYPES[args.dtype]
+    AgentAttention.fused_kernel = args.fused_kernel
     model = build(spec, part, args.attn_implementation).to(args.device)
+    if args.compile:
+        compiled = torch.compile(model, backend=args.compile_backend)
+        if mode == "train":
+            model.train()
+            pixels, labels = make_inputs(batch, resolution, args.device, torch.float32, model.config.num_labels)
+            run, init_state = train_step_call(compiled, pixels, labels, args.device, dtype, model.parameters())
+            return model, run, init_state
+        model.eval()
+        pixels, _ = make_inputs(batch, resolution, args.device, torch.float32)
+        return model, forward_call(compiled, pixels, args.device, dtype), None
     if mode == "train":
         model.train()
         pixels, labels = make_inputs(batch, resolution, args.device, torch.float32, num_labels=model.config.num_labels)
@@ -410,6 +426,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
         "device",
         "threads",
         "attn_implementation",
+        "compiled",
+        "fused_kernel",
         "params",
         "flops",
         "macs",
@@ -432,6 +450,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def markdown(
     rows: list[dict], info: dict, args, command: str, started: str, loads: tuple[str, str], elapsed: float
 ) -> str:
+    compile_mode = f"torch.compile ({args.compile_backend})" if args.compile else "eager (not compiled)"
     lines = [
         "# Benchmark: agent_hf vs transformers Swin-T + UperNet",
         "",
@@ -441,7 +460,8 @@ def markdown(
         f"- Software: torch {info['torch']} (CPU capability {info['cpu_capability']}), transformers "
         f"{info['transformers']}, Python {info['python']}",
         f"- Threads: {info['threads']}; device {args.device}; dtype {args.dtype}; attention "
-        f"{args.attn_implementation or 'model default'}; warm-up {args.warmup}; repeats {args.repeats} "
+        f"{args.attn_implementation or 'model default'} (fused kernel {args.fused_kernel}); "
+        f"{compile_mode}; warm-up {args.warmup}; repeats {args.repeats} "
         f"(backbones {args.backbone_repeats}, training {args.repeats}); median reported",
         f"- Load average (1/5/15 min) at start: {loads[0]}; at end: {loads[1]}",
         "- Command:",
@@ -638,13 +658,55 @@ def plot(rows: list[dict], path: Path, title: str) -> str:
 # ----------------------------------------------------------------------------------------------------
 
 
+def summarize(out_dir: Path) -> str:
+    """`out_dir`/summary.md: the table of the issue (#22) over every benchmark run in the folders of `out_dir`
+    (scripts/gpu_checks.sh): each row what the issue measures, each column one run, each cell the time relative to
+    transformers' Swin-T + UperNet of the same run (and the median in ms), the training step's memory too."""
+    runs = sorted(p.name for p in out_dir.iterdir() if (p / "benchmark.csv").is_file())
+    table, errors = {}, []
+    for run in runs:
+        with open(out_dir / run / "benchmark.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        peers = {(r["part"], r["mode"], r["resolution"], r["batch"]): r for r in rows if r["role"] == "peer"}
+        for row in rows:
+            if row["role"] == "peer":
+                continue
+            if row["error"]:
+                errors.append(f"{run} {row['part']} {row['mode']} b{row['batch']}: {row['error'][:200]}")
+            what = "training step" if row["mode"] == "train" else row["part"]
+            key = f"{what} {row['resolution']}, batch {row['batch']}"
+            ms = f"{float(row['latency_ms_median']):.0f} ms" if row["latency_ms_median"] else "–"
+            ratio = row["ratio_to_peer"]
+            table.setdefault(key, {})[run] = f"{float(ratio):.2f}x ({ms})" if ratio else ms
+            peer = peers.get((row["part"], row["mode"], row["resolution"], row["batch"]))
+            if row["mode"] == "train" and row["peak_memory_mb"] and peer and peer["peak_memory_mb"]:
+                memory = float(row["peak_memory_mb"]) / float(peer["peak_memory_mb"])
+                table.setdefault(f"{key}: peak memory", {})[run] = f"{memory:.2f}x"
+    versions = out_dir / "versions.txt"
+    lines = [
+        "# Agent-Swin-T + UperNet beside transformers' Swin-T + UperNet",
+        "",
+        f"Environment: {versions.read_text().strip() if versions.is_file() else 'see each run'}. Each cell: "
+        "time / the peer's in the same run (same dtype and compile mode), and the median; runs without the peer "
+        "give the median only. Commands and machines: each run's benchmark.md.",
+        "",
+        "| what | " + " | ".join(runs) + " |",
+        "|---" * (len(runs) + 1) + "|",
+    ]
+    lines += [f"| {key} | " + " | ".join(cells.get(run, "–") for run in runs) + " |" for key, cells in table.items()]
+    lines += [""] + [f"- error: {error}" for error in errors]
+    text = "\n".join(lines) + "\n"
+    (out_dir / "summary.md").write_text(text)
+    return text
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--model",
-        nargs="+",
+        nargs="*",
         default=["agent-swin-t-upernet-ade20k"],
         help=f"agent_hf presets: {', '.join(agent_hf.PRESETS)}",
     )
@@ -678,6 +740,7 @@ def parse_args(argv=None):
     parser.add_argument("--train_resolution", type=parse_resolution, default=(512, 512))
     parser.add_argument("--train_batch", type=int, default=2)
     parser.add_argument("--no_train", action="store_true", help="skip the training-step measurements")
+    parser.add_argument("--no_inference", action="store_true", help="skip the inference measurements")
     parser.add_argument(
         "--memory", choices=["all", "train", "none"], default="all", help="which peak-memory measurements to run"
     )
@@ -690,6 +753,16 @@ def parse_args(argv=None):
         default=None,
         help="for every model (default: each model's default)",
     )
+    parser.add_argument(
+        "--compile", action="store_true", help="time every model (the peer too) compiled with torch.compile"
+    )
+    parser.add_argument("--compile_backend", default="inductor", help="torch.compile backend (with --compile)")
+    parser.add_argument(
+        "--fused_kernel",
+        choices=["auto", "triton", "flex", "torch"],
+        default="auto",
+        help="AgentAttention.fused_kernel: fused Triton kernels (auto: on CUDA), FlexAttention, or neither (torch)",
+    )
     parser.add_argument("--child_timeout", type=int, default=900)
     parser.add_argument(
         "--output_dir",
@@ -697,6 +770,9 @@ def parse_args(argv=None):
         default=Path("outputs") / "benchmark",
         help="where the results go (default: outputs/benchmark under the current directory; the committed results "
         "in docs/benchmarks are replaced only when named here)",
+    )
+    parser.add_argument(
+        "--summarize", type=Path, default=None, help="only write DIR/summary.md from the runs in DIR's folders"
     )
     parser.add_argument("--_memory_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -711,6 +787,11 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args._memory_child is not None:
         memory_child(args._memory_child)
+        return
+    if args.summarize is not None:
+        if not args.summarize.is_dir():
+            sys.exit(f"--summarize {args.summarize}: not a folder")
+        print(summarize(args.summarize))
         return
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda: CUDA is not available")
@@ -752,10 +833,12 @@ def main(argv=None) -> None:
             device=args.device,
             threads=args.threads,
             attn_implementation=args.attn_implementation or "default",
+            compiled=args.compile_backend if args.compile else "no",
+            fused_kernel=args.fused_kernel,
         )
 
     # Inference: all models at one (resolution, batch) are built together and timed interleaved.
-    for resolution in args.resolutions:
+    for resolution in [] if args.no_inference else args.resolutions:
         for batch in args.batch_sizes:
             calls, models, keys, errors = {}, {}, [], {}
             for spec in specs:

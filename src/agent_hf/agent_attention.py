@@ -174,10 +174,14 @@ class AgentAttention(nn.Module):
     materializes at once per attention step (2**21: 8 MB in fp32; at least one row of the map).
     `bias_factor_cache_size` is the number of map sizes whose bias factors the fast path keeps at inference (0:
     none; Agent-Swin-T's factors at 512x2048 take about 160 MB, its whole biases would take 0.95 GB).
+    `fused_kernel` (class attribute, or per instance) selects the fused Triton kernels of the fast path
+    (`agent_attention_kernels`): "auto" (on CUDA where Triton is installed), "triton" (wherever Triton runs),
+    "flex" (the same computation by FlexAttention, to compare) or "torch" (neither).
     """
 
     bias_block_size: int = 1 << 21
     bias_factor_cache_size: int = 4
+    fused_kernel: str = "auto"
 
     def __init__(
         self,

@@ -6,6 +6,9 @@ is linear and separable: each bias is a small GEMM of 1-D interpolation matrices
 in a factored form (`AgentBiasFactors`) from which any block of rows of the (H, W) map is materialized exactly.
 `fast_agent_attention` picks the kernel:
 
+- where `AgentAttention.fused_kernel` selects them (by default on CUDA with Triton installed), the fused Triton
+  kernels of `agent_attention_kernels` (both steps, forward and backward, the biases computed in the kernel from
+  these factors), except for dropout on the attention weights in training, which takes the paths below;
 - at inference (no gradients) the factors are kept per map size (`cached_bias_factors`; for Agent-Swin-T at
   512x2048 about 160 MB, a sixth of the whole biases, which the CPU path never builds);
 - on CPU without gradients, `blocked_agent_step` / `blocked_query_step` run PyTorch's fused CPU attention kernel
@@ -374,6 +377,32 @@ def cached_bias_factors(attention: AgentAttention, height: int, width: int) -> A
     return factors
 
 
+def selected_fused_kernel(attention: AgentAttention, query: torch.Tensor, agents: torch.Tensor) -> str | None:
+    """The fused kernels `attention.fused_kernel` picks for this call ("triton" or "flex"), or None.
+
+    "auto": the Triton kernels (`agent_attention_kernels`) on CUDA where Triton imports and they take the shapes;
+    "triton": wherever they can run (CUDA, or CPU tensors under `TRITON_INTERPRET=1`; an error elsewhere), for
+    the shapes they take (up to 256 agents; larger grids take the paths below);
+    "flex": the same computation by FlexAttention (`torch.nn.attention.flex_attention`, compiled; to compare);
+    "torch": never. Decided from the tensors' metadata only.
+    """
+    choice = attention.fused_kernel
+    if choice not in ("auto", "triton", "flex", "torch"):
+        raise ValueError(f'AgentAttention.fused_kernel: {choice!r} is not one of "auto", "triton", "flex", "torch"')
+    if choice == "torch" or query.device.type == "meta" or (choice == "auto" and query.device.type != "cuda"):
+        return None
+    if choice == "flex":
+        return "flex"
+    from .agent_attention_kernels import kernel_runs_on, kernel_supports, triton_available
+
+    if choice == "triton" and not kernel_runs_on(query.device):
+        reason = "Triton is not installed" if not triton_available() else f"Triton does not run on {query.device}"
+        raise RuntimeError(
+            f'AgentAttention.fused_kernel="triton": {reason} (on CPU set TRITON_INTERPRET=1 before importing)'
+        )
+    return "triton" if kernel_supports(query, agents) else None
+
+
 def fast_agent_attention(
     attention: AgentAttention,
     query: torch.Tensor,
@@ -402,6 +431,17 @@ def fast_agent_attention(
     grad = torch.is_grad_enabled()
     tables_need_grad = grad and any(t.requires_grad for t in tables)
     needs_grad = tables_need_grad or (grad and any(t.requires_grad for t in (query, key, value, agents)))
+    kernel = selected_fused_kernel(attention, query, agents) if dropout == 0.0 else None
+    if kernel is not None:
+        from .agent_attention_kernels import flex_agent_attention, fused_agent_attention
+
+        if tables_need_grad or torch.compiler.is_compiling():  # the cache's keys are not traceable
+            factors = agent_bias_factors(attention, height, width)
+        else:
+            factors = cached_bias_factors(attention, height, width)
+        attend = fused_agent_attention if kernel == "triton" else flex_agent_attention
+        out.add_(attend(query, key, value, agents, factors, scale).transpose(1, 2))
+        return
     compiling = torch.compiler.is_compiling()
     cpu = query.device.type == "cpu" and not compiling
     if cpu and not needs_grad and dropout == 0.0:
@@ -457,4 +497,5 @@ __all__ = [
     "blocked_query_step",
     "cached_bias_factors",
     "fast_agent_attention",
+    "selected_fused_kernel",
 ]

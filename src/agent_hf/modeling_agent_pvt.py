@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 # transformers 4.57 and 5.0 copy only the siblings a model file imports itself when they load a local folder: the
-# three modules below are used by this module's imports, and imported here so that they are copied too.
+# four modules below are used by this module's imports, and imported here so that they are copied too.
 from .agent_attention import AgentAttention  # noqa: F401
 from .agent_attention_fast import fast_agent_attention  # noqa: F401
+from .agent_attention_kernels import fused_agent_attention  # noqa: F401
 from .configuration_agent_common import PreTrainedConfig  # noqa: F401
 from .configuration_agent_pvt import AgentPvtConfig
 from .heads import AgentFPNNeck, AgentSemanticFPNHead
