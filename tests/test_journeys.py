@@ -280,7 +280,7 @@ def test_a_warm_up_longer_than_the_run_is_scaled_or_refused_and_the_banner_names
     for value in ("max_steps=1000", "learning_rate=0.0001", "warmup_steps=9"):
         assert value in banner, banner
     args = TrainingArguments("unused", max_steps=4, warmup_steps=10, report_to="none")
-    with pytest.raises(ValueError, match="--warmup_steps 10 is not shorter than the run"):
+    with pytest.raises(ValueError, match=r"warmup_steps=10 is not shorter than the run \(max_steps=4\)"):
         paper.merge(args, {"max_steps", "warmup_steps"})
 
 
@@ -303,7 +303,7 @@ def test_the_scripts_warm_up_and_banner(train_script, tmp_path):
         train_script,
         [*TINY_MODEL, *args, "--max_steps", "4", "--warmup_steps", "8", "--do_train", "--output_dir", tmp_path / "x"],
     )
-    assert code == 1 and "--warmup_steps 8 is not shorter than the run" in error and error.count("\n") == 1
+    assert code == 1 and "warmup_steps=8 is not shorter than the run (max_steps=4)" in error and error.count("\n") == 1
 
 
 # ------------------------------------------------------------------------------------------------ smaller points
