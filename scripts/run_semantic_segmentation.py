@@ -1097,9 +1097,11 @@ def train_and_evaluate(
     image_processor,
     base: str,
     dataset: str,
+    verbose: bool = False,
 ) -> dict[str, float]:
-    """``--do_train`` (optionally resuming), saving the model at once, then ``--do_eval``; metrics are logged and
-    saved (``all_results.json``), and a trained model's ``config.json`` gets the measured results."""
+    """``--do_train`` (optionally resuming), saving the model at once, then ``--do_eval``; metrics are logged (in one
+    line each; the Trainer's tables with ``verbose``) and saved (``all_results.json``), and a trained model's
+    ``config.json`` gets the measured results."""
     metrics: dict[str, float] = {}
     if training_args.do_train:
         train_metrics = trainer.train(resume_from_checkpoint=plan.resume_from).metrics
@@ -1107,7 +1109,8 @@ def train_and_evaluate(
             f"Trained {trainer.state.global_step} steps in {train_metrics['train_runtime']:.1f} s, mean loss "
             f"{train_metrics.get('train_loss', float('nan')):.4f}"
         )
-        trainer.log_metrics("train", train_metrics)
+        if verbose:
+            trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
         metrics.update(train_metrics)
@@ -1115,7 +1118,8 @@ def train_and_evaluate(
         save_trained_model(trainer, plan, image_processor, base, dataset)
     if training_args.do_eval:
         eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
+        if verbose:
+            trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
         if training_args.do_train or evaluates_own_folder(base, plan.output_dir):
@@ -1186,7 +1190,13 @@ def main(argv: list[str]) -> dict[str, float]:
         if trainer.is_world_process_zero():
             print(describe_batch(trainer, recipe, model), flush=True)
     metrics = train_and_evaluate(
-        trainer, training_args, plan, image_processor, model_args.model_name_or_path, data.description
+        trainer,
+        training_args,
+        plan,
+        image_processor,
+        model_args.model_name_or_path,
+        data.description,
+        output_args.verbose,
     )
 
     if trainer.is_world_process_zero() and push_repo_id:
