@@ -527,3 +527,29 @@ def test_help_answers_at_once_with_grouped_options(train_script):
         "scripts/run_semantic_segmentation_help.txt is out of date: run "
         "`python scripts/run_semantic_segmentation.py --write_help`"
     )
+
+
+def test_converted_and_trained_folders_carry_the_same_serving_setup(runs, tmp_path):
+    """convert_official_checkpoint.py (and demo.py, through the same save_model_folder) write what the training
+    script writes: the same custom_pipelines and auto_map entries, the same serving files."""
+    from test_parity import REFERENCE_DIR
+
+    root, _ = runs
+    name = "agent_swin_aaab_upernet"
+    code, error, _ = run_in_process(
+        load_script("convert_official_checkpoint"),
+        [
+            "--checkpoint", REFERENCE_DIR / f"{name}.weights.safetensors",
+            "--official_config", REFERENCE_DIR / f"{name}.json",
+            "--output_dir", tmp_path / "converted",
+        ],
+    )  # fmt: skip
+    assert code == 0, error
+    assert_serving_setup(tmp_path / "converted")
+    converted, trained = (
+        read_json(folder / "config.json") for folder in (tmp_path / "converted", root / "train_eval")
+    )
+    assert converted["custom_pipelines"] == trained["custom_pipelines"]
+    assert converted["auto_map"] == trained["auto_map"]
+    served = {path.name for path in (tmp_path / "converted").iterdir() if path.suffix in (".py", ".txt")}
+    assert served == {path.name for path in (root / "train_eval").iterdir() if path.suffix in (".py", ".txt")}
