@@ -523,6 +523,11 @@ def test_help_answers_at_once_with_grouped_options(train_script):
     for group in ("\nmodel:", "\ndata, augmentation and evaluation:", "\noutput folder and logs:", "\ntraining ("):
         assert group in result.stdout
     assert 50 < len(result.stdout.splitlines()) < 250 and "--help_all" in result.stdout
+    start = time.perf_counter()
+    command = subprocess.run(
+        [Path(sys.executable).parent / "agent-hf-train", "--help"], env=script_env(), capture_output=True, text=True
+    )
+    assert time.perf_counter() - start < 2 and command.stdout == result.stdout  # the console command, as fast
     assert result.stdout == train_script.short_help(), (
         "scripts/run_semantic_segmentation_help.txt is out of date: run "
         "`python scripts/run_semantic_segmentation.py --write_help`"
