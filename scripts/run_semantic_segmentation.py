@@ -26,6 +26,11 @@ and runs under ``python``, ``accelerate launch`` and ``torchrun``. Differences:
 * the output folder is a complete model folder (weights, config with model code, image processor) and
   ``--push_to_hub`` publishes it with ``agent_hf.hub.push_folder_to_hub`` (model files first, model card last).
 
+Every folder it writes serves as it is (the output folder, each ``checkpoint-N``, a folder evaluated later: image
+processor, pipeline and handler code registered in ``config.json``). A model whose number of classes differs from the
+data's is refused unless ``--ignore_mismatched_sizes`` (new classifiers); a run shorter than the recipe's keeps its
+warm-up in proportion. The run says one line per phase; ``--verbose`` adds transformers' and datasets' logs.
+
 Output folder: a rerun into a folder that holds this run's checkpoints resumes from the newest complete one
 (half-written checkpoints are skipped and named); any other non-empty folder is refused unless
 ``--overwrite_output_dir``, which trains into a staging folder beside it and swaps it in when the model is saved
