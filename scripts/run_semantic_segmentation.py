@@ -26,6 +26,11 @@ and runs under ``python``, ``accelerate launch`` and ``torchrun``. Differences:
 * the output folder is a complete model folder (weights, config with model code, image processor) and
   ``--push_to_hub`` publishes it with ``agent_hf.hub.push_folder_to_hub`` (model files first, model card last).
 
+Every folder it writes serves as it is (the output folder, each ``checkpoint-N``, a folder evaluated later: image
+processor, pipeline and handler code registered in ``config.json``). A model whose number of classes differs from the
+data's is refused unless ``--ignore_mismatched_sizes`` (new classifiers); a run shorter than the recipe's keeps its
+warm-up in proportion. The run says one line per phase; ``--verbose`` adds transformers' and datasets' logs.
+
 Output folder: a rerun into a folder that holds this run's checkpoints resumes from the newest complete one
 (half-written checkpoints are skipped and named); any other non-empty folder is refused unless
 ``--overwrite_output_dir``, which trains into a staging folder beside it and swaps it in when the model is saved
@@ -1104,9 +1109,11 @@ def train_and_evaluate(
     image_processor,
     base: str,
     dataset: str,
+    verbose: bool = False,
 ) -> dict[str, float]:
-    """``--do_train`` (optionally resuming), saving the model at once, then ``--do_eval``; metrics are logged and
-    saved (``all_results.json``), and a trained model's ``config.json`` gets the measured results."""
+    """``--do_train`` (optionally resuming), saving the model at once, then ``--do_eval``; metrics are logged (in one
+    line each; the Trainer's tables with ``verbose``) and saved (``all_results.json``), and a trained model's
+    ``config.json`` gets the measured results."""
     metrics: dict[str, float] = {}
     if training_args.do_train:
         problem = plan.resume_from and resume_problem(plan.resume_from, trainer.model)
@@ -1117,7 +1124,8 @@ def train_and_evaluate(
             f"Trained {trainer.state.global_step} steps in {train_metrics['train_runtime']:.1f} s, mean loss "
             f"{train_metrics.get('train_loss', float('nan')):.4f}"
         )
-        trainer.log_metrics("train", train_metrics)
+        if verbose:
+            trainer.log_metrics("train", train_metrics)
         trainer.save_metrics("train", train_metrics)
         trainer.save_state()
         metrics.update(train_metrics)
@@ -1125,7 +1133,8 @@ def train_and_evaluate(
         save_trained_model(trainer, plan, image_processor, base, dataset)
     if training_args.do_eval:
         eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
+        if verbose:
+            trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
         if training_args.do_train or evaluates_own_folder(base, plan.output_dir):
@@ -1196,7 +1205,13 @@ def main(argv: list[str]) -> dict[str, float]:
         if trainer.is_world_process_zero():
             print(describe_batch(trainer, recipe, model), flush=True)
     metrics = train_and_evaluate(
-        trainer, training_args, plan, image_processor, model_args.model_name_or_path, data.description
+        trainer,
+        training_args,
+        plan,
+        image_processor,
+        model_args.model_name_or_path,
+        data.description,
+        output_args.verbose,
     )
 
     if trainer.is_world_process_zero() and push_repo_id:

@@ -280,7 +280,7 @@ def test_a_warm_up_longer_than_the_run_is_scaled_or_refused_and_the_banner_names
     for value in ("max_steps=1000", "learning_rate=0.0001", "warmup_steps=9"):
         assert value in banner, banner
     args = TrainingArguments("unused", max_steps=4, warmup_steps=10, report_to="none")
-    with pytest.raises(ValueError, match="--warmup_steps 10 is not shorter than the run"):
+    with pytest.raises(ValueError, match=r"warmup_steps=10 is not shorter than the run \(max_steps=4\)"):
         paper.merge(args, {"max_steps", "warmup_steps"})
 
 
@@ -303,7 +303,7 @@ def test_the_scripts_warm_up_and_banner(train_script, tmp_path):
         train_script,
         [*TINY_MODEL, *args, "--max_steps", "4", "--warmup_steps", "8", "--do_train", "--output_dir", tmp_path / "x"],
     )
-    assert code == 1 and "--warmup_steps 8 is not shorter than the run" in error and error.count("\n") == 1
+    assert code == 1 and "warmup_steps=8 is not shorter than the run (max_steps=4)" in error and error.count("\n") == 1
 
 
 # ------------------------------------------------------------------------------------------------ smaller points
@@ -523,7 +523,38 @@ def test_help_answers_at_once_with_grouped_options(train_script):
     for group in ("\nmodel:", "\ndata, augmentation and evaluation:", "\noutput folder and logs:", "\ntraining ("):
         assert group in result.stdout
     assert 50 < len(result.stdout.splitlines()) < 250 and "--help_all" in result.stdout
+    start = time.perf_counter()
+    command = subprocess.run(
+        [Path(sys.executable).parent / "agent-hf-train", "--help"], env=script_env(), capture_output=True, text=True
+    )
+    assert time.perf_counter() - start < 2 and command.stdout == result.stdout  # the console command, as fast
     assert result.stdout == train_script.short_help(), (
         "scripts/run_semantic_segmentation_help.txt is out of date: run "
         "`python scripts/run_semantic_segmentation.py --write_help`"
     )
+
+
+def test_converted_and_trained_folders_carry_the_same_serving_setup(runs, tmp_path):
+    """convert_official_checkpoint.py (and demo.py, through the same save_model_folder) write what the training
+    script writes: the same custom_pipelines and auto_map entries, the same serving files."""
+    from test_parity import REFERENCE_DIR
+
+    root, _ = runs
+    name = "agent_swin_aaab_upernet"
+    code, error, _ = run_in_process(
+        load_script("convert_official_checkpoint"),
+        [
+            "--checkpoint", REFERENCE_DIR / f"{name}.weights.safetensors",
+            "--official_config", REFERENCE_DIR / f"{name}.json",
+            "--output_dir", tmp_path / "converted",
+        ],
+    )  # fmt: skip
+    assert code == 0, error
+    assert_serving_setup(tmp_path / "converted")
+    converted, trained = (
+        read_json(folder / "config.json") for folder in (tmp_path / "converted", root / "train_eval")
+    )
+    assert converted["custom_pipelines"] == trained["custom_pipelines"]
+    assert converted["auto_map"] == trained["auto_map"]
+    served = {path.name for path in (tmp_path / "converted").iterdir() if path.suffix in (".py", ".txt")}
+    assert served == {path.name for path in (root / "train_eval").iterdir() if path.suffix in (".py", ".txt")}

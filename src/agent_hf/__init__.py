@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import sys
 from typing import Any
 
 # The lowest transformers the package supports (its own tests pass there); the Hub-shipped model code alone also
@@ -118,7 +119,10 @@ def register_auto_classes() -> None:
 # importing torch; they get the registration on first use of a package name instead.
 LAZY_IMPORT_ENV = "AGENT_HF_LAZY_IMPORT"
 
-if os.environ.get(LAZY_IMPORT_ENV, "").strip().lower() not in ("1", "true", "yes"):
+# The console commands (agent_hf.commands: `agent-hf-train`, ...) start the same way, so that `--help` answers at once;
+# their scripts register through the package names they use.
+_CONSOLE_COMMAND = bool(sys.argv) and os.path.basename(sys.argv[0]).startswith("agent-hf-")
+if os.environ.get(LAZY_IMPORT_ENV, "").strip().lower() not in ("1", "true", "yes") and not _CONSOLE_COMMAND:
     register_auto_classes()
 
 

@@ -150,7 +150,7 @@ def build_scheduler(
     if warmup >= total:
         logger.warning(
             f"The warm-up ({warmup} steps) is not shorter than the run ({total} steps): the learning rate never "
-            f"reaches {recipe.learning_rate:g}; give a shorter --warmup_steps"
+            f"reaches {recipe.learning_rate:g}; choose a shorter warmup_steps"
         )
     if recipe.lr_scheduler_type != "mmcv_poly":
         return get_scheduler(

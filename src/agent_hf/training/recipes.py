@@ -120,14 +120,14 @@ class Recipe:
             if max_steps > 0 and changes["warmup_steps"] >= max(1, max_steps):
                 learning_rate = changes.get("learning_rate", self.learning_rate)
                 raise ValueError(
-                    f"--warmup_steps {changes['warmup_steps']:g} is not shorter than the run (--max_steps "
-                    f"{max_steps}): the learning rate would never reach {learning_rate:g}"
+                    f"warmup_steps={changes['warmup_steps']:g} is not shorter than the run (max_steps={max_steps}): "
+                    f"the learning rate would never reach {learning_rate:g}"
                 )
         elif 0 < max_steps < self.max_steps and self.warmup_steps >= 1:
             changes["warmup_steps"] = round(self.warmup_steps * max_steps / self.max_steps)
             logger.warning(
                 f"The recipe's warm-up of {self.warmup_steps:g} of its {self.max_steps} iterations is scaled to "
-                f"{changes['warmup_steps']} of this run's {max_steps} (pass --warmup_steps to choose it)"
+                f"{changes['warmup_steps']} of this run's {max_steps} (an explicit warmup_steps chooses another)"
             )
         if not changes:
             return self
