@@ -25,9 +25,10 @@ from PIL import Image
 from script_helpers import COMMON, TINY_MODEL, load_script, read_json, run_in_process, script_env
 from test_serving import real_photos, run_without_agent_hf
 
-# This file's own datasets cache (never the user's): set before `datasets` is imported by the scripts' runs, and
-# patched into `datasets.config` where another test file imported it first (see `own_datasets_cache`).
-DATASETS_CACHE = tempfile.mkdtemp(prefix="agent-hf-journeys-datasets-")
+# This file's own datasets cache, inside the session's temporary caches (conftest), never the user's: set before
+# `datasets` is imported by the scripts' runs, and patched into `datasets.config` where another test file imported it
+# first (see `own_datasets_cache`).
+DATASETS_CACHE = tempfile.mkdtemp(prefix="journeys-datasets-", dir=os.environ["AGENT_HF_TEST_CACHES"])
 os.environ["HF_DATASETS_CACHE"] = DATASETS_CACHE
 
 import datasets  # noqa: E402
@@ -470,9 +471,9 @@ np.savez(out_path, **out)
 def test_train_eval_push_and_serve_by_repo_id_where_agent_hf_is_not_installed(runs, tmp_path, monkeypatch):
     """The README's main journey: train+eval -> push (agent_hf.hub, card last) -> pipeline by repo id, without
     agent_hf, with slide and TTA equal to the evaluation path."""
+    from helpers import BLOCK_AGENT_HF
     from hub_server import LocalHubServer
     from huggingface_hub import constants
-    from test_serving import BLOCK_AGENT_HF
 
     from agent_hf.hub import card_for_folder, push_folder_to_hub
 

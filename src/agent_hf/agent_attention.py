@@ -149,6 +149,23 @@ def split_projection(layer: nn.Module, hidden_states: torch.Tensor, chunks: int)
     return tuple(t.contiguous() for t in layer(hidden_states).chunk(chunks, dim=-1))
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """The DWC of the paper: a k x k depth-wise convolution (same padding) over V as a map, (B, C, H, W) -> same.
+
+    On a channels-last input the weight's gradient would come back with channels-last strides ((k*k, 1, k, 1)
+    instead of the weight's (k*k, k*k, k, 1)), which DDP warns about ("grad strides do not match bucket view
+    strides"); reading the weight through a flat view gives it the weight's own strides. A module (not a function
+    call) so that forward hooks, e.g. accelerate's offloading, still see it.
+    """
+
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__(channels, channels, kernel_size=kernel_size, padding=kernel_size // 2, groups=channels)
+
+    def forward(self, value_map: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.flatten(1).view_as(self.weight)
+        return F.conv2d(value_map, weight, self.bias, padding=self.padding, groups=self.groups)
+
+
 class AgentAttention(nn.Module):
     """Multi-head agent attention over a whole (H, W) feature map.
 
@@ -218,7 +235,7 @@ class AgentAttention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.dwc = nn.Conv2d(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
+        self.dwc = DepthwiseConv2d(dim, kernel_size)
 
         t = AGENT_TABLE_SIZE
         # Shapes (and names) exactly as in the official checkpoints; initialized by the model's `_init_weights`
@@ -246,13 +263,6 @@ class AgentAttention(nn.Module):
             return split_projection(self.qkv, hidden_states, 3)
         key, value = split_projection(self.kv, hidden_states, 2)
         return self.q(hidden_states), key, value
-
-    def _depthwise(self, value_map: torch.Tensor) -> torch.Tensor:
-        """``self.dwc(value_map)``. On a channels-last input the weight's gradient would come back with channels-last
-        strides ((k*k, 1, k, 1) instead of the weight's (k*k, k*k, k, 1)), which DDP warns about ("grad strides do
-        not match bucket view strides"); reading the weight through a flat view gives it the weight's own strides."""
-        weight = self.dwc.weight.flatten(1).view_as(self.dwc.weight)
-        return F.conv2d(value_map, weight, self.dwc.bias, padding=self.dwc.padding, groups=self.dwc.groups)
 
     def forward(self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False):
         """Agent attention over a (height, width) map.
@@ -286,7 +296,7 @@ class AgentAttention(nn.Module):
         # DWC(V): the convolution reads V as a channels-last map in place and writes a channels-last map, i.e.
         # (B, N, C) row-major, into which O is added, undoing its head-major layout in the same pass.
         value_map = value.view(batch, height, width, channels).permute(0, 3, 1, 2)
-        mixed = self._depthwise(value_map).permute(0, 2, 3, 1).reshape(batch, tokens, heads, head_dim)
+        mixed = self.dwc(value_map).permute(0, 2, 3, 1).reshape(batch, tokens, heads, head_dim)
         weights = None
         if output_attentions or getattr(self.config, "_attn_implementation", None) == "eager":
             agent_to_token, token_to_agent = official_position_biases(self, height, width)
