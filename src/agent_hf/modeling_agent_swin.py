@@ -117,7 +117,8 @@ class AgentSwinWindowAttention(nn.Module):
         bias = bias.to(query.dtype)
         dropout = self.attn_drop if self.training else 0.0
         weights = None
-        if self.config._attn_implementation == "eager" or output_attentions:
+        # Exporting: written out too, as the ONNX exporter's SDPA takes 4-D inputs only (these are 5-D).
+        if self.config._attn_implementation == "eager" or output_attentions or is_exporting():
             weights = torch.softmax((query * self.scale) @ key.transpose(-2, -1) + bias, dim=-1)
             output = F.dropout(weights, dropout, self.training) @ value
         else:

@@ -30,10 +30,12 @@ QUANTIZED_FILE = "model_quantized.onnx"
 MIN_OPSET, MAX_OPSET = 18, 23
 DEFAULT_OPSET = 18
 #: Bounds of the exported graph's height and width (at least two tokens per side in the last stage: a 1-token side
-#: would be a broadcast the trace cannot leave symbolic)
-#: and the traced sample's size (neither a multiple of 32 nor square, so that no branch of the trace specializes).
+#: would be a broadcast the trace cannot leave symbolic).
 MIN_SIDE, MAX_SIDE = 64, 8192
-SAMPLE_SIZE = (2, 3, 97, 131)
+#: The traced sample: a batch of two, sides that are no multiple of 32 and span at least two 7x7 windows in every
+#: stage (a side of one window, or of one image, would be specialized by the trace). The ONNX graph runs at every
+#: size from MIN_SIDE; the `torch.export` program's own guards ask for sides above 224 pixels.
+SAMPLE_SIZE = (2, 3, 263, 351)
 
 
 class ExportError(ValueError):
