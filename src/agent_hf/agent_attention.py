@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .agent_attention_fast import fast_agent_attention
+from .export_ops import adaptive_avg_pool2d
 
 # Side of the square per-agent tables `an_bias`/`na_bias`, fixed by the official implementation.
 AGENT_TABLE_SIZE = 7
@@ -287,7 +288,7 @@ class AgentAttention(nn.Module):
         # Agent tokens A: the queries average-pooled to the agent grid, (B, h, n, d), contiguous (the fused
         # kernel needs a unit stride on the last dim; the pooled map is tiny).
         query_map = query.view(batch, height, width, channels).permute(0, 3, 1, 2)  # channels-last view
-        agents = F.adaptive_avg_pool2d(query_map, self.agent_grid).reshape(batch, heads, head_dim, agent_count)
+        agents = adaptive_avg_pool2d(query_map, self.agent_grid).reshape(batch, heads, head_dim, agent_count)
         agents = agents.transpose(-2, -1).contiguous()
 
         def split_heads(x):  # (B, N, C) -> (B, h, N, d), a strided view

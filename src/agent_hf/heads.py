@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .export_ops import AdaptiveAvgPool2d, is_exporting
+
 # Import shim, as in layers.py: `transformers.initialization` (5.x) skips parameters loaded from a checkpoint.
 try:
     from transformers import initialization as init
@@ -47,6 +49,8 @@ def _under_dispatch_mode() -> bool:
 def can_use_winograd(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor) -> bool:
     """Whether `winograd_conv3x3` replaces `conv` on input x: a 3x3, stride-1, padding-1, ungrouped convolution on a
     large enough fp32 CPU map, without gradient, outside torch.compile and dispatch modes."""
+    if torch.compiler.is_compiling() or is_exporting():  # first: the size test below would be a traced guard
+        return False
     if WINOGRAD_MIN_PIXELS is None or x.shape[-2] * x.shape[-1] < WINOGRAD_MIN_PIXELS:
         return False
     if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.dilation != (1, 1):
@@ -57,7 +61,7 @@ def can_use_winograd(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor) -> 
         return False
     if torch.is_autocast_enabled("cpu"):  # autocast would run the products in bf16
         return False
-    return not torch.compiler.is_compiling() and not _under_dispatch_mode()
+    return not _under_dispatch_mode()
 
 
 def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
@@ -266,7 +270,7 @@ class AgentUperNetHead(AgentDecodeHead):
         super().__init__(channels, num_labels, dropout)
         self.align_corners = align_corners
         self.psp_modules = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(scale), AgentConvBNReLU(in_channels[-1], channels, 1))
+            nn.Sequential(AdaptiveAvgPool2d(scale), AgentConvBNReLU(in_channels[-1], channels, 1))
             for scale in pool_scales
         )
         self.bottleneck = AgentConvBNReLU(in_channels[-1] + len(pool_scales) * channels, channels, 3, padding=1)

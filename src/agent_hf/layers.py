@@ -18,6 +18,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput, logging
 
 from .agent_attention import AgentAttention
+from .export_ops import is_exporting
 
 # Import shim: `transformers.initialization` (5.x) only touches parameters that were not loaded from a
 # checkpoint; transformers 4.x uses torch's functions and skips loaded weights itself.
@@ -94,7 +95,7 @@ def add_feed_forward(hidden_states: torch.Tensor, norm: nn.Module, mlp: nn.Modul
     512x2048) whose first-touch page faults cost about as much as the products. Returns the new residual stream.
     """
     needs_grad = torch.is_grad_enabled() and hidden_states.requires_grad
-    if mlp.training or drop_path.training or needs_grad or not hidden_states.is_contiguous():
+    if mlp.training or drop_path.training or needs_grad or is_exporting() or not hidden_states.is_contiguous():
         return add_residual(hidden_states, drop_path(mlp(norm(hidden_states))))
     channels = hidden_states.shape[-1]
     hidden = getattr(getattr(mlp, "fc1", None), "out_features", channels)

@@ -19,6 +19,7 @@ from .agent_attention_fast import fast_agent_attention  # noqa: F401
 from .agent_attention_kernels import fused_agent_attention  # noqa: F401
 from .configuration_agent_common import PreTrainedConfig  # noqa: F401
 from .configuration_agent_pvt import AgentPvtConfig
+from .export_ops import is_exporting
 from .heads import AgentFPNNeck, AgentSemanticFPNHead
 from .layers import AgentBlock, AgentDropPath, AgentMlp, agent_attention_from_config, drop_path_rates, init, run_blocks
 from .modeling_agent_common import (
@@ -168,11 +169,24 @@ class AgentPvtStage(nn.Module):
     def position_embedding(self, height: int, width: int) -> torch.Tensor:
         """The stage's position embedding (1, H*W, C), bilinearly resized from the pretraining grid."""
         table, grid = self.pos_embed, self.grid
+        if is_exporting():
+            return self._traced_position_embedding(height, width)
         # The official code skips the resize whenever H*W equals stage 1's pretraining token count, even for
         # another aspect ratio (a 28x112 map reuses the 56x56 table row-major); reproduced for stage 1.
         if (height, width) == (grid, grid) or (self.stage == 0 and height * width == grid * grid):
             return table
         table = table.reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
+        return (
+            F.interpolate(table, size=(height, width), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+        )
+
+    def _traced_position_embedding(self, height, width) -> torch.Tensor:
+        """`position_embedding` for symbolic sizes (torch.export): always resized, which is exact for (grid, grid)
+        (a bilinear resize to the same size copies). Stage 1's other reuse of the table (same token count, another
+        aspect ratio) would need the graph to compare sizes, so the exported model resizes there too: it differs
+        from the eager one only for maps of exactly grid**2 tokens that are not square (e.g. 112x448 pixels for
+        56x56 grids), which the test pipeline's 2048x512 resize does not produce."""
+        table = self.pos_embed.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
         return (
             F.interpolate(table, size=(height, width), mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
         )

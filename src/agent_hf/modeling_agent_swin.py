@@ -17,6 +17,7 @@ from .agent_attention_fast import fast_agent_attention  # noqa: F401
 from .agent_attention_kernels import fused_agent_attention  # noqa: F401
 from .configuration_agent_common import PreTrainedConfig  # noqa: F401
 from .configuration_agent_swin import AgentSwinConfig
+from .export_ops import ceil_to, is_exporting
 from .heads import AgentFCNHead, AgentUperNetHead
 from .layers import (
     AgentBlock,
@@ -56,8 +57,9 @@ class AgentSwinPatchEmbed(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         height, width = pixel_values.shape[-2:]
-        pad_w, pad_h = -width % self.patch_size, -height % self.patch_size
-        if pad_w or pad_h:
+        # Pads written as whole patches minus size (equal to -size % patch): simpler symbolic sizes for torch.export.
+        pad_w, pad_h = ceil_to(width, self.patch_size) - width, ceil_to(height, self.patch_size) - height
+        if is_exporting() or pad_w or pad_h:  # exporting: pad by a symbolic amount (maybe 0)
             pixel_values = F.pad(pixel_values, (0, pad_w, 0, pad_h))
         # A channels-last input makes the convolution write channels-last, i.e. tokens (B, N, C) in place.
         x = self.proj(pixel_values.contiguous(memory_format=torch.channels_last))
@@ -122,7 +124,8 @@ class AgentSwinWindowAttention(nn.Module):
         bias = bias.to(query.dtype)
         dropout = self.attn_drop if self.training else 0.0
         weights = None
-        if self.config._attn_implementation == "eager" or output_attentions:
+        # Exporting: written out too, as the ONNX exporter's SDPA takes 4-D inputs only (these are 5-D).
+        if self.config._attn_implementation == "eager" or output_attentions or is_exporting():
             weights = torch.softmax((query * self.scale) @ key.transpose(-2, -1) + bias, dim=-1)
             output = F.dropout(weights, dropout, self.training) @ value
         else:
@@ -188,8 +191,8 @@ class AgentSwinBlock(AgentBlock):
         batch, _, channels = x.shape
         window, shift = self.window_size, self.shift_size
         x = x.view(batch, height, width, channels)
-        pad_b, pad_r = -height % window, -width % window
-        if pad_b or pad_r:
+        pad_b, pad_r = ceil_to(height, window) - height, ceil_to(width, window) - width
+        if is_exporting() or pad_b or pad_r:
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         padded_h, padded_w = height + pad_b, width + pad_r
         mask = None
@@ -246,8 +249,8 @@ class AgentSwinPatchMerging(nn.Module):
     def forward(self, x: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, tuple[int, int]]:
         batch, _, channels = x.shape
         x = x.view(batch, height, width, channels)
-        if height % 2 or width % 2:
-            x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
+        if is_exporting() or height % 2 or width % 2:
+            x = F.pad(x, (0, 0, 0, ceil_to(width, 2) - width, 0, ceil_to(height, 2) - height))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)
         size = (x.shape[1], x.shape[2])
         return self.reduction(self.norm(x.view(batch, -1, 4 * channels))), size
