@@ -192,11 +192,10 @@ def test_written_folders_serve_slide_and_tta_where_agent_hf_is_not_installed(run
     for name in ("config.json", "model.safetensors"):
         (upgraded / name).write_bytes((root / "train_eval" / name).read_bytes())
     # An earlier version's folder: the model code only, no processor or pipeline; the upgrade adds them.
-    for path in (root / "train_eval").glob("*agent*.py"):
-        if path.name.startswith(("modeling", "configuration", "agent_attention")):
+    serving_code = {"image_processing_agent.py", "image_ops.py", "segmentation_inference.py", "pipeline_agent.py"}
+    for path in (root / "train_eval").glob("*.py"):
+        if path.name not in serving_code | {"handler.py"}:
             (upgraded / path.name).write_bytes(path.read_bytes())
-    for name in ("heads.py", "layers.py"):
-        (upgraded / name).write_bytes((root / "train_eval" / name).read_bytes())
     config = read_json(upgraded / "config.json")
     config.pop("custom_pipelines")
     config["auto_map"].pop("AutoImageProcessor")
