@@ -424,6 +424,49 @@ def test_console_commands_run_the_scripts():
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
 
 
+def test_console_commands_work_from_a_wheel_without_the_checkout(tmp_path):
+    """The commands ran only the checkout's scripts/: a wheel ships them (agent_hf/scripts/), its entry points name
+    every command, and a command run from the unpacked wheel (no checkout beside it) runs its script."""
+    import shutil
+    import zipfile
+
+    from agent_hf.commands import COMMANDS
+
+    source = tmp_path / "checkout"  # a copy: a stale build/ of the checkout would hide what the build misses
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for folder in ("src", "scripts"):
+        shutil.copytree(REPO_ROOT / folder, source / folder, ignore=skip)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", ".", "-w", tmp_path],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("agent_hf-*.whl")
+    unpacked = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+        entry_points = next(name for name in archive.namelist() if name.endswith(".dist-info/entry_points.txt"))
+        commands = dict(re.findall(r"^([\w-]+) = ([\w.:]+)$", archive.read(entry_points).decode(), re.M))
+    assert set(commands) == set(COMMANDS)
+    for script in set(COMMANDS.values()):
+        assert (unpacked / "agent_hf" / "scripts" / f"{script}.py").is_file(), script
+    assert (unpacked / "agent_hf" / "scripts" / "run_semantic_segmentation_help.txt").is_file()
+
+    run = (
+        "import sys, agent_hf.commands as c; sys.argv = ['agent-hf-upgrade', 'no-such-folder']; "
+        "print(c.script_path('agent-hf-upgrade'), flush=True); c.upgrade()"
+    )
+    env = {**script_env(), "PYTHONPATH": str(unpacked)}  # before the editable install of this checkout
+    result = subprocess.run([sys.executable, "-c", run], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.stdout.strip() == str(unpacked / "agent_hf" / "scripts" / "upgrade_model_folder.py"), result
+    assert result.returncode == 1 and result.stderr.startswith("error: no-such-folder"), result.stderr
+
+
 def test_an_official_checkpoint_load_says_in_one_line_what_it_kept_and_dropped(caplog):
     """Issue point 10: --backbone_checkpoint (load_official_checkpoint) said nothing about what it loaded."""
     import logging
