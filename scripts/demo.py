@@ -28,6 +28,24 @@ import sys
 import time
 from pathlib import Path
 
+from agent_hf.cli import ArgumentChecks, ArgumentParser, check_arguments_early, folder_error, run_script
+
+# What the demo writes into its output folder; a folder holding only these (with the marker) is its own output.
+OUTPUT_ENTRIES = frozenset({"model", "prediction.png", "eval_per_class.json", "demo_run.json"})
+MARKER = "demo_run.json"
+
+
+def is_demo_output(folder: Path) -> bool:
+    """Whether ``folder`` was written by this script (and holds nothing else), so it may be replaced."""
+    names = {entry.name for entry in folder.iterdir()}
+    return MARKER in names and names <= OUTPUT_ENTRIES
+
+
+if __name__ == "__main__":  # answered before torch is imported
+    check_arguments_early(
+        ArgumentChecks(output_dir="--output_dir", default_output_dir="outputs/demo", is_own_output=is_demo_output)
+    )
+
 import numpy as np
 import torch
 from PIL import Image
@@ -35,7 +53,6 @@ from transformers import AutoModelForSemanticSegmentation, TrainingArguments
 from transformers.utils import logging
 
 import agent_hf
-from agent_hf.cli import ArgumentParser, folder_error, run_script
 from agent_hf.data import (
     ADE20K_PALETTE,
     TrainTransform,
@@ -60,17 +77,6 @@ MODEL = dict(
     auxiliary_channels=32,
     drop_path_rate=0.1,
 )
-
-
-# What the demo writes into its output folder; a folder holding only these (with the marker) is its own output.
-OUTPUT_ENTRIES = frozenset({"model", "prediction.png", "eval_per_class.json", "demo_run.json"})
-MARKER = "demo_run.json"
-
-
-def is_demo_output(folder: Path) -> bool:
-    """Whether ``folder`` was written by this script (and holds nothing else), so it may be replaced."""
-    names = {entry.name for entry in folder.iterdir()}
-    return MARKER in names and names <= OUTPUT_ENTRIES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -22,7 +22,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 from PIL import Image
-from script_helpers import COMMON, TINY_MODEL, load_script, read_json, run_in_process, script_env
+from script_helpers import COMMON, SCRIPTS, TINY_MODEL, load_script, read_json, run_in_process, script_env
 from test_serving import real_photos, run_without_agent_hf
 
 # This file's own datasets cache (never the user's): set before `datasets` is imported by the scripts' runs, and
@@ -424,6 +424,51 @@ def test_console_commands_run_the_scripts():
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
 
 
+def test_argument_errors_are_answered_before_torch_is_imported(tmp_path):
+    """Issue point 9: output-folder errors came after 5-8 s of imports. Each script (and a console command) answers a
+    bad output folder, a mistyped preset or a missing input in one line without importing torch or transformers
+    (``python -X importtime`` lists every module imported)."""
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("keep me")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "eval_results.json").write_text("{}")
+    preset = ["--model_name_or_path", "agent-swin-t-upernet-ade20k"]
+    checkpoint = ["--checkpoint", taken / "notes.txt"]
+    out = ["--output_dir", tmp_path / "o"]
+    cases = {
+        "run_semantic_segmentation": [
+            ([*preset, "--do_train", "--output_dir", taken], f"output folder {taken} is not empty"),
+            ([*preset, "--do_eval", "--output_dir", tmp_path / "results"], "already holds evaluation results"),
+            ([*preset, "--do_train", "--train_dir", tmp_path / "no-data", *out], "--train_dir: no folder"),
+            (["--model_name_or_path", "agent-swin-t-upernet", "--do_eval", *out], "did you mean"),
+        ],
+        "convert_official_checkpoint": [
+            (["--checkpoint", tmp_path / "x.pth", "--preset", "agent-pvt-t-fpn-ade20k", *out], "no checkpoint file"),
+            ([*checkpoint, "--preset", "agent-pvt-t-fpn", *out], "did you mean"),
+            ([*checkpoint, "--preset", "agent-pvt-t-fpn-ade20k", "--output_dir", taken, "--overwrite"], "holds this"),
+        ],
+        "prepare_ade20k": [(["--ade_dir", tmp_path / "no-ade", *out], "--ade_dir: no folder")],
+        "demo": [(["--output_dir", taken], f"output folder {taken} is not empty")],
+        "benchmark": [(["--agreement_model", tmp_path / "no-model"], "--agreement_model: no folder")],
+    }  # fmt: skip
+    commands = [[sys.executable, "-X", "importtime", SCRIPTS / f"{name}.py"] for name in cases]
+    console = [sys.executable, "-X", "importtime", Path(sys.executable).parent / "agent-hf-train"]
+    for command, (argv, expected) in [
+        *((command, case) for command, name in zip(commands, cases) for case in cases[name]),
+        (console, cases["run_semantic_segmentation"][0]),
+    ]:
+        result = subprocess.run(
+            [str(part) for part in (*command, *argv)], env=script_env(), capture_output=True, text=True, timeout=120
+        )
+        imported = [line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line]
+        said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+        assert result.returncode == 1 and len(said) == 1 and said[0].startswith("error: "), (command, said)
+        assert expected in said[0], (expected, said)
+        assert not {"torch", "transformers", "datasets"} & set(imported), (command, argv)
+    assert (taken / "notes.txt").read_text() == "keep me" and not (tmp_path / "o").exists()
+
+
 def test_console_commands_work_from_a_wheel_without_the_checkout(tmp_path):
     """The commands ran only the checkout's scripts/: a wheel ships them (agent_hf/scripts/), its entry points name
     every command, and a command run from the unpacked wheel (no checkout beside it) runs its script."""
@@ -544,6 +589,9 @@ def test_train_eval_push_and_serve_by_repo_id_where_agent_hf_is_not_installed(ru
         code = BLOCK_AGENT_HF + f"sys.argv[1:] = [{arguments!r}]\n" + LOAD_BY_REPO_ID
         result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
+    # transformers warned once per module file (11 times); the configuration's two files are fetched before any of
+    # this model's code runs, the rest is not repeated.
+    assert result.stderr.count("A new version of the following files was downloaded") <= 2, result.stderr
     served = dict(np.load(tmp_path / "served.npz"))
     expected = evaluation_path(folder, Image.open(tmp_path / "chelsea.png"))
     for kind in ("whole", "slide", "tta"):

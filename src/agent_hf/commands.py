@@ -12,7 +12,7 @@ import runpy
 import sys
 from pathlib import Path
 
-__all__ = ["COMMANDS", "script_path"]
+__all__ = ["COMMANDS", "is_script_run", "script_path"]
 
 #: Command name -> script in ``scripts/`` (``agent-hf-evaluate`` is the training script with ``--do_eval``).
 COMMANDS: dict[str, str] = {
@@ -39,6 +39,14 @@ def script_path(command: str) -> Path:
         f"error: {command} runs {name}, which this installation of agent-hf does not have: reinstall it "
         "(`pip install agent-hf` from its wheel, or `pip install -e .` in a checkout)"
     )
+
+
+def is_script_run(program: str) -> bool:
+    """Whether ``program`` (``sys.argv[0]``) is one of these commands or the script it runs."""
+    path = Path(program)
+    if path.name.startswith("agent-hf-"):
+        return True
+    return path.stem in COMMANDS.values() and path.suffix == ".py" and path.resolve().parent in _SCRIPTS_DIRS
 
 
 def _run(command: str, argv: list[str] | None = None) -> None:
