@@ -481,7 +481,7 @@ def check_run_arguments(training_args: TrainingArguments, data_args: DataTrainin
 
 def setup_logging(training_args: TrainingArguments, verbose: bool = False) -> None:
     """This script and agent_hf say one line per phase (info) on the main process; transformers and datasets only
-    warn, unless ``--verbose`` (their configs, the Trainer's settings) or ``--log_level``."""
+    warn, unless ``--verbose`` (their configs, the Trainer's settings, datasets' progress bars) or ``--log_level``."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
@@ -494,6 +494,8 @@ def setup_logging(training_args: TrainingArguments, verbose: bool = False) -> No
     logger.setLevel(own_level)
     logging.getLogger("agent_hf").setLevel(own_level)
     datasets.utils.logging.set_verbosity(log_level)
+    # datasets' bars ("Generating train split", on every process) say what the "Data: ..." line says once.
+    datasets.enable_progress_bars() if verbose else datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()

@@ -369,6 +369,28 @@ def test_an_evaluation_says_one_line_per_phase_and_configs_only_with_verbose(run
     assert '"model_type": "agent_swin"' in verbose.stdout + verbose.stderr  # the config, at transformers' info level
 
 
+def test_an_evaluation_on_a_prepared_folder_says_nothing_of_datasets_by_default(tmp_path):
+    """Issue point 10: datasets' own messages ("Generating train split" bars, for every split) came on top of the
+    script's "Data: ..." line; they are left to --verbose."""
+    from script_helpers import run_train_script
+
+    scenes = make_synthetic_scene_parsing(4, 3, num_classes=5, min_size=48, max_size=64, seed=1)
+    ade = save_as_image_folders(scenes, tmp_path / "ADE")
+    assert run_in_process(load_script("prepare_ade20k"), ["--ade_dir", ade, "--output_dir", tmp_path / "pq"])[0] == 0
+    evaluate = [*TINY_MODEL, *COMMON, "--dataset_name", tmp_path / "pq", "--do_eval", "--output_dir", tmp_path / "o"]
+    quiet = run_train_script(evaluate, env={"HF_DATASETS_CACHE": str(tmp_path / "cache")})
+    lines = [line for line in (quiet.stdout + quiet.stderr).splitlines() if line.strip()]
+    assert not any("split" in line and "examples" in line for line in lines), "\n".join(lines)
+    assert (
+        sum(
+            line.endswith(f"Data: {tmp_path / 'pq'}, splits ['train', 'validation'], reduce_labels=True")
+            for line in lines
+        )
+        == 1
+    ), lines
+    assert sum("Evaluated 3 images" in line for line in lines) == 1 and len(lines) <= 6, "\n".join(lines)
+
+
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_every_parameter_reaches_the_loss_with_the_weights_strides(family):
     """DDP runs without find_unused_parameters, and gets no "grad strides do not match bucket view strides" warning:
