@@ -473,6 +473,7 @@ def test_argument_errors_are_answered_before_torch_is_imported(tmp_path):
         "prepare_ade20k": [(["--ade_dir", tmp_path / "no-ade", *out], "--ade_dir: no folder")],
         "demo": [(["--output_dir", taken], f"output folder {taken} is not empty")],
         "benchmark": [(["--agreement_model", tmp_path / "no-model"], "--agreement_model: no folder")],
+        "push_to_hub": [(["--model_dir", taken, "--repo_id", "a/b", "--preset", "agent-pvt-t"], "did you mean")],
     }  # fmt: skip
     commands = [[sys.executable, "-X", "importtime", SCRIPTS / f"{name}.py"] for name in cases]
     console = [sys.executable, "-X", "importtime", Path(sys.executable).parent / "agent-hf-train"]
