@@ -39,15 +39,18 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 try:
     import agent_hf
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT / "src"))
     import agent_hf
+from agent_hf.cli import ArgumentChecks, check_arguments_early  # noqa: E402
 
+if __name__ == "__main__":  # answered before torch is imported
+    check_arguments_early(ArgumentChecks(folders=("--agreement_model",)))
+
+import torch  # noqa: E402
 from transformers import SwinBackbone, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation  # noqa: E402
 
 from agent_hf.agent_attention import AgentAttention  # noqa: E402

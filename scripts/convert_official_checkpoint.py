@@ -27,8 +27,19 @@ import argparse
 import json
 import sys
 
+from agent_hf.cli import ArgumentChecks, ArgumentParser, ScriptError, check_arguments_early, folder_error, run_script
+
+if __name__ == "__main__":  # answered before torch is imported
+    check_arguments_early(
+        ArgumentChecks(
+            files=("--checkpoint", "--official_config", "--official-config"),
+            presets=("--preset",),
+            output_dir="--output_dir",
+            inputs=("--checkpoint", "--official_config", "--official-config"),
+        )
+    )
+
 import agent_hf
-from agent_hf.cli import ArgumentParser, ScriptError, folder_error, run_script
 from agent_hf.folders import OutputFolderError, check_output_folder, write_folder
 from agent_hf.image_processing_agent_classification import AgentClassificationImageProcessor
 from agent_hf.official import load_official_classifier, official_classification_config

@@ -28,39 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-from transformers import AutoModelForSemanticSegmentation, TrainingArguments
-from transformers.utils import logging
-
-import agent_hf
-from agent_hf.cli import ArgumentParser, folder_error, run_script
-from agent_hf.data import (
-    ADE20K_PALETTE,
-    TrainTransform,
-    make_synthetic_scene_parsing,
-    reduce_zero_label,
-    synthetic_id2label,
-    to_label_array,
-)
-from agent_hf.folders import OutputFolderError, check_output_folder, write_folder
-from agent_hf.inference import multiscale_inputs, segment
-from agent_hf.processing import make_image_processor, save_model_folder
-from agent_hf.training import EvalDataset, EvalSettings, SegmentationTrainer, TrainDataset, pad_collate, recipe_for
-
-NUM_CLASSES = 8
-CROP = (128, 128)
-SCALE = (512, 128)  # train and test resize bound (long, short): ADE20K's (2048, 512) divided by 4
-MODEL = dict(
-    embed_dim=32,
-    depths=[2, 2, 2, 2],
-    num_heads=[1, 2, 4, 8],
-    decoder_hidden_size=64,
-    auxiliary_channels=32,
-    drop_path_rate=0.1,
-)
-
+from agent_hf.cli import ArgumentChecks, ArgumentParser, check_arguments_early, folder_error, run_script
 
 # What the demo writes into its output folder; a folder holding only these (with the marker) is its own output.
 OUTPUT_ENTRIES = frozenset({"model", "prediction.png", "eval_per_class.json", "demo_run.json"})
@@ -95,6 +63,44 @@ def is_demo_output(folder: Path) -> bool:
     if manifest is not None:
         return found == manifest
     return all("/" not in name and any(Path(name).match(p) for p in MODEL_FILE_PATTERNS) for name in found)
+
+
+if __name__ == "__main__":  # answered before torch is imported
+    check_arguments_early(
+        ArgumentChecks(output_dir="--output_dir", default_output_dir="outputs/demo", is_own_output=is_demo_output)
+    )
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoModelForSemanticSegmentation, TrainingArguments
+from transformers.utils import logging
+
+import agent_hf
+from agent_hf.data import (
+    ADE20K_PALETTE,
+    TrainTransform,
+    make_synthetic_scene_parsing,
+    reduce_zero_label,
+    synthetic_id2label,
+    to_label_array,
+)
+from agent_hf.folders import OutputFolderError, check_output_folder, write_folder
+from agent_hf.inference import multiscale_inputs, segment
+from agent_hf.processing import make_image_processor, save_model_folder
+from agent_hf.training import EvalDataset, EvalSettings, SegmentationTrainer, TrainDataset, pad_collate, recipe_for
+
+NUM_CLASSES = 8
+CROP = (128, 128)
+SCALE = (512, 128)  # train and test resize bound (long, short): ADE20K's (2048, 512) divided by 4
+MODEL = dict(
+    embed_dim=32,
+    depths=[2, 2, 2, 2],
+    num_heads=[1, 2, 4, 8],
+    decoder_hidden_size=64,
+    auxiliary_channels=32,
+    drop_path_rate=0.1,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -30,9 +30,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from agent_hf.cli import ArgumentChecks, ArgumentParser, ScriptError, check_arguments_early, folder_error, run_script
+
+if __name__ == "__main__":  # answered before torch is imported
+    check_arguments_early(ArgumentChecks(folders=("--ade_dir",), output_dir="--output_dir", inputs=("--ade_dir",)))
+
 from tqdm.auto import tqdm
 
-from agent_hf.cli import ArgumentParser, ScriptError, folder_error, run_script
 from agent_hf.data.ade20k import ADE_SPLIT_FOLDERS, IMAGE_SUFFIXES, ade20k_id2label, find_split_folders
 from agent_hf.folders import OutputFolderError, check_output_folder, write_folder
 

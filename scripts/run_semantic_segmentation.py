@@ -66,6 +66,20 @@ if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]) and HELP_FILE
     print(HELP_FILE.read_text(), end="")
     sys.exit(0)
 
+from agent_hf.cli import ArgumentChecks, check_arguments_early
+
+if __name__ == "__main__":  # what needs no model or data is answered before torch is imported
+    check_arguments_early(
+        ArgumentChecks(
+            files=("--backbone_checkpoint",),
+            folders=("--train_dir", "--validation_dir"),
+            models=("--model_name_or_path",),
+            output_dir="--output_dir",
+            overwrite=("--overwrite_output_dir",),
+            training_output=True,
+        )
+    )
+
 import dataclasses
 import json
 import logging
@@ -91,7 +105,7 @@ from transformers import (
 )
 
 import agent_hf
-from agent_hf.cli import ScriptError, folder_error, run_script
+from agent_hf.cli import ScriptError, check_eval_results, folder_error, run_script
 from agent_hf.data import make_synthetic_scene_parsing, synthetic_id2label
 from agent_hf.data.ade20k import (
     ADE_SPLIT_FOLDERS,
@@ -137,9 +151,6 @@ logger = logging.getLogger(__name__)
 SCENE_PARSE_150 = "scene_parse_150"
 SCENE_PARSE_150_REPO = "zhoubolei/scene_parse_150"  # the Hub's home of the former canonical `scene_parse_150`
 ADE_DOWNLOAD = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
-# What an evaluation-only run writes into its output folder that a training run does not (all_results.json, which
-# both write, is merged).
-EVAL_RESULT_FILES = ("eval_per_class.json", "eval_results.json")
 
 
 @dataclass
@@ -474,7 +485,7 @@ def check_run_arguments(training_args: TrainingArguments, data_args: DataTrainin
 
 def setup_logging(training_args: TrainingArguments, verbose: bool = False) -> None:
     """This script and agent_hf say one line per phase (info) on the main process; transformers and datasets only
-    warn, unless ``--verbose`` (their configs, the Trainer's settings) or ``--log_level``."""
+    warn, unless ``--verbose`` (their configs, the Trainer's settings, datasets' progress bars) or ``--log_level``."""
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%m/%d/%Y %H:%M:%S",
@@ -487,6 +498,8 @@ def setup_logging(training_args: TrainingArguments, verbose: bool = False) -> No
     logger.setLevel(own_level)
     logging.getLogger("agent_hf").setLevel(own_level)
     datasets.utils.logging.set_verbosity(log_level)
+    # datasets' bars ("Generating train split", on every process) say what the "Data: ..." line says once.
+    datasets.enable_progress_bars() if verbose else datasets.disable_progress_bars()
     transformers.utils.logging.set_verbosity(log_level)
     transformers.utils.logging.enable_default_handler()
     transformers.utils.logging.enable_explicit_format()
@@ -599,12 +612,7 @@ def plan_output(
     resume_arg = training_args.resume_from_checkpoint
     inputs = run_inputs(model_args, data_args, None if _wants_last_checkpoint(resume_arg) else resume_arg)
     if not training_args.do_train:  # evaluation only: adds its result files next to whatever is there
-        existing = [name for name in EVAL_RESULT_FILES if (output_dir / name).exists()]
-        if existing and not overwrite:
-            raise ScriptError(
-                f"{output_dir} already holds evaluation results ({', '.join(existing)}): choose another "
-                "--output_dir or pass --overwrite_output_dir to replace them"
-            )
+        check_eval_results(output_dir, overwrite)
         return OutputPlan(output_dir, output_dir, None, inputs)
     try:
         # Not a file, not the current directory, not holding or inside the data or the model.

@@ -22,7 +22,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 from PIL import Image
-from script_helpers import COMMON, TINY_MODEL, load_script, read_json, run_in_process, script_env
+from script_helpers import COMMON, SCRIPTS, TINY_MODEL, load_script, read_json, run_in_process, script_env
 from test_serving import real_photos, run_without_agent_hf
 
 # This file's own datasets cache, inside the session's temporary caches (conftest), never the user's: set before
@@ -369,6 +369,28 @@ def test_an_evaluation_says_one_line_per_phase_and_configs_only_with_verbose(run
     assert '"model_type": "agent_swin"' in verbose.stdout + verbose.stderr  # the config, at transformers' info level
 
 
+def test_an_evaluation_on_a_prepared_folder_says_nothing_of_datasets_by_default(tmp_path):
+    """Issue point 10: datasets' own messages ("Generating train split" bars, for every split) came on top of the
+    script's "Data: ..." line; they are left to --verbose."""
+    from script_helpers import run_train_script
+
+    scenes = make_synthetic_scene_parsing(4, 3, num_classes=5, min_size=48, max_size=64, seed=1)
+    ade = save_as_image_folders(scenes, tmp_path / "ADE")
+    assert run_in_process(load_script("prepare_ade20k"), ["--ade_dir", ade, "--output_dir", tmp_path / "pq"])[0] == 0
+    evaluate = [*TINY_MODEL, *COMMON, "--dataset_name", tmp_path / "pq", "--do_eval", "--output_dir", tmp_path / "o"]
+    quiet = run_train_script(evaluate, env={"HF_DATASETS_CACHE": str(tmp_path / "cache")})
+    lines = [line for line in (quiet.stdout + quiet.stderr).splitlines() if line.strip()]
+    assert not any("split" in line and "examples" in line for line in lines), "\n".join(lines)
+    assert (
+        sum(
+            line.endswith(f"Data: {tmp_path / 'pq'}, splits ['train', 'validation'], reduce_labels=True")
+            for line in lines
+        )
+        == 1
+    ), lines
+    assert sum("Evaluated 3 images" in line for line in lines) == 1 and len(lines) <= 6, "\n".join(lines)
+
+
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_every_parameter_reaches_the_loss_with_the_weights_strides(family):
     """DDP runs without find_unused_parameters, and gets no "grad strides do not match bucket view strides" warning:
@@ -422,6 +444,95 @@ def test_console_commands_run_the_scripts():
     assert plain.returncode == 1 and plain.stderr.startswith("error: no-such-folder"), plain.stderr
     debug = subprocess.run([*upgrade, "--debug"], env=script_env(), capture_output=True, text=True, timeout=120)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr
+
+
+def test_argument_errors_are_answered_before_torch_is_imported(tmp_path):
+    """Issue point 9: output-folder errors came after 5-8 s of imports. Each script (and a console command) answers a
+    bad output folder, a mistyped preset or a missing input in one line without importing torch or transformers
+    (``python -X importtime`` lists every module imported)."""
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("keep me")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "eval_results.json").write_text("{}")
+    preset = ["--model_name_or_path", "agent-swin-t-upernet-ade20k"]
+    checkpoint = ["--checkpoint", taken / "notes.txt"]
+    out = ["--output_dir", tmp_path / "o"]
+    cases = {
+        "run_semantic_segmentation": [
+            ([*preset, "--do_train", "--output_dir", taken], f"output folder {taken} is not empty"),
+            ([*preset, "--do_eval", "--output_dir", tmp_path / "results"], "already holds evaluation results"),
+            ([*preset, "--do_train", "--train_dir", tmp_path / "no-data", *out], "--train_dir: no folder"),
+            (["--model_name_or_path", "agent-swin-t-upernet", "--do_eval", *out], "did you mean"),
+        ],
+        "convert_official_checkpoint": [
+            (["--checkpoint", tmp_path / "x.pth", "--preset", "agent-pvt-t-fpn-ade20k", *out], "no checkpoint file"),
+            ([*checkpoint, "--preset", "agent-pvt-t-fpn", *out], "did you mean"),
+            ([*checkpoint, "--preset", "agent-pvt-t-fpn-ade20k", "--output_dir", taken, "--overwrite"], "holds this"),
+        ],
+        "prepare_ade20k": [(["--ade_dir", tmp_path / "no-ade", *out], "--ade_dir: no folder")],
+        "demo": [(["--output_dir", taken], f"output folder {taken} is not empty")],
+        "benchmark": [(["--agreement_model", tmp_path / "no-model"], "--agreement_model: no folder")],
+        "push_to_hub": [(["--model_dir", taken, "--repo_id", "a/b", "--preset", "agent-pvt-t"], "did you mean")],
+    }  # fmt: skip
+    commands = [[sys.executable, "-X", "importtime", SCRIPTS / f"{name}.py"] for name in cases]
+    console = [sys.executable, "-X", "importtime", Path(sys.executable).parent / "agent-hf-train"]
+    for command, (argv, expected) in [
+        *((command, case) for command, name in zip(commands, cases) for case in cases[name]),
+        (console, cases["run_semantic_segmentation"][0]),
+    ]:
+        result = subprocess.run(
+            [str(part) for part in (*command, *argv)], env=script_env(), capture_output=True, text=True, timeout=120
+        )
+        imported = [line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line]
+        said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+        assert result.returncode == 1 and len(said) == 1 and said[0].startswith("error: "), (command, said)
+        assert expected in said[0], (expected, said)
+        assert not {"torch", "transformers", "datasets"} & set(imported), (command, argv)
+    assert (taken / "notes.txt").read_text() == "keep me" and not (tmp_path / "o").exists()
+
+
+def test_console_commands_work_from_a_wheel_without_the_checkout(tmp_path):
+    """The commands ran only the checkout's scripts/: a wheel ships them (agent_hf/scripts/), its entry points name
+    every command, and a command run from the unpacked wheel (no checkout beside it) runs its script."""
+    import shutil
+    import zipfile
+
+    from agent_hf.commands import COMMANDS
+
+    source = tmp_path / "checkout"  # a copy: a stale build/ of the checkout would hide what the build misses
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for folder in ("src", "scripts"):
+        shutil.copytree(REPO_ROOT / folder, source / folder, ignore=skip)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", ".", "-w", tmp_path],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("agent_hf-*.whl")
+    unpacked = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+        entry_points = next(name for name in archive.namelist() if name.endswith(".dist-info/entry_points.txt"))
+        commands = dict(re.findall(r"^([\w-]+) = ([\w.:]+)$", archive.read(entry_points).decode(), re.M))
+    assert set(commands) == set(COMMANDS)
+    for script in set(COMMANDS.values()):
+        assert (unpacked / "agent_hf" / "scripts" / f"{script}.py").is_file(), script
+    assert (unpacked / "agent_hf" / "scripts" / "run_semantic_segmentation_help.txt").is_file()
+
+    run = (
+        "import sys, agent_hf.commands as c; sys.argv = ['agent-hf-upgrade', 'no-such-folder']; "
+        "print(c.script_path('agent-hf-upgrade'), flush=True); c.upgrade()"
+    )
+    env = {**script_env(), "PYTHONPATH": str(unpacked)}  # before the editable install of this checkout
+    result = subprocess.run([sys.executable, "-c", run], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.stdout.strip() == str(unpacked / "agent_hf" / "scripts" / "upgrade_model_folder.py"), result
+    assert result.returncode == 1 and result.stderr.startswith("error: no-such-folder"), result.stderr
 
 
 def test_an_official_checkpoint_load_says_in_one_line_what_it_kept_and_dropped(caplog):
@@ -501,6 +612,9 @@ def test_train_eval_push_and_serve_by_repo_id_where_agent_hf_is_not_installed(ru
         code = BLOCK_AGENT_HF + f"sys.argv[1:] = [{arguments!r}]\n" + LOAD_BY_REPO_ID
         result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
+    # transformers warned once per module file (11 times); the configuration's two files are fetched before any of
+    # this model's code runs, the rest is not repeated.
+    assert result.stderr.count("A new version of the following files was downloaded") <= 2, result.stderr
     served = dict(np.load(tmp_path / "served.npz"))
     expected = evaluation_path(folder, Image.open(tmp_path / "chelsea.png"))
     for kind in ("whole", "slide", "tta"):

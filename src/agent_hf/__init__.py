@@ -119,10 +119,11 @@ def register_auto_classes() -> None:
 # importing torch; they get the registration on first use of a package name instead.
 LAZY_IMPORT_ENV = "AGENT_HF_LAZY_IMPORT"
 
-# The console commands (agent_hf.commands: `agent-hf-train`, ...) start the same way, so that `--help` answers at once;
-# their scripts register through the package names they use.
-_CONSOLE_COMMAND = bool(sys.argv) and os.path.basename(sys.argv[0]).startswith("agent-hf-")
-if os.environ.get(LAZY_IMPORT_ENV, "").strip().lower() not in ("1", "true", "yes") and not _CONSOLE_COMMAND:
+# The scripts (run as `python scripts/NAME.py` or as the console commands of agent_hf.commands: `agent-hf-train`, ...)
+# start the same way, so that `--help` and argument errors answer at once; each registers once its arguments are
+# checked (agent_hf.cli.check_arguments_early).
+_SCRIPT_RUN = bool(sys.argv) and importlib.import_module(f"{__name__}.commands").is_script_run(sys.argv[0])
+if os.environ.get(LAZY_IMPORT_ENV, "").strip().lower() not in ("1", "true", "yes") and not _SCRIPT_RUN:
     register_auto_classes()
 
 

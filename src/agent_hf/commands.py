@@ -1,8 +1,9 @@
 """The console commands (``[project.scripts]`` in ``pyproject.toml``): ``agent-hf-train``, ``agent-hf-evaluate``,
-``agent-hf-convert``, ... run the checkout's ``scripts/*.py`` exactly as ``python scripts/NAME.py`` does.
+``agent-hf-convert``, ... run ``scripts/*.py`` exactly as ``python scripts/NAME.py`` does.
 
-The scripts stay where the README shows them (``scripts/``); an editable install (``pip install -e .``) puts these
-commands on the ``PATH`` of its environment. Imports nothing but the standard library until a command runs.
+The scripts stay where the README shows them (``scripts/``); a wheel ships them as ``agent_hf/scripts/`` (see
+``setup.py``), an editable install (``pip install -e .``) runs the checkout's. Imports nothing but the standard library
+until a command runs.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import runpy
 import sys
 from pathlib import Path
 
-__all__ = ["COMMANDS", "script_path"]
+__all__ = ["COMMANDS", "is_script_run", "script_path"]
 
 #: Command name -> script in ``scripts/`` (``agent-hf-evaluate`` is the training script with ``--do_eval``).
 COMMANDS: dict[str, str] = {
@@ -24,18 +25,28 @@ COMMANDS: dict[str, str] = {
     "agent-hf-demo": "demo",
     "agent-hf-benchmark": "benchmark",
 }
-_SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "scripts"
+# A checkout's scripts/ (editable install), else the copy a wheel installs next to this module.
+_SCRIPTS_DIRS = (Path(__file__).resolve().parents[2] / "scripts", Path(__file__).resolve().parent / "scripts")
 
 
 def script_path(command: str) -> Path:
-    """The script that ``command`` runs; :class:`SystemExit` with one line if this is not a checkout's install."""
-    path = _SCRIPTS_DIR / f"{COMMANDS[command]}.py"
-    if not path.is_file():
-        raise SystemExit(
-            f"error: {command} runs {path.name} of the agent-hf repository, which this installation does not "
-            "have: install from a checkout with `pip install -e .`"
-        )
-    return path
+    """The script that ``command`` runs; :class:`SystemExit` with one line if this installation lacks it."""
+    name = f"{COMMANDS[command]}.py"
+    for folder in _SCRIPTS_DIRS:
+        if (folder / name).is_file():
+            return folder / name
+    raise SystemExit(
+        f"error: {command} runs {name}, which this installation of agent-hf does not have: reinstall it "
+        "(`pip install agent-hf` from its wheel, or `pip install -e .` in a checkout)"
+    )
+
+
+def is_script_run(program: str) -> bool:
+    """Whether ``program`` (``sys.argv[0]``) is one of these commands or the script it runs."""
+    path = Path(program)
+    if path.name.startswith("agent-hf-"):
+        return True
+    return path.stem in COMMANDS.values() and path.suffix == ".py" and path.resolve().parent in _SCRIPTS_DIRS
 
 
 def _run(command: str, argv: list[str] | None = None) -> None:

@@ -16,6 +16,33 @@ if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < (4, 57
         "pip install -U transformers"
     )
 
+import logging
+import os
+
+# Fetching this model's code by repo id, transformers warns "A new version of the following files was downloaded"
+# once per module file (about 11 for one repo). This module runs right after the configuration's files were fetched,
+# so that warning (and its reminder to check the code) has been shown: the later ones, for files copied next to this
+# module (the same repo and revision), are dropped. Other code's warnings are kept. One filter per folder of code.
+NEW_CODE_WARNING = "A new version of the following files was downloaded from "
+
+
+class SameCodeDownloadFilter(logging.Filter):
+    """Drops transformers' "new version of the following files" warnings for files that sit next to this module."""
+
+    folder = os.path.dirname(os.path.abspath(__file__))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if not message.startswith(NEW_CODE_WARNING):
+            return True
+        files = [line[2:].strip() for line in message.splitlines() if line.startswith("- ")]
+        return not files or not all(os.path.isfile(os.path.join(self.folder, name)) for name in files)
+
+
+_code_logger = logging.getLogger("transformers.dynamic_module_utils")
+if not any(getattr(item, "folder", None) == SameCodeDownloadFilter.folder for item in _code_logger.filters):
+    _code_logger.addFilter(SameCodeDownloadFilter())
+
 try:
     from transformers.backbone_utils import BackboneConfigMixin
 

@@ -8,10 +8,8 @@ the models with transformers' Auto classes.
 
 from __future__ import annotations
 
-import difflib
-import os
-
 from . import register_auto_classes
+from .cli import mistyped_preset, unknown_preset_message
 from .configuration_agent_pvt import AgentPvtConfig
 from .configuration_agent_swin import AgentSwinConfig
 from .data.ade20k import ade20k_id2label
@@ -50,24 +48,6 @@ def preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
         out_features=["stage1", "stage2", "stage3", "stage4"],
     )
     return _CONFIG_CLASSES[spec.model_type](**{**kwargs, **spec.config_kwargs, **overrides})
-
-
-def unknown_preset_message(name: str) -> str:
-    """``Unknown preset 'X' (did you mean 'Y'?); the presets are: ...`` (with the closest preset name, if any)."""
-    close = difflib.get_close_matches(name, PRESETS + IMAGENET_PRESETS, n=1, cutoff=0.6)
-    suggestion = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"Unknown preset {name!r}{suggestion}; the presets are: {', '.join(PRESETS + IMAGENET_PRESETS)}"
-
-
-def mistyped_preset(name: str) -> str | None:
-    """The error message for a model name that looks like a mistyped preset (not a preset, not an existing path, no
-    ``namespace/`` of a Hub id, and close to a preset name or starting with ``agent-``), else ``None``: such a name is
-    answered at once instead of after a failed Hub request."""
-    if name in PRESETS or name in IMAGENET_PRESETS or os.path.exists(name) or "/" in name:
-        return None
-    if name.startswith("agent-") or difflib.get_close_matches(name, PRESETS + IMAGENET_PRESETS, n=1, cutoff=0.6):
-        return unknown_preset_message(name)
-    return None
 
 
 def imagenet_preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
