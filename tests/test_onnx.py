@@ -51,14 +51,20 @@ def tiny_model(family: str):
     return model_class(make_config()).eval()
 
 
+def save_tiny_model(family: str, folder: Path) -> torch.nn.Module:
+    """Writes the tiny model of `family` as a model folder (the processor's resize bound: SCALE); returns the model."""
+    model = tiny_model(family)
+    save_model_folder(model, folder, image_processor=make_image_processor(scale=SCALE))
+    return model
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> dict[str, tuple[Path, torch.nn.Module]]:
     """family -> (exported folder, the PyTorch model it came from)."""
     result = {}
     for family in FAMILIES:
-        model = tiny_model(family)
         source = tmp_path_factory.mktemp(f"tiny_{family}")
-        save_model_folder(model, source, image_processor=make_image_processor(scale=SCALE))
+        model = save_tiny_model(family, source)
         output = tmp_path_factory.mktemp(f"onnx_{family}") / "exported"
         if family == "pvt":  # the one real command-line run
             script = [sys.executable, SCRIPTS / "export_onnx.py"]
