@@ -36,6 +36,11 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The test session's setup (tests/conftest.py): every Hugging Face cache in a temporary folder and offline mode, for
+# this process and the venvs' processes it starts; it must run before anything imports transformers.
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+import conftest  # noqa: E402, F401
+
 DEFAULT_VERSIONS = ("4.57.6", "5.0.0", "5.24.0")
 DEFAULT_PARITY_VERSION = "5.0.0"
 VENV_ROOT = REPO_ROOT / ".venv-compat"
@@ -87,7 +92,6 @@ for config_class, model, backbone, segmentation in (
 # ------------------------------------------------------------------------------------------------ step 1 (main venv)
 def tiny_config(family: str, module):
     """The shared tiny configs of tests/conftest.py, built with `module`'s config classes."""
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
     from conftest import TINY_PVT, TINY_SWIN
 
     if family == "swin":

@@ -1,13 +1,15 @@
 """Scaling out with accelerate: the README's `accelerate launch` commands, run at tiny scale on CPU processes (gloo).
 
-One process with gradient accumulation, two processes and two "machines" on 127.0.0.1, all with the same global batch
-of 4 images, log the same losses at every step (same samples, augmentations and gradients). Two processes and two
-machines end with the same weights and metrics, and a run's evaluation over its processes equals a single-process
-evaluation of its weights. (The single-process run's evaluation differs slightly: without SyncBatchNorm, which needs
-CUDA, DDP keeps process 0's BatchNorm running statistics while one process accumulates them over every micro-batch.)
+One process with gradient accumulation (the README's `--num_processes 1`, i.e. one plain process: run in pytest's),
+two processes and two "machines" on 127.0.0.1, all with the same global batch of 4 images, log the same losses at
+every step (same samples, augmentations and gradients). Two processes and two machines end with the same weights and
+metrics, and a run's evaluation over its processes equals a single-process evaluation of its weights. (The
+single-process run's evaluation differs slightly: without SyncBatchNorm, which needs CUDA, DDP keeps process 0's
+BatchNorm running statistics while one process accumulates them over every micro-batch.)
 A streamed dataset trains and evaluates on 2 processes, the evaluation still exact.
 """
 
+import contextlib
 import shlex
 import subprocess
 import sys
@@ -72,6 +74,17 @@ def finish(*processes: subprocess.Popen, timeout: int = 400) -> None:
         assert process.returncode == 0, output[-5000:]
 
 
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread, as in every launched process (OMP_NUM_THREADS=1), whatever an earlier test set."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def substitute(launcher: list[str], **values: str) -> list[str]:
     return [values.get(arg.lstrip("$"), arg) if arg.startswith("$") else arg for arg in launcher]
 
@@ -89,8 +102,14 @@ def test_readme_commands_scale_from_one_process_to_two_machines(readme_commands,
     assert one_gpu == ["--num_processes", "1"]
     port = ["--main_process_port", free_port()]
 
-    single = launch(one_gpu, [*RUN, "--gradient_accumulation_steps", "2", "--output_dir", tmp_path / "one"], tmp_path)
-    finish(single)
+    # `accelerate launch --num_processes 1` runs the script in one plain process: run it in this one (one thread,
+    # as each launched process), which spares two interpreter start-ups; the launched runs below must match it.
+    train = load_script("run_semantic_segmentation")
+    with one_thread():
+        code, stderr, _ = run_in_process(
+            train, [*RUN, "--gradient_accumulation_steps", "2", "--output_dir", tmp_path / "one"]
+        )
+    assert code == 0, stderr
     finish(launch([*cpu, *port], [*RUN, "--output_dir", tmp_path / "two"], tmp_path))
     # Two "machines" on this one, one process each (the README's 2 x 8 GPUs at tiny scale).
     machine_port = free_port()
@@ -114,7 +133,6 @@ def test_readme_commands_scale_from_one_process_to_two_machines(readme_commands,
     assert read_json(tmp_path / "one" / "eval_per_class.json")["world_size"] == 1
     assert not (tmp_path / "machine1" / "model.safetensors").exists(), "only the main process saves"
 
-    train = load_script("run_semantic_segmentation")
     two_processes = read_json(tmp_path / "two" / "all_results.json")
     for run_dir in ("two", "machine0"):
         results = read_json(tmp_path / run_dir / "all_results.json")
@@ -153,16 +171,12 @@ def test_a_streamed_dataset_trains_and_evaluates_on_two_processes(readme_command
     assert report["world_size"] == 2 and report["num_images"] == 4
     assert read_json(tmp_path / "run" / "trainer_state.json")["global_step"] == 3
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each launched process (the comparison is of the same arithmetic)
-    try:
+    with one_thread():  # as each launched process (the comparison is of the same arithmetic)
         code, stderr, _ = run_in_process(
             load_script("run_semantic_segmentation"),
             [*COMMON, "--model_name_or_path", tmp_path / "run", "--dataset_name", tmp_path / "parquet",
              "--do_reduce_labels", "--do_eval", "--output_dir", tmp_path / "eval"],
         )  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
     assert code == 0, stderr
     streamed, whole = (
         read_json(tmp_path / "run" / "all_results.json"),

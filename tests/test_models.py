@@ -1,14 +1,12 @@
 """Model behavior beyond parity: presets, Auto classes, losses, saving with code, pipelines, bad input."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO_ROOT, tiny_pvt_config, tiny_swin_config
+from conftest import tiny_pvt_config, tiny_swin_config
 from helpers import run_without_agent_hf
 from PIL import Image
 from script_helpers import load_script, run_in_process
@@ -273,23 +271,14 @@ def test_pipeline_returns_one_mask_per_class_with_ade20k_names(tmp_path):
 
 
 def test_conversion_script_writes_a_folder_that_loads_everywhere(tmp_path, reference_dir):
+    # In-process: the script's command line runs in test_folders.py (a process start costs more than the rest).
     folder = tmp_path / "converted"
-    subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "scripts" / "convert_official_checkpoint.py"),
-            "--checkpoint",
-            str(reference_dir / "agent_swin_aaab_upernet.weights.safetensors"),
-            "--official-config",
-            str(reference_dir / "agent_swin_aaab_upernet.json"),
-            "--output_dir",
-            str(folder),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    code, stderr, _ = run_in_process(
+        load_script("convert_official_checkpoint"),
+        ["--checkpoint", reference_dir / "agent_swin_aaab_upernet.weights.safetensors",
+         "--official-config", reference_dir / "agent_swin_aaab_upernet.json", "--output_dir", folder],
+    )  # fmt: skip
+    assert code == 0, stderr
     assert (folder / "preprocessor_config.json").exists() and (folder / "model.safetensors").exists()
     from safetensors.torch import load_file
 

@@ -1,10 +1,11 @@
 """ONNX export (`scripts/export_onnx.py`, `agent_hf.onnx_export`) of both families, run with onnxruntime on the CPU.
 
-One export per family (tiny untrained models, saved as model folders with a small test resize bound): Agent-PVT
-through the real command line (with --fp16 and --quantize), Agent-Swin in-process (with --quantize). Each exported
-file serves every size: the logits of scikit-image's photos at three sizes equal PyTorch's within 1e-4 relative;
-the label maps after the image processor equal the `image-segmentation` pipeline's on >= 99.99% of the pixels
-(int8: >= 99%, its size and speed printed).
+One export per family (tiny untrained models, saved as model folders with a small test resize bound), in a test
+class of its own (so pytest-xdist's --dist loadscope runs the two exports on two workers): Agent-PVT through the real
+command line (with --fp16 and --quantize), Agent-Swin in-process (with --quantize; its `torch.export` program, the
+export's first step, is kept and checked at other sizes). Each exported file serves every size: the logits of
+scikit-image's photos at three sizes equal PyTorch's within 1e-4 relative; the label maps after the image processor
+equal the `image-segmentation` pipeline's on >= 99.99% of the pixels (int8: >= 99%, its size and speed printed).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from transformers import pipeline
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
 import agent_hf
+from agent_hf import onnx_export
 from agent_hf.onnx_export import MAX_OPSET, export_model_folder, export_program
 from agent_hf.processing import make_image_processor, save_model_folder
 
@@ -58,22 +60,35 @@ def save_tiny_model(family: str, folder: Path) -> torch.nn.Module:
     return model
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> dict[str, tuple[Path, torch.nn.Module]]:
-    """family -> (exported folder, the PyTorch model it came from)."""
-    result = {}
-    for family in FAMILIES:
-        source = tmp_path_factory.mktemp(f"tiny_{family}")
-        model = save_tiny_model(family, source)
-        output = tmp_path_factory.mktemp(f"onnx_{family}") / "exported"
-        if family == "pvt":  # the one real command-line run
-            script = [sys.executable, SCRIPTS / "export_onnx.py"]
-            arguments = ["--model_name_or_path", source, "--output_dir", output, "--fp16", "--quantize"]
-            assert f"wrote {output}" in run([*script, *arguments], timeout=900).stdout
-        else:
-            export_model_folder(str(source), output, quantize=True)
-        result[family] = (output, model)
-    return result
+def export(family: str, tmp_path_factory) -> tuple[Path, torch.nn.Module, torch.export.ExportedProgram | None]:
+    """(exported folder, the PyTorch model it came from, the `torch.export` program the in-process Agent-Swin export
+    made on its way to ONNX: `export_program`'s own answer, kept rather than traced a second time)."""
+    source = tmp_path_factory.mktemp(f"tiny_{family}")
+    model = save_tiny_model(family, source)
+    output = tmp_path_factory.mktemp(f"onnx_{family}") / "exported"
+    if family == "pvt":  # the one real command-line run
+        script = [sys.executable, SCRIPTS / "export_onnx.py"]
+        arguments = ["--model_name_or_path", source, "--output_dir", output, "--fp16", "--quantize"]
+        assert f"wrote {output}" in run([*script, *arguments], timeout=900).stdout
+        return output, model, None
+    programs = []
+
+    def keep_program(*args, **kwargs):
+        programs.append(export_program(*args, **kwargs))
+        return programs[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onnx_export, "export_program", keep_program)
+        export_model_folder(str(source), output, quantize=True)
+    [program] = programs
+    return output, model, program
+
+
+@pytest.fixture(scope="class")
+def exported(request, tmp_path_factory) -> tuple[Path, torch.nn.Module, torch.export.ExportedProgram | None]:
+    """`export` of the test class's family, once per class: one class per family, so that pytest-xdist's
+    --dist loadscope can run the two exports (most of this file's time) on two workers."""
+    return export(request.cls.family, tmp_path_factory)
 
 
 def session(path: Path) -> onnxruntime.InferenceSession:
@@ -98,95 +113,107 @@ def pipeline_label_map(segmenter, image: Image.Image, label2id: dict[str, int]) 
     return labels
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_folder_is_complete_with_a_dynamic_graph(exported, family):
-    folder, _ = exported[family]
-    names = {path.name for path in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "onnx"} <= names
-    assert {path.name for path in (folder / "onnx").iterdir()} >= {"model.onnx", "model_quantized.onnx"}
-    graph = onnx.load(str(folder / "onnx" / "model.onnx")).graph
-    assert [i.name for i in graph.input] == ["pixel_values"] and [o.name for o in graph.output] == ["logits"]
-    dims = graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_param != "" for d in dims] == [True, False, True, True]  # batch, height and width are symbolic
+class ExportChecks:
+    """What either family's export must do (one subclass per family)."""
 
+    family: str
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_onnxruntime_logits_equal_pytorch_on_photos_at_three_sizes(exported, family):
-    folder, model = exported[family]
-    ort_session = session(folder / "onnx" / "model.onnx")
-    shapes = set()
-    for scale in SCALES:
-        processor = make_image_processor(scale=scale)
-        for name, image in photos().items():
-            pixel_values = processor(image, return_tensors="pt")["pixel_values"]
+    def test_folder_is_complete_with_a_dynamic_graph(self, exported):
+        folder = exported[0]
+        names = {path.name for path in folder.iterdir()}
+        assert {"config.json", "model.safetensors", "preprocessor_config.json", "onnx"} <= names
+        assert {path.name for path in (folder / "onnx").iterdir()} >= {"model.onnx", "model_quantized.onnx"}
+        graph = onnx.load(str(folder / "onnx" / "model.onnx")).graph
+        assert [i.name for i in graph.input] == ["pixel_values"] and [o.name for o in graph.output] == ["logits"]
+        dims = graph.input[0].type.tensor_type.shape.dim
+        assert [d.dim_param != "" for d in dims] == [True, False, True, True]  # batch, height and width are symbolic
+
+    def test_onnxruntime_logits_equal_pytorch_on_photos_at_three_sizes(self, exported):
+        folder, model, _ = exported
+        family = self.family
+        ort_session = session(folder / "onnx" / "model.onnx")
+        shapes = set()
+        for scale in SCALES:
+            processor = make_image_processor(scale=scale)
+            for name, image in photos().items():
+                pixel_values = processor(image, return_tensors="pt")["pixel_values"]
+                with torch.no_grad():
+                    expected = model(pixel_values).logits.numpy()
+                actual = ort_session.run(["logits"], {"pixel_values": pixel_values.numpy()})[0]
+                assert actual.shape == expected.shape
+                error = np.abs(actual - expected).max() / np.abs(expected).max()
+                assert error < 1e-4, f"{family} {name} at {scale}: relative error {error:.2e}"
+                shapes.add(pixel_values.shape[-2:])
+        assert len(shapes) >= 3 * 2  # several sizes and aspect ratios, one file
+        # batches of two; the smallest side; last-stage maps of whole 7x7 windows (no padding) for Agent-Swin
+        for shape in [(2, 3, 96, 160), (2, 3, 64, 64), (2, 3, 224, 448)]:
+            pixel_values = torch.randn(*shape)
             with torch.no_grad():
                 expected = model(pixel_values).logits.numpy()
             actual = ort_session.run(["logits"], {"pixel_values": pixel_values.numpy()})[0]
+            assert np.abs(actual - expected).max() / np.abs(expected).max() < 1e-4, shape
+
+    def test_label_maps_equal_the_pipeline(self, exported):
+        folder, model, _ = exported
+        family = self.family
+        segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
+        processor = segmenter.image_processor
+        fp32, int8 = session(folder / "onnx" / "model.onnx"), session(folder / "onnx" / "model_quantized.onnx")
+        agree = {"fp32": [], "int8": []}
+        seconds = {"fp32": 0.0, "int8": 0.0}
+        for image in photos().values():
+            expected = pipeline_label_map(segmenter, image, model.config.label2id)
+            for kind, ort_session in (("fp32", fp32), ("int8", int8)):
+                start = time.perf_counter()
+                labels = onnx_label_map(ort_session, processor, image)
+                seconds[kind] += time.perf_counter() - start
+                agree[kind].append(labels == expected)
+        fp32_agreement = np.concatenate([a.ravel() for a in agree["fp32"]]).mean()
+        int8_agreement = np.concatenate([a.ravel() for a in agree["int8"]]).mean()
+        sizes = {kind: (folder / "onnx" / name).stat().st_size for kind, name in
+                 (("fp32", "model.onnx"), ("int8", "model_quantized.onnx"))}  # fmt: skip
+        print(
+            f"\n{family}: fp32 agreement {fp32_agreement:.6f}, {sizes['fp32'] / 1e6:.2f} MB, {seconds['fp32']:.2f} s; "
+            f"int8 agreement {int8_agreement:.6f}, {sizes['int8'] / 1e6:.2f} MB, {seconds['int8']:.2f} s"
+        )
+        assert fp32_agreement >= 0.9999
+        assert int8_agreement >= 0.99
+
+
+class TestAgentPvtExport(ExportChecks):
+    """Agent-PVT, exported through the real command line with --fp16 and --quantize."""
+
+    family = "pvt"
+
+    def test_fp16_file_runs_close_to_fp32(self, exported):
+        folder, model, _ = exported
+        image = photos()["chelsea.png"]
+        pixel_values = make_image_processor(scale=SCALE)(image, return_tensors="np")["pixel_values"]
+        fp32 = session(folder / "onnx" / "model.onnx").run(["logits"], {"pixel_values": pixel_values})[0]
+        fp16 = session(folder / "onnx" / "model_fp16.onnx").run(["logits"], {"pixel_values": pixel_values})[0]
+        assert fp16.dtype == np.float32  # fp16 inside, fp32 in and out
+        assert np.abs(fp16 - fp32).max() / np.abs(fp32).max() < 1e-2
+        assert (fp16.argmax(1) == fp32.argmax(1)).mean() > 0.99
+
+
+class TestAgentSwinExport(ExportChecks):
+    """Agent-Swin, exported in-process with --quantize."""
+
+    family = "swin"
+
+    def test_torch_export_has_dynamic_height_and_width(self, exported):
+        """`torch.export.export` (the entry to ExecuTorch) of Agent-Swin: one program, several sizes and batches (its
+        guards: sides above 224 pixels whose last-stage maps are no whole number of 7x7 windows, see
+        `agent_hf.onnx_export.SAMPLE_SIZE`; the ONNX graph has no such limit)."""
+        _, model, program = exported
+        assert isinstance(program, torch.export.ExportedProgram)
+        for shape in [(1, 3, 256, 288), (3, 3, 300, 400), (1, 3, 512, 1024)]:
+            pixel_values = torch.randn(*shape)
+            with torch.no_grad():
+                expected = model(pixel_values).logits
+                actual = program.module()(pixel_values)
             assert actual.shape == expected.shape
-            error = np.abs(actual - expected).max() / np.abs(expected).max()
-            assert error < 1e-4, f"{family} {name} at {scale}: relative error {error:.2e}"
-            shapes.add(pixel_values.shape[-2:])
-    assert len(shapes) >= 3 * 2  # several sizes and aspect ratios, one file
-    # batches of two; the smallest side; last-stage maps of whole 7x7 windows (no padding) for Agent-Swin
-    for shape in [(2, 3, 96, 160), (2, 3, 64, 64), (2, 3, 224, 448)]:
-        pixel_values = torch.randn(*shape)
-        with torch.no_grad():
-            expected = model(pixel_values).logits.numpy()
-        actual = ort_session.run(["logits"], {"pixel_values": pixel_values.numpy()})[0]
-        assert np.abs(actual - expected).max() / np.abs(expected).max() < 1e-4, shape
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_label_maps_equal_the_pipeline(exported, family):
-    folder, model = exported[family]
-    segmenter = pipeline("image-segmentation", model=str(folder), trust_remote_code=True)
-    processor = segmenter.image_processor
-    fp32, int8 = session(folder / "onnx" / "model.onnx"), session(folder / "onnx" / "model_quantized.onnx")
-    agree = {"fp32": [], "int8": []}
-    seconds = {"fp32": 0.0, "int8": 0.0}
-    for image in photos().values():
-        expected = pipeline_label_map(segmenter, image, model.config.label2id)
-        for kind, ort_session in (("fp32", fp32), ("int8", int8)):
-            start = time.perf_counter()
-            labels = onnx_label_map(ort_session, processor, image)
-            seconds[kind] += time.perf_counter() - start
-            agree[kind].append(labels == expected)
-    fp32_agreement = np.concatenate([a.ravel() for a in agree["fp32"]]).mean()
-    int8_agreement = np.concatenate([a.ravel() for a in agree["int8"]]).mean()
-    sizes = {kind: (folder / "onnx" / name).stat().st_size for kind, name in
-             (("fp32", "model.onnx"), ("int8", "model_quantized.onnx"))}  # fmt: skip
-    print(
-        f"\n{family}: fp32 agreement {fp32_agreement:.6f}, {sizes['fp32'] / 1e6:.2f} MB, {seconds['fp32']:.2f} s; "
-        f"int8 agreement {int8_agreement:.6f}, {sizes['int8'] / 1e6:.2f} MB, {seconds['int8']:.2f} s"
-    )
-    assert fp32_agreement >= 0.9999
-    assert int8_agreement >= 0.99
-
-
-def test_fp16_file_runs_close_to_fp32(exported):
-    folder, model = exported["pvt"]
-    image = photos()["chelsea.png"]
-    pixel_values = make_image_processor(scale=SCALE)(image, return_tensors="np")["pixel_values"]
-    fp32 = session(folder / "onnx" / "model.onnx").run(["logits"], {"pixel_values": pixel_values})[0]
-    fp16 = session(folder / "onnx" / "model_fp16.onnx").run(["logits"], {"pixel_values": pixel_values})[0]
-    assert fp16.dtype == np.float32  # fp16 inside, fp32 in and out
-    assert np.abs(fp16 - fp32).max() / np.abs(fp32).max() < 1e-2
-    assert (fp16.argmax(1) == fp32.argmax(1)).mean() > 0.99
-
-
-def test_torch_export_has_dynamic_height_and_width():
-    """`torch.export.export` (the entry to ExecuTorch) of Agent-Swin: one program, several sizes and batches (its
-    guards: sides above 224 pixels whose last-stage maps are no whole number of 7x7 windows, see
-    `agent_hf.onnx_export.SAMPLE_SIZE`; the ONNX graph has no such limit)."""
-    model = tiny_model("swin")
-    program = export_program(model)
-    for shape in [(1, 3, 256, 288), (3, 3, 300, 400), (1, 3, 512, 1024)]:
-        pixel_values = torch.randn(*shape)
-        with torch.no_grad():
-            expected = model(pixel_values).logits
-            actual = program.module()(pixel_values)
-        assert actual.shape == expected.shape
-        assert ((actual - expected).abs().max() / expected.abs().max()) < 1e-5
+            assert ((actual - expected).abs().max() / expected.abs().max()) < 1e-5
 
 
 @pytest.mark.parametrize(

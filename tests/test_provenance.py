@@ -19,6 +19,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
+from script_helpers import load_script, run_in_process
 from transformers import AutoModelForSemanticSegmentation
 
 import agent_hf
@@ -163,17 +164,17 @@ def test_model_trained_from_a_preset_is_published_with_its_own_card(tmp_path: Pa
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
         "OMP_NUM_THREADS": "1",
     }
-    train = [
-        sys.executable, str(ROOT / "scripts" / "run_semantic_segmentation.py"),
-        "--model_name_or_path", "agent-swin-t-upernet-ade20k", "--config_overrides", json.dumps(TINY_SWIN),
-        "--synthetic_train_samples", "4", "--synthetic_validation_samples", "3",
-        "--crop_size", "64", "--scale", "256", "64", "--eval_scale", "256", "64",
-        "--per_device_train_batch_size", "2", "--max_steps", "2", "--save_strategy", "no",
-        "--dataloader_pin_memory", "False", "--disable_tqdm", "True",
-        "--do_train", "--do_eval", "--output_dir", str(out),
-    ]  # fmt: skip
-    proc = subprocess.run(train, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The training in-process (the script's command line runs in test_training_runs.py and test_launch.py).
+    code, stderr, _ = run_in_process(
+        load_script("run_semantic_segmentation"),
+        ["--model_name_or_path", "agent-swin-t-upernet-ade20k", "--config_overrides", json.dumps(TINY_SWIN),
+         "--synthetic_train_samples", "4", "--synthetic_validation_samples", "3",
+         "--crop_size", "64", "--scale", "256", "64", "--eval_scale", "256", "64",
+         "--per_device_train_batch_size", "2", "--max_steps", "2", "--save_strategy", "no",
+         "--dataloader_pin_memory", "False", "--disable_tqdm", "True",
+         "--do_train", "--do_eval", "--output_dir", str(out)],
+    )  # fmt: skip
+    assert code == 0, stderr
     results = json.loads((out / "all_results.json").read_text())
     num_parameters = sum(p.numel() for p in AutoModelForSemanticSegmentation.from_pretrained(out).parameters())
 
