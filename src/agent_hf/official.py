@@ -139,28 +139,12 @@ def _config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | Agen
     if kind == "AgentPVT":
         neck = model.get("neck") or {}
         head = model.get("decode_head") or {}
-        agent_sr = backbone.get("agent_sr_ratios", "1111")
         kwargs.update(
-            pretrain_image_size=int(backbone.get("img_size", 224)),
-            patch_size=int(backbone.get("patch_size", 4)),
-            num_channels=int(backbone.get("in_chans", 3)),
-            embed_dims=list(backbone.get("embed_dims", (64, 128, 256, 512))),
-            num_heads=list(backbone.get("num_heads", (1, 2, 4, 8))),
-            mlp_ratios=[float(r) for r in backbone.get("mlp_ratios", (4, 4, 4, 4))],
-            qkv_bias=bool(backbone.get("qkv_bias", False)),
-            qk_scale=backbone.get("qk_scale"),
-            hidden_dropout_prob=float(backbone.get("drop_rate", 0.0)),
-            attention_probs_dropout_prob=float(backbone.get("attn_drop_rate", 0.0)),
-            drop_path_rate=float(backbone.get("drop_path_rate", 0.0)),
-            depths=list(backbone.get("depths", (3, 4, 6, 3))),
-            sr_ratios=list(backbone.get("sr_ratios", (8, 4, 2, 1))),
-            agent_sr_ratios=[int(c) for c in str(agent_sr)] if isinstance(agent_sr, str) else list(agent_sr),
-            agent_num=[int(n) for n in backbone.get("agent_num", (9, 16, 49, 49))],
+            _pvt_backbone_kwargs(backbone, img_size=int(backbone.get("img_size", 224)), default_patch_size=4),
             downstream_agent_shapes=[
                 list(s) for s in backbone.get("downstream_agent_shapes", ((3, 3), (4, 4), (7, 7), (7, 7)))
             ],
             agent_kernel_size=int(backbone.get("kernel_size", 3)),
-            attn_type=str(backbone.get("attn_type") or "AAAA"),
             attention_scale_exponent=float(backbone.get("scale", -0.5)),
         )
         if int(backbone.get("num_stages", 4)) != len(kwargs["depths"]):
@@ -448,13 +432,13 @@ def _swin_classifier_kwargs(img_size: int, window_size: int, official: Mapping) 
     return kwargs
 
 
-def _pvt_classifier_kwargs(img_size: int, official: Mapping) -> dict:
-    """`AgentPvtConfig` arguments of an official `PyramidVisionTransformer(img_size, **official)`."""
-    agent_num = [int(n) for n in official.get("agent_num", (9, 16, 49, 49))]
+def _pvt_backbone_kwargs(official: Mapping, img_size: int, default_patch_size: int) -> dict:
+    """`AgentPvtConfig` arguments of the backbone arguments that the official segmentation backbone (`AgentPVT`) and
+    classifier (`PyramidVisionTransformer`) share, with their defaults (the two differ only in the patch size's)."""
     agent_sr = official.get("agent_sr_ratios", "1111")
     return dict(
         pretrain_image_size=img_size,
-        patch_size=int(official.get("patch_size", 16)),
+        patch_size=int(official.get("patch_size", default_patch_size)),
         num_channels=int(official.get("in_chans", 3)),
         embed_dims=list(official.get("embed_dims", (64, 128, 256, 512))),
         num_heads=list(official.get("num_heads", (1, 2, 4, 8))),
@@ -466,10 +450,19 @@ def _pvt_classifier_kwargs(img_size: int, official: Mapping) -> dict:
         drop_path_rate=float(official.get("drop_path_rate", 0.0)),
         depths=list(official.get("depths", (3, 4, 6, 3))),
         sr_ratios=list(official.get("sr_ratios", (8, 4, 2, 1))),
+        # "1111" as the official configs write it, or a list
         agent_sr_ratios=[int(c) for c in str(agent_sr)] if isinstance(agent_sr, (str, int)) else list(agent_sr),
-        agent_num=agent_num,
-        downstream_agent_shapes=_agent_grids(agent_num),
+        agent_num=[int(n) for n in official.get("agent_num", (9, 16, 49, 49))],
         attn_type=str(official.get("attn_type") or "AAAA"),
+    )
+
+
+def _pvt_classifier_kwargs(img_size: int, official: Mapping) -> dict:
+    """`AgentPvtConfig` arguments of an official `PyramidVisionTransformer(img_size, **official)`."""
+    kwargs = _pvt_backbone_kwargs(official, img_size=img_size, default_patch_size=16)
+    return dict(
+        kwargs,
+        downstream_agent_shapes=_agent_grids(kwargs["agent_num"]),
         # `agent_pvt_tiny` ... `large` (and the shared fixtures' models) use LayerNorm(eps=1e-6).
         layer_norm_eps=float(official.get("layer_norm_eps", 1e-6)),
     )
