@@ -202,9 +202,8 @@ class TestAgentSwinExport(ExportChecks):
     family = "swin"
 
     def test_torch_export_has_dynamic_height_and_width(self, exported):
-        """`torch.export.export` (the entry to ExecuTorch) of Agent-Swin: one program, several sizes and batches (its
-        guards: sides above 224 pixels whose last-stage maps are no whole number of 7x7 windows, see
-        `agent_hf.onnx_export.SAMPLE_SIZE`; the ONNX graph has no such limit)."""
+        """`torch.export.export` (the entry to ExecuTorch) of Agent-Swin, the program made on the way to ONNX: one
+        program, several sizes and batches (both families at every kind of size: tests/test_onnx_export_program.py)."""
         _, model, program = exported
         assert isinstance(program, torch.export.ExportedProgram)
         for shape in [(1, 3, 256, 288), (3, 3, 300, 400), (1, 3, 512, 1024)]:

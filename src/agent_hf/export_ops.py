@@ -18,6 +18,15 @@ def is_exporting() -> bool:
     return check is not None and bool(check())
 
 
+def size_oblivious_trace():
+    """Context in which `torch.export` traces sizes "size-obliviously": a symbolic size is not specialized on
+    being 1 (a Swin map of one window per side) by the stride and contiguity checks of views, so one program serves
+    both cases. Used around the window partition only: over the whole model it would guard the batch above 1."""
+    import torch.fx.experimental._config as symbolic_shapes_config
+
+    return symbolic_shapes_config.patch(backed_size_oblivious=True)
+
+
 def ceil_to(size, multiple: int):
     """`size` rounded up to a multiple of `multiple` (as `size + (-size % multiple)`, in a form whose symbolic
     version torch.export simplifies quickly)."""
@@ -56,4 +65,11 @@ class AdaptiveAvgPool2d(torch.nn.AdaptiveAvgPool2d):
         return adaptive_avg_pool2d(x, self.output_size)
 
 
-__all__ = ["AdaptiveAvgPool2d", "adaptive_avg_pool2d", "adaptive_pool_matrix", "ceil_to", "is_exporting"]
+__all__ = [
+    "AdaptiveAvgPool2d",
+    "adaptive_avg_pool2d",
+    "adaptive_pool_matrix",
+    "ceil_to",
+    "is_exporting",
+    "size_oblivious_trace",
+]

@@ -17,7 +17,7 @@ from .agent_attention_fast import fast_agent_attention  # noqa: F401
 from .agent_attention_kernels import fused_agent_attention  # noqa: F401
 from .configuration_agent_common import PreTrainedConfig  # noqa: F401
 from .configuration_agent_swin import AgentSwinConfig
-from .export_ops import ceil_to, is_exporting
+from .export_ops import ceil_to, is_exporting, size_oblivious_trace
 from .heads import AgentFCNHead, AgentUperNetHead
 from .layers import (
     AgentBlock,
@@ -148,7 +148,10 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int, device
 
     region = regions(height)[:, None] * 3 + regions(width)[None, :]
     region = (
-        region.view(height // window, window, width // window, window).transpose(1, 2).reshape(-1, window * window)
+        region.view(height // window, window, width // window, window)
+        .transpose(1, 2)
+        .clone(memory_format=torch.contiguous_format)
+        .view(-1, window * window)
     )
     return (region[:, :, None] != region[:, None, :]).float() * -100.0
 
@@ -186,6 +189,14 @@ class AgentSwinBlock(AgentBlock):
     def window_attention(self, x: torch.Tensor, height: int, width: int, output_attentions: bool = False):
         """Shifted-window attention over a (height, width) map of tokens x (B, H*W, C), padded to whole windows.
         Returns (B, H*W, C) and, with `output_attentions`, the windows' weights (B, nW, h, w*w, w*w)."""
+        if is_exporting():  # one program for maps of one window per side and of several
+            with size_oblivious_trace():
+                return self._window_attention(x, height, width, output_attentions)
+        return self._window_attention(x, height, width, output_attentions)
+
+    def _window_attention(self, x: torch.Tensor, height: int, width: int, output_attentions: bool = False):
+        # The partitions below copy (clone, then view) where `reshape` would decide between a view and a copy from
+        # the sizes: while exporting, that decision would be a guard on the number of windows.
         # Adapted from Swin Transformer (Liu et al., ICCV 2021) `SwinTransformerBlock`: pad, cyclic shift,
         # window partition, attention, window reverse, reverse shift, crop.
         batch, _, channels = x.shape
@@ -203,7 +214,8 @@ class AgentSwinBlock(AgentBlock):
         windows = (
             x.view(batch, rows, window, cols, window, channels)
             .transpose(2, 3)
-            .reshape(batch, rows * cols, window * window, channels)
+            .clone(memory_format=torch.contiguous_format)
+            .view(batch, rows * cols, window * window, channels)
         )
         weights = None
         if output_attentions:
@@ -213,10 +225,14 @@ class AgentSwinBlock(AgentBlock):
         x = (
             windows.view(batch, rows, cols, window, window, channels)
             .transpose(2, 3)
-            .reshape(batch, padded_h, padded_w, channels)
+            .clone(memory_format=torch.contiguous_format)
+            .view(batch, padded_h, padded_w, channels)
         )
         if shift:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+        if is_exporting():  # the crop as a copy: a slice would guard on whether the map was padded
+            x = x.index_select(1, torch.arange(height, device=x.device))
+            x = x.index_select(2, torch.arange(width, device=x.device))
         x = x[:, :height, :width, :].reshape(batch, height * width, channels)
         return (x, weights) if output_attentions else x
 

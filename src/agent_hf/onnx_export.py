@@ -33,9 +33,8 @@ DEFAULT_OPSET = 18
 #: would be a broadcast the trace cannot leave symbolic).
 MIN_SIDE, MAX_SIDE = 64, 8192
 #: The traced sample: a batch of two, sides that are no multiple of 32 and span at least two 7x7 windows in every
-#: stage (a side of one window, or of one image, would be specialized by the trace). The ONNX graph runs at every
-#: size from MIN_SIDE; the `torch.export` program's own guards ask Agent-Swin for sides above 224 pixels whose
-#: last-stage maps are no whole number of windows.
+#: stage. Both the ONNX graph and the `torch.export` program run at every size from MIN_SIDE (Agent-Swin's window
+#: partition is traced size-obliviously, see `export_ops.size_oblivious_trace`).
 SAMPLE_SIZE = (2, 3, 263, 351)
 
 
