@@ -179,6 +179,12 @@ class ExportChecks:
         assert fp32_agreement >= 0.9999
         assert int8_agreement >= 0.99
 
+    def test_page_in_the_browser(self, exported, tmp_path):
+        """app/web in headless Chromium on this family's exported folder (tests/test_onnx_web.py)."""
+        from test_onnx_web import check_page_segments_photos_like_the_python_onnxruntime_path
+
+        check_page_segments_photos_like_the_python_onnxruntime_path(exported[0], tmp_path)
+
 
 class TestAgentPvtExport(ExportChecks):
     """Agent-PVT, exported through the real command line with --fp16 and --quantize."""

@@ -1,10 +1,11 @@
 """The in-browser page (`app/web/`): an exported model run by onnxruntime-web in headless Chromium.
 
-A tiny Agent-PVT exported as test_onnx.py exports it; `app/web` and the exported folder served by a real HTTP server
-on 127.0.0.1; Chromium (driven by selenium as in test_app.py) loads the page and real photos are uploaded
-(scikit-image's astronaut, then chelsea): the page's label maps equal the Python onnxruntime path (the project's image
-processor + onnxruntime + post_process_semantic_segmentation) on >= 99.9% of the pixels, and the overlay and the legend
-of the classes found are shown. Needs `make web` (npm ci in app/web) and `make chromium`.
+The tiny models test_onnx.py exports (Agent-Swin and Agent-PVT; its `ExportChecks.test_page_in_the_browser` runs
+`check_page_segments_photos_like_the_python_onnxruntime_path` on each); `app/web` and the exported folder served by a
+real HTTP server on 127.0.0.1; Chromium (driven by selenium as in test_app.py) loads the page and real photos are
+uploaded (scikit-image's astronaut, then chelsea): the page's label maps equal the Python onnxruntime path (the
+project's image processor + onnxruntime + post_process_semantic_segmentation) on >= 99.9% of the pixels, and the
+overlay and the legend of the classes found are shown. Needs `make web` (npm ci in app/web) and `make chromium`.
 """
 
 from __future__ import annotations
@@ -22,24 +23,13 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 from test_app import _chrome, _chromium_paths
-from test_onnx import SCALE, onnx_label_map, photos, save_tiny_model, session
+from test_onnx import SCALE, onnx_label_map, photos, session
 from transformers import AutoImageProcessor
 
 from agent_hf.data.ade20k import ADE20K_PALETTE
-from agent_hf.onnx_export import export_model_folder
 
 WEB = REPO_ROOT / "app" / "web"
 ORT_WEB = WEB / "node_modules" / "onnxruntime-web" / "dist" / "ort.wasm.min.mjs"
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
-    """A tiny Agent-PVT model folder with `onnx/model.onnx` (the processor's test resize bound: SCALE)."""
-    source = tmp_path_factory.mktemp("tiny_pvt")
-    save_tiny_model("pvt", source)
-    output = tmp_path_factory.mktemp("onnx_pvt") / "exported"
-    export_model_folder(str(source), output)
-    return output
 
 
 @contextlib.contextmanager
@@ -100,7 +90,9 @@ def page_result(chrome, upload: Path) -> dict:
     }
 
 
-def test_page_segments_photos_like_the_python_onnxruntime_path(exported, tmp_path):
+def check_page_segments_photos_like_the_python_onnxruntime_path(exported: Path, tmp_path: Path) -> None:
+    """The browser check on an exported model folder (`onnx/model.onnx`, the processor's test resize bound: SCALE).
+    test_onnx.py runs it on the folder of each family it exports (one export per family for the whole suite)."""
     if not ORT_WEB.is_file():
         pytest.fail(f"{ORT_WEB} is missing: run `make web` (npm ci --prefix app/web)", pytrace=False)
     browser, driver = _chromium_paths()
