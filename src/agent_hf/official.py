@@ -95,27 +95,11 @@ def _config_from_official(model: Mapping, **overrides) -> AgentSwinConfig | Agen
         if out_indices != [0, 1, 2, 3]:
             raise ValueError(f"config_from_official: out_indices={out_indices}; only all four stages are supported")
         kwargs.update(
-            pretrain_image_size=int(backbone.get("img_size", 224)),
-            patch_size=int(backbone.get("patch_size", 4)),
-            num_channels=int(backbone.get("in_chans", 3)),
-            embed_dim=int(backbone.get("embed_dim", 96)),
-            depths=list(backbone.get("depths", (2, 2, 6, 2))),
-            num_heads=list(backbone.get("num_heads", (3, 6, 12, 24))),
-            # The official window blocks use max(7, window_size // 8); its window_size is the agent map size.
-            window_size=max(7, ws // 8),
-            mlp_ratio=float(backbone.get("mlp_ratio", 4.0)),
-            qkv_bias=bool(backbone.get("qkv_bias", True)),
-            qk_scale=backbone.get("qk_scale"),
-            hidden_dropout_prob=float(backbone.get("drop_rate", 0.0)),
-            attention_probs_dropout_prob=float(backbone.get("attn_drop_rate", 0.0)),
-            drop_path_rate=float(backbone.get("drop_path_rate", 0.1)),
-            use_absolute_embeddings=bool(backbone.get("ape", False)),
-            agent_num=[int(n) for n in backbone.get("agent_num", (9, 16, 49, 49))],
+            _swin_backbone_kwargs(backbone, img_size=int(backbone.get("img_size", 224)), window_size=ws),
             downstream_agent_shapes=[
                 list(s) for s in backbone.get("downstream_agent_shapes", ((3, 3), (4, 4), (7, 7), (7, 7)))
             ],
             agent_kernel_size=int(backbone.get("kernel_size", 3)),
-            attn_type=str(backbone.get("attn_type", "BBBB")),
             attention_scale_exponent=float(backbone.get("scale", -0.5)),
         )
         head = model.get("decode_head") or {}
@@ -393,33 +377,38 @@ def _agent_grids(agent_num) -> list[list[int]]:
     return [[round(int(n) ** 0.5)] * 2 for n in agent_num]
 
 
-def _swin_classifier_kwargs(img_size: int, window_size: int, official: Mapping) -> dict:
-    """`AgentSwinConfig` arguments of an official `AgentSwinTransformer(img_size, window_size, **official)`."""
-    agent_num = [int(n) for n in official.get("agent_num", (9, 16, 49, 49))]
-    depths = list(official.get("depths", (2, 2, 6, 2)))
-    patch_size = int(official.get("patch_size", 4))
-    attn_type = str(official.get("attn_type", "BBBB"))
-    kwargs = dict(
+def _swin_backbone_kwargs(official: Mapping, img_size: int, window_size: int) -> dict:
+    """`AgentSwinConfig` arguments of the backbone arguments that the official segmentation backbone and classifier
+    (`AgentSwinTransformer`) share, with their defaults. Window blocks use max(7, window_size // 8): the official
+    window_size is the agent map size."""
+    return dict(
         pretrain_image_size=img_size,
-        patch_size=patch_size,
+        patch_size=int(official.get("patch_size", 4)),
         num_channels=int(official.get("in_chans", 3)),
         embed_dim=int(official.get("embed_dim", 96)),
-        depths=depths,
+        depths=list(official.get("depths", (2, 2, 6, 2))),
         num_heads=list(official.get("num_heads", (3, 6, 12, 24))),
-        # Window blocks use max(7, window_size // 8); agent blocks attend over the whole map when it fits in
-        # window_size (the official models: window_size = img_size / 4, the stage-1 map).
         window_size=max(7, window_size // 8),
         mlp_ratio=float(official.get("mlp_ratio", 4.0)),
         qkv_bias=bool(official.get("qkv_bias", True)),
         qk_scale=official.get("qk_scale"),
         hidden_dropout_prob=float(official.get("drop_rate", 0.0)),
+        attention_probs_dropout_prob=float(official.get("attn_drop_rate", 0.0)),
         drop_path_rate=float(official.get("drop_path_rate", 0.1)),
         use_absolute_embeddings=bool(official.get("ape", False)),
         patch_norm=bool(official.get("patch_norm", True)),
-        agent_num=agent_num,
-        downstream_agent_shapes=_agent_grids(agent_num),
-        attn_type=attn_type,
+        agent_num=[int(n) for n in official.get("agent_num", (9, 16, 49, 49))],
+        attn_type=str(official.get("attn_type", "BBBB")),
     )
+
+
+def _swin_classifier_kwargs(img_size: int, window_size: int, official: Mapping) -> dict:
+    """`AgentSwinConfig` arguments of an official `AgentSwinTransformer(img_size, window_size, **official)`."""
+    kwargs = _swin_backbone_kwargs(official, img_size=img_size, window_size=window_size)
+    # Agent blocks attend over the whole map when it fits in window_size (the official models: window_size =
+    # img_size / 4, the stage-1 map).
+    kwargs["downstream_agent_shapes"] = _agent_grids(kwargs["agent_num"])
+    patch_size = kwargs["patch_size"]
     config = AgentSwinConfig(**kwargs)  # validates attn_type and sizes
     for stage, types in enumerate(config.block_attention_types):
         grid = img_size // patch_size // 2**stage
