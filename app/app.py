@@ -53,11 +53,11 @@ except ImportError:  # a source checkout without `pip install -e .`, or a Space 
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation  # noqa: E402
 
 from agent_hf.data.ade20k import ADE20K_PALETTE  # noqa: E402
-from agent_hf.image_ops import open_image, to_rgb_array  # noqa: E402
-from agent_hf.image_processing_agent import AgentImageProcessor  # noqa: E402
-from agent_hf.pipeline_agent import AGENT_MODEL_TYPES  # noqa: E402
-from agent_hf.processing import as_agent_image_processor  # noqa: E402
-from agent_hf.segmentation_inference import ServingLimits  # noqa: E402
+from agent_hf.models.image_ops import open_image, to_rgb_array  # noqa: E402
+from agent_hf.models.image_processing_agent import AgentImageProcessor  # noqa: E402
+from agent_hf.models.pipeline_agent import AGENT_MODEL_TYPES  # noqa: E402
+from agent_hf.models.segmentation_inference import ServingLimits  # noqa: E402
+from agent_hf.saving import as_agent_image_processor  # noqa: E402
 
 EXAMPLES_DIR = APP_DIR / "examples"
 DEMO_MODEL_DIR = Path("outputs") / "demo" / "model"  # written by scripts/demo.py
@@ -225,9 +225,9 @@ def model_status(choice: str | None) -> str:
 def to_rgb(image) -> np.ndarray:
     """An ``(H, W, 3)`` ``uint8`` RGB array of a PIL image (any mode), an array, a file path or encoded bytes.
 
-    Converted exactly as training data (``agent_hf.image_ops.to_rgb_array``): grayscale replicated, alpha dropped,
-    16-bit reduced to its high byte; float arrays are refused with a clear error rather than guessed. Images beyond
-    :data:`LIMITS` are refused before decoding; URLs are not fetched.
+    Converted exactly as training data (``agent_hf.models.image_ops.to_rgb_array``): grayscale replicated, alpha
+    dropped, 16-bit reduced to its high byte; float arrays are refused with a clear error rather than guessed. Images
+    beyond :data:`LIMITS` are refused before decoding; URLs are not fetched.
     """
     return to_rgb_array(open_image(image, allow_urls=False, max_bytes=LIMITS.max_bytes, max_pixels=LIMITS.max_pixels))
 

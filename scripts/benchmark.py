@@ -45,7 +45,7 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT / "src"))
     import agent_hf
-from agent_hf.cli import ArgumentChecks, check_arguments_early  # noqa: E402
+from agent_hf.argument_checks import ArgumentChecks, check_arguments_early  # noqa: E402
 
 if __name__ == "__main__":  # answered before torch is imported
     check_arguments_early(ArgumentChecks(folders=("--agreement_model",)))
@@ -53,9 +53,9 @@ if __name__ == "__main__":  # answered before torch is imported
 import torch  # noqa: E402
 from transformers import SwinBackbone, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation  # noqa: E402
 
-from agent_hf.agent_attention import AgentAttention  # noqa: E402
 from agent_hf.flops import count_model_flops  # noqa: E402
-from agent_hf.registry import get_model_spec  # noqa: E402
+from agent_hf.model_zoo import get_model_spec  # noqa: E402
+from agent_hf.models.agent_attention import AgentAttention  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PEER = "swin-t-upernet (transformers)"

@@ -27,7 +27,14 @@ import argparse
 import json
 import sys
 
-from agent_hf.cli import ArgumentChecks, ArgumentParser, ScriptError, check_arguments_early, folder_error, run_script
+from agent_hf.argument_checks import (
+    ArgumentChecks,
+    ArgumentParser,
+    ScriptError,
+    check_arguments_early,
+    folder_error,
+    run_script,
+)
 
 if __name__ == "__main__":  # answered before torch is imported
     check_arguments_early(
@@ -40,11 +47,11 @@ if __name__ == "__main__":  # answered before torch is imported
     )
 
 import agent_hf
-from agent_hf.folders import OutputFolderError, check_output_folder, write_folder
-from agent_hf.image_processing_agent_classification import AgentClassificationImageProcessor
+from agent_hf.model_zoo import get_imagenet_model_spec
+from agent_hf.models.image_processing_agent_classification import AgentClassificationImageProcessor
 from agent_hf.official import load_official_classifier, official_classification_config
-from agent_hf.processing import make_image_processor, save_model_folder
-from agent_hf.registry import get_imagenet_model_spec
+from agent_hf.output_folders import OutputFolderError, check_output_folder, write_folder
+from agent_hf.saving import make_image_processor, save_model_folder
 
 
 def read_official_config(path: str) -> dict:

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent_hf.cli import ArgumentChecks, ArgumentParser, check_arguments_early, folder_error, run_script
+from agent_hf.argument_checks import ArgumentChecks, ArgumentParser, check_arguments_early, folder_error, run_script
 
 # What the demo writes into its output folder; a folder holding only these (with the marker) is its own output.
 OUTPUT_ENTRIES = frozenset({"model", "prediction.png", "eval_per_class.json", "demo_run.json"})
@@ -85,9 +85,9 @@ from agent_hf.data import (
     synthetic_id2label,
     to_label_array,
 )
-from agent_hf.folders import OutputFolderError, check_output_folder, write_folder
-from agent_hf.inference import multiscale_inputs, segment
-from agent_hf.processing import make_image_processor, save_model_folder
+from agent_hf.models.segmentation_inference import multiscale_inputs, segment
+from agent_hf.output_folders import OutputFolderError, check_output_folder, write_folder
+from agent_hf.saving import make_image_processor, save_model_folder
 from agent_hf.training import EvalDataset, EvalSettings, SegmentationTrainer, TrainDataset, pad_collate, recipe_for
 
 NUM_CLASSES = 8

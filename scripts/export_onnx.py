@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent_hf.cli import ArgumentParser, ScriptError, run_script
+from agent_hf.argument_checks import ArgumentParser, ScriptError, run_script
 from agent_hf.onnx_export import DEFAULT_OPSET, ExportError, export_model_folder
 
 

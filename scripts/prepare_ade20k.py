@@ -30,7 +30,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from agent_hf.cli import ArgumentChecks, ArgumentParser, ScriptError, check_arguments_early, folder_error, run_script
+from agent_hf.argument_checks import (
+    ArgumentChecks,
+    ArgumentParser,
+    ScriptError,
+    check_arguments_early,
+    folder_error,
+    run_script,
+)
 
 if __name__ == "__main__":  # answered before torch is imported
     check_arguments_early(ArgumentChecks(folders=("--ade_dir",), output_dir="--output_dir", inputs=("--ade_dir",)))
@@ -38,7 +45,7 @@ if __name__ == "__main__":  # answered before torch is imported
 from tqdm.auto import tqdm
 
 from agent_hf.data.ade20k import ADE_SPLIT_FOLDERS, IMAGE_SUFFIXES, ade20k_id2label, find_split_folders
-from agent_hf.folders import OutputFolderError, check_output_folder, write_folder
+from agent_hf.output_folders import OutputFolderError, check_output_folder, write_folder
 
 CARD = """---
 pretty_name: ADE20K (SceneParsing150), prepared from ADEChallengeData2016

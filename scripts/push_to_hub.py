@@ -39,7 +39,7 @@ from pathlib import Path
 # Publishing needs no model: agent_hf then imports no torch (the Auto classes register on first model use).
 os.environ.setdefault("AGENT_HF_LAZY_IMPORT", "1")
 
-from agent_hf.cli import ArgumentChecks, check_arguments_early
+from agent_hf.argument_checks import ArgumentChecks, check_arguments_early
 
 if __name__ == "__main__":  # a mistyped preset in one line, with a suggestion (the folder is checked by the library)
     check_arguments_early(ArgumentChecks(presets=("--preset",)))

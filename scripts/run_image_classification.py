@@ -49,11 +49,11 @@ from transformers import (
 )
 
 import agent_hf
-from agent_hf.cli import ScriptError, run_script
+from agent_hf.argument_checks import ScriptError, run_script
 from agent_hf.data.imagenet import ImageFolderDataset, TopKAccuracy, random_resized_crop_transform
-from agent_hf.image_processing_agent_classification import AgentClassificationImageProcessor
-from agent_hf.processing import save_model_folder
-from agent_hf.registry import get_imagenet_model_spec
+from agent_hf.model_zoo import get_imagenet_model_spec
+from agent_hf.models.image_processing_agent_classification import AgentClassificationImageProcessor
+from agent_hf.saving import save_model_folder
 
 logger = logging.getLogger(__name__)
 

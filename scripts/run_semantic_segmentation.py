@@ -66,7 +66,7 @@ if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]) and HELP_FILE
     print(HELP_FILE.read_text(), end="")
     sys.exit(0)
 
-from agent_hf.cli import ArgumentChecks, check_arguments_early
+from agent_hf.argument_checks import ArgumentChecks, check_arguments_early
 
 if __name__ == "__main__":  # what needs no model or data is answered before torch is imported
     check_arguments_early(
@@ -105,7 +105,7 @@ from transformers import (
 )
 
 import agent_hf
-from agent_hf.cli import ScriptError, check_eval_results, folder_error, run_script
+from agent_hf.argument_checks import ScriptError, check_eval_results, folder_error, run_script
 from agent_hf.data import make_synthetic_scene_parsing, synthetic_id2label
 from agent_hf.data.ade20k import (
     ADE_SPLIT_FOLDERS,
@@ -117,7 +117,8 @@ from agent_hf.data.ade20k import (
 )
 from agent_hf.data.cache import local_dataset_cache_dir
 from agent_hf.data.transforms import TrainTransform
-from agent_hf.folders import (
+from agent_hf.hub import card_for_folder, push_folder_to_hub
+from agent_hf.output_folders import (
     OutputFolderError,
     add_files,
     check_output_folder,
@@ -125,10 +126,9 @@ from agent_hf.folders import (
     recover_leftovers,
     replace_folder,
 )
-from agent_hf.hub import card_for_folder, push_folder_to_hub
 from agent_hf.presets import mistyped_preset
-from agent_hf.processing import make_image_processor, save_model_config, save_model_folder
 from agent_hf.provenance import PROVENANCE_KEY, eval_results_from_metrics, record_provenance, trained_provenance
+from agent_hf.saving import make_image_processor, save_model_config, save_model_folder
 from agent_hf.training import (
     RECIPE_NAMES,
     EvalDataset,

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agent_hf.cli import ArgumentChecks, check_arguments_early, pop_debug_flag
+from agent_hf.argument_checks import ArgumentChecks, check_arguments_early, pop_debug_flag
 
 if __name__ == "__main__":  # each folder is checked (and reported) in turn: nothing to check before torch
     check_arguments_early(ArgumentChecks())
 
-from agent_hf.processing import upgrade_model_folder
+from agent_hf.saving import upgrade_model_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:

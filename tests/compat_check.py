@@ -130,7 +130,7 @@ def write_folders(work_dir: Path) -> list[str]:
     from transformers.dynamic_module_utils import get_relative_import_files
 
     import agent_hf
-    from agent_hf.processing import save_model_folder
+    from agent_hf.saving import save_model_folder
 
     if work_dir.exists():
         shutil.rmtree(work_dir)
@@ -157,7 +157,7 @@ def write_folders(work_dir: Path) -> list[str]:
                 model.save_pretrained(folder, safe_serialization=True)
                 # A Hub repo of 0.1.0 whose code was updated: the weights and config.json stay as 0.1.0 wrote them,
                 # the model code is today's (the modules transformers ships with the modeling module).
-                modeling = REPO_ROOT / "src" / "agent_hf" / f"modeling_agent_{family}.py"
+                modeling = REPO_ROOT / "src" / "agent_hf" / "models" / f"modeling_agent_{family}.py"
                 for path in [modeling, *get_relative_import_files(modeling)]:
                     shutil.copy(path, folder / Path(path).name)
             with torch.no_grad():
@@ -166,7 +166,7 @@ def write_folders(work_dir: Path) -> list[str]:
             if kind == "current":  # a folder with the image processor and pipeline: the evaluation path's labels
                 from PIL import Image
 
-                from agent_hf.inference import multiscale_inputs, segment
+                from agent_hf.models.segmentation_inference import multiscale_inputs, segment
 
                 image = Image.fromarray(torch.randint(0, 256, (90, 120, 3), generator=generator).byte().numpy())
                 image.save(folder / "image.png")
@@ -186,8 +186,8 @@ def write_classification_folders(work_dir: Path) -> list[str]:
 
     import agent_hf
     from agent_hf.data.imagenet import imagenet_id2label
-    from agent_hf.image_processing_agent_classification import AgentClassificationImageProcessor
-    from agent_hf.processing import save_model_folder
+    from agent_hf.models.image_processing_agent_classification import AgentClassificationImageProcessor
+    from agent_hf.saving import save_model_folder
 
     generator = torch.Generator().manual_seed(1)
     id2label = imagenet_id2label()

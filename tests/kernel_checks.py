@@ -1,4 +1,5 @@
-"""The fused agent-attention kernels (`agent_hf.agent_attention_kernels`) against the reference, values and gradients.
+"""The fused agent-attention kernels (`agent_hf.models.agent_attention_kernels`) against the reference, values and
+gradients.
 
 Run in a process of its own (Triton decides at import whether its kernels are interpreted): on the CPU it sets
 `TRITON_INTERPRET=1` first, so the kernels' arithmetic runs on CPU tensors (tests/test_kernels.py, small shapes);
@@ -52,8 +53,8 @@ def random_module_errors(device: str) -> dict:
     fp32)."""
     import torch
 
-    from agent_hf import agent_attention_kernels as kernels
-    from agent_hf.agent_attention import AgentAttention
+    from agent_hf.models import agent_attention_kernels as kernels
+    from agent_hf.models.agent_attention import AgentAttention
 
     errors = {}
     tiles = kernels.TARGET_PROGRAMS, kernels.TILE_ELEMENTS
@@ -143,7 +144,7 @@ def compiled_errors(device: str) -> dict:
     against the eager reference, per kernel."""
     import torch
 
-    from agent_hf.agent_attention import AgentAttention
+    from agent_hf.models.agent_attention import AgentAttention
 
     torch.manual_seed(0)
     attention = AgentAttention(
@@ -233,7 +234,7 @@ def compile_for_gpu(kernel: str, agents: int, head_dim: int, dtype, arch: int = 
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from agent_hf import agent_attention_kernels as kernels
+    from agent_hf.models import agent_attention_kernels as kernels
 
     function = getattr(kernels, kernel)
     options = kernels.launch_options(agents, head_dim, dtype)

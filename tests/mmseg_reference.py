@@ -1,6 +1,6 @@
 """mmsegmentation 0.x's test-time inference, written here from its definitions (``EncoderDecoder.encode_decode``,
 ``whole_inference``, ``slide_inference``, ``inference`` and ``aug_test``) as the independent reference of
-``agent_hf.segmentation_inference``; it shares no code with it. Only the model's forward pass is ours.
+``agent_hf.models.segmentation_inference``; it shares no code with it. Only the model's forward pass is ours.
 
 mmseg, for an image of original size ``ori_shape`` given as resized views ``imgs`` (one per ratio of
 ``MultiScaleFlipAug``, each also flipped when ``flip``):

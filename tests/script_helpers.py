@@ -73,12 +73,12 @@ def load_script(name: str) -> ModuleType:
 
 
 def run_in_process(module: ModuleType, argv: list[str]) -> tuple[int, str, str]:
-    """``module.main(argv)`` through the scripts' error handling (``agent_hf.cli.run_script``).
+    """``module.main(argv)`` through the scripts' error handling (``agent_hf.argument_checks.run_script``).
 
     Returns:
         ``(exit code, stderr, everything printed or logged)``.
     """
-    from agent_hf.cli import run_script
+    from agent_hf.argument_checks import run_script
 
     stderr, output = io.StringIO(), io.StringIO()
     handler = logging.StreamHandler(output)

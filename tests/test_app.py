@@ -33,8 +33,8 @@ from PIL import Image
 import agent_hf
 from agent_hf.data.ade20k import ADE20K_CLASSES, ADE20K_PALETTE, ade20k_id2label
 from agent_hf.data.transforms import to_rgb_array
-from agent_hf.inference import multiscale_inputs, segment
-from agent_hf.processing import make_image_processor, save_model_folder
+from agent_hf.models.segmentation_inference import multiscale_inputs, segment
+from agent_hf.saving import make_image_processor, save_model_folder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_PATH = REPO_ROOT / "app" / "app.py"

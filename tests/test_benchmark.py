@@ -151,7 +151,7 @@ def test_bf16_agreement_runs_the_demo_folder_through_its_processor(benchmark, tm
     """`--agreement_model`: the demo's validation images, regenerated from demo_run.json, predicted in fp32 and under
     bf16 autocast through the folder's processor; every pixel of every image is compared."""
     from agent_hf.data import synthetic_scenes
-    from agent_hf.processing import make_image_processor, save_model_folder
+    from agent_hf.saving import make_image_processor, save_model_folder
 
     config = tiny_pvt_config(num_labels=8)
     torch.manual_seed(0)

@@ -13,9 +13,9 @@ from script_helpers import COMMON, SCRIPTS, TINY_MODEL, load_script, run, run_in
 from transformers import AutoModelForSemanticSegmentation
 
 import agent_hf
-from agent_hf.cli import ScriptError
-from agent_hf.folders import OutputFolderError, add_files, check_output_folder, write_folder
-from agent_hf.processing import save_model_folder
+from agent_hf.argument_checks import ScriptError
+from agent_hf.output_folders import OutputFolderError, add_files, check_output_folder, write_folder
+from agent_hf.saving import save_model_folder
 
 CHECKPOINT = REFERENCE_DIR / "agent_swin_aaab_upernet.weights.safetensors"
 OFFICIAL_CONFIG = REFERENCE_DIR / "agent_swin_aaab_upernet.json"

@@ -13,9 +13,9 @@ from conftest import tiny_swin_config
 from script_helpers import COMMON, TINY_MODEL, load_script, run_in_process
 from transformers import AutoModelForSemanticSegmentation
 
-from agent_hf.folders import OutputFolderError, check_output_folder, recover_leftovers, write_folder
-from agent_hf.hub.model_folder import validate_model_folder
-from agent_hf.processing import save_model_folder
+from agent_hf.hub.folder_checks import validate_model_folder
+from agent_hf.output_folders import OutputFolderError, check_output_folder, recover_leftovers, write_folder
+from agent_hf.saving import save_model_folder
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -164,7 +164,7 @@ def test_hidden_staging_folders_are_never_uploaded(tmp_path):
 def test_an_upgrade_is_all_or_nothing(tmp_path, monkeypatch):
     """A move that fails half-way (here the last one, config.json, on a file system that refuses it) puts back the
     files already moved: the folder is as it was."""
-    from agent_hf.processing import upgrade_model_folder
+    from agent_hf.saving import upgrade_model_folder
 
     model = AutoModelForSemanticSegmentation.from_config(tiny_swin_config())
     folder = Path(save_model_folder(model, tmp_path / "model"))

@@ -30,9 +30,9 @@ from conftest import tiny_swin_config
 from PIL import Image
 from transformers import AutoModelForSemanticSegmentation
 
-from agent_hf.image_processing_agent import AgentImageProcessor
-from agent_hf.processing import save_model_folder
-from agent_hf.segmentation_inference import ServingLimits, check_inference_settings, slide_logits
+from agent_hf.models.image_processing_agent import AgentImageProcessor
+from agent_hf.models.segmentation_inference import ServingLimits, check_inference_settings, slide_logits
+from agent_hf.saving import save_model_folder
 
 
 # ------------------------------------------------------------------------------------------------------ helpers

@@ -81,7 +81,7 @@ def written_folder(kind: str) -> Path:
 
         from agent_hf import preset_config
         from agent_hf.data.ade20k import ade20k_id2label
-        from agent_hf.processing import save_model_folder
+        from agent_hf.saving import save_model_folder
 
         folder = Path(tempfile.mkdtemp(prefix=f"hub-{kind}-", dir=os.environ["AGENT_HF_TEST_CACHES"])) / "model"
         id2label = ade20k_id2label()
@@ -453,7 +453,7 @@ def test_a_real_model_folder_needs_its_pipeline_and_processor_code(hub: LocalHub
     from conftest import tiny_pvt_config
 
     from agent_hf import AgentPvtForSemanticSegmentation
-    from agent_hf.processing import save_model_folder
+    from agent_hf.saving import save_model_folder
 
     folder = tmp_path / "model"
     save_model_folder(AgentPvtForSemanticSegmentation(tiny_pvt_config()), folder)

@@ -26,7 +26,7 @@ from agent_hf import (
     official_classification_config,
     preset_config,
 )
-from agent_hf.registry import IMAGENET_MODELS
+from agent_hf.model_zoo import IMAGENET_MODELS
 
 TOLERANCE = 1e-5
 FIXTURES = ["cls_agent_swin_aaab", "cls_agent_pvt_aaaa"]

@@ -20,7 +20,7 @@ from skimage import data as skimage_data
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
 from agent_hf.data.imagenet import imagenet_id2label
-from agent_hf.image_processing_agent_classification import AgentClassificationImageProcessor
+from agent_hf.models.image_processing_agent_classification import AgentClassificationImageProcessor
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -258,7 +258,7 @@ def test_upgrading_a_classification_folder_keeps_it_a_classifier(imagenet_folder
     processor's settings kept), never the segmentation processor and handler."""
     import shutil
 
-    from agent_hf.processing import upgrade_model_folder
+    from agent_hf.saving import upgrade_model_folder
 
     folder = tmp_path / "folder"
     shutil.copytree(imagenet_folder, folder)

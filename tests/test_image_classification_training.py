@@ -16,7 +16,7 @@ from transformers import AutoModelForImageClassification
 
 from agent_hf import load_official_checkpoint, preset_config
 from agent_hf.data.imagenet import TopKAccuracy
-from agent_hf.image_processing_agent_classification import AgentClassificationImageProcessor
+from agent_hf.models.image_processing_agent_classification import AgentClassificationImageProcessor
 
 PHOTOS = [skimage_data.astronaut(), skimage_data.chelsea(), skimage_data.coffee()]
 

@@ -28,13 +28,12 @@ from transformers import (
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
 import agent_hf
-from agent_hf import processing
+from agent_hf import saving as processing
 from agent_hf.data.transforms import ADE20K_MEAN, ADE20K_STD, EvalTransform, to_rgb_array
-from agent_hf.image_ops import open_image
-from agent_hf.image_processing_agent import AgentImageProcessor
-from agent_hf.inference import multiscale_inputs, segment
-from agent_hf.processing import make_image_processor, save_model_folder
-from agent_hf.segmentation_inference import upsampled_argmax
+from agent_hf.models.image_ops import open_image
+from agent_hf.models.image_processing_agent import AgentImageProcessor
+from agent_hf.models.segmentation_inference import multiscale_inputs, segment, upsampled_argmax
+from agent_hf.saving import make_image_processor, save_model_folder
 
 
 def skimage_photos() -> dict[str, Image.Image]:

@@ -34,7 +34,7 @@ os.environ["HF_DATASETS_CACHE"] = DATASETS_CACHE
 import datasets  # noqa: E402
 
 from agent_hf.data import make_synthetic_scene_parsing, save_as_image_folders  # noqa: E402
-from agent_hf.inference import multiscale_inputs, segment  # noqa: E402
+from agent_hf.models.segmentation_inference import multiscale_inputs, segment  # noqa: E402
 
 # Small test scale, tiny slide windows: slide and multi-scale inference differ from whole-image inference.
 EVAL_SCALE = (256, 64)
@@ -184,7 +184,7 @@ def test_written_folders_serve_slide_and_tta_where_agent_hf_is_not_installed(run
     """Each kind of folder the training script writes (train+eval, checkpoint, evaluated train-only folder) and an
     upgraded one: the pipeline, loaded without agent_hf, is agent_hf's (slide and TTA give the evaluation path's
     labels, which differ from whole-image inference)."""
-    from agent_hf.processing import upgrade_model_folder
+    from agent_hf.saving import upgrade_model_folder
 
     root, _ = runs
     upgraded = tmp_path / "upgraded"

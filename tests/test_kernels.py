@@ -1,4 +1,4 @@
-"""The fused Triton kernels of agent attention (`agent_hf.agent_attention_kernels`, issue #22) without a GPU.
+"""The fused Triton kernels of agent attention (`agent_hf.models.agent_attention_kernels`, issue #22) without a GPU.
 
 Their arithmetic runs on CPU tensors under Triton's interpreter, in a process of its own (tests/kernel_checks.py:
 Triton decides at import whether kernels are interpreted), against the reference implementation (values and the
@@ -18,8 +18,8 @@ import pytest
 import torch
 from conftest import TINY_SWIN, tiny_swin_config
 
-from agent_hf.agent_attention import AgentAttention
-from agent_hf.agent_attention_fast import selected_fused_kernel
+from agent_hf.models.agent_attention import AgentAttention
+from agent_hf.models.agent_attention_fast import selected_fused_kernel
 
 CHECKS = Path(__file__).parent / "kernel_checks.py"
 TOLERANCE = 1e-5
@@ -70,7 +70,7 @@ def test_kernel_compiles_for_h100_within_its_shared_memory():
     memory of one block: too many pipeline stages over the bias-table tiles would not launch."""
     from kernel_checks import compile_for_gpu
 
-    from agent_hf.agent_attention_kernels import MAX_SHARED_BYTES
+    from agent_hf.models.agent_attention_kernels import MAX_SHARED_BYTES
 
     compiled = compile_for_gpu("_query_step_backward", 196, 32, torch.float32)
     assert 0 < compiled.metadata.shared <= MAX_SHARED_BYTES
@@ -114,7 +114,7 @@ def test_model_folder_ships_the_kernels_and_loads_without_triton(tmp_path):
     """The kernels module travels with the model code, and that code loads and runs where neither agent_hf nor
     Triton can be imported."""
     from agent_hf import AgentSwinForSemanticSegmentation
-    from agent_hf.processing import save_model_folder
+    from agent_hf.saving import save_model_folder
 
     model = AgentSwinForSemanticSegmentation(tiny_swin_config()).eval()
     save_model_folder(model, tmp_path / "model")

@@ -1,7 +1,7 @@
 """The registry of the seven presets and what is generated from it: model cards (metadata, paper numbers, body) and
 the README's models table, checked against the committed files and against the models themselves.
 
-Regenerate the committed cards and the README table after changing `agent_hf.registry` or `agent_hf.hub` with:
+Regenerate the committed cards and the README table after changing `agent_hf.model_zoo` or `agent_hf.hub` with:
 
     PYTHONPATH=src python -m agent_hf.hub --write
 """
@@ -27,7 +27,7 @@ from agent_hf.hub import (
 )
 from agent_hf.hub.__main__ import main as cards_main
 from agent_hf.hub.cards import MODELS_TABLE_END, MODELS_TABLE_START, outdated_files
-from agent_hf.registry import architecture_differences
+from agent_hf.model_zoo import architecture_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,7 +198,7 @@ def test_render_rejects_bad_arguments(kwargs: dict, match: str) -> None:
 def test_write_model_cards_matches_committed_files(tmp_path: Path) -> None:
     written = write_model_cards(tmp_path)
     # the seven segmentation cards, then the ten ImageNet classifiers' (tests/test_image_classification_cards.py)
-    from agent_hf.registry import IMAGENET_MODELS
+    from agent_hf.model_zoo import IMAGENET_MODELS
 
     assert [p.name for p in written] == [f"{preset}.md" for preset in (*PAPER_RESULTS, *IMAGENET_MODELS)]
     committed = ROOT / "model_cards"

@@ -22,7 +22,7 @@ from agent_hf import (
     AgentSwinModel,
 )
 from agent_hf.data.ade20k import ADE20K_CLASSES
-from agent_hf.processing import make_image_processor, save_model_folder
+from agent_hf.saving import make_image_processor, save_model_folder
 
 OFFICIAL_PARAMETERS = {
     "agent-swin-t-upernet-ade20k": 60_556_472,

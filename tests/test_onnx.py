@@ -28,7 +28,7 @@ from transformers.modeling_outputs import SemanticSegmenterOutput
 import agent_hf
 from agent_hf import onnx_export
 from agent_hf.onnx_export import MAX_OPSET, export_model_folder, export_program
-from agent_hf.processing import make_image_processor, save_model_folder
+from agent_hf.saving import make_image_processor, save_model_folder
 
 #: The tiny models' test resize bound (long, short edge): mmseg's keep-ratio resize, small so the tests stay fast.
 SCALE = (256, 96)

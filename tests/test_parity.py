@@ -22,10 +22,10 @@ from official_names import DERIVED_BUFFERS, expected_state_dict, our_backbone_ke
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-import agent_hf.agent_attention as agent_attention_module
-import agent_hf.agent_attention_fast as fast_module
+import agent_hf.models.agent_attention as agent_attention_module
+import agent_hf.models.agent_attention_fast as fast_module
 from agent_hf import config_from_official, load_official_checkpoint
-from agent_hf.agent_attention import AgentAttention
+from agent_hf.models.agent_attention import AgentAttention
 
 TOLERANCE = 1e-5
 GRADIENT_TOLERANCE = 1e-4  # gradients sum many more products than the forward

@@ -10,15 +10,16 @@ import torch.nn.functional as F
 from conftest import tiny_pvt_config, tiny_swin_config
 
 import agent_hf
-from agent_hf import AgentPvtForSemanticSegmentation, AgentSwinForSemanticSegmentation, heads, layers
-from agent_hf.agent_attention import AgentAttention, official_position_biases, reference_agent_attention
-from agent_hf.agent_attention_fast import (
+from agent_hf import AgentPvtForSemanticSegmentation, AgentSwinForSemanticSegmentation
+from agent_hf.flops import FlopCounter
+from agent_hf.models import heads, layers
+from agent_hf.models.agent_attention import AgentAttention, official_position_biases, reference_agent_attention
+from agent_hf.models.agent_attention_fast import (
     agent_bias_factors,
     agent_step_by_products,
     blocked_agent_step,
     cached_bias_factors,
 )
-from agent_hf.flops import FlopCounter
 
 FAMILIES = {
     "swin": (tiny_swin_config, AgentSwinForSemanticSegmentation),
@@ -119,7 +120,7 @@ def test_residual_stream_stays_fp32_when_branches_are_bf16():
     into them (it would round the fp32 stream to bf16 at every block)."""
     residual = torch.randn(2, 10, 8)
     branch = torch.randn(2, 10, 8).bfloat16()
-    total = agent_hf.layers.add_residual(residual, branch)
+    total = agent_hf.models.layers.add_residual(residual, branch)
     assert total.dtype == torch.float32
     torch.testing.assert_close(total, residual + branch.float(), rtol=0, atol=0)
 

@@ -24,8 +24,8 @@ from transformers import AutoModelForSemanticSegmentation
 
 import agent_hf
 from agent_hf.hub import card_for_folder, count_parameters, folder_origin, weights_digest_of_folder
-from agent_hf.processing import save_model_folder
 from agent_hf.provenance import read_provenance, record_provenance, trained_provenance, weights_digest
+from agent_hf.saving import save_model_folder
 
 try:  # tests/ as a package or as a plain folder on sys.path
     from .conftest import TINY_SWIN, tiny_pvt_config, tiny_swin_config
@@ -36,7 +36,7 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = "agent-pvt-t-fpn-ade20k"  # the smallest preset (15M parameters)
-# The official README's numbers for it, typed in independently of agent_hf.registry.
+# The official README's numbers for it, typed in independently of agent_hf.model_zoo.
 PAPER_MIOU, PAPER_MACC, PAPER_PARAMETERS = 40.18, 51.76, 15_323_998
 SWIN_T_PAPER = ("46.68", "60,556,472")
 
@@ -265,7 +265,7 @@ print(type(AutoConfig.for_model("agent_swin")).__name__, sorted(m for m in ("dat
 
 _LAZY_PROBE = """
 import sys
-import agent_hf, agent_hf.hub, agent_hf.registry
+import agent_hf, agent_hf.hub, agent_hf.model_zoo
 light = sorted(m for m in ("torch", "transformers", "datasets", "gradio") if m in sys.modules)
 config = agent_hf.preset_config("agent-pvt-t-fpn-ade20k")  # first use of a package name registers
 from transformers import AutoConfig

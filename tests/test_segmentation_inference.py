@@ -7,7 +7,7 @@ from conftest import tiny_pvt_config, tiny_swin_config
 from mmseg_reference import aug_test, slide_inference, whole_inference
 from transformers import AutoModelForSemanticSegmentation
 
-from agent_hf.inference import predict_multiscale, predict_slide, predict_whole, segment
+from agent_hf.models.segmentation_inference import predict_multiscale, predict_slide, predict_whole, segment
 
 ORIGINAL_SIZE = (70, 101)  # the photo's size before the test resize: every result is brought back to it
 

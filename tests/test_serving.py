@@ -3,7 +3,8 @@ folders written by earlier versions, on real photos (scikit-image's), against mm
 
 Each check runs the shipped code (the copies transformers makes from a model folder with ``trust_remote_code=True``)
 in a fresh Python process in which importing agent_hf fails; the reference is computed here by mmseg's whole / slide
-/ multi-scale inference as tests/mmseg_reference.py writes it, on ``agent_hf.inference.multiscale_inputs``.
+/ multi-scale inference as tests/mmseg_reference.py writes it, on
+``agent_hf.models.segmentation_inference.multiscale_inputs``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from transformers import AutoModelForSemanticSegmentation, SegformerImageProcess
 
 import agent_hf
 from agent_hf.data.ade20k import ade20k_id2label
-from agent_hf.inference import multiscale_inputs
-from agent_hf.processing import ENDPOINT_FILES, make_image_processor, save_model_folder, upgrade_model_folder
+from agent_hf.models.segmentation_inference import multiscale_inputs
+from agent_hf.saving import ENDPOINT_FILES, make_image_processor, save_model_folder, upgrade_model_folder
 
 #: Collects transformers' log records (the "not supported for image-segmentation" error among them).
 COLLECT_LOGS = textwrap.dedent(

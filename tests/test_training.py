@@ -14,10 +14,10 @@ from torch import nn
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, TrainingArguments
 
 import agent_hf
-from agent_hf.cli import ScriptError
+from agent_hf.argument_checks import ScriptError
 from agent_hf.data import TrainTransform, make_synthetic_scene_parsing, save_as_image_folders, synthetic_id2label
 from agent_hf.data.ade20k import find_split_folders, scene_parsing_folder
-from agent_hf.inference import predict_multiscale, predict_slide, predict_whole, segment
+from agent_hf.models.segmentation_inference import predict_multiscale, predict_slide, predict_whole, segment
 from agent_hf.training import (
     EvalDataset,
     EvalSettings,

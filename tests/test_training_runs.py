@@ -28,7 +28,7 @@ from script_helpers import (
 )
 from transformers import AutoModelForSemanticSegmentation
 
-from agent_hf.cli import ScriptError
+from agent_hf.argument_checks import ScriptError
 from agent_hf.data import make_synthetic_scene_parsing, save_as_image_folders, synthetic_id2label
 from agent_hf.training import InvalidSampleError, scan_checkpoints
 
@@ -277,7 +277,7 @@ def test_import_agent_hf_does_not_import_datasets():
 LIBRARY = REPO_ROOT / "src" / "agent_hf"
 LIBRARY_MODULES = [
     *sorted((LIBRARY / "training").glob("*.py")),
-    LIBRARY / "folders.py",
+    LIBRARY / "output_folders.py",
     LIBRARY / "data" / "ade20k.py",
     LIBRARY / "restricted_pickle.py",
 ]

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, tiny_pvt_config, tiny_swin_config
 from safetensors.torch import load_file, save_file
+from transformers import AutoModelForImageClassification, AutoModelForSemanticSegmentation
 
 from agent_hf import (
     AgentPvtBackbone,
@@ -21,7 +22,7 @@ from agent_hf import (
     AgentSwinForSemanticSegmentation,
     AgentSwinModel,
 )
-from agent_hf.layers import rename_key
+from agent_hf.models.layers import rename_key
 
 FOUR = ["stage1", "stage2", "stage3", "stage4"]
 CLASSES = {
@@ -293,7 +294,59 @@ def test_auto_map_modules_import_every_sibling_they_need_themselves(module):
     # theirs), then import it: a sibling reached only through another one would be missing (`make test-compat`).
     from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
 
-    path = REPO_ROOT / "src" / "agent_hf" / module
+    path = REPO_ROOT / "src" / "agent_hf" / "models" / module
     needed = {os.path.basename(file)[: -len(".py")] for file in get_relative_import_files(str(path))}
     assert needed, f"{module} imports no sibling module"
     assert needed <= set(get_relative_imports(str(path))), f"{module} reaches them only through other modules"
+
+
+# ------------------------------------------------------------------------------------------------- the layout
+MODELS_DIR = REPO_ROOT / "src" / "agent_hf" / "models"
+# What a shipped module may import besides its siblings: what every folder's requirements.txt (or Python) provides.
+SHIPPED_MODULE_DEPENDENCIES = {"torch", "transformers", "numpy", "PIL", "safetensors", "huggingface_hub", "triton"}
+
+
+@pytest.mark.parametrize("path", sorted(MODELS_DIR.glob("*.py")), ids=lambda p: p.name)
+def test_models_folder_imports_only_siblings_and_the_runtime(path):
+    """`agent_hf.models` is what travels with a model folder: its modules import each other relatively (`from .x
+    import Y`, which transformers copies), the standard library and the runtime packages, never the rest of agent_hf
+    (a Hub repo loaded where agent_hf is not installed would fail)."""
+    import ast
+
+    siblings = {p.stem for p in MODELS_DIR.glob("*.py")}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            assert node.level == 1, f"{path.name}:{node.lineno} imports from outside agent_hf/models"
+            modules = [node.module] if node.module else [alias.name for alias in node.names]
+            assert set(modules) <= siblings, f"{path.name}:{node.lineno} imports a missing sibling {modules}"
+            continue
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom):
+            names = [node.module]
+        for name in names:
+            top = name.split(".")[0]
+            assert top in SHIPPED_MODULE_DEPENDENCIES or top in sys.stdlib_module_names or top == "__future__", (
+                f"{path.name}:{node.lineno} imports {name}, which a model folder does not provide"
+            )
+
+
+def test_saved_folders_ship_exactly_the_models_folder(tmp_path):
+    """Every module of `agent_hf.models` travels with some folder (segmentation or classification, either family), and
+    every Python file a folder holds comes from it: the folder on disk is the list of what is shipped."""
+    from agent_hf.models.image_processing_agent_classification import AgentClassificationImageProcessor
+    from agent_hf.saving import save_model_folder
+
+    shipped = set()
+    for factory in (tiny_swin_config, tiny_pvt_config):
+        for model_class in (AutoModelForSemanticSegmentation, AutoModelForImageClassification):
+            config, processor = factory(), None
+            if model_class is AutoModelForImageClassification:
+                config.num_labels, processor = 3, AgentClassificationImageProcessor()
+            folder = tmp_path / f"{type(config).__name__}-{model_class.__name__}"
+            save_model_folder(model_class.from_config(config), folder, image_processor=processor)
+            files = {p.name for p in folder.iterdir() if p.suffix in (".py", ".txt")}
+            assert files <= {p.name for p in MODELS_DIR.iterdir()} | {"handler.py"}, files
+            shipped |= files
+    names_in_folder = {"handler.py": "handler.py"}  # the classification handler is written as handler.py
+    expected = {names_in_folder.get(p.name, p.name) for p in MODELS_DIR.iterdir() if p.suffix in (".py", ".txt")}
+    assert expected - {"classification_handler.py"} <= shipped, expected - shipped

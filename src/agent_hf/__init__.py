@@ -10,7 +10,7 @@
 The package's own names (``agent_hf.AgentSwinConfig``, ``agent_hf.preset_config``, ...) are imported on first
 access. With ``AGENT_HF_LAZY_IMPORT=1`` in the environment (the ``push_to_hub`` script sets it), ``import agent_hf``
 imports nothing heavy and registers on the first use of a package name, so that tools needing no model
-(`agent_hf.hub`, `agent_hf.registry`) start without torch.
+(`agent_hf.hub`, `agent_hf.model_zoo`) start without torch.
 """
 
 from __future__ import annotations
@@ -52,18 +52,18 @@ __version__ = "0.1.0"
 
 # Public name -> module that defines it. Imported on first access (PEP 562).
 _LAZY_NAMES = {
-    "AgentAttention": "agent_attention",
-    "AgentImageProcessor": "image_processing_agent",
-    "AgentPvtConfig": "configuration_agent_pvt",
-    "AgentSwinConfig": "configuration_agent_swin",
-    "AgentPvtBackbone": "modeling_agent_pvt",
-    "AgentPvtForImageClassification": "modeling_agent_pvt",
-    "AgentPvtForSemanticSegmentation": "modeling_agent_pvt",
-    "AgentPvtModel": "modeling_agent_pvt",
-    "AgentSwinBackbone": "modeling_agent_swin",
-    "AgentSwinForImageClassification": "modeling_agent_swin",
-    "AgentSwinForSemanticSegmentation": "modeling_agent_swin",
-    "AgentSwinModel": "modeling_agent_swin",
+    "AgentAttention": "models.agent_attention",
+    "AgentImageProcessor": "models.image_processing_agent",
+    "AgentPvtConfig": "models.configuration_agent_pvt",
+    "AgentSwinConfig": "models.configuration_agent_swin",
+    "AgentPvtBackbone": "models.modeling_agent_pvt",
+    "AgentPvtForImageClassification": "models.modeling_agent_pvt",
+    "AgentPvtForSemanticSegmentation": "models.modeling_agent_pvt",
+    "AgentPvtModel": "models.modeling_agent_pvt",
+    "AgentSwinBackbone": "models.modeling_agent_swin",
+    "AgentSwinForImageClassification": "models.modeling_agent_swin",
+    "AgentSwinForSemanticSegmentation": "models.modeling_agent_swin",
+    "AgentSwinModel": "models.modeling_agent_swin",
     "config_from_official": "official",
     "load_official_checkpoint": "official",
     "load_official_classifier": "official",
@@ -74,7 +74,7 @@ _LAZY_NAMES = {
 }
 
 # Submodules that need neither torch nor transformers: reaching them does not register the Auto classes.
-_LIGHT_SUBMODULES = frozenset({"hub", "provenance", "registry"})
+_LIGHT_SUBMODULES = frozenset({"hub", "model_zoo", "provenance"})
 
 _registered = False
 
@@ -95,11 +95,11 @@ def register_auto_classes() -> None:
         AutoModelForSemanticSegmentation,
     )
 
-    image_processor = importlib.import_module(f"{__name__}.image_processing_agent").AgentImageProcessor
+    image_processor = importlib.import_module(f"{__name__}.models.image_processing_agent").AgentImageProcessor
 
     for family in ("swin", "pvt"):
-        configuration = importlib.import_module(f"{__name__}.configuration_agent_{family}")
-        modeling = importlib.import_module(f"{__name__}.modeling_agent_{family}")
+        configuration = importlib.import_module(f"{__name__}.models.configuration_agent_{family}")
+        modeling = importlib.import_module(f"{__name__}.models.modeling_agent_{family}")
         prefix = "AgentSwin" if family == "swin" else "AgentPvt"
         config_class = getattr(configuration, f"{prefix}Config")
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
@@ -121,7 +121,7 @@ LAZY_IMPORT_ENV = "AGENT_HF_LAZY_IMPORT"
 
 # The scripts (run as `python scripts/NAME.py` or as the console commands of agent_hf.commands: `agent-hf-train`, ...)
 # start the same way, so that `--help` and argument errors answer at once; each registers once its arguments are
-# checked (agent_hf.cli.check_arguments_early).
+# checked (agent_hf.argument_checks.check_arguments_early).
 _SCRIPT_RUN = bool(sys.argv) and importlib.import_module(f"{__name__}.commands").is_script_run(sys.argv[0])
 if os.environ.get(LAZY_IMPORT_ENV, "").strip().lower() not in ("1", "true", "yes") and not _SCRIPT_RUN:
     register_auto_classes()

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 
 import torch
 
-from .configuration_agent_pvt import AgentPvtConfig
-from .configuration_agent_swin import AgentSwinConfig
-from .layers import rename_key
-from .modeling_agent_pvt import AgentPvtForImageClassification, AgentPvtForSemanticSegmentation
-from .modeling_agent_swin import AgentSwinForImageClassification, AgentSwinForSemanticSegmentation
+from .models.configuration_agent_pvt import AgentPvtConfig
+from .models.configuration_agent_swin import AgentSwinConfig
+from .models.layers import rename_key
+from .models.modeling_agent_pvt import AgentPvtForImageClassification, AgentPvtForSemanticSegmentation
+from .models.modeling_agent_swin import AgentSwinForImageClassification, AgentSwinForSemanticSegmentation
 from .provenance import official_checkpoint_provenance, record_provenance
 
 logger = logging.getLogger(__name__)

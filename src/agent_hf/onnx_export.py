@@ -3,7 +3,7 @@ dynamic batch, height and width, written into a complete model folder as `onnx/m
 layout), optionally with `onnx/model_fp16.onnx` and `onnx/model_quantized.onnx` (int8 weights).
 
 The graph comes from `torch.onnx.export(dynamo=True)`, i.e. `torch.export` with symbolic sizes: the model code takes
-its shape-generic forms there (`agent_hf.export_ops`: the agent pooling and the pyramid pooling as products with
+its shape-generic forms there (`agent_hf.models.export_ops`: the agent pooling and the pyramid pooling as products with
 pooling matrices, padding by symbolic amounts), and the agent biases' bilinear resizes are computed in the graph
 from the map's size. Not shipped with the model folders (it needs onnx, onnxscript and onnxruntime: the `onnx`
 extra).
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .folders import check_output_folder, write_folder
+from .output_folders import check_output_folder, write_folder
 from .presets import PRESETS, preset_config
-from .processing import as_agent_image_processor, save_model_folder
+from .saving import as_agent_image_processor, save_model_folder
 
 ONNX_FOLDER = "onnx"
 MODEL_FILE = "model.onnx"
@@ -163,7 +163,7 @@ def export_model_folder(
     The arguments are checked before anything is loaded; the folder is written beside `output_dir` and moved there
     only when complete. An existing non-empty `output_dir` is refused (`ExportError`), never replaced.
     """
-    from .folders import OutputFolderError
+    from .output_folders import OutputFolderError
 
     check_opset(opset)
     inputs = [name_or_path]

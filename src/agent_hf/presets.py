@@ -2,19 +2,19 @@
 they start from, by name.
 
 Each preset is the official config file's model, expressed as an agent_hf config. The facts (architecture,
-results, recipe) live in `agent_hf.registry`; this module turns them into config objects. Importing it registers
+results, recipe) live in `agent_hf.model_zoo`; this module turns them into config objects. Importing it registers
 the models with transformers' Auto classes.
 """
 
 from __future__ import annotations
 
 from . import register_auto_classes
-from .cli import mistyped_preset, unknown_preset_message
-from .configuration_agent_pvt import AgentPvtConfig
-from .configuration_agent_swin import AgentSwinConfig
+from .argument_checks import mistyped_preset, unknown_preset_message
 from .data.ade20k import ade20k_id2label
 from .data.imagenet import imagenet_id2label
-from .registry import IMAGENET_MODELS, MODELS, get_imagenet_model_spec, get_model_spec
+from .model_zoo import IMAGENET_MODELS, MODELS, get_imagenet_model_spec, get_model_spec
+from .models.configuration_agent_pvt import AgentPvtConfig
+from .models.configuration_agent_swin import AgentSwinConfig
 
 # Whoever builds preset configs builds models from them through the Auto classes.
 register_auto_classes()

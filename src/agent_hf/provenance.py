@@ -12,7 +12,7 @@ Fields:
   fresh heads) or ``"trained"`` (trained by agent-hf's training script).
 * ``preset``: the preset the model was built from (or whose architecture it has), else ``None``.
 * ``architecture_matches_preset``: the config has exactly the preset's architecture
-  (`agent_hf.registry.architecture_differences`).
+  (`agent_hf.model_zoo.architecture_differences`).
 * ``checkpoint``: file name of the official checkpoint that was loaded (no directory), else ``None``;
   ``checkpoint_kind``: ``"segmentation"`` or ``"imagenet"``.
 * ``num_parameters``: parameters of the model (auxiliary head included).
@@ -38,7 +38,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .registry import IMAGENET_MODELS, MODELS, architecture_differences
+from .model_zoo import IMAGENET_MODELS, MODELS, architecture_differences
 
 __all__ = [
     "ORIGINS",

@@ -14,7 +14,7 @@ Attention segmentation code (mmsegmentation 0.28 with mmcv 1.x, OpenCV backend):
 
 The test pipeline's steps (:func:`to_rgb_array`, :func:`rescale_size`, :func:`resize_bilinear`,
 :func:`resize_nearest`, :func:`resize_keep_ratio`, :func:`normalize`, :func:`pad_to` and the ADE20K mean/std)
-live in :mod:`agent_hf.image_ops`, which is shipped with every model folder so that the image processor uses the
+live in :mod:`agent_hf.models.image_ops`, which is shipped with every model folder so that the image processor uses the
 very same code; they are re-exported here.
 
 Conventions
@@ -74,7 +74,7 @@ import torch
 from PIL import Image
 
 # The test pipeline's operations (and the mean/std) are shipped with the model, so they live in `image_ops`.
-from ..image_ops import (
+from ..models.image_ops import (
     _SIXTEEN_BIT_MODES,
     ADE20K_MEAN,
     ADE20K_STD,

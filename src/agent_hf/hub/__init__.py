@@ -4,18 +4,18 @@ Nothing here imports torch or transformers: rendering a card, checking a folder 
 minimal environment.
 
 * `agent_hf.hub.cards`: the paper's card of each preset (:func:`render_model_card`, :func:`write_model_cards`) and
-  the README's models table, generated from `agent_hf.registry` (``python -m agent_hf.hub --write``); templates
-  are package data (``templates/*.md.j2``).
+  the README's models table, generated from `agent_hf.model_zoo` (``python -m agent_hf.hub --write``); templates
+  are package data (``card_templates/*.md.j2``).
 * `agent_hf.hub.folder_cards`: the card a model folder gets, from its provenance (:func:`card_for_folder`): the
   paper's card only for converted official weights of a preset; a card of its own (architecture, parameter count,
   measured results) for anything else.
-* `agent_hf.hub.model_folder`: :func:`validate_model_folder` checks a folder before anything is sent; parameter
+* `agent_hf.hub.folder_checks`: :func:`validate_model_folder` checks a folder before anything is sent; parameter
   count and weights digest read from safetensors files.
 * `agent_hf.hub.publishing`: :func:`push_folder_to_hub` publishes a folder in one commit, then its card in a second,
   last commit; :func:`push_card_to_hub` (re)publishes only the card.
 """
 
-from ..registry import PAPER_URL, UPSTREAM_REPO_URL, UPSTREAM_SEGMENTATION_URL
+from ..model_zoo import PAPER_URL, UPSTREAM_REPO_URL, UPSTREAM_SEGMENTATION_URL
 from .cards import (
     BIBTEX,
     COUNTED_FLOPS,
@@ -29,7 +29,7 @@ from .cards import (
     write_readme_models_table,
 )
 from .folder_cards import FolderOrigin, card_for_folder, folder_origin, render_folder_model_card
-from .model_folder import count_parameters, validate_model_folder, weights_digest_of_folder
+from .folder_checks import count_parameters, validate_model_folder, weights_digest_of_folder
 from .publishing import (
     CardPushError,
     HubConnectionError,

@@ -1,5 +1,5 @@
 """``python -m agent_hf.hub --write|--check``: the presets' model cards and the README's models table, generated
-from `agent_hf.registry`, in the checkout this package is installed from (editable install), whatever the current
+from `agent_hf.model_zoo`, in the checkout this package is installed from (editable install), whatever the current
 directory; elsewhere (an installed wheel) in the current directory."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _checkout_root() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m agent_hf.hub",
-        description="Generate the presets' model cards and the README's models table from agent_hf.registry.",
+        description="Generate the presets' model cards and the README's models table from agent_hf.model_zoo.",
     )
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", action="store_true", help="rewrite the cards and the README table")

@@ -4,7 +4,7 @@
     python -m agent_hf.hub --write   # rewrite model_cards/*.md and the README's model table
     python -m agent_hf.hub --check   # exit 1 if they are out of date
 
-The templates are package data (``agent_hf/hub/templates/*.md.j2``). Cards of other models (trained, modified, of
+The templates are package data (``agent_hf/hub/card_templates/*.md.j2``). Cards of other models (trained, modified, of
 unknown origin) are rendered by `agent_hf.hub.folder_cards`.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, Union
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..registry import (
+from ..model_zoo import (
     IMAGENET_MODELS,
     MODELS,
     PAPER_URL,
@@ -53,7 +53,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: One published model: the registry's entry (paper results, architecture, recipe, FLOPs, links).
 PaperResult = ModelSpec
 
-#: The seven ADE20K presets, keyed by preset name (the registry, `agent_hf.registry.MODELS`).
+#: The seven ADE20K presets, keyed by preset name (the registry, `agent_hf.model_zoo.MODELS`).
 PAPER_RESULTS: Mapping[str, ModelSpec] = MODELS
 
 #: FLOPs of one 512x2048 inference pass (auxiliary head excluded, as in the paper's count), counted by
@@ -94,14 +94,14 @@ LICENSE_DETAILS = (
 @functools.lru_cache(maxsize=1)
 def _templates() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("agent_hf.hub", "templates"),
+        loader=jinja2.PackageLoader("agent_hf.hub", "card_templates"),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # Markdown, not HTML
     )
 
 
 def render_card_template(name: str, card_data: ModelCardData, **variables: Any) -> ModelCard:
-    """A card from one of the package's templates (``templates/<name>``), with `card_data` as front matter."""
+    """A card from one of the package's templates (``card_templates/<name>``), with `card_data` as front matter."""
     text = _templates().get_template(name).render(card_data=card_data.to_yaml(), **variables)
     return ModelCard(text + "\n")
 

@@ -20,8 +20,7 @@ from typing import Any, Union
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..provenance import read_provenance
-from ..registry import (
+from ..model_zoo import (
     IMAGENET_MODELS,
     MODELS,
     PAPER_URL,
@@ -30,6 +29,7 @@ from ..registry import (
     architecture_differences,
     get_model_spec,
 )
+from ..provenance import read_provenance
 from .cards import (
     BIBTEX,
     DEMO_SPACE_URL,
@@ -40,8 +40,8 @@ from .cards import (
     render_card_template,
     render_model_card,
 )
+from .folder_checks import CONFIG_NAME, count_parameters, read_config, validate_model_folder, weights_digest_of_folder
 from .imagenet_cards import render_imagenet_model_card
-from .model_folder import CONFIG_NAME, count_parameters, read_config, validate_model_folder, weights_digest_of_folder
 from .publishing import check_repo_id
 
 __all__ = ["FolderOrigin", "card_for_folder", "folder_origin", "render_folder_model_card"]

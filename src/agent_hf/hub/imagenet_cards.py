@@ -1,12 +1,12 @@
 """Model cards of the ten ImageNet-1K classifiers (the paper's classification weights) and the README's ImageNet
-table, generated from `agent_hf.registry.IMAGENET_MODELS` (with the segmentation cards, by ``python -m agent_hf.hub
+table, generated from `agent_hf.model_zoo.IMAGENET_MODELS` (with the segmentation cards, by ``python -m agent_hf.hub
 --write`` / ``--check``)."""
 
 from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..registry import (
+from ..model_zoo import (
     IMAGENET_MODELS,
     MODELS,
     PAPER_URL,
@@ -47,7 +47,7 @@ def render_imagenet_model_card(preset_name: str, *, repo_id: str | None = None) 
     """The paper's model card of one ImageNet preset (the authors' classification weights, converted).
 
     Args:
-        preset_name: one of `agent_hf.registry.IMAGENET_MODELS` (e.g. ``"agent-swin-t-in1k-224"``).
+        preset_name: one of `agent_hf.model_zoo.IMAGENET_MODELS` (e.g. ``"agent-swin-t-in1k-224"``).
         repo_id: Hub repository the card is for; defaults to ``f"agent-hf/{preset_name}"``.
     """
     from .cards import BIBTEX, DEFAULT_NAMESPACE, LICENSE_NAME, PAPER_SOURCE_NAME, render_card_template

@@ -17,7 +17,7 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, co
 from huggingface_hub.errors import OfflineModeIsEnabled
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .model_folder import validate_model_folder
+from .folder_checks import validate_model_folder
 
 __all__ = [
     "CardPushError",

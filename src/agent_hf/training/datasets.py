@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from ..data.transforms import ADE20K_MEAN, ADE20K_STD, EvalTransform, TrainTransform
-from ..inference import DEFAULT_EVAL_SCALE, InferenceMode, scaled_bound
+from ..models.segmentation_inference import DEFAULT_EVAL_SCALE, InferenceMode, scaled_bound
 
 if TYPE_CHECKING:
     import datasets

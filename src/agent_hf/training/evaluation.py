@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..inference import segment
 from ..metrics import MeanIoU
+from ..models.segmentation_inference import segment
 from .datasets import EvalDataset, StreamingEvalDataset, check_labels
 
 __all__ = ["Evaluation", "evaluate_segmentation", "segmentation_metrics"]

@@ -18,8 +18,8 @@ from typing import Any
 from torch import nn
 from transformers import TrainingArguments
 
+from ..model_zoo import paper_recipe
 from ..presets import PRESETS, preset_config, unknown_preset_message
-from ..registry import paper_recipe
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, speed_metrics
 
-from ..folders import apply_umask
-from ..pipeline_agent import AGENT_MODEL_TYPES
-from ..processing import add_serving_files
+from ..models.pipeline_agent import AGENT_MODEL_TYPES
+from ..output_folders import apply_umask
+from ..saving import add_serving_files
 from .datasets import EpochSampler, EvalDataset, StreamingEvalDataset, StreamingTrainDataset, TrainDataset
 from .evaluation import evaluate_segmentation, json_number, segmentation_metrics
 from .optimization import build_optimizer, build_scheduler
@@ -61,7 +61,7 @@ class SegmentationTrainer(Trainer):
     * Under DDP, agent_hf models train without ``find_unused_parameters`` (every parameter is used) unless
       ``args.ddp_find_unused_parameters`` says otherwise.
     * Checkpoints get the permissions of the umask, like any file the user writes, and are complete model folders
-      (:func:`~agent_hf.processing.add_serving_files`: ``image_processor``, its code, the pipeline registered in
+      (:func:`~agent_hf.saving.add_serving_files`: ``image_processor``, its code, the pipeline registered in
       ``config.json``, the Endpoints handler), so a ``checkpoint-N`` can be evaluated and served as it is.
     """
 

@@ -1,10 +1,10 @@
 """The image operations of mmsegmentation's test pipeline, in numpy and PIL (shipped with every model folder).
 
-Training (``agent_hf.data.transforms``), evaluation (``agent_hf.inference``), the image processor, the pipeline, the
-Inference Endpoints handler and the demo app all turn an image into model input with these functions, so a photo is
-seen the same way everywhere: :func:`prepare_image` = :func:`to_rgb_array` (the image as ``(H, W, 3)`` ``uint8``
-RGB) -> :func:`resize_keep_ratio` (mmcv ``imrescale`` with OpenCV's bilinear sampling) -> :func:`normalize` (mmcv
-``imnormalize``).
+Training (``agent_hf.data.transforms``), evaluation (``agent_hf.models.segmentation_inference``), the image
+processor, the pipeline, the Inference Endpoints handler and the demo app all turn an image into model input with
+these functions, so a photo is seen the same way everywhere: :func:`prepare_image` = :func:`to_rgb_array` (the
+image as ``(H, W, 3)`` ``uint8`` RGB) -> :func:`resize_keep_ratio` (mmcv ``imrescale`` with OpenCV's bilinear
+sampling) -> :func:`normalize` (mmcv ``imnormalize``).
 
 Conventions: images are ``(H, W, 3)`` ``uint8`` RGB arrays; ``scale=(long_edge, short_edge)`` for keep-ratio
 resizing, ``size=(height, width)`` for padding and ``(width, height)`` for the explicit output size of

@@ -1,6 +1,6 @@
 """Model folder checks before publishing, and what the Hub tools read from a folder (without torch).
 
-A model folder is what `agent_hf.processing.save_model_folder` (or ``save_pretrained``) writes: ``config.json`` with an
+A model folder is what `agent_hf.saving.save_model_folder` (or ``save_pretrained``) writes: ``config.json`` with an
 ``auto_map``, the model code, the weights, ``preprocessor_config.json`` (with the image processor's code in its own
 ``auto_map``), and for Inference Endpoints ``handler.py`` + ``requirements.txt``.
 """

@@ -26,11 +26,11 @@ from typing import Any
 
 from transformers.dynamic_module_utils import get_relative_import_files
 
-from .folders import add_files
-from .image_processing_agent import AgentImageProcessor
-from .image_processing_agent_classification import AgentClassificationImageProcessor
-from .pipeline_agent import AGENT_MODEL_TYPES, AgentImageSegmentationPipeline
-from .segmentation_inference import DEFAULT_EVAL_SCALE
+from .models.image_processing_agent import AgentImageProcessor
+from .models.image_processing_agent_classification import AgentClassificationImageProcessor
+from .models.pipeline_agent import AGENT_MODEL_TYPES, AgentImageSegmentationPipeline
+from .models.segmentation_inference import DEFAULT_EVAL_SCALE
+from .output_folders import add_files
 
 __all__ = [
     "ENDPOINT_FILES",
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
-#: Inference Endpoints' custom handler and its requirements (package data under ``agent_hf/templates``).
+#: Inference Endpoints' custom handler and its requirements (package data under ``agent_hf/models``).
 ENDPOINT_FILES = ("handler.py", "requirements.txt")
 _INFERENCE_SETTINGS = ("mode", "ratios", "flip", "crop_size", "stride")
 
@@ -146,7 +146,7 @@ def _module_files(*classes: type) -> list[Path]:
 
 
 def _template(name: str) -> bytes:
-    return (resources.files("agent_hf") / "templates" / name).read_bytes()
+    return (resources.files("agent_hf.models") / name).read_bytes()
 
 
 def _json_bytes(values: Mapping[str, Any]) -> bytes:

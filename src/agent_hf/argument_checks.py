@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .folders import OutputFolderError, check_output_folder
-from .registry import IMAGENET_MODELS, MODELS
+from .model_zoo import IMAGENET_MODELS, MODELS
+from .output_folders import OutputFolderError, check_output_folder
 
 # Every preset name: the segmentation models and the ImageNet classifiers.
 _PRESET_NAMES: tuple[str, ...] = (*MODELS, *IMAGENET_MODELS)
@@ -48,7 +48,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def folder_error(error: Exception, overwrite_flag: str = "--overwrite_output_dir") -> ScriptError:
-    """The :class:`ScriptError` for an :class:`~agent_hf.folders.OutputFolderError`, naming the flag that allows
+    """The :class:`ScriptError` for an :class:`~agent_hf.output_folders.OutputFolderError`, naming the flag that allows
     replacing a folder that is merely not empty."""
     hint = f" ({overwrite_flag} replaces it)" if getattr(error, "reason", None) == "not_empty" else ""
     return ScriptError(f"{error}{hint}")
@@ -112,7 +112,7 @@ class ArgumentChecks:
     folders: tuple[str, ...] = ()  # a local folder that must exist
     presets: tuple[str, ...] = ()  # must name a preset
     models: tuple[str, ...] = ()  # a preset, folder or Hub id: a near miss of a preset name is refused
-    output_dir: str | None = None  # the output folder's option (checked with agent_hf.folders.check_output_folder)
+    output_dir: str | None = None  # the output folder's option (see agent_hf.output_folders.check_output_folder)
     default_output_dir: str | None = None
     overwrite: tuple[str, ...] = ("--overwrite_output_dir", "--overwrite")
     inputs: tuple[str, ...] = ()  # options naming what the run reads: an output folder holding one is refused
