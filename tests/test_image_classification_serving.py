@@ -5,14 +5,13 @@ pipeline on a real photo, and the Inference Endpoints handler."""
 import base64
 import io
 import json
-import os
 import sys
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REFERENCE_DIR, REPO_ROOT
+from conftest import REFERENCE_DIR
 from PIL import Image
 from safetensors.torch import load_file, save_file
 from script_helpers import load_script, run_in_process
@@ -195,15 +194,6 @@ def test_endpoint_handler_answers_top_k(imagenet_folder, monkeypatch):
     with pytest.raises(ValueError, match="not a decodable image|base64"):
         endpoint({"inputs": "not an image"})
     sys.modules.pop("handler", None)
-
-
-def test_processor_module_imports_every_sibling_it_needs_itself():
-    # transformers 4.57 and 5.0 copy a local folder's auto_map module with its own relative imports only.
-    from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
-
-    path = os.path.join(REPO_ROOT, "src", "agent_hf", "image_processing_agent_classification.py")
-    needed = {os.path.basename(file)[: -len(".py")] for file in get_relative_import_files(path)}
-    assert needed and needed <= set(get_relative_imports(path))
 
 
 def official_pvt_state_dict(model) -> dict:

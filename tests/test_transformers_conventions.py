@@ -284,6 +284,7 @@ AUTO_MAP_MODULES = [
     "modeling_agent_swin.py",
     "modeling_agent_pvt.py",
     "image_processing_agent.py",
+    "image_processing_agent_classification.py",
     "pipeline_agent.py",
 ]
 
