@@ -1,6 +1,7 @@
 """The README and docs/ (issue 21): a README read in five minutes that opens with the two commands, docs pages that
-link to what exists, every page reachable from the README, and the README's inference snippet and the serving-limits
-table true to the code."""
+link to what exists, every page reachable from the README, and what they show true to the code: the README's
+inference snippet runs, every script command they show uses options the script has, the serving-limits table gives
+the code's defaults."""
 
 import re
 from dataclasses import fields
@@ -102,6 +103,51 @@ def test_the_readme_inference_snippet_runs_as_written(tmp_path, monkeypatch):
     assert all(segment["mask"].size == (width, height) for segment in namespace["segments"])
     class_map = namespace["class_map"]
     assert class_map.shape == (height, width) and set(class_map.unique().tolist()) <= set(range(5))
+
+
+def script_options(script: Path) -> set[str]:
+    """The options a script accepts: its argparse options, its argument dataclasses' fields, the options of its
+    generated --help text, and TrainingArguments' where it parses those."""
+    from transformers import TrainingArguments
+
+    source = script.read_text()
+    options = set(re.findall(r"[\"']--(\w+)[\"']", source)) | set(re.findall(r"^    (\w+): .*= field\(", source, re.M))
+    help_text = script.with_name(f"{script.stem}_help.txt")
+    if help_text.exists():
+        options |= set(re.findall(r"--(\w+)", help_text.read_text()))
+    if "TrainingArguments" in source:
+        options |= {field.name for field in fields(TrainingArguments)}
+    return options
+
+
+def script_commands(page: Path) -> list[tuple[str, list[str]]]:
+    """``(script, options)`` of every `scripts/*.py` command in a page's code blocks and one-line code spans."""
+    text = page.read_text()
+    blocks = [block.replace("\\\n", " ") for block in FENCED_CODE.findall(text)] + INLINE_CODE.findall(text)
+    commands = []
+    for line in "\n".join(blocks).splitlines():
+        for script, arguments in re.findall(r"(scripts/\w+\.py)((?: +[^#`;|&]\S*)*)", line):
+            commands.append((script, re.findall(r"(?<![\w-])--(\w+)", arguments)))
+    return commands
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_script_command_shown_uses_options_the_script_has(page):
+    unknown = [
+        (script, option)
+        for script, options in script_commands(page)
+        for option in options
+        if option not in script_options(REPO_ROOT / script)
+    ]
+    assert not unknown, f"{page.name} shows options its scripts do not have: {unknown}"
+
+
+def test_script_commands_are_found_with_their_options():
+    commands = script_commands(REPO_ROOT / "docs" / "training.md")
+    assert ("scripts/prepare_ade20k.py", ["ade_dir", "push_to_hub", "hub_dataset_id"]) in commands
+    paper_runs = [options for script, options in commands if "eval_steps" in options]
+    assert len(paper_runs) == 2 and "backbone_checkpoint" in paper_runs[0]
+    assert "not_an_option" not in script_options(REPO_ROOT / "scripts/run_semantic_segmentation.py")
 
 
 def test_the_serving_limits_table_gives_the_defaults_of_the_code():
