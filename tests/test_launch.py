@@ -1,6 +1,6 @@
-"""Scaling out with accelerate: the README's `accelerate launch` commands, run at tiny scale on CPU processes (gloo).
+"""Scaling out with accelerate: docs/training.md's `accelerate launch` commands, at tiny scale on CPU processes (gloo).
 
-One process with gradient accumulation (the README's `--num_processes 1`, i.e. one plain process: run in pytest's),
+One process with gradient accumulation (the docs' `--num_processes 1`, i.e. one plain process: run in pytest's),
 two processes and two "machines" on 127.0.0.1, all with the same global batch of 4 images, log the same losses at
 every step (same samples, augmentations and gradients). Two processes and two machines end with the same weights and
 metrics, and a run's evaluation over its processes equals a single-process evaluation of its weights. (The
@@ -38,9 +38,9 @@ METRICS = ("eval_mIoU", "eval_mAcc", "eval_aAcc")
 
 
 def readme_launch_commands() -> dict[str, tuple[list[str], list[str]]]:
-    """The README's `accelerate launch` commands: ``{comment: (launcher arguments, script arguments)}``."""
-    text = (REPO_ROOT / "README.md").read_text()
-    block = text[text.index("**Launching.**") :]
+    """docs/training.md's `accelerate launch` commands: ``{comment: (launcher arguments, script arguments)}``."""
+    text = (REPO_ROOT / "docs" / "training.md").read_text()
+    block = text[text.index("## Launching") :]
     block = block[block.index("```bash") + 7 : block.index("```", block.index("```bash") + 7)]
     commands, comment = {}, None
     for line in block.replace("\\\n", " ").splitlines():
