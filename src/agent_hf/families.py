@@ -154,7 +154,8 @@ class ModelFamily:
         head_tag: Hub tag of the head (``"upernet"``).
         configuration_module, modeling_module: the family's modules in ``agent_hf.models``.
         class_prefix: the classes' common prefix: ``<prefix>Config`` in the configuration module, ``<prefix>Model``
-            ... (:data:`MODEL_CLASS_SUFFIXES`) in the modeling module.
+            ... (:data:`MODEL_CLASS_SUFFIXES`) in the modeling module. The official checkpoint keys -> ours mapping
+            is the model classes' own (``_checkpoint_key_mapping()``, also used by ``from_pretrained``).
         recipe: the training recipe of the official segmentation configs.
         architecture: the config values of the official segmentation configs that every published size shares.
         preset_pattern: the segmentation presets' name, ``{}`` the size (``"agent-swin-{}-upernet-ade20k"``).
