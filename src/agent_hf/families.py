@@ -226,13 +226,27 @@ def _models_module(name: str):
     return importlib.import_module(f"{__package__}.models.{name}")
 
 
-# The architecture values group as the official configs do (backbone, attention, heads).
+# The architecture values of the official segmentation configs, grouped as they group them (backbone, attention,
+# heads): what both families share, then each family's.
 # fmt: off
-#: Values both families take from the official configs alike.
 _AGENT_COMMON = dict(
     pretrain_image_size=224, patch_size=4, num_channels=3, hidden_act="gelu",
     agent_num=(9, 16, 49, 49), agent_kernel_size=3, attention_scale_exponent=-0.5, qkv_bias=True, qk_scale=None,
     align_corners=False,
+)
+_AGENT_SWIN_ARCHITECTURE = dict(
+    _AGENT_COMMON,
+    window_size=7, mlp_ratio=4.0, layer_norm_eps=1e-5, patch_norm=True, use_absolute_embeddings=False,
+    decoder_hidden_size=512, pool_scales=(1, 2, 3, 6),
+    use_auxiliary_head=True, auxiliary_in_index=2, auxiliary_channels=256, auxiliary_num_convs=1,
+    auxiliary_concat_input=False,
+)
+_AGENT_PVT_ARCHITECTURE = dict(
+    _AGENT_COMMON,
+    embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), layer_norm_eps=1e-6,
+    attn_type="AAAA", sr_ratios=(8, 4, 2, 1), agent_sr_ratios=(1, 1, 1, 1),
+    downstream_agent_shapes=((12, 12), (16, 16), (28, 28), (28, 28)),
+    fpn_hidden_size=256, decoder_hidden_size=128, feature_strides=(4, 8, 16, 32),
 )
 # fmt: on
 
@@ -245,23 +259,7 @@ _AGENT_SWIN = ModelFamily(
     modeling_module="modeling_agent_swin",
     class_prefix="AgentSwin",
     recipe=AGENT_SWIN_RECIPE,
-    architecture=MappingProxyType(
-        dict(
-            _AGENT_COMMON,
-            window_size=7,
-            mlp_ratio=4.0,
-            layer_norm_eps=1e-5,
-            patch_norm=True,
-            use_absolute_embeddings=False,
-            decoder_hidden_size=512,
-            pool_scales=(1, 2, 3, 6),
-            use_auxiliary_head=True,
-            auxiliary_in_index=2,
-            auxiliary_channels=256,
-            auxiliary_num_convs=1,
-            auxiliary_concat_input=False,
-        )  # fmt: skip
-    ),
+    architecture=MappingProxyType(_AGENT_SWIN_ARCHITECTURE),
     preset_pattern="agent-swin-{}-upernet-ade20k",
     upstream_config_pattern="configs/agent_swin/upernet_agent_swin_{}_9-12-14-7.py",
     official_backbone="AgentSwinTransformer",
@@ -292,22 +290,7 @@ _AGENT_PVT = ModelFamily(
     modeling_module="modeling_agent_pvt",
     class_prefix="AgentPvt",
     recipe=AGENT_PVT_RECIPE,
-    architecture=MappingProxyType(
-        dict(
-            _AGENT_COMMON,
-            embed_dims=(64, 128, 320, 512),
-            num_heads=(1, 2, 5, 8),
-            mlp_ratios=(8, 8, 4, 4),
-            layer_norm_eps=1e-6,
-            attn_type="AAAA",
-            sr_ratios=(8, 4, 2, 1),
-            agent_sr_ratios=(1, 1, 1, 1),
-            downstream_agent_shapes=((12, 12), (16, 16), (28, 28), (28, 28)),
-            fpn_hidden_size=256,
-            decoder_hidden_size=128,
-            feature_strides=(4, 8, 16, 32),
-        )  # fmt: skip
-    ),
+    architecture=MappingProxyType(_AGENT_PVT_ARCHITECTURE),
     preset_pattern="agent-pvt-{}-fpn-ade20k",
     upstream_config_pattern="configs/agent_pvt/fpn_agent_pvt_{}_12-16-28-28.py",
     official_backbone="AgentPVT",
