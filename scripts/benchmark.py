@@ -53,12 +53,14 @@ if __name__ == "__main__":  # answered before torch is imported
 import torch  # noqa: E402
 from transformers import SwinBackbone, SwinConfig, UperNetConfig, UperNetForSemanticSegmentation  # noqa: E402
 
+from agent_hf.families import FAMILIES, SWIN_T_UPERNET_PEER, get_family  # noqa: E402
 from agent_hf.flops import count_model_flops  # noqa: E402
 from agent_hf.model_zoo import get_model_spec  # noqa: E402
 from agent_hf.models.agent_attention import AgentAttention  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PEER = "swin-t-upernet (transformers)"
+# The one peer this script builds; every family names it as its `benchmark_peer` (checked before measuring).
+PEER = SWIN_T_UPERNET_PEER
 NUM_LABELS = 150
 
 
@@ -94,11 +96,25 @@ def agent_config(spec: str):
         return agent_hf.preset_config(spec)
     text = Path(spec).read_text() if Path(spec).is_file() else spec
     data = json.loads(text)
-    classes = {"agent_swin": agent_hf.AgentSwinConfig, "agent_pvt": agent_hf.AgentPvtConfig}
     model_type = data.pop("model_type", "agent_swin")
-    if model_type not in classes:
-        raise ValueError(f"--config: model_type {model_type!r} is not one of {sorted(classes)}")
-    return classes[model_type](**data)
+    if model_type not in FAMILIES:
+        raise ValueError(f"--config: model_type {model_type!r} is not one of {sorted(FAMILIES)}")
+    return get_family(model_type).config_class()(**data)
+
+
+def check_peer(specs) -> None:
+    """Stops when a model's family names a benchmark peer other than PEER, the one this script builds (a config
+    that does not build is left to its measurement, which reports the error)."""
+    for spec in specs:
+        try:
+            family = get_family(agent_config(spec).model_type)
+        except Exception:  # noqa: BLE001 - reported in the table
+            continue
+        if family.benchmark_peer != PEER:
+            sys.exit(
+                f"{model_label(spec)}: {family.name}'s benchmark peer {family.benchmark_peer!r} is not the one this "
+                f"script builds ({PEER!r})"
+            )
 
 
 def model_label(spec: str) -> str:
@@ -121,11 +137,7 @@ def build(spec: str, part: str, attn_implementation: str | None):
         config = agent_config(spec)
         if attn_implementation:
             config._attn_implementation = attn_implementation
-        segmentor = {
-            "agent_swin": agent_hf.AgentSwinForSemanticSegmentation,
-            "agent_pvt": agent_hf.AgentPvtForSemanticSegmentation,
-        }
-        model = segmentor[config.model_type](config)
+        model = get_family(config.model_type).model_class("ForSemanticSegmentation")(config)
         if part == "backbone":
             model = model.backbone
     return model
@@ -818,6 +830,7 @@ def main(argv=None) -> None:
         if spec not in agent_hf.PRESETS:
             sys.exit(f"--model {spec!r}: not a preset ({', '.join(agent_hf.PRESETS)}); use --config for a JSON config")
     if not args.no_peer:
+        check_peer(specs)
         specs.append(PEER)
     labels = {spec: (PEER if spec == PEER else model_label(spec)) for spec in specs}
     dtype = DTYPES[args.dtype]

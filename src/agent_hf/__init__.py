@@ -74,15 +74,15 @@ _LAZY_NAMES = {
 }
 
 # Submodules that need neither torch nor transformers: reaching them does not register the Auto classes.
-_LIGHT_SUBMODULES = frozenset({"hub", "model_zoo", "provenance"})
+_LIGHT_SUBMODULES = frozenset({"families", "hub", "model_zoo", "provenance"})
 
 _registered = False
 
 
 def register_auto_classes() -> None:
-    """Registers the Agent-Swin and Agent-PVT classes with `AutoConfig`, `AutoModel`, `AutoBackbone`,
-    `AutoModelForSemanticSegmentation`, `AutoModelForImageClassification` and `AutoImageProcessor` (once; later calls
-    do nothing)."""
+    """Registers the classes of every model family (`agent_hf.families`) with `AutoConfig`, `AutoModel`,
+    `AutoBackbone`, `AutoModelForSemanticSegmentation`, `AutoModelForImageClassification` and `AutoImageProcessor`
+    (once; later calls do nothing)."""
     global _registered
     if _registered:
         return
@@ -95,22 +95,20 @@ def register_auto_classes() -> None:
         AutoModelForSemanticSegmentation,
     )
 
-    image_processor = importlib.import_module(f"{__name__}.models.image_processing_agent").AgentImageProcessor
+    from .families import FAMILIES
 
-    for family in ("swin", "pvt"):
-        configuration = importlib.import_module(f"{__name__}.models.configuration_agent_{family}")
-        modeling = importlib.import_module(f"{__name__}.models.modeling_agent_{family}")
-        prefix = "AgentSwin" if family == "swin" else "AgentPvt"
-        config_class = getattr(configuration, f"{prefix}Config")
-        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
-        AutoModel.register(config_class, getattr(modeling, f"{prefix}Model"), exist_ok=True)
-        AutoBackbone.register(config_class, getattr(modeling, f"{prefix}Backbone"), exist_ok=True)
-        AutoModelForSemanticSegmentation.register(
-            config_class, getattr(modeling, f"{prefix}ForSemanticSegmentation"), exist_ok=True
-        )
-        AutoModelForImageClassification.register(
-            config_class, getattr(modeling, f"{prefix}ForImageClassification"), exist_ok=True
-        )
+    image_processor = importlib.import_module(f"{__name__}.models.image_processing_agent").AgentImageProcessor
+    auto_classes = {
+        "Model": AutoModel,
+        "Backbone": AutoBackbone,
+        "ForSemanticSegmentation": AutoModelForSemanticSegmentation,
+        "ForImageClassification": AutoModelForImageClassification,
+    }
+    for family in FAMILIES.values():
+        config_class = family.config_class()
+        AutoConfig.register(family.model_type, config_class, exist_ok=True)
+        for suffix, auto_class in auto_classes.items():
+            auto_class.register(config_class, family.model_class(suffix), exist_ok=True)
         AutoImageProcessor.register(config_class, slow_image_processor_class=image_processor, exist_ok=True)
     _registered = True
 

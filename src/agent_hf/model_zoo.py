@@ -2,8 +2,9 @@
 
 Each entry of :data:`MODELS` holds a model's architecture (the config values of the official config file), the
 authors' ADE20K results, the training recipe's numbers, the parameter count, the FLOPs counted by agent-hf, and the
-official config and checkpoint links. `agent_hf.presets` builds configs from it, `agent_hf.hub` renders the model
-cards and the README's model table from it, and the training recipes read their numbers from it.
+official config and checkpoint links; what its family shares with the other sizes (the architecture values, the
+recipe, the names) comes from `agent_hf.families`. `agent_hf.presets` builds configs from it, `agent_hf.hub` renders
+the model cards and the README's model table from it.
 
 This module is plain data (standard library only): the Hub tools read it without importing torch or transformers.
 
@@ -17,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+from .families import AGENT_PVT_RECIPE, AGENT_SWIN_RECIPE, FAMILIES, PaperRecipe, get_family
 
 __all__ = [
     "AGENT_PVT_RECIPE",
@@ -58,114 +61,12 @@ TRAINING_ONLY_CONFIG_KEYS = frozenset(
 
 
 @dataclass(frozen=True)
-class PaperRecipe:
-    """Optimizer and schedule of an official config (mmsegmentation 0.x, mmcv 1.x `PolyLrUpdaterHook`).
-
-    Attributes:
-        schedule: the official `_base_` schedule file, e.g. ``"schedule_160k"``.
-        learning_rate: AdamW learning rate.
-        betas: AdamW betas.
-        weight_decay: AdamW weight decay.
-        no_decay_keys: mmcv ``paramwise_cfg.custom_keys`` with ``decay_mult=0``: parameters whose official name
-            contains one of them get no weight decay (empty: decay on every parameter).
-        poly_power: power of the poly learning-rate decay.
-        min_lr: learning rate at the end of the schedule.
-        warmup_iters: linear warm-up iterations (0: none).
-        warmup_ratio: the warm-up starts at ``warmup_ratio * learning_rate``.
-        iterations: length of the schedule (optimizer steps).
-        gpus: GPUs of the official run.
-        images_per_gpu: images per GPU and iteration.
-        crop_size: training crop (height, width).
-    """
-
-    schedule: str
-    learning_rate: float
-    weight_decay: float
-    poly_power: float
-    iterations: int
-    betas: tuple[float, float] = (0.9, 0.999)
-    no_decay_keys: tuple[str, ...] = ()
-    min_lr: float = 0.0
-    warmup_iters: int = 0
-    warmup_ratio: float = 0.0
-    gpus: int = 8
-    images_per_gpu: int = 2
-    crop_size: tuple[int, int] = (512, 512)
-
-    @property
-    def batch_size(self) -> int:
-        """Images per iteration over all GPUs."""
-        return self.gpus * self.images_per_gpu
-
-    def summary(self) -> str:
-        """One sentence with every number of the recipe (used by the model cards)."""
-        if self.no_decay_keys:
-            keys = ", ".join(f"`{key}`" for key in self.no_decay_keys)
-            decay = (
-                f"weight decay {_number(self.weight_decay)}, none on parameters whose official name contains {keys}"
-            )
-        else:
-            decay = f"weight decay {_number(self.weight_decay)} on every parameter"
-        warmup = (
-            f"{self.warmup_iters:,} linear warm-up iterations from {_number(self.warmup_ratio)} × lr, then "
-            if self.warmup_iters
-            else "no warm-up, "
-        )
-        return (
-            f"AdamW (lr {_number(self.learning_rate)}, betas {self.betas}, {decay}); {warmup}poly decay "
-            f"(power {self.poly_power:g}) to {self.min_lr:g} over {self.iterations:,} iterations of "
-            f"{self.batch_size} images ({self.gpus} GPUs × {self.images_per_gpu}), "
-            f"{self.crop_size[0]}×{self.crop_size[1]} crops of ADE20K train"
-        )
-
-
-def _number(value: float) -> str:
-    """Numbers as the official configs write them: ``0.01``, ``2e-4``, ``1e-6``."""
-    if 0 < abs(value) < 1e-3:
-        mantissa, exponent = f"{value:e}".split("e")
-        return f"{float(mantissa):g}e{int(exponent)}"
-    return f"{value:g}"
-
-
-#: Agent-Swin + UperNet, `configs/agent_swin/upernet_agent_swin_*_9-12-14-7.py` (`schedule_160k`).
-AGENT_SWIN_RECIPE = PaperRecipe(
-    schedule="schedule_160k",
-    learning_rate=6e-5,
-    weight_decay=0.01,
-    no_decay_keys=(
-        "absolute_pos_embed",
-        "relative_position_bias_table",
-        "norm",
-        "an_bias",
-        "na_bias",
-        "ah_bias",
-        "aw_bias",
-        "ha_bias",
-        "wa_bias",
-    ),
-    poly_power=1.0,
-    warmup_iters=1500,
-    warmup_ratio=1e-6,
-    iterations=160_000,
-)
-
-#: Agent-PVT + Semantic FPN, `configs/agent_pvt/fpn_agent_pvt_*_12-16-28-28.py` (`schedule_40k`).
-AGENT_PVT_RECIPE = PaperRecipe(
-    schedule="schedule_40k",
-    learning_rate=2e-4,
-    weight_decay=1e-4,
-    poly_power=0.9,
-    iterations=40_000,
-)
-
-
-@dataclass(frozen=True)
 class ModelSpec:
     """One published model.
 
     Attributes:
         preset: preset name, also the default Hub repository name (e.g. ``"agent-swin-t-upernet-ade20k"``).
-        model_type: ``"agent_swin"`` or ``"agent_pvt"``.
+        model_type: the family (a key of `agent_hf.families.FAMILIES`), e.g. ``"agent_swin"``.
         backbone: display name of the backbone (e.g. ``"Agent-Swin-T"``).
         head: display name of the decode head, ``"UperNet"`` or ``"Semantic FPN"``.
         architecture: config values that define the network (every one of them, not only those that differ from
@@ -208,12 +109,12 @@ class ModelSpec:
     @property
     def backbone_tag(self) -> str:
         """Hub tag of the backbone family."""
-        return self.model_type.replace("_", "-")
+        return get_family(self.model_type).backbone_tag
 
     @property
     def head_tag(self) -> str:
         """Hub tag of the head."""
-        return "upernet" if self.model_type == "agent_swin" else "semantic-fpn"
+        return get_family(self.model_type).head_tag
 
     @property
     def auxiliary_head(self) -> bool:
@@ -240,41 +141,10 @@ def _to_list(value: Any) -> Any:
     return [_to_list(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
-@dataclass(frozen=True)
-class _Family:
-    """The models of one family: names, the official config file pattern, the recipe, the architecture values
-    every size has (`architecture`) and those that set each size apart (`sizes`)."""
-
-    model_type: str
-    backbone: str
-    head: str
-    preset: str
-    upstream_config: str
-    recipe: PaperRecipe
-    architecture: Mapping[str, Any]
-    sizes: Mapping[str, Mapping[str, Any]]
-
-
-# The architecture tables below group the values as the official configs do (backbone, attention, heads).
 # fmt: off
-#: Values both families take from the official configs alike.
-_AGENT_COMMON = dict(
-    pretrain_image_size=224, patch_size=4, num_channels=3, hidden_act="gelu",
-    agent_num=(9, 16, 49, 49), agent_kernel_size=3, attention_scale_exponent=-0.5, qkv_bias=True, qk_scale=None,
-    align_corners=False,
-)
-
-_SWIN = _Family(
-    "agent_swin", "Agent-Swin-{}", "UperNet", "agent-swin-{}-upernet-ade20k",
-    "configs/agent_swin/upernet_agent_swin_{}_9-12-14-7.py", AGENT_SWIN_RECIPE,
-    architecture=dict(
-        _AGENT_COMMON,
-        window_size=7, mlp_ratio=4.0, layer_norm_eps=1e-5, patch_norm=True, use_absolute_embeddings=False,
-        decoder_hidden_size=512, pool_scales=(1, 2, 3, 6),
-        use_auxiliary_head=True, auxiliary_in_index=2, auxiliary_channels=256, auxiliary_num_convs=1,
-        auxiliary_concat_input=False,
-    ),
-    sizes={
+#: The architecture values that set each published size apart (the rest is the family's, `ModelFamily.architecture`).
+_SIZES = {
+    "agent_swin": {
         "t": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), attn_type="AAAB",
                   downstream_agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7))),
         "s": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24), attn_type="AABB",
@@ -282,37 +152,25 @@ _SWIN = _Family(
         "b": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), attn_type="AAMB2",
                   downstream_agent_shapes=((9, 9), (12, 12), (14, 14), (7, 7))),
     },
-)
-
-_PVT = _Family(
-    "agent_pvt", "Agent-PVT-{}", "Semantic FPN", "agent-pvt-{}-fpn-ade20k",
-    "configs/agent_pvt/fpn_agent_pvt_{}_12-16-28-28.py", AGENT_PVT_RECIPE,
-    architecture=dict(
-        _AGENT_COMMON,
-        embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8), mlp_ratios=(8, 8, 4, 4), layer_norm_eps=1e-6,
-        attn_type="AAAA", sr_ratios=(8, 4, 2, 1), agent_sr_ratios=(1, 1, 1, 1),
-        downstream_agent_shapes=((12, 12), (16, 16), (28, 28), (28, 28)),
-        fpn_hidden_size=256, decoder_hidden_size=128, feature_strides=(4, 8, 16, 32),
-    ),
-    sizes={
+    "agent_pvt": {
         "t": dict(depths=(2, 2, 2, 2)),
         "s": dict(depths=(3, 4, 6, 3)),
         "m": dict(depths=(3, 4, 18, 3)),
         "l": dict(depths=(3, 8, 27, 3)),
     },
-)
+}
 
 # The official README's table, in its order: family, size, then the `ModelSpec` fields of `_RESULT_COLUMNS` (the
 # config's drop-path rate, mIoU and mAcc (%), exact and reported parameters, reported GFLOPs, FLOPs counted by
 # agent-hf), then the checkpoint id (None: the README's link is empty).
 _RESULTS = (
-    (_SWIN, "t", 0.3, 46.68, 58.53, 60_556_472, "61M", 954, 1_912_511_286_432, "280481ee38024bce8364"),
-    (_SWIN, "s", 0.3, 48.08, 59.78, 81_320_192, "81M", 1043, 2_087_290_265_184, None),
-    (_SWIN, "b", 0.5, 48.73, 60.01, 121_606_588, "121M", 1196, 2_395_062_745_472, None),
-    (_PVT, "t", 0.1, 40.18, 51.76, 15_323_998, "15M", 147, 296_498_085_952, "5e7bf988b4b74efe8654"),
-    (_PVT, "s", 0.1, 44.18, 56.17, 24_388_712, "24M", 211, 429_174_313_456, "11332fa565e443678e4c"),
-    (_PVT, "m", 0.2, 44.30, 56.42, 39_675_392, "40M", 321, 656_797_431_856, None),
-    (_PVT, "l", 0.1, 46.52, 58.50, 52_491_826, "52M", 434, 889_049_511_136, "0da8b58581214f85974f"),
+    ("agent_swin", "t", 0.3, 46.68, 58.53, 60_556_472, "61M", 954, 1_912_511_286_432, "280481ee38024bce8364"),
+    ("agent_swin", "s", 0.3, 48.08, 59.78, 81_320_192, "81M", 1043, 2_087_290_265_184, None),
+    ("agent_swin", "b", 0.5, 48.73, 60.01, 121_606_588, "121M", 1196, 2_395_062_745_472, None),
+    ("agent_pvt", "t", 0.1, 40.18, 51.76, 15_323_998, "15M", 147, 296_498_085_952, "5e7bf988b4b74efe8654"),
+    ("agent_pvt", "s", 0.1, 44.18, 56.17, 24_388_712, "24M", 211, 429_174_313_456, "11332fa565e443678e4c"),
+    ("agent_pvt", "m", 0.2, 44.30, 56.42, 39_675_392, "40M", 321, 656_797_431_856, None),
+    ("agent_pvt", "l", 0.1, 46.52, 58.50, 52_491_826, "52M", 434, 889_049_511_136, "0da8b58581214f85974f"),
 )
 # fmt: on
 
@@ -330,16 +188,17 @@ _RESULT_COLUMNS = (
 )
 
 
-def _model_spec(family: _Family, size: str, *columns: Any) -> ModelSpec:
+def _model_spec(model_type: str, size: str, *columns: Any) -> ModelSpec:
     *results, checkpoint = columns
+    family = get_family(model_type)
     return ModelSpec(
-        preset=family.preset.format(size),
-        model_type=family.model_type,
-        backbone=family.backbone.format(size.upper()),
+        preset=family.preset_pattern.format(size),
+        model_type=model_type,
+        backbone=f"{family.name}-{size.upper()}",
         head=family.head,
-        architecture=MappingProxyType(dict(family.architecture, **family.sizes[size])),
+        architecture=MappingProxyType(dict(family.architecture, **_SIZES[model_type][size])),
         recipe=family.recipe,
-        upstream_config=family.upstream_config.format(size),
+        upstream_config=family.upstream_config_pattern.format(size),
         official_checkpoint_url=checkpoint and _CHECKPOINT_URL.format(checkpoint),
         **dict(zip(_RESULT_COLUMNS, results, strict=True)),
     )
@@ -357,7 +216,7 @@ class ImageNetModelSpec:
 
     Attributes:
         preset: preset name, also the default Hub repository name (e.g. ``"agent-swin-t-in1k-224"``).
-        model_type: ``"agent_swin"`` or ``"agent_pvt"``.
+        model_type: the family (a key of `agent_hf.families.FAMILIES`), e.g. ``"agent_swin"``.
         backbone: display name (e.g. ``"Agent-Swin-T"``).
         architecture: config values that define the network, as the official classification config builds it (the
             agent grids are the pretraining ones, sqrt(agent_num) a side).
@@ -404,16 +263,16 @@ _IMAGENET_AGENT_GRIDS = dict(downstream_agent_shapes=((3, 3), (4, 4), (7, 7), (7
 # resolution, then the config's drop-path rate and TEST.CROP, acc@1 (%), exact and reported parameters, reported
 # GFLOPs, the config file's name and the checkpoint id.
 _IMAGENET_RESULTS = (
-    (_PVT, "t", 224, 0.1, True, 78.4, 11_570_352, "11.6M", 2.0, "agent_pvt_t", "13fdf0e0a7c5498c934f"),
-    (_PVT, "s", 224, 0.1, True, 82.2, 20_635_066, "20.6M", 4.0, "agent_pvt_s", "36b8be9a8863456685a3"),
-    (_PVT, "m", 224, 0.3, True, 83.4, 35_921_746, "35.9M", 7.0, "agent_pvt_m", "4d00ecacf18b45f9b88c"),
-    (_PVT, "m", 256, 0.3, True, 83.8, 36_083_682, "36.1M", 9.2, "agent_pvt_m_256", "654df734121643b19c52"),
-    (_PVT, "l", 224, 0.3, True, 83.7, 48_738_180, "48.7M", 10.4, "agent_pvt_b", "040cfe0cfbbe4762ad09"),
-    (_SWIN, "t", 224, 0.2, True, 82.6, 28_902_964, "29M", 4.5, "agent_swin_t", "a2ddc1190c224f768a41"),
-    (_SWIN, "s", 224, 0.3, True, 83.7, 49_666_684, "50M", 8.7, "agent_swin_s", "f607172c9fea4d6e99bb"),
-    (_SWIN, "s", 288, 0.3, False, 84.1, 49_707_964, "50M", 14.6, "agent_swin_s_288", "09760394e93b4046a25e"),
-    (_SWIN, "b", 224, 0.5, True, 84.0, 88_095_096, "88M", 15.4, "agent_swin_b", "4fcd2d0114bb490483c3"),
-    (_SWIN, "b", 384, 0.5, False, 84.9, 88_305_016, "88M", 46.3, "agent_swin_b_384", "bb84ee9058954706a557"),
+    ("agent_pvt", "t", 224, 0.1, True, 78.4, 11_570_352, "11.6M", 2.0, "agent_pvt_t", "13fdf0e0a7c5498c934f"),
+    ("agent_pvt", "s", 224, 0.1, True, 82.2, 20_635_066, "20.6M", 4.0, "agent_pvt_s", "36b8be9a8863456685a3"),
+    ("agent_pvt", "m", 224, 0.3, True, 83.4, 35_921_746, "35.9M", 7.0, "agent_pvt_m", "4d00ecacf18b45f9b88c"),
+    ("agent_pvt", "m", 256, 0.3, True, 83.8, 36_083_682, "36.1M", 9.2, "agent_pvt_m_256", "654df734121643b19c52"),
+    ("agent_pvt", "l", 224, 0.3, True, 83.7, 48_738_180, "48.7M", 10.4, "agent_pvt_b", "040cfe0cfbbe4762ad09"),
+    ("agent_swin", "t", 224, 0.2, True, 82.6, 28_902_964, "29M", 4.5, "agent_swin_t", "a2ddc1190c224f768a41"),
+    ("agent_swin", "s", 224, 0.3, True, 83.7, 49_666_684, "50M", 8.7, "agent_swin_s", "f607172c9fea4d6e99bb"),
+    ("agent_swin", "s", 288, 0.3, False, 84.1, 49_707_964, "50M", 14.6, "agent_swin_s_288", "09760394e93b4046a25e"),
+    ("agent_swin", "b", 224, 0.5, True, 84.0, 88_095_096, "88M", 15.4, "agent_swin_b", "4fcd2d0114bb490483c3"),
+    ("agent_swin", "b", 384, 0.5, False, 84.9, 88_305_016, "88M", 46.3, "agent_swin_b_384", "bb84ee9058954706a557"),
 )
 # fmt: on
 
@@ -426,22 +285,23 @@ _SEGMENTATION_HEAD_KEYS = frozenset(
 )  # fmt: skip
 
 
-def _imagenet_model_spec(family: _Family, size: str, image_size: int, *columns: Any) -> ImageNetModelSpec:
+def _imagenet_model_spec(model_type: str, size: str, image_size: int, *columns: Any) -> ImageNetModelSpec:
     drop_path_rate, center_crop, top1, params, reported_params, gflops, config_name, checkpoint = columns
+    family = get_family(model_type)
     architecture = {
         key: value
-        for key, value in {**family.architecture, **family.sizes[size], **_IMAGENET_AGENT_GRIDS}.items()
+        for key, value in {**family.architecture, **_SIZES[model_type][size], **_IMAGENET_AGENT_GRIDS}.items()
         if key not in _SEGMENTATION_HEAD_KEYS
     }
     # The official Swin window blocks use max(7, WINDOW_SIZE // 8), WINDOW_SIZE being the stage-1 map (img / 4).
-    if family is _SWIN:
+    if "window_size" in architecture:
         architecture["window_size"] = max(7, image_size // 4 // 8)
     architecture["pretrain_image_size"] = image_size
     suffix = "" if image_size == 224 else f"-{image_size}"
     return ImageNetModelSpec(
-        preset=f"{family.model_type.replace('_', '-')}-{size}-in1k-{image_size}",
-        model_type=family.model_type,
-        backbone=family.backbone.format(size.upper()) + suffix,
+        preset=f"{family.backbone_tag}-{size}-in1k-{image_size}",
+        model_type=model_type,
+        backbone=f"{family.name}-{size.upper()}{suffix}",
         architecture=MappingProxyType(architecture),
         drop_path_rate=drop_path_rate,
         image_size=image_size,
@@ -481,10 +341,9 @@ def get_model_spec(preset: str) -> ModelSpec:
 
 def paper_recipe(model_type: str) -> PaperRecipe:
     """The official recipe of a model family (``"agent_swin"`` or ``"agent_pvt"``)."""
-    recipes = {family.model_type: family.recipe for family in (_SWIN, _PVT)}
-    if model_type not in recipes:
-        raise ValueError(f"No paper recipe for model_type {model_type!r}; expected one of {sorted(recipes)}.")
-    return recipes[model_type]
+    if model_type not in FAMILIES:
+        raise ValueError(f"No paper recipe for model_type {model_type!r}; expected one of {sorted(FAMILIES)}.")
+    return FAMILIES[model_type].recipe
 
 
 @dataclass(frozen=True)

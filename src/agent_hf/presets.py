@@ -8,13 +8,14 @@ the models with transformers' Auto classes.
 
 from __future__ import annotations
 
+from transformers import PreTrainedConfig
+
 from . import register_auto_classes
 from .argument_checks import mistyped_preset, unknown_preset_message
 from .data.ade20k import ade20k_id2label
 from .data.imagenet import imagenet_id2label
+from .families import get_family
 from .model_zoo import IMAGENET_MODELS, MODELS, get_imagenet_model_spec, get_model_spec
-from .models.configuration_agent_pvt import AgentPvtConfig
-from .models.configuration_agent_swin import AgentSwinConfig
 
 # Whoever builds preset configs builds models from them through the Auto classes.
 register_auto_classes()
@@ -23,11 +24,10 @@ PRESETS: tuple[str, ...] = tuple(MODELS)
 #: The ImageNet-1k classification presets (`AutoModelForImageClassification`), e.g. ``"agent-swin-t-in1k-224"``.
 IMAGENET_PRESETS: tuple[str, ...] = tuple(IMAGENET_MODELS)
 
-_CONFIG_CLASSES = {"agent_swin": AgentSwinConfig, "agent_pvt": AgentPvtConfig}
 
-
-def preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
-    """Config of a published model, e.g. `preset_config("agent-swin-t-upernet-ade20k")`, or of an ImageNet classifier,
+def preset_config(name: str, **overrides) -> PreTrainedConfig:
+    """Config of a published model (of its family's config class, e.g. `AgentSwinConfig`), e.g.
+    `preset_config("agent-swin-t-upernet-ade20k")`, or of an ImageNet classifier,
     e.g. `preset_config("agent-swin-t-in1k-224")` (see `imagenet_preset_config`).
 
     `overrides` replace any field (e.g. `id2label=...` for another dataset, `drop_path_rate=0.0`).
@@ -47,17 +47,17 @@ def preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
         agent_hf_preset=name,
         out_features=["stage1", "stage2", "stage3", "stage4"],
     )
-    return _CONFIG_CLASSES[spec.model_type](**{**kwargs, **spec.config_kwargs, **overrides})
+    return get_family(spec.model_type).config_class()(**{**kwargs, **spec.config_kwargs, **overrides})
 
 
-def imagenet_preset_config(name: str, **overrides) -> AgentSwinConfig | AgentPvtConfig:
+def imagenet_preset_config(name: str, **overrides) -> PreTrainedConfig:
     """Config of a published ImageNet-1k classifier, e.g. `imagenet_preset_config("agent-swin-t-in1k-224")` (also
     reached through `preset_config`): the official classification model's architecture at its resolution
     (`pretrain_image_size`), the 1000 ImageNet class names, the preset's name in `agent_hf_preset`."""
     spec = get_imagenet_model_spec(name)
     id2label = imagenet_id2label()
     kwargs = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()}, agent_hf_preset=name)
-    return _CONFIG_CLASSES[spec.model_type](**{**kwargs, **spec.config_kwargs, **overrides})
+    return get_family(spec.model_type).config_class()(**{**kwargs, **spec.config_kwargs, **overrides})
 
 
 __all__ = [

@@ -20,6 +20,7 @@ from typing import Any, Union
 import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..families import get_family
 from ..model_zoo import (
     IMAGENET_MODELS,
     MODELS,
@@ -277,7 +278,7 @@ def render_model_card(
         "paper_card.md.j2",
         card_data,
         r=spec,
-        model_type=spec.model_type,
+        family=get_family(spec.model_type),
         repo_id=repo_id,
         paper_url=PAPER_URL,
         upstream_segmentation_url=UPSTREAM_SEGMENTATION_URL,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Union
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from ..families import FAMILIES
 from ..model_zoo import (
     IMAGENET_MODELS,
     MODELS,
@@ -51,7 +53,6 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 _STATUS_OF_ORIGIN = {"official-checkpoint": "official", "trained": "trained", "initialized": "initialized"}
-_FAMILIES = {"agent_swin": ("Agent-Swin", "UperNet"), "agent_pvt": ("Agent-PVT", "Semantic FPN")}
 
 
 @dataclass(frozen=True)
@@ -191,25 +192,27 @@ def _dashed(values: Any) -> str:
     return "-".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
+class _ConfigFormatter(string.Formatter):
+    """Formats a family's card rows (`ModelFamily.card_backbone`, `card_head`) with the values of a ``config.json``:
+    a missing key is ``None``, ``!d`` writes a list with :func:`_dashed`."""
+
+    def get_value(self, key, args, kwargs):
+        return kwargs.get(key)
+
+    def convert_field(self, value, conversion):
+        return _dashed(value) if conversion == "d" else super().convert_field(value, conversion)
+
+
 def _architecture_rows(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     get = config.get
-    if get("model_type") == "agent_swin":
-        backbone = (
-            f"Agent-Swin, block layout `{get('attn_type')}`, width {get('embed_dim')}, depths "
-            f"{_dashed(get('depths'))}, heads {_dashed(get('num_heads'))}, window {get('window_size')}"
-        )
-        head = f"UperNet ({get('decoder_hidden_size')} channels, pool scales {_dashed(get('pool_scales'))})"
-        if get("use_auxiliary_head"):
-            head += f" + auxiliary FCN head ({get('auxiliary_channels')} channels, training only)"
-    elif get("model_type") == "agent_pvt":
-        backbone = (
-            f"Agent-PVT, block layout `{get('attn_type')}`, widths {_dashed(get('embed_dims'))}, depths "
-            f"{_dashed(get('depths'))}, heads {_dashed(get('num_heads'))}, spatial reduction "
-            f"{_dashed(get('sr_ratios'))}"
-        )
-        head = f"Semantic FPN (FPN {get('fpn_hidden_size')} channels, head {get('decoder_hidden_size')} channels)"
-    else:
+    family = FAMILIES.get(get("model_type"))
+    if family is None:
         return [("Model type", f"`{get('model_type')}`")]
+    formatter = _ConfigFormatter()
+    backbone = formatter.vformat(family.card_backbone, (), config)
+    head = formatter.vformat(family.card_head, (), config)
+    if get("use_auxiliary_head"):
+        head += f" + auxiliary FCN head ({get('auxiliary_channels')} channels, training only)"
     agents = f"{_dashed(get('agent_num'))} per stage, pooled to {_dashed(get('downstream_agent_shapes'))}"
     return [("Backbone", backbone), ("Agent tokens", agents), ("Decode head", head)]
 
@@ -342,9 +345,10 @@ def render_folder_model_card(
 
     model_type = config.get("model_type")
     title = repo_id.split("/")[-1]
-    family, head = _FAMILIES.get(model_type, (f"agent-hf `{model_type}`", "segmentation head"))
+    family = FAMILIES.get(model_type)
+    name, head = (family.name, family.head) if family else (f"agent-hf `{model_type}`", "segmentation head")
     description = (
-        f"An **{family}** + **{head}** semantic segmentation model made with `agent-hf`, the Hugging Face port of "
+        f"An **{name}** + **{head}** semantic segmentation model made with `agent-hf`, the Hugging Face port of "
         f"[*Agent Attention*]({PAPER_URL}) (Han et al., ECCV 2024). Custom code: load it with "
         "`trust_remote_code=True`."
     )
@@ -364,8 +368,8 @@ def render_folder_model_card(
         "modeling code is Apache-2.0."
     )
     tags = ["agent-attention", "semantic-segmentation", "vision", "custom_code"]
-    if model_type in _FAMILIES:
-        tags[2:2] = [model_type.replace("_", "-"), "upernet" if model_type == "agent_swin" else "semantic-fpn"]
+    if family:
+        tags[2:2] = [family.backbone_tag, family.head_tag]
     card_data = ModelCardData(
         pipeline_tag="image-segmentation",
         library_name="transformers",
@@ -395,7 +399,7 @@ def render_folder_model_card(
         description=description,
         origin=_origin_paragraph(origin),
         details=details,
-        model_type=model_type,
+        family=family,
         results=rows,
         note=(results or {}).get("note"),
         training=_training_rows(origin),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..families import get_family
 from ..model_zoo import (
     IMAGENET_MODELS,
     MODELS,
@@ -77,7 +78,7 @@ def render_imagenet_model_card(preset_name: str, *, repo_id: str | None = None) 
         tags=[
             "agent-attention",
             "image-classification",
-            spec.model_type.replace("_", "-"),
+            get_family(spec.model_type).backbone_tag,
             "vision",
             "imagenet-1k",
             "custom_code",
@@ -97,7 +98,7 @@ def render_imagenet_model_card(preset_name: str, *, repo_id: str | None = None) 
         "imagenet_card.md.j2",
         card_data,
         r=spec,
-        model_type=spec.model_type,
+        family=get_family(spec.model_type),
         classification=True,
         repo_id=repo_id,
         paper_url=PAPER_URL,

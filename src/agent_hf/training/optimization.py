@@ -19,6 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
+from ..families import FAMILIES
 from .recipes import Recipe
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["build_optimizer", "build_scheduler", "mmcv_poly_lr", "official_parameter_name", "parameter_groups"]
 
 # Our backbones wrap the official one in `backbone.<model_type>.`; official mmseg names start with `backbone.`.
-_OFFICIAL_PREFIXES = {"backbone.agent_swin.": "backbone.", "backbone.agent_pvt.": "backbone."}
+_OFFICIAL_PREFIXES = {family.backbone_prefix: "backbone." for family in FAMILIES.values()}
 
 # transformers' `Trainer.get_decay_parameter_names` (v5): LayerNorm modules and these name patterns get no decay.
 _TRANSFORMERS_NO_DECAY_PATTERNS = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")

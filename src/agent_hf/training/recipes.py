@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainingArguments
 
-from ..model_zoo import paper_recipe
+from ..families import FAMILIES, get_family
 from ..presets import PRESETS, preset_config, unknown_preset_message
 
 logger = logging.getLogger(__name__)
@@ -191,9 +191,10 @@ def _model_type(preset_or_config) -> str:
             raise ValueError(unknown_preset_message(preset_or_config))
         return preset_config(preset_or_config).model_type
     model_type = getattr(preset_or_config, "model_type", None)
-    if model_type not in ("agent_swin", "agent_pvt"):
+    if model_type not in FAMILIES:
         raise ValueError(
-            f"recipe_for: expected a preset name or an AgentSwinConfig/AgentPvtConfig, got {preset_or_config!r}"
+            f"recipe_for: expected a preset name or the config of an agent_hf family ({', '.join(FAMILIES)}), got "
+            f"{preset_or_config!r}"
         )
     return model_type
 
@@ -231,14 +232,14 @@ def recipe_for(preset_or_config, name: str = "paper") -> Recipe:
         )
     if name != "paper":
         raise ValueError(f"Unknown recipe {name!r}; available recipes: {', '.join(RECIPE_NAMES)}")
-    model_type = _model_type(preset_or_config)
-    official = paper_recipe(model_type)
+    family = get_family(_model_type(preset_or_config))
+    official = family.recipe
     schedule = {"power": official.poly_power, "min_lr": official.min_lr}
     if official.warmup_iters:
         schedule["warmup_ratio"] = official.warmup_ratio
     return Recipe(
         name=name,
-        source=f"official {official.schedule} config of {'Agent-Swin' if model_type == 'agent_swin' else 'Agent-PVT'}",
+        source=f"official {official.schedule} config of {family.name}",
         learning_rate=official.learning_rate,
         weight_decay=official.weight_decay,
         max_steps=official.iterations,
