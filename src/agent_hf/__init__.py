@@ -48,22 +48,15 @@ def _check_transformers_version() -> None:
 
 _check_transformers_version()
 
+from .families import FAMILIES, MODEL_CLASS_SUFFIXES  # noqa: E402 (after the version check)
+
 __version__ = "0.1.0"
 
-# Public name -> module that defines it. Imported on first access (PEP 562).
+# Public name -> module that defines it. Imported on first access (PEP 562). Each family's config and model classes
+# come from its row of the family table (`agent_hf.families`, plain data: importing it costs nothing).
 _LAZY_NAMES = {
     "AgentAttention": "models.agent_attention",
     "AgentImageProcessor": "models.image_processing_agent",
-    "AgentPvtConfig": "models.configuration_agent_pvt",
-    "AgentSwinConfig": "models.configuration_agent_swin",
-    "AgentPvtBackbone": "models.modeling_agent_pvt",
-    "AgentPvtForImageClassification": "models.modeling_agent_pvt",
-    "AgentPvtForSemanticSegmentation": "models.modeling_agent_pvt",
-    "AgentPvtModel": "models.modeling_agent_pvt",
-    "AgentSwinBackbone": "models.modeling_agent_swin",
-    "AgentSwinForImageClassification": "models.modeling_agent_swin",
-    "AgentSwinForSemanticSegmentation": "models.modeling_agent_swin",
-    "AgentSwinModel": "models.modeling_agent_swin",
     "config_from_official": "official",
     "load_official_checkpoint": "official",
     "load_official_classifier": "official",
@@ -72,6 +65,10 @@ _LAZY_NAMES = {
     "PRESETS": "presets",
     "preset_config": "presets",
 }
+for _family in FAMILIES.values():
+    _LAZY_NAMES[f"{_family.class_prefix}Config"] = f"models.{_family.configuration_module}"
+    for _suffix in MODEL_CLASS_SUFFIXES:
+        _LAZY_NAMES[f"{_family.class_prefix}{_suffix}"] = f"models.{_family.modeling_module}"
 
 # Submodules that need neither torch nor transformers: reaching them does not register the Auto classes.
 _LIGHT_SUBMODULES = frozenset({"families", "hub", "model_zoo", "provenance"})
@@ -94,8 +91,6 @@ def register_auto_classes() -> None:
         AutoModelForImageClassification,
         AutoModelForSemanticSegmentation,
     )
-
-    from .families import FAMILIES
 
     image_processor = importlib.import_module(f"{__name__}.models.image_processing_agent").AgentImageProcessor
     auto_classes = {
@@ -142,26 +137,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY_NAMES})
 
 
-__all__ = [
-    "IMAGENET_PRESETS",
-    "MIN_TRANSFORMERS_VERSION",
-    "PRESETS",
-    "AgentAttention",
-    "AgentImageProcessor",
-    "AgentPvtBackbone",
-    "AgentPvtConfig",
-    "AgentPvtForImageClassification",
-    "AgentPvtForSemanticSegmentation",
-    "AgentPvtModel",
-    "AgentSwinBackbone",
-    "AgentSwinConfig",
-    "AgentSwinForImageClassification",
-    "AgentSwinForSemanticSegmentation",
-    "AgentSwinModel",
-    "config_from_official",
-    "load_official_checkpoint",
-    "load_official_classifier",
-    "official_classification_config",
-    "preset_config",
-    "register_auto_classes",
-]
+__all__ = sorted({*_LAZY_NAMES, "MIN_TRANSFORMERS_VERSION", "register_auto_classes"})
