@@ -77,18 +77,19 @@ from transformers import AutoModelForSemanticSegmentation, TrainingArguments
 from transformers.utils import logging
 
 import agent_hf
-from agent_hf.data import (
-    ADE20K_PALETTE,
-    TrainTransform,
-    make_synthetic_scene_parsing,
-    reduce_zero_label,
-    synthetic_id2label,
-    to_label_array,
-)
+from agent_hf.data import ADE20K_PALETTE, TrainTransform, reduce_zero_label, to_label_array
+from agent_hf.data.loading import load_scene_parsing
 from agent_hf.models.segmentation_inference import multiscale_inputs, segment
 from agent_hf.output_folders import OutputFolderError, check_output_folder, write_folder
 from agent_hf.saving import make_image_processor, save_model_folder
-from agent_hf.training import EvalDataset, EvalSettings, SegmentationTrainer, TrainDataset, pad_collate, recipe_for
+from agent_hf.training import (
+    EvalSettings,
+    SegmentationTrainer,
+    eval_dataset_for,
+    pad_collate,
+    recipe_for,
+    train_dataset_for,
+)
 
 NUM_CLASSES = 8
 CROP = (128, 128)
@@ -185,8 +186,13 @@ def run_demo(args: argparse.Namespace, output_dir: Path) -> None:
     torch.manual_seed(args.seed)
 
     print(f"Generating {args.num_train} + {args.num_val} synthetic scene-parsing images ({NUM_CLASSES} classes)...")
-    data = make_synthetic_scene_parsing(args.num_train, args.num_val, num_classes=NUM_CLASSES, seed=args.seed)
-    id2label = synthetic_id2label(NUM_CLASSES)
+    loaded = load_scene_parsing(
+        synthetic_train_samples=args.num_train,
+        synthetic_validation_samples=args.num_val,
+        synthetic_num_labels=NUM_CLASSES,
+        seed=args.seed,
+    )
+    data, id2label = loaded.splits, loaded.id2label
     config = agent_hf.preset_config(
         "agent-swin-t-upernet-ade20k", id2label=id2label, label2id={v: k for k, v in id2label.items()}, **MODEL
     )
@@ -203,7 +209,7 @@ def run_demo(args: argparse.Namespace, output_dir: Path) -> None:
         warmup_steps=args.max_steps // 10,
         total_batch_size=args.batch_size,
     )
-    settings = EvalSettings(scale=SCALE)
+    settings = EvalSettings(scale=SCALE)  # the processor saved with the model serves the same (see below)
     training_args = TrainingArguments(
         output_dir=str(output_dir),
         logging_steps=max(1, args.max_steps // 10),
@@ -216,8 +222,10 @@ def run_demo(args: argparse.Namespace, output_dir: Path) -> None:
         model,
         training_args,
         recipe=recipe,
-        train_dataset=TrainDataset(data["train"], TrainTransform(CROP, SCALE, seed=args.seed), NUM_CLASSES),
-        eval_dataset=EvalDataset(data["validation"], settings),
+        train_dataset=train_dataset_for(
+            data["train"], TrainTransform(CROP, SCALE, seed=args.seed), NUM_CLASSES, seed=args.seed
+        ),
+        eval_dataset=eval_dataset_for(data["validation"], settings),
         data_collator=pad_collate(CROP),
     )
     trainer.train()

@@ -55,7 +55,6 @@ Examples::
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -80,77 +79,44 @@ if __name__ == "__main__":  # what needs no model or data is answered before tor
         )
     )
 
-import dataclasses
-import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import datasets
-import torch
-import transformers
-from datasets.distributed import split_dataset_by_node
-from huggingface_hub import get_token, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
-from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModelForSemanticSegmentation,
-    HfArgumentParser,
-    TrainingArguments,
-    set_seed,
-)
+from huggingface_hub.errors import OfflineModeIsEnabled
+from transformers import TrainingArguments, set_seed
 
 import agent_hf
-from agent_hf.argument_checks import ScriptError, check_eval_results, folder_error, run_script
-from agent_hf.data import make_synthetic_scene_parsing, synthetic_id2label
-from agent_hf.data.ade20k import (
-    ADE_SPLIT_FOLDERS,
-    PARQUET_EXPORT_REVISION,
-    ParquetExportNotFoundError,
-    ade20k_id2label,
-    load_parquet_export,
-    scene_parsing_folder,
+from agent_hf.argument_checks import ScriptError, run_script, user_errors
+from agent_hf.data import TrainTransform
+from agent_hf.data.ade20k import PARQUET_EXPORT_REVISION
+from agent_hf.data.loading import (
+    SCENE_PARSE_150,
+    LoadedData,
+    load_scene_parsing,
+    needed_splits,
+    select_splits,
+    to_streams,
 )
-from agent_hf.data.cache import local_dataset_cache_dir
-from agent_hf.data.transforms import TrainTransform
-from agent_hf.hub import card_for_folder, push_folder_to_hub
-from agent_hf.output_folders import (
-    OutputFolderError,
-    add_files,
-    check_output_folder,
-    new_staging_folder,
-    recover_leftovers,
-    replace_folder,
-)
+from agent_hf.hub import HubTokenMissingError, card_for_folder, check_publishable, push_folder_to_hub
 from agent_hf.presets import mistyped_preset
-from agent_hf.provenance import PROVENANCE_KEY, eval_results_from_metrics, record_provenance, trained_provenance
-from agent_hf.saving import make_image_processor, save_model_config, save_model_folder
+from agent_hf.provenance import add_eval_results
 from agent_hf.training import (
     RECIPE_NAMES,
-    EvalDataset,
     EvalSettings,
-    Recipe,
     SegmentationTrainer,
-    StreamingEvalDataset,
-    StreamingTrainDataset,
-    TrainDataset,
-    batch_plan,
-    find_invalid_samples,
-    has_batchnorm,
+    eval_dataset_for,
     pad_collate,
     recipe_for,
+    script_support,
+    train_dataset_for,
 )
-from agent_hf.training.checkpoints import CheckpointScan, checkpoint_problem, resume_problem, scan_checkpoints
+from agent_hf.training.checkpoints import resume_problem
+from agent_hf.training.model_setup import load_image_processor, load_model_to_train
+from agent_hf.training.run_folder import OutputPlan, evaluates_own_folder, plan_output, save_trained_model
+from agent_hf.training.validation import check_batchnorm_batch, check_splits, describe_batch
 
 logger = logging.getLogger(__name__)
-
-SCENE_PARSE_150 = "scene_parse_150"
-SCENE_PARSE_150_REPO = "zhoubolei/scene_parse_150"  # the Hub's home of the former canonical `scene_parse_150`
-ADE_DOWNLOAD = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
 
 
 @dataclass
@@ -355,66 +321,34 @@ def _pair(values: list[int], option: str) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------------- arguments
-class _ArgumentParser(HfArgumentParser):
-    def error(self, message: str):
-        raise ScriptError(message)  # one line, not argparse's usage text of every TrainingArguments option
-
-
 # The TrainingArguments options that `--help` shows (`--help_all` lists every one).
 HELP_TRAINING_OPTIONS = (
-    "output_dir",
-    "do_train",
-    "do_eval",
-    "max_steps",
-    "num_train_epochs",
-    "learning_rate",
-    "weight_decay",
-    "warmup_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "eval_strategy",
-    "eval_steps",
-    "save_steps",
-    "save_total_limit",
-    "resume_from_checkpoint",
-    "seed",
-    "dataloader_num_workers",
-    "use_cpu",
-    "report_to",
-    "push_to_hub",
-    "hub_model_id",
-)
+    "output_dir", "do_train", "do_eval", "max_steps", "num_train_epochs", "learning_rate", "weight_decay",
+    "warmup_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "eval_strategy", "eval_steps",
+    "save_steps", "save_total_limit", "resume_from_checkpoint", "seed", "dataloader_num_workers", "use_cpu",
+    "report_to", "push_to_hub", "hub_model_id",
+)  # fmt: skip
 
 
 def short_help() -> str:
     """The grouped ``--help`` text: this script's own options and the most used ``TrainingArguments`` ones."""
-    import argparse
-
-    parser = HfArgumentParser(
+    return script_support.short_help(
         (ModelArguments, DataTrainingArguments, OutputArguments),
+        HELP_TRAINING_OPTIONS,
+        "training (transformers TrainingArguments; these override the recipe)",
         prog="run_semantic_segmentation.py",
         usage="%(prog)s --model_name_or_path MODEL [--do_train] [--do_eval] --output_dir DIR [OPTIONS] "
         "(or: agent-hf-train ...)",
         description=__doc__.split("\n\n")[0],
         epilog="--help_all lists every TrainingArguments option; --debug shows the traceback of an error.",
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=119, max_help_position=40),
     )
-    group = parser.add_argument_group("training (transformers TrainingArguments; these override the recipe)")
-    fields = {f.name: f for f in dataclasses.fields(TrainingArguments)}
-    for name in HELP_TRAINING_OPTIONS:
-        help_text = " ".join(fields[name].metadata.get("help", "").split()).replace("%", "%%")
-        if isinstance(fields[name].default, bool):
-            group.add_argument(f"--{name}", help=help_text, action="store_true")
-        else:
-            group.add_argument(f"--{name}", help=help_text, metavar=name.upper())
-    return parser.format_help()
 
 
 def parse_arguments(
     argv: list[str],
 ) -> tuple[ModelArguments, DataTrainingArguments, TrainingArguments, OutputArguments, set[str]]:
     """The argument groups and the names of the options given explicitly (they override the recipe)."""
-    parser = _ArgumentParser(
+    parser = script_support.ArgumentDataclassParser(
         (ModelArguments, DataTrainingArguments, TrainingArguments, OutputArguments), allow_abbrev=False
     )
     if "--help_all" in argv:
@@ -423,52 +357,11 @@ def parse_arguments(
     if "--write_help" in argv:  # after changing an option: regenerate the text --help prints
         HELP_FILE.write_text(short_help())
         sys.exit(0)
-    try:
-        if len(argv) == 1 and argv[0].endswith(".json"):
-            path = os.path.abspath(argv[0])
-            with open(path) as file:
-                values = json.load(file)
-            if "eval_scales" in values:  # the older name of eval_ratios
-                values["eval_ratios"] = values.pop("eval_scales")
-            return (*parser.parse_dict(values), set(values))
-        argv = _bare_flags_to_true(argv)
-        dests = {option: action.dest for action in parser._actions for option in action.option_strings}
-        explicit = {dests[token.split("=", 1)[0]] for token in argv if token.split("=", 1)[0] in dests}
-        return (*parser.parse_args_into_dataclasses(args=argv), explicit)
-    except (OSError, ValueError) as error:  # an unreadable JSON file, or TrainingArguments' own checks
-        raise ScriptError(str(error)) from error
-
-
-# `bool | None` options (None = decided from the data) that may be given bare, as in transformers' example.
-_OPTIONAL_FLAGS = ("--do_reduce_labels", "--do-reduce-labels")
-
-
-def _bare_flags_to_true(argv: list[str]) -> list[str]:
-    result = []
-    for position, token in enumerate(argv):
-        result.append(token)
-        if token in _OPTIONAL_FLAGS and (position + 1 == len(argv) or argv[position + 1].startswith("--")):
-            result.append("True")
-    return result
-
-
-def use_cpu_processes_without_accelerator() -> None:
-    """Under ``torchrun --nproc_per_node N`` or ``accelerate launch --multi_gpu --num_processes N`` on a machine
-    without GPU, accelerate only forms a (gloo) process group when told to use the CPU; without this every process
-    would silently train on its own."""
-    accelerator = getattr(torch, "accelerator", None)
-    has_accelerator = accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator:
-        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-
-
-def check_world_size(training_args: TrainingArguments) -> None:
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != training_args.world_size:
-        raise ScriptError(
-            f"launched {launched} processes but the Trainer sees a world size of {training_args.world_size}: the "
-            "processes would train independently (on CPU pass --use_cpu)"
-        )
+    # `--do_reduce_labels` (None = decided from the data) may be given bare, as in transformers' example.
+    groups, explicit = script_support.parse_argument_dataclasses(
+        parser, argv, bare_flags=("--do_reduce_labels", "--do-reduce-labels"), renamed={"eval_scales": "eval_ratios"}
+    )
+    return (*groups, explicit)
 
 
 def check_run_arguments(training_args: TrainingArguments, data_args: DataTrainingArguments, explicit: set[str]):
@@ -483,647 +376,54 @@ def check_run_arguments(training_args: TrainingArguments, data_args: DataTrainin
         raise ScriptError("a streamed dataset has no length: give --max_steps instead of --num_train_epochs")
 
 
-def setup_logging(training_args: TrainingArguments, verbose: bool = False) -> None:
-    """This script and agent_hf say one line per phase (info) on the main process; transformers and datasets only
-    warn, unless ``--verbose`` (their configs, the Trainer's settings, datasets' progress bars) or ``--log_level``."""
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%m/%d/%Y %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    if training_args.should_log and verbose:
-        transformers.utils.logging.set_verbosity_info()
-    log_level = training_args.get_process_log_level()
-    own_level = min(log_level, logging.INFO) if training_args.should_log else log_level
-    logger.setLevel(own_level)
-    logging.getLogger("agent_hf").setLevel(own_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    # datasets' bars ("Generating train split", on every process) say what the "Data: ..." line says once.
-    datasets.enable_progress_bars() if verbose else datasets.disable_progress_bars()
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-    logger.info(
-        f"Process rank: {training_args.process_index}, world size: {training_args.world_size}, "
-        f"device: {training_args.device}, distributed: {training_args.parallel_mode.value == 'distributed'}"
-    )
-
-
-@contextmanager
-def user_errors(context: str, errors: tuple[type[BaseException], ...] = (OSError, ValueError)) -> Iterator[None]:
-    """Reports ``errors`` raised inside the block as a one-line :class:`ScriptError` starting with ``context``."""
-    try:
-        yield
-    except ScriptError:
-        raise
-    except errors as error:
-        raise ScriptError(f"{context}: {error}") from error
-
-
-# ------------------------------------------------------------------------------------------------ output folder
-@dataclass
-class OutputPlan:
-    """Where the run writes.
-
-    Attributes:
-        output_dir: where the results end up (``--output_dir``).
-        run_dir: where the Trainer writes checkpoints and results: ``output_dir``, or (``--overwrite_output_dir`` on
-            a non-empty folder) a staging folder beside it that replaces it once the model is saved.
-        resume_from: the checkpoint to resume from, if any.
-        inputs: local paths the run reads (never replaced).
-    """
-
-    output_dir: Path
-    run_dir: Path
-    resume_from: str | None
-    inputs: list[str]
-
-    @property
-    def staged(self) -> bool:
-        return self.run_dir != self.output_dir
-
-
-def run_inputs(model_args: ModelArguments, data_args: DataTrainingArguments, resume: str | None) -> list[str]:
-    """The local paths among the run's inputs."""
-    candidates = [
-        model_args.model_name_or_path,
-        model_args.config_name,
-        model_args.image_processor_name,
-        model_args.backbone_checkpoint,
-        data_args.train_dir,
-        data_args.validation_dir,
-        data_args.dataset_name,
-        resume,
-    ]
-    return [path for path in candidates if path and os.path.exists(path)]
-
-
-def _wants_last_checkpoint(value: str | None) -> bool:
-    return isinstance(value, str) and value.lower() in ("true", "last")
-
-
-def _describe_partial(partial: list[tuple[Path, str]]) -> str:
-    return "; ".join(f"{folder.name} ({problem})" for folder, problem in partial)
-
-
-def _skipped_message(scan: CheckpointScan, chosen: Path | None) -> str:
-    skipped = scan.skipped_after(chosen)
-    return f" Skipped incomplete checkpoint(s): {_describe_partial(skipped)}" if skipped else ""
-
-
-def resolve_resume(value: str | None, scan: CheckpointScan, output_dir: Path) -> str | None:
-    """The checkpoint that ``--resume_from_checkpoint`` names: ``True``/``last`` is the newest complete one."""
-    if value is None or value.lower() == "false":
-        return None
-    if _wants_last_checkpoint(value):
-        if scan.last is None:
-            partial = f" (incomplete: {_describe_partial(scan.partial)})" if scan.partial else ""
-            raise ScriptError(f"--resume_from_checkpoint {value}: {output_dir} holds no complete checkpoint{partial}")
-        logger.warning(
-            f"Resuming from {scan.last}, the newest complete checkpoint.{_skipped_message(scan, scan.last)}"
-        )
-        return str(scan.last)
-    if not os.path.isdir(value):
-        raise ScriptError(f"--resume_from_checkpoint {value}: no such folder")
-    problem = checkpoint_problem(value)
-    if problem:
-        newest = f"; the newest complete one is {scan.last}" if scan.last else ""
-        raise ScriptError(f"--resume_from_checkpoint {value} is not a complete checkpoint: {problem}{newest}")
-    return value
-
-
-def _agreed_staging_name(output_dir: Path, training_args: TrainingArguments) -> str:
-    """A staging folder name that every process of the run uses (chosen by process 0)."""
-    name = [new_staging_folder(output_dir).name if training_args.process_index == 0 else None]
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.broadcast_object_list(name, src=0)
-    return name[0]
-
-
-def plan_output(
-    training_args: TrainingArguments,
-    output_args: OutputArguments,
-    model_args: ModelArguments,
-    data_args: DataTrainingArguments,
-) -> OutputPlan:
-    """Decides, before anything is loaded, where the run writes and whether it resumes (see the module docstring)."""
-    output_dir = Path(training_args.output_dir)
-    overwrite = output_args.overwrite_output_dir
-    resume_arg = training_args.resume_from_checkpoint
-    inputs = run_inputs(model_args, data_args, None if _wants_last_checkpoint(resume_arg) else resume_arg)
-    if not training_args.do_train:  # evaluation only: adds its result files next to whatever is there
-        check_eval_results(output_dir, overwrite)
-        return OutputPlan(output_dir, output_dir, None, inputs)
-    try:
-        # Not a file, not the current directory, not holding or inside the data or the model.
-        check_output_folder(output_dir, overwrite=True, inputs=run_inputs(model_args, data_args, None))
-    except OutputFolderError as error:
-        if error.reason != "current_directory" or overwrite:
-            raise folder_error(error) from error
-    if training_args.process_index == 0:
-        recover_leftovers(output_dir)  # of a killed run; before any process makes its staging folder
-    scan = scan_checkpoints(output_dir)
-    if overwrite:
-        if _wants_last_checkpoint(resume_arg):
-            raise ScriptError("--overwrite_output_dir starts the run over: it cannot also resume its last checkpoint")
-        resume = resolve_resume(resume_arg, scan, output_dir)
-        try:
-            check_output_folder(output_dir, overwrite=True, inputs=inputs)
-        except OutputFolderError as error:
-            raise folder_error(error) from error
-        if output_dir.is_dir() and any(output_dir.iterdir()):
-            # The other processes' (and machines') copy; beside the folder a symbolic link points to.
-            run_dir = new_staging_folder(output_dir, name=_agreed_staging_name(output_dir, training_args))
-            logger.warning(f"Training into {run_dir}; it replaces {output_dir} once the model is saved")
-            return OutputPlan(output_dir, run_dir, resume, inputs)
-        return OutputPlan(output_dir, output_dir, resume, inputs)
-    resume = resolve_resume(resume_arg, scan, output_dir)
-    if resume is None and scan.last is not None:
-        logger.warning(
-            f"Resuming from {scan.last}: {output_dir} holds this run's checkpoints (pass --overwrite_output_dir to "
-            f"start over instead).{_skipped_message(scan, scan.last)}"
-        )
-        resume = str(scan.last)
-    if resume is None and output_dir.is_dir() and any(output_dir.iterdir()):
-        partial = f"; its checkpoints are incomplete: {_describe_partial(scan.partial)}" if scan.partial else ""
-        raise ScriptError(
-            f"output folder {output_dir} is not empty and holds no checkpoint to resume{partial}: choose another "
-            "--output_dir, or pass --overwrite_output_dir to replace it"
-        )
-    return OutputPlan(output_dir, output_dir, resume, inputs)
-
-
-# --------------------------------------------------------------------------------------------------------- data
-@dataclass
-class LoadedData:
-    """The splits (columns ``image`` and ``annotation``; ``IterableDataset``\\ s when streaming), their class names if
-    known, whether the annotations follow ADE20K's convention (0 = unlabeled, reduced by default) and a short name
-    for logs and the model card."""
-
-    splits: datasets.DatasetDict | datasets.IterableDatasetDict
-    id2label: dict[int, str] | None
-    reduce_labels_default: bool
-    description: str
-
-
-def _folder_id2label(roots: list[Path]) -> dict[int, str] | None:
-    for root in roots:
-        if (root / "id2label.json").is_file():
-            return {int(k): v for k, v in json.loads((root / "id2label.json").read_text()).items()}
-    return None
-
-
-def _dataset_id2label(dataset_name: str, model_args: ModelArguments) -> dict[int, str] | None:
-    """``id2label.json`` of a local dataset folder or Hub dataset repository (transformers' example convention)."""
-    if os.path.isdir(dataset_name):
-        return _folder_id2label([Path(dataset_name)])
-    try:
-        path = hf_hub_download(dataset_name, "id2label.json", repo_type="dataset", token=model_args.token)
-    except (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError):
-        return None
-    return {int(k): v for k, v in json.loads(Path(path).read_text()).items()}
-
-
-def _scene_parse_150_missing(name: str, revision: str, error: Exception) -> ScriptError:
-    return ScriptError(
-        f"{name}: {error}. {SCENE_PARSE_150} on the Hub is a loading script, which datasets>=4 no longer runs, so it "
-        f"is read from its parquet export (--dataset_revision {revision}). Without it, download ADEChallengeData2016 "
-        f"({ADE_DOWNLOAD}) and pass --train_dir/--validation_dir, or convert it once with scripts/prepare_ade20k.py"
-    )
-
-
-def _load_named_dataset(data_args: DataTrainingArguments, model_args: ModelArguments):
-    """A local dataset folder, ``scene_parse_150`` (parquet export) or another Hub dataset."""
-    name, config = data_args.dataset_name, data_args.dataset_config_name
-    hub = dict(cache_dir=model_args.cache_dir, token=model_args.token)
-    if os.path.isdir(name):
-        if (Path(name) / "dataset_dict.json").is_file():  # written by DatasetDict.save_to_disk
-            return datasets.load_from_disk(name)
-        # Cached by its files, never served another folder's (or its own earlier) rows.
-        cache_dir = local_dataset_cache_dir(name, model_args.cache_dir)
-        return datasets.load_dataset(
-            name, config, streaming=data_args.streaming, cache_dir=cache_dir, token=model_args.token
-        )
-    if name.split("/")[-1] == SCENE_PARSE_150:
-        revision = data_args.dataset_revision or PARQUET_EXPORT_REVISION
-        repo_id = name if "/" in name else SCENE_PARSE_150_REPO
-        try:
-            export = load_parquet_export(
-                repo_id,
-                config or "scene_parsing",
-                splits=("train", "validation"),  # the test split has no annotations
-                revision=revision,
-                streaming=data_args.streaming,
-                **hub,
-            )
-        except ParquetExportNotFoundError as error:
-            raise _scene_parse_150_missing(repo_id, revision, error) from error
-        for split in export.partial:
-            logger.warning(f"The parquet export of {name} holds only part of its {split} split")
-        return export.splits
-    try:
-        return datasets.load_dataset(
-            name, config, revision=data_args.dataset_revision, streaming=data_args.streaming, **hub
-        )
-    except RuntimeError as error:
-        if "scripts are no longer supported" not in str(error):
-            raise
-        logger.warning(f"{name} is a loading script (not run by datasets>=4): reading its parquet export instead")
-        try:
-            return load_parquet_export(name, config or "default", streaming=data_args.streaming, **hub).splits
-        except ParquetExportNotFoundError as export_error:
-            raise ScriptError(f"{name} is a loading-script dataset, and {export_error}") from error
-
-
-def load_data(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int) -> LoadedData:
-    """Loads the splits named by the arguments (folders, the generated dataset or a Hub/local dataset)."""
-    if data_args.train_dir or data_args.validation_dir:
-        given = {"train": data_args.train_dir, "validation": data_args.validation_dir}
-        roots = {split: Path(path) for split, path in given.items() if path}
-        splits = datasets.DatasetDict({split: scene_parsing_folder(root, split) for split, root in roots.items()})
-        ade_layout = any((root / "images" / ADE_SPLIT_FOLDERS[split]).is_dir() for split, root in roots.items())
-        id2label = _folder_id2label(list(roots.values()))
-        if id2label is None and ade_layout:
-            id2label = ade20k_id2label()
-        description = ", ".join(sorted({root.resolve().name for root in roots.values()}))
-        return LoadedData(splits, id2label, ade_layout or id2label == ade20k_id2label(), description)
-    if data_args.dataset_name in (None, "synthetic"):
-        splits = make_synthetic_scene_parsing(
-            data_args.synthetic_train_samples,
-            data_args.synthetic_validation_samples,
-            num_classes=data_args.synthetic_num_labels,
-            seed=seed,
-        )
-        return LoadedData(splits, synthetic_id2label(data_args.synthetic_num_labels), True, "synthetic")
-    splits = _standard_columns(_load_named_dataset(data_args, model_args))
-    is_ade = data_args.dataset_name.split("/")[-1] == SCENE_PARSE_150
-    id2label = ade20k_id2label() if is_ade else _dataset_id2label(data_args.dataset_name, model_args)
-    return LoadedData(splits, id2label, is_ade or id2label == ade20k_id2label(), data_args.dataset_name)
-
-
-def _standard_columns(splits):
-    """Renames ``pixel_values``/``label`` to ``image``/``annotation`` and checks both columns exist."""
-    for split, dataset in splits.items():
-        columns = list(dataset.column_names or dataset.features or [])
-        renames = {
-            old: new
-            for old, new in (("pixel_values", "image"), ("label", "annotation"))
-            if old in columns and new not in columns
-        }
-        dataset = dataset.rename_columns(renames) if renames else dataset
-        columns = [renames.get(column, column) for column in columns]
-        missing = [column for column in ("image", "annotation") if column not in columns]
-        if missing:
-            raise ScriptError(
-                f"split {split!r} has columns {columns} but needs 'image' and 'annotation' (or 'pixel_values' and "
-                f"'label'); missing: {missing}"
-            )
-        for column in ("image", "annotation"):
-            if not isinstance(dataset.features[column], datasets.Image):
-                dataset = dataset.cast_column(column, datasets.Image())
-        splits[split] = dataset
-    return splits
-
-
-def select_splits(data: LoadedData, data_args: DataTrainingArguments, training_args: TrainingArguments):
-    """Train/validation splits after ``--train_val_split`` and ``--max_*_samples``; errors for missing/empty ones."""
-    streamed = isinstance(data.splits, datasets.IterableDatasetDict)
-    splits = type(data.splits)(data.splits)
-    if "validation" not in splits and "train" in splits and data_args.train_val_split > 0 and training_args.do_eval:
-        if streamed:
-            raise ScriptError(
-                f"{data.description} has no validation split ({sorted(splits)}), and a streamed split cannot be "
-                "divided: drop --streaming or use a dataset with a validation split"
-            )
-        parts = splits["train"].train_test_split(data_args.train_val_split, seed=training_args.seed)
-        splits = datasets.DatasetDict(train=parts["train"], validation=parts["test"])
-    if training_args.do_train:
-        if "train" not in splits:
-            raise ScriptError(f"--do_train needs a train split; {data.description} has {sorted(splits)}")
-        if data_args.max_train_samples is not None:
-            if streamed:
-                splits["train"] = splits["train"].take(data_args.max_train_samples)
-            else:
-                train = splits["train"].shuffle(seed=training_args.seed)
-                splits["train"] = train.select(range(min(data_args.max_train_samples, len(train))))
-    if training_args.do_eval:
-        if "validation" not in splits:
-            raise ScriptError(f"--do_eval needs a validation split; {data.description} has {sorted(splits)}")
-        if data_args.max_eval_samples is not None:
-            validation = splits["validation"]
-            splits["validation"] = (
-                validation.take(data_args.max_eval_samples)
-                if streamed
-                else validation.select(range(min(data_args.max_eval_samples, len(validation))))
-            )
-    if not streamed:
-        for split in needed_splits(training_args):
-            if len(splits[split]) == 0:
-                raise ScriptError(f"the {split} split of {data.description} is empty")
-    return splits
-
-
-def needed_splits(training_args: TrainingArguments) -> list[str]:
-    return [s for s, wanted in (("train", training_args.do_train), ("validation", training_args.do_eval)) if wanted]
-
-
-def to_streams(splits, training_args: TrainingArguments, data_args: DataTrainingArguments):
-    """This process's part of each split as a stream (``split_dataset_by_node``; the training split shuffled)."""
-    streams = {}
-    for name, split in splits.items():
-        if isinstance(split, datasets.Dataset):  # a local split, streamed from its Arrow files
-            shards = max(1, training_args.world_size * max(1, training_args.dataloader_num_workers))
-            split = split.to_iterable_dataset(num_shards=min(shards, max(1, len(split))))
-        if name == "train":
-            split = split.shuffle(seed=training_args.seed, buffer_size=data_args.streaming_buffer_size)
-        streams[name] = split_dataset_by_node(split, training_args.process_index, training_args.world_size)
-    return streams
-
-
-_HINTS = {
-    "label_range": "check --do_reduce_labels (ADE20K-style annotations, 0 = unlabeled, need it) and the dataset's "
-    "label ids against the model's classes",
-    "missing_mask": "each image needs annotations/<same name>.png",
-}
-
-
-def check_samples(splits, model, reduce_labels: bool, data_args, training_args: TrainingArguments):
-    """Checks every sample of the splits the run reads; stops naming every bad one, or skips them (listed)."""
-    found = {}
-    for split in needed_splits(training_args):
-        found[split] = find_invalid_samples(
-            splits[split],
-            model.config.num_labels,
-            reduce_labels=reduce_labels,
-            split=split,
-            num_workers=training_args.dataloader_num_workers,
-            process_index=training_args.process_index,
-            world_size=training_args.world_size,
-            progress=training_args.process_index == 0 and not training_args.disable_tqdm,
-        )
-    bad_splits = {split: invalid for split, invalid in found.items() if invalid}
-    if not bad_splits:
-        return splits
-    hints = sorted({_HINTS[s.kind] for invalid in bad_splits.values() for s in invalid if s.kind in _HINTS})
-    hint_lines = "".join(f"\n  hint: {hint}" for hint in hints)
-    listings = {
-        split: f"{len(invalid)} of {len(splits[split])} {split} samples" + "".join(f"\n  {s}" for s in invalid)
-        for split, invalid in bad_splits.items()
-    }
-    if not data_args.skip_invalid_samples:
-        report = "\n".join(listing.replace(" samples", " samples cannot be used:", 1) for listing in listings.values())
-        raise ScriptError(
-            f"{report}{hint_lines}\nNothing was trained: fix or remove these files, or pass --skip_invalid_samples "
-            "to leave them out"
-        )
-    for split, invalid in bad_splits.items():
-        logger.warning(f"Skipping {listings[split]}{hint_lines}")
-        bad = {sample.index for sample in invalid}
-        splits[split] = splits[split].select([i for i in range(len(splits[split])) if i not in bad])
-        if len(splits[split]) == 0:
-            raise ScriptError(f"no usable sample left in the {split} split")
-    return splits
-
-
-# -------------------------------------------------------------------------------------------------------- model
-def _config_overrides(model_args: ModelArguments) -> dict:
-    if not model_args.config_overrides:
-        return {}
-    try:
-        overrides = json.loads(model_args.config_overrides)
-    except json.JSONDecodeError as error:
-        raise ScriptError(f"--config_overrides is not valid JSON: {error}") from error
-    if not isinstance(overrides, dict):
-        raise ScriptError("--config_overrides must be a JSON object of config fields")
-    return overrides
-
-
-def build_model(model_args: ModelArguments, id2label: dict[int, str] | None, do_train: bool = True):
-    """The model to train: a preset (random init or ``--backbone_checkpoint``) or a pretrained folder / Hub model."""
-    overrides = _config_overrides(model_args)
-    labels = {} if id2label is None else {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
-    name = model_args.model_name_or_path
-    if name in agent_hf.PRESETS:
-        config = agent_hf.preset_config(name, **labels, **overrides)
-        if model_args.backbone_checkpoint:
-            return agent_hf.load_official_checkpoint(model_args.backbone_checkpoint, config).train()
-        return AutoModelForSemanticSegmentation.from_config(config)
-    if model_args.backbone_checkpoint:
-        raise ScriptError("--backbone_checkpoint needs a preset as --model_name_or_path")
-    hub_kwargs = dict(
-        cache_dir=model_args.cache_dir,
-        revision=model_args.model_revision,
-        token=model_args.token,
-        trust_remote_code=model_args.trust_remote_code,
-    )
-    config = AutoConfig.from_pretrained(model_args.config_name or name, **hub_kwargs, **overrides)
-    relabel = id2label is not None and len(id2label) != config.num_labels
-    if relabel:
-        mismatch = f"{name} has {config.num_labels} classes, the dataset {len(id2label)}"
-        if not model_args.ignore_mismatched_sizes:
-            raise ScriptError(
-                f"{mismatch}: its classifiers do not fit the data (pass --ignore_mismatched_sizes to train new ones)"
-            )
-        logger.warning(
-            f"{mismatch}: the classifiers start from random weights (--ignore_mismatched_sizes)"
-            + ("" if do_train else "; evaluated without training, they measure nothing about the model")
-        )
-    for key, value in labels.items():
-        setattr(config, key, value)
-    return AutoModelForSemanticSegmentation.from_pretrained(
-        name, config=config, ignore_mismatched_sizes=relabel, **hub_kwargs
-    )
-
-
-def build_image_processor(model_args: ModelArguments, data_args: DataTrainingArguments, do_reduce_labels: bool):
-    """The model's image processor (saved with it): the agent_hf one for presets. An agent_hf processor gets this
-    run's evaluation settings (test scale, whole/slide, ratios, flip), so the saved folder serves what was evaluated.
-    """
-    name = model_args.image_processor_name or model_args.model_name_or_path
-    if name in agent_hf.PRESETS:
-        processor = make_image_processor(do_reduce_labels=do_reduce_labels)
-    else:
-        processor = AutoImageProcessor.from_pretrained(
-            name,
-            do_reduce_labels=do_reduce_labels,
-            cache_dir=model_args.cache_dir,
-            revision=model_args.model_revision,
-            token=model_args.token,
-            trust_remote_code=model_args.trust_remote_code,
-        )
-    if type(processor).__name__ != "AgentImageProcessor":  # another model's processor, or remote code's class
-        return processor
-    return make_image_processor(
-        do_reduce_labels=do_reduce_labels,
-        scale=tuple(data_args.eval_scale),
-        image_mean=processor.image_mean,
-        image_std=processor.image_std,
-        mode=data_args.eval_mode,
-        ratios=tuple(data_args.eval_ratios),
-        flip=data_args.eval_flip,
-        crop_size=_pair(data_args.eval_crop_size, "--eval_crop_size"),
-        stride=_pair(data_args.eval_stride, "--eval_stride"),
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------- hub
 def hub_repo_id(training_args: TrainingArguments) -> str:
-    """Checks, before any training, that ``--push_to_hub`` can work: a full repo id, a token, online mode."""
+    """Checks, before any training, that ``--push_to_hub`` can work: a repo id, a token, online mode."""
     if not training_args.do_train:
         raise ScriptError("--push_to_hub publishes the trained model folder: it needs --do_train")
     repo_id = training_args.hub_model_id
-    if not repo_id or "/" not in repo_id:
+    if not repo_id:
         raise ScriptError("--push_to_hub needs --hub_model_id NAMESPACE/NAME")
     try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise ScriptError(f"--hub_model_id {repo_id!r} is not a valid repository id: {error}") from error
-    if not (training_args.hub_token or get_token()):
-        raise ScriptError("--push_to_hub needs a Hub token: --hub_token, HF_TOKEN or `hf auth login`")
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise ScriptError("--push_to_hub is impossible with HF_HUB_OFFLINE set")
+        check_publishable(repo_id, training_args.hub_token)
+    except (ValueError, HubTokenMissingError, OfflineModeIsEnabled) as error:
+        raise ScriptError(f"--push_to_hub: {' '.join(str(error).split())}") from error
     return repo_id
 
 
+# -------------------------------------------------------------------------------------------- data and model
+def load_data(data_args: DataTrainingArguments, model_args: ModelArguments, seed: int) -> LoadedData:
+    """The splits that the data arguments name (folders, the generated dataset or a Hub/local dataset)."""
+    return load_scene_parsing(
+        train_dir=data_args.train_dir,
+        validation_dir=data_args.validation_dir,
+        dataset_name=data_args.dataset_name,
+        dataset_config_name=data_args.dataset_config_name,
+        dataset_revision=data_args.dataset_revision,
+        streaming=data_args.streaming,
+        synthetic_train_samples=data_args.synthetic_train_samples,
+        synthetic_validation_samples=data_args.synthetic_validation_samples,
+        synthetic_num_labels=data_args.synthetic_num_labels,
+        seed=seed,
+        cache_dir=model_args.cache_dir,
+        token=model_args.token,
+    )
+
+
+def hub_kwargs(model_args: ModelArguments) -> dict:
+    """The ``from_pretrained`` arguments of a model or processor from a folder or the Hub."""
+    keys = ("cache_dir", "token", "trust_remote_code")
+    return {"revision": model_args.model_revision, **{key: getattr(model_args, key) for key in keys}}
+
+
 # --------------------------------------------------------------------------------------------------------- main
-def make_train_dataset(
-    split, data_args: DataTrainingArguments, training_args: TrainingArguments, model, transform_kwargs
-) -> TrainDataset | StreamingTrainDataset:
-    """The mmseg train pipeline; augmentations derive from (seed, epoch, sample), see ``agent_hf.training``."""
-    transform = TrainTransform(
-        crop_size=_pair(data_args.crop_size, "--crop_size"),
-        scale=tuple(data_args.scale),
-        ratio_range=tuple(data_args.ratio_range),
-        seed=training_args.seed,
-        **transform_kwargs,
-    )
-    seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
-    if isinstance(split, datasets.IterableDataset):
-        return StreamingTrainDataset(
-            split,
-            transform,
-            model.config.num_labels,
-            seed=seed,
-            rank=training_args.process_index,
-            skip_invalid=data_args.skip_invalid_samples,
-        )
-    return TrainDataset(split, transform, model.config.num_labels, "train", seed=seed)
-
-
-def make_eval_dataset(
-    split, data_args: DataTrainingArguments, training_args: TrainingArguments, transform_kwargs
-) -> EvalDataset | StreamingEvalDataset:
-    settings = EvalSettings(
-        mode=data_args.eval_mode,
-        scale=tuple(data_args.eval_scale),
-        ratios=tuple(data_args.eval_ratios),
-        flip=data_args.eval_flip,
-        crop_size=_pair(data_args.eval_crop_size, "--eval_crop_size"),
-        stride=_pair(data_args.eval_stride, "--eval_stride"),
-        **transform_kwargs,
-    )
-    if isinstance(split, datasets.IterableDataset):
-        return StreamingEvalDataset(split, settings, rank=training_args.process_index)
-    return EvalDataset(split, settings, "validation")
-
-
-def describe_batch(trainer: SegmentationTrainer, reference: Recipe, model) -> str:
-    """The batch arithmetic against the reference recipe, what to change to match it, and the BatchNorm caveat."""
-    plan = batch_plan(trainer.args, reference.total_batch_size)
-    lines = [f"Batch: {plan.describe()}."]
-    if not plan.matches:
-        accumulation = plan.matching_accumulation
-        change = (
-            f"pass --gradient_accumulation_steps {accumulation}"
-            if accumulation
-            else f"choose --per_device_train_batch_size and --gradient_accumulation_steps so that "
-            f"{plan.world_size} x batch x accumulation = {plan.recipe_total}"
-        )
-        lines.append(f"  The recipe '{reference.name}' uses {plan.recipe_total} images per iteration: {change}.")
-    if has_batchnorm(model) and not trainer.uses_sync_batchnorm:
-        where = (
-            "a single process"
-            if plan.world_size == 1
-            else f"{plan.world_size} processes without SyncBatchNorm (it needs CUDA)"
-        )
-        lines.append(
-            f"  BatchNorm: {where}: the heads normalize over the {plan.per_device} image(s) of each forward pass"
-            + (
-                f"; the paper's SyncBN normalizes over all {reference.total_batch_size} images of an iteration (8 GPUs"
-                " x 2), so the statistics differ from the paper's."
-                if reference.sync_batchnorm and plan.per_device != reference.total_batch_size
-                else "."
-            )
-        )
-    return "\n".join(lines)
-
-
-def check_batchnorm_batch(trainer: SegmentationTrainer, model) -> None:
-    """UperNet's pyramid pooling has a 1x1 branch: with one image per forward pass and no SyncBatchNorm, its
-    BatchNorm would see one value per channel and fail at the first step."""
-    single = trainer.args.per_device_train_batch_size == 1 and not trainer.uses_sync_batchnorm
-    if single and has_batchnorm(model) and 1 in (getattr(model.config, "pool_scales", None) or ()):
-        raise ScriptError(
-            "one image per device cannot train the UperNet heads without SyncBatchNorm (several CUDA GPUs): the "
-            "pyramid pooling's 1x1 features leave BatchNorm a single value per channel; use "
-            "--per_device_train_batch_size 2 or more (and --gradient_accumulation_steps for the total)"
-        )
-
-
-def save_trained_model(
-    trainer: SegmentationTrainer, plan: OutputPlan, image_processor, base: str, dataset: str
-) -> None:
-    """Records the model's provenance (trained from `base` on `dataset`), writes the model folder into the run folder
-    (each file complete before it appears, ``config.json`` last), swaps a staged run folder in, and points the
-    Trainer at the final output folder."""
-    provenance = trained_provenance(
-        trainer.model,
-        base=base,
-        dataset=dataset,
-        steps=trainer.state.global_step,
-        recipe=dataclasses.asdict(trainer.recipe),
-    )
-    record_provenance(trainer.model, provenance)
-    if trainer.args.should_save:
-        with add_files(plan.run_dir) as staging:
-            save_model_folder(trainer.model, staging, image_processor)
-        if plan.staged:
-            with user_errors(f"could not replace {plan.output_dir} (the run is complete in {plan.run_dir})"):
-                replace_folder(plan.run_dir, plan.output_dir, overwrite=True, inputs=plan.inputs)
-    trainer.accelerator.wait_for_everyone()
-    trainer.args.output_dir = str(plan.output_dir)
-    logger.info(f"Saved the trained model to {plan.output_dir}")
-
-
-def record_eval_results(
-    trainer: SegmentationTrainer, output_dir: str, metrics: dict[str, float], dataset: str
-) -> None:
-    """Adds the measured results to the trained model's provenance and rewrites its ``config.json`` (atomically,
-    keeping the serving entries), so that its model card reports them."""
-    provenance = dict(getattr(trainer.model.config, PROVENANCE_KEY, None) or {})
-    results = eval_results_from_metrics(metrics, dataset)
-    if provenance.get("origin") != "trained" or results is None:
-        return
-    provenance["eval_results"] = results
-    record_provenance(trainer.model, provenance)
-    if trainer.is_world_process_zero():
-        save_model_config(trainer.model.config, output_dir)
-
-
 def train_and_evaluate(
-    trainer: SegmentationTrainer,
-    training_args: TrainingArguments,
-    plan: OutputPlan,
-    image_processor,
-    base: str,
-    dataset: str,
-    verbose: bool = False,
+    trainer: SegmentationTrainer, plan: OutputPlan, image_processor, base: str, dataset: str, verbose: bool = False
 ) -> dict[str, float]:
     """``--do_train`` (optionally resuming), saving the model at once, then ``--do_eval``; metrics are logged (in one
     line each; the Trainer's tables with ``verbose``) and saved (``all_results.json``), and a trained model's
     ``config.json`` gets the measured results."""
     metrics: dict[str, float] = {}
-    if training_args.do_train:
+    if trainer.args.do_train:
         problem = plan.resume_from and resume_problem(plan.resume_from, trainer.model)
         if problem:
             raise ScriptError(f"cannot resume from {plan.resume_from}: {problem}")
@@ -1139,58 +439,126 @@ def train_and_evaluate(
         metrics.update(train_metrics)
         # Before evaluating: a failing evaluation loses nothing.
         save_trained_model(trainer, plan, image_processor, base, dataset)
-    if training_args.do_eval:
+    if trainer.args.do_eval:
         eval_metrics = trainer.evaluate()
         if verbose:
             trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)
         metrics.update(eval_metrics)
-        if training_args.do_train or evaluates_own_folder(base, plan.output_dir):
-            record_eval_results(trainer, str(plan.output_dir), eval_metrics, dataset)
+        own_folder = trainer.args.do_train or evaluates_own_folder(base, plan.output_dir)
+        if own_folder and trainer.is_world_process_zero():
+            add_eval_results(plan.output_dir, eval_metrics, dataset)
     return metrics
 
 
-def evaluates_own_folder(model_name_or_path: str, output_dir: Path) -> bool:
-    """Whether an evaluation-only run writes into the folder of the model it evaluates (its results then go into
-    that folder's ``config.json``, for the model card)."""
-    return os.path.isdir(model_name_or_path) and Path(model_name_or_path).resolve() == output_dir.resolve()
-
-
 def main(argv: list[str]) -> dict[str, float]:
-    use_cpu_processes_without_accelerator()
+    script_support.use_cpu_processes_without_accelerator()
     model_args, data_args, training_args, output_args, explicit = parse_arguments(argv)
     mistyped = mistyped_preset(model_args.model_name_or_path)
     if mistyped:  # answered now, not after a failed Hub request
         raise ScriptError(f"--model_name_or_path: {mistyped}")
-    setup_logging(training_args, output_args.verbose)
-    check_world_size(training_args)
+    script_support.setup_logging(training_args, output_args.verbose, logger)
+    script_support.check_world_size(training_args.world_size)
     check_run_arguments(training_args, data_args, explicit)
     push_repo_id = hub_repo_id(training_args) if training_args.push_to_hub else None
     training_args.push_to_hub = False  # the model folder is published by agent_hf.hub (card last), not by Trainer
     if training_args.device.type == "cpu" and "dataloader_pin_memory" not in explicit:
         training_args.dataloader_pin_memory = False  # nothing to pin to without an accelerator
-    plan = plan_output(training_args, output_args, model_args, data_args)
+    plan = plan_output(
+        training_args.output_dir,
+        do_train=training_args.do_train,
+        overwrite=output_args.overwrite_output_dir,
+        resume_from_checkpoint=training_args.resume_from_checkpoint,
+        inputs=[model_args.model_name_or_path, model_args.config_name, model_args.image_processor_name,
+                model_args.backbone_checkpoint, data_args.train_dir, data_args.validation_dir, data_args.dataset_name],
+        process_index=training_args.process_index,
+    )  # fmt: skip
     training_args.output_dir = str(plan.run_dir)
 
     set_seed(training_args.seed)
     with training_args.main_process_first(desc="loading the dataset"), user_errors("could not load the dataset"):
         data = load_data(data_args, model_args, training_args.seed)
-    splits = select_splits(data, data_args, training_args)
+    splits = select_splits(
+        data,
+        do_train=training_args.do_train,
+        do_eval=training_args.do_eval,
+        train_val_split=data_args.train_val_split,
+        max_train_samples=data_args.max_train_samples,
+        max_eval_samples=data_args.max_eval_samples,
+        seed=training_args.seed,
+    )
     reduce_labels = data.reduce_labels_default if data_args.do_reduce_labels is None else data_args.do_reduce_labels
     logger.info(f"Data: {data.description}, splits {list(splits)}, reduce_labels={reduce_labels}")
 
+    inference = dict(  # the evaluation's settings, which the saved image processor serves too
+        scale=tuple(data_args.eval_scale),
+        mode=data_args.eval_mode,
+        ratios=tuple(data_args.eval_ratios),
+        flip=data_args.eval_flip,
+        crop_size=_pair(data_args.eval_crop_size, "--eval_crop_size"),
+        stride=_pair(data_args.eval_stride, "--eval_stride"),
+    )
     with user_errors(f"could not build the model {model_args.model_name_or_path}"):
-        model = build_model(model_args, data.id2label, training_args.do_train)
-        image_processor = build_image_processor(model_args, data_args, reduce_labels)
+        model = load_model_to_train(
+            model_args.model_name_or_path,
+            data.id2label,
+            config_name=model_args.config_name,
+            overrides=model_args.config_overrides,
+            backbone_checkpoint=model_args.backbone_checkpoint,
+            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+            do_train=training_args.do_train,
+            **hub_kwargs(model_args),
+        )
+        processor_name = model_args.image_processor_name or model_args.model_name_or_path
+        image_processor = load_image_processor(processor_name, reduce_labels, inference, **hub_kwargs(model_args))
+    rank, world_size = training_args.process_index, training_args.world_size
     if data_args.streaming:
-        splits = to_streams(splits, training_args, data_args)
+        splits = to_streams(
+            splits,
+            process_index=rank,
+            world_size=world_size,
+            num_workers=training_args.dataloader_num_workers,
+            seed=training_args.seed,
+            buffer_size=data_args.streaming_buffer_size,
+        )
     else:
-        splits = check_samples(splits, model, reduce_labels, data_args, training_args)
-    transform_kwargs = dict(
+        splits = check_splits(
+            splits,
+            needed_splits(training_args.do_train, training_args.do_eval),
+            model.config.num_labels,
+            reduce_labels=reduce_labels,
+            skip_invalid=data_args.skip_invalid_samples,
+            num_workers=training_args.dataloader_num_workers,
+            process_index=rank,
+            world_size=world_size,
+            progress=rank == 0 and not training_args.disable_tqdm,
+        )
+    normalization = dict(
         mean=tuple(255 * m for m in image_processor.image_mean),
         std=tuple(255 * s for s in image_processor.image_std),
         reduce_labels=reduce_labels,
     )
+    train_dataset = eval_dataset = None
+    if training_args.do_train:
+        # The mmseg train pipeline; augmentations derive from (seed, epoch, sample), see agent_hf.training.
+        transform = TrainTransform(
+            crop_size=_pair(data_args.crop_size, "--crop_size"),
+            scale=tuple(data_args.scale),
+            ratio_range=tuple(data_args.ratio_range),
+            seed=training_args.seed,
+            **normalization,
+        )
+        seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
+        train_dataset = train_dataset_for(
+            splits["train"],
+            transform,
+            model.config.num_labels,
+            seed=seed,
+            rank=rank,
+            skip_invalid=data_args.skip_invalid_samples,
+        )
+    if training_args.do_eval:
+        eval_dataset = eval_dataset_for(splits["validation"], EvalSettings(**inference, **normalization), rank=rank)
     agent_model = model.config.model_type in ("agent_swin", "agent_pvt")
     recipe = recipe_for(model.config, data_args.recipe or ("paper" if agent_model else "hf-example"))
     with user_errors("the training recipe", (ValueError,)):
@@ -1199,27 +567,17 @@ def main(argv: list[str]) -> dict[str, float]:
         model,
         training_args,
         recipe=run_recipe,
-        train_dataset=make_train_dataset(splits["train"], data_args, training_args, model, transform_kwargs)
-        if training_args.do_train
-        else None,
-        eval_dataset=make_eval_dataset(splits["validation"], data_args, training_args, transform_kwargs)
-        if training_args.do_eval
-        else None,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         data_collator=pad_collate(_pair(data_args.crop_size, "--crop_size")),
         image_processor=image_processor,
     )
     if training_args.do_train:
-        check_batchnorm_batch(trainer, model)
+        check_batchnorm_batch(trainer)
         if trainer.is_world_process_zero():
-            print(describe_batch(trainer, recipe, model), flush=True)
+            print(describe_batch(trainer, recipe), flush=True)
     metrics = train_and_evaluate(
-        trainer,
-        training_args,
-        plan,
-        image_processor,
-        model_args.model_name_or_path,
-        data.description,
-        output_args.verbose,
+        trainer, plan, image_processor, model_args.model_name_or_path, data.description, output_args.verbose
     )
 
     if trainer.is_world_process_zero() and push_repo_id:

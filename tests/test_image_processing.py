@@ -5,6 +5,7 @@ Where agent_hf is not installed, the same processor is checked by tests/test_ser
 
 from __future__ import annotations
 
+import ast
 import base64
 import functools
 import http.server
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_swin_config
+from conftest import REPO_ROOT, tiny_swin_config
 from helpers import mmcv_rescale_size
 from PIL import Image
 from transformers import (
@@ -273,3 +274,18 @@ def test_other_models_keep_their_processor_and_get_the_endpoint_handler(tmp_path
     assert "custom_pipelines" not in json.loads((tmp_path / "config.json").read_text())
     assert {"handler.py", "requirements.txt"} <= {p.name for p in tmp_path.iterdir()}
     assert not (tmp_path / "pipeline_agent.py").exists()
+
+
+def test_every_tool_builds_the_processor_through_one_function():
+    """Training, evaluation, the demo, conversion, the app and folder writing all build the AgentImageProcessor with
+    agent_hf.saving.make_image_processor (as_agent_image_processor is its shorthand): nothing else constructs one."""
+    sources = [*(REPO_ROOT / "src" / "agent_hf").rglob("*.py"), *(REPO_ROOT / "scripts").glob("*.py")]
+    sources += [*(REPO_ROOT / "app").glob("*.py")]
+    constructing = sorted(
+        str(path.relative_to(REPO_ROOT))
+        for path in sources
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) == "AgentImageProcessor"
+    )
+    assert constructing == ["src/agent_hf/saving.py"]

@@ -1,20 +1,16 @@
 """Training recipes (parameter groups, mmcv schedules), mmseg inference, and the training script end to end."""
 
 import dataclasses
-import json
 
-import datasets
 import pytest
 import torch
 from conftest import tiny_pvt_config, tiny_swin_config
 from hub_server import LocalHubServer
-from official_names import expected_state_dict
 from script_helpers import COMMON, TINY_MODEL, load_script, read_json, run_train_script
 from torch import nn
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, TrainingArguments
 
 import agent_hf
-from agent_hf.argument_checks import ScriptError
 from agent_hf.data import TrainTransform, make_synthetic_scene_parsing, save_as_image_folders, synthetic_id2label
 from agent_hf.data.ade20k import find_split_folders, scene_parsing_folder
 from agent_hf.models.segmentation_inference import predict_multiscale, predict_slide, predict_whole, segment
@@ -339,60 +335,8 @@ def test_unreadable_image_names_the_sample(ade_folders):
         dataset[0]
 
 
-def test_missing_columns_and_splits_are_named(script):
-    images = make_synthetic_scene_parsing(2, 1, min_size=48, max_size=64)
-    with pytest.raises(ScriptError, match=r"needs 'image' and 'annotation'.*missing: \['annotation'\]"):
-        script._standard_columns(images.rename_column("annotation", "mask"))
-    data = script.LoadedData(images, None, True, "synthetic")
-    args = script.DataTrainingArguments(max_train_samples=0)
-    with pytest.raises(ScriptError, match="the train split of synthetic is empty"):
-        script.select_splits(data, args, TrainingArguments("unused", do_train=True))
-    with pytest.raises(ScriptError, match=r"--do_eval needs a validation split; x has \['train'\]"):
-        script.select_splits(
-            script.LoadedData(datasets.DatasetDict(train=images["train"]), None, True, "x"),
-            script.DataTrainingArguments(train_val_split=0),
-            TrainingArguments("unused", do_eval=True),
-        )
-
-
-def test_local_dataset_folders_load_by_path(script, tmp_path):
-    """A `save_to_disk` folder and a parquet folder (the layout scripts/prepare_ade20k.py writes) load by path, with
-    their id2label.json."""
-    data = make_synthetic_scene_parsing(2, 1, num_classes=5, min_size=48, max_size=64)
-    data.save_to_disk(tmp_path / "arrow")
-    (tmp_path / "parquet" / "data").mkdir(parents=True)
-    for split, part in data.items():
-        part.to_parquet(str(tmp_path / "parquet" / "data" / f"{split}-00000-of-00001.parquet"))
-    (tmp_path / "parquet" / "id2label.json").write_text(json.dumps(synthetic_id2label(5)))
-    for folder in ("arrow", "parquet"):
-        args = script.DataTrainingArguments(dataset_name=str(tmp_path / folder))
-        loaded = script.load_data(args, script.ModelArguments(model_name_or_path="x"), seed=0)
-        assert {split: len(part) for split, part in loaded.splits.items()} == {"train": 2, "validation": 1}
-        assert loaded.splits["train"][0]["image"].size == data["train"][0]["image"].size
-    assert loaded.id2label == synthetic_id2label(5)
-
-
 def test_eval_scales_is_an_alias_of_eval_ratios(script):
     base = ["--model_name_or_path", "x", "--output_dir", "o"]
     _, data_args, _, _, explicit = script.parse_arguments([*base, "--eval_scales", "0.5", "1"])
     assert data_args.eval_ratios == [0.5, 1.0] and "eval_ratios" in explicit
     assert script.parse_arguments(base)[1].eval_ratios == [1.0]
-
-
-def test_backbone_checkpoint_initializes_a_preset(script, reference_dir):
-    """--backbone_checkpoint: an official ImageNet checkpoint in the preset's backbone, fresh heads for our classes."""
-    checkpoint = reference_dir / "agent_pvt_aaaa_imagenet.pth"
-    backbone = json.loads((reference_dir / "agent_pvt_aaaa_imagenet.json").read_text())["model"]["backbone"]
-    overrides = {key: backbone[key] for key in ("embed_dims", "num_heads", "mlp_ratios", "depths")}
-    args = script.ModelArguments(
-        model_name_or_path="agent-pvt-t-fpn-ade20k",
-        config_overrides=json.dumps({**overrides, "fpn_hidden_size": 32, "decoder_hidden_size": 16}),
-        backbone_checkpoint=str(checkpoint),
-    )
-    model = script.build_model(args, synthetic_id2label(5))
-    assert model.training and model.config.num_labels == 5
-    state = model.state_dict()
-    official = torch.load(checkpoint, weights_only=True)["model"]
-    expected = expected_state_dict(official, model.config.model_type, skip=("head.weight", "head.bias"))
-    assert len(expected) == len(official) - 2  # all but the classification head
-    assert all(torch.equal(state[key], tensor) for key, tensor in expected.items())

@@ -3,6 +3,7 @@ complete checkpoints resumed with the same batches), one-line errors, and the ba
 
 import ast
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -191,7 +192,11 @@ def test_skip_invalid_samples_trains_without_them_and_lists_them(train, broken_f
 def test_the_model_is_saved_before_evaluation(train, tmp_path):
     """An evaluation that fails after training (here a validation file broken after the checks) loses nothing: the
     trained model is already in the output folder."""
-    from agent_hf.training import SegmentationTrainer, pad_collate, recipe_for
+    from agent_hf.data import TrainTransform
+    from agent_hf.saving import make_image_processor
+    from agent_hf.training import EvalDataset, EvalSettings, SegmentationTrainer, TrainDataset, pad_collate, recipe_for
+    from agent_hf.training.model_setup import load_model_to_train
+    from agent_hf.training.run_folder import plan_output
 
     data = make_synthetic_scene_parsing(4, 2, num_classes=5, max_size=96)
     root = save_as_image_folders(data, tmp_path / "ade")
@@ -200,21 +205,25 @@ def test_the_model_is_saved_before_evaluation(train, tmp_path):
         [*TINY_MODEL, *COMMON, "--validation_dir", str(root), "--max_steps", "1", "--do_train", "--do_eval",
          "--output_dir", str(tmp_path / "run")]
     )  # fmt: skip
-    plan = train.plan_output(training_args, output_args, model_args, data_args)
-    model = train.build_model(model_args, synthetic_id2label(5))
-    processor = train.build_image_processor(model_args, data_args, True)
+    plan = plan_output(
+        training_args.output_dir, do_train=True, overwrite=False, resume_from_checkpoint=None, inputs=[]
+    )
+    model = load_model_to_train(
+        model_args.model_name_or_path, synthetic_id2label(5), overrides=model_args.config_overrides
+    )
+    processor = make_image_processor(scale=(256, 64))
     transform = dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), reduce_labels=True)
-    splits = {"train": data["train"], "validation": train.load_data(data_args, model_args, 0).splits["validation"]}
+    validation = train.load_data(data_args, model_args, 0).splits["validation"]
     trainer = SegmentationTrainer(
         model,
         training_args,
         recipe=recipe_for(model.config).merge(training_args, explicit),
-        train_dataset=train.make_train_dataset(splits["train"], data_args, training_args, model, transform),
-        eval_dataset=train.make_eval_dataset(splits["validation"], data_args, training_args, transform),
+        train_dataset=TrainDataset(data["train"], TrainTransform((64, 64), (256, 64), **transform), 5),
+        eval_dataset=EvalDataset(validation, EvalSettings(scale=(256, 64), **transform)),
         data_collator=pad_collate((64, 64)),
     )
     with pytest.raises(InvalidSampleError, match=r"validation\[0\] \(synthetic_validation_00000001.jpg\)"):
-        train.train_and_evaluate(trainer, training_args, plan, processor, "agent-swin-t-upernet-ade20k", "synthetic")
+        train.train_and_evaluate(trainer, plan, processor, "agent-swin-t-upernet-ade20k", "synthetic")
     saved = AutoModelForSemanticSegmentation.from_pretrained(tmp_path / "run")
     torch.testing.assert_close(saved.state_dict(), model.state_dict())
 
@@ -275,28 +284,58 @@ def test_import_agent_hf_does_not_import_datasets():
 
 
 LIBRARY = REPO_ROOT / "src" / "agent_hf"
+# The training script's parts in the library (its output-folder and resume policy, data loading, sample and batch
+# checks, model setup, argument parsing and launch checks): like agent_hf.argument_checks, they speak the script's
+# language, and their messages name its options.
+SCRIPT_PARTS = [
+    *(
+        LIBRARY / "training" / name
+        for name in ("run_folder.py", "validation.py", "model_setup.py", "script_support.py")
+    ),
+    LIBRARY / "data" / "loading.py",
+]
 LIBRARY_MODULES = [
-    *sorted((LIBRARY / "training").glob("*.py")),
+    *sorted(set((LIBRARY / "training").glob("*.py")) - set(SCRIPT_PARTS)),
     LIBRARY / "output_folders.py",
     LIBRARY / "data" / "ade20k.py",
     LIBRARY / "restricted_pickle.py",
 ]
 
 
-@pytest.mark.parametrize("path", LIBRARY_MODULES, ids=lambda p: p.name)
-def test_library_messages_name_no_script_or_flag(path):
-    """The scripts translate library errors into their flags; the library's messages name neither."""
+def message_texts(path: Path) -> list[str]:
+    """The string constants of a module that are not docstrings (its messages)."""
     tree = ast.parse(path.read_text())
     docstrings = {
         id(node.body[0].value)
         for node in ast.walk(tree)
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node) is not None
     }
-    texts = [
+    return [
         node.value
         for node in ast.walk(tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
     ]
+
+
+@pytest.mark.parametrize("path", LIBRARY_MODULES, ids=lambda p: p.name)
+def test_library_messages_name_no_script_or_flag(path):
+    """The scripts translate library errors into their flags; the library's messages name neither."""
+    texts = message_texts(path)
     offending = [text for text in texts if " --" in f" {text}" and any(c.isalpha() for c in text.split("--")[1][:1])]
     offending += [text for text in texts if "scripts/" in text or "run_semantic_segmentation" in text]
     assert not offending, offending
+
+
+@pytest.mark.parametrize("path", SCRIPT_PARTS, ids=lambda p: p.name)
+def test_the_training_scripts_parts_name_only_its_options(path, train):
+    """A renamed or removed option leaves no message of the script's library parts naming it."""
+    from transformers import TrainingArguments
+
+    from agent_hf.training.script_support import ArgumentDataclassParser
+
+    groups = (train.ModelArguments, train.DataTrainingArguments, TrainingArguments, train.OutputArguments)
+    options = {option for action in ArgumentDataclassParser(groups)._actions for option in action.option_strings}
+    named = {flag for text in message_texts(path) for flag in re.findall(r"--[a-z][a-z_]*", text)}
+    assert named - options == set()
+    scripts = {name for text in message_texts(path) for name in re.findall(r"scripts/(\w+\.py)", text)}
+    assert all((REPO_ROOT / "scripts" / name).is_file() for name in scripts), scripts

@@ -11,7 +11,8 @@ import argparse
 import difflib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ __all__ = [
     "pop_debug_flag",
     "run_script",
     "unknown_preset_message",
+    "user_errors",
 ]
 
 
@@ -52,6 +54,17 @@ def folder_error(error: Exception, overwrite_flag: str = "--overwrite_output_dir
     replacing a folder that is merely not empty."""
     hint = f" ({overwrite_flag} replaces it)" if getattr(error, "reason", None) == "not_empty" else ""
     return ScriptError(f"{error}{hint}")
+
+
+@contextmanager
+def user_errors(context: str, errors: tuple[type[BaseException], ...] = (OSError, ValueError)) -> Iterator[None]:
+    """Reports ``errors`` raised inside the block as a one-line :class:`ScriptError` starting with ``context``."""
+    try:
+        yield
+    except ScriptError:
+        raise
+    except errors as error:
+        raise ScriptError(f"{context}: {error}") from error
 
 
 def pop_debug_flag(argv: Sequence[str]) -> tuple[list[str], bool]:

@@ -21,7 +21,7 @@ Fields:
 * ``training`` (origin ``"trained"``): ``base`` (what the run started from), ``dataset``, ``steps`` and ``recipe``
   (optimizer and schedule values); ``init``: the provenance of the starting weights (origin, preset, checkpoint).
 * ``eval_results`` (origin ``"trained"``, when evaluated): ``dataset``, ``split`` and the measured ``mean_iou``,
-  ``mean_accuracy``, ``overall_accuracy`` in %.
+  ``mean_accuracy``, ``overall_accuracy`` in %, added to the saved folder by :func:`add_eval_results`.
 * ``agent_hf_version``: the version that wrote the record.
 
 Folders written by agent-hf 0.1.0 have no record: their origin is unknown.
@@ -35,14 +35,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .model_zoo import IMAGENET_MODELS, MODELS, architecture_differences
+from .output_folders import add_files
 
 __all__ = [
     "ORIGINS",
     "PROVENANCE_KEY",
+    "add_eval_results",
     "combine_tensor_digests",
     "eval_results_from_metrics",
     "official_checkpoint_provenance",
@@ -219,3 +223,27 @@ def read_provenance(config: Mapping[str, Any], source: str = "config.json") -> d
             "entry to treat the model as of unknown origin."
         )
     return dict(record)
+
+
+def add_eval_results(folder: str | os.PathLike, metrics: Mapping[str, float], dataset: str) -> bool:
+    """Adds measured results to the record in ``folder/config.json`` of a model trained by agent-hf, so that its
+    model card reports them. Only the record's ``eval_results`` changes (the file is replaced atomically).
+
+    Args:
+        folder: the model folder the training run wrote.
+        metrics: the metrics of ``Trainer.evaluate`` (see :func:`eval_results_from_metrics`).
+        dataset: the evaluation dataset.
+
+    Returns:
+        Whether the results were added: not when the folder's model was not trained by agent-hf or has no mIoU.
+    """
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    record = config.get(PROVENANCE_KEY)
+    results = eval_results_from_metrics(metrics, dataset)
+    if not isinstance(record, Mapping) or record.get("origin") != "trained" or results is None:
+        return False
+    config[PROVENANCE_KEY] = {**record, "eval_results": results}
+    with add_files(folder) as staging:  # the format of `PretrainedConfig.save_pretrained`
+        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return True

@@ -38,7 +38,6 @@ __all__ = [
     "as_agent_image_processor",
     "classification_serving_files",
     "make_image_processor",
-    "save_model_config",
     "save_model_folder",
     "serving_config",
     "serving_files",
@@ -55,15 +54,29 @@ _INFERENCE_SETTINGS = ("mode", "ratios", "flip", "crop_size", "stride")
 
 
 def make_image_processor(
-    do_reduce_labels: bool = True, scale: tuple[int, int] = DEFAULT_EVAL_SCALE, **settings: Any
+    do_reduce_labels: bool | None = None,
+    scale: tuple[int, int] | None = None,
+    *,
+    source: Any = None,
+    model_config: Any = None,
+    **settings: Any,
 ) -> AgentImageProcessor:
     """The agent_hf image processor: mmseg's ADE20K test pipeline (keep-ratio resize to fit ``scale``, normalize).
 
+    Every agent_hf tool builds it here (training, evaluation, the demo, conversion, writing or upgrading a folder).
+
     Args:
-        do_reduce_labels: the model predicts ADE20K's reduced labels (recorded; images are unaffected).
-        scale: ``(long_edge, short_edge)`` bound of the keep-ratio resize (the evaluation's test scale).
+        do_reduce_labels: the model predicts ADE20K's reduced labels (recorded; images are unaffected). Default: the
+            source's, else ``True``.
+        scale: ``(long_edge, short_edge)`` bound of the keep-ratio resize (the evaluation's test scale). Default: the
+            source's, else ``DEFAULT_EVAL_SCALE``.
+        source: what the other settings start from: ``None`` (the defaults), an :class:`AgentImageProcessor` (its
+            settings), another image processor (e.g. an earlier version's ``SegformerImageProcessor``: its mean, std
+            and reduce-labels setting are kept, a warning says its resize is replaced), or such a processor's dict
+            (``preprocessor_config.json``).
+        model_config: the model's config (object or dict); its ``align_corners`` is used for the logit resizes.
         settings: other :class:`AgentImageProcessor` arguments (``image_mean``, ``image_std``, ``mode``, ``ratios``,
-            ``flip``, ``crop_size``, ``stride``, ``align_corners``).
+            ``flip``, ``crop_size``, ``stride``, ``align_corners``), overriding the source's.
 
     Raises:
         TypeError: an unknown setting (e.g. the fixed ``size`` of earlier versions: the resize now keeps the
@@ -75,7 +88,16 @@ def make_image_processor(
             f"make_image_processor got unknown setting(s) {unknown}; expected some of {list(_SETTING_NAMES)} "
             "(images keep their aspect ratio: give the test resize bound as scale=(long_edge, short_edge))"
         )
-    return AgentImageProcessor(scale=scale, do_reduce_labels=do_reduce_labels, **settings)
+    values = _source_settings(source)
+    if model_config is not None:
+        values["align_corners"] = bool(
+            model_config.get("align_corners", False)
+            if isinstance(model_config, Mapping)
+            else getattr(model_config, "align_corners", False)
+        )
+    given = {"do_reduce_labels": do_reduce_labels, "scale": scale}
+    values.update({key: value for key, value in given.items() if value is not None}, **settings)
+    return AgentImageProcessor(**values)
 
 
 _SETTING_NAMES = ("image_mean", "image_std", *_INFERENCE_SETTINGS, "align_corners")
@@ -89,13 +111,19 @@ def _is_agent_model(config: Any) -> bool:
 _KEPT_KEYS = ("scale", "image_mean", "image_std", "do_reduce_labels", *_INFERENCE_SETTINGS)
 
 
-def _processor_from_dict(values: Mapping[str, Any] | None, align_corners: bool) -> AgentImageProcessor:
-    """An :class:`AgentImageProcessor` from a saved processor's settings (``None``: the default one).
+def _source_settings(source: Any) -> dict[str, Any]:
+    """The :class:`AgentImageProcessor` settings that :func:`make_image_processor` takes from ``source``.
 
     Another processor type (e.g. an earlier version's ``SegformerImageProcessor``) keeps only its mean, std and
     reduce-labels setting; its resize is replaced by mmseg's keep-ratio test resize, with a warning.
     """
-    values = values or {"image_processor_type": AgentImageProcessor.__name__}
+    if source is None:
+        return {}
+    if isinstance(source, Mapping):
+        values = dict(source)
+    else:
+        values = source.to_dict()
+        values["image_processor_type"] = type(source).__name__
     if values.get("image_processor_type") != AgentImageProcessor.__name__:
         logger.warning(
             "Replacing %s by AgentImageProcessor: images keep their aspect ratio (resized to fit %s, as in the "
@@ -108,30 +136,13 @@ def _processor_from_dict(values: Mapping[str, Any] | None, align_corners: bool) 
             "image_std": values.get("image_std"),
             "do_reduce_labels": bool(values.get("do_reduce_labels", values.get("reduce_labels", True))),
         }
-    kwargs = {key: value for key, value in values.items() if key in _KEPT_KEYS and value is not None}
-    return AgentImageProcessor(**kwargs, align_corners=align_corners)
+    return {key: value for key, value in values.items() if key in _KEPT_KEYS and value is not None}
 
 
 def as_agent_image_processor(image_processor=None, model_config: Any = None) -> AgentImageProcessor:
-    """The :class:`AgentImageProcessor` to save with an agent_hf model.
-
-    Args:
-        image_processor: ``None`` (the default processor), an :class:`AgentImageProcessor` (copied), or another
-            image processor (e.g. an earlier version's ``SegformerImageProcessor``), whose ``image_mean``,
-            ``image_std`` and ``do_reduce_labels`` are kept (a warning says its resize is replaced).
-        model_config: the model's config (object or dict); its ``align_corners`` is used for the logit resizes.
-    """
-    if model_config is None:
-        align_corners = False
-    elif isinstance(model_config, Mapping):
-        align_corners = bool(model_config.get("align_corners", False))
-    else:
-        align_corners = bool(getattr(model_config, "align_corners", False))
-    if image_processor is None:
-        return AgentImageProcessor(align_corners=align_corners)
-    values = image_processor.to_dict()
-    values["image_processor_type"] = type(image_processor).__name__
-    return _processor_from_dict(values, align_corners)
+    """The :class:`AgentImageProcessor` to save with an agent_hf model: :func:`make_image_processor` from
+    ``image_processor`` (``None``: the default processor) with the model's ``align_corners``."""
+    return make_image_processor(source=image_processor, model_config=model_config)
 
 
 def _module_files(*classes: type) -> list[Path]:
@@ -197,17 +208,6 @@ def serving_config(config: Mapping[str, Any]) -> dict[str, Any]:
         },
     }
     return config
-
-
-def save_model_config(config, folder: str | os.PathLike) -> None:
-    """Rewrites ``folder/config.json`` from ``config`` (e.g. after recording evaluation results) atomically, keeping
-    an agent_hf model's serving entries (:func:`serving_config`): a bare ``config.save_pretrained`` would drop them
-    and turn the folder's pipeline into transformers' generic one."""
-    with add_files(folder) as staging:
-        config.save_pretrained(staging)
-        if _is_agent_model(config):
-            values = json.loads((staging / CONFIG_NAME).read_text(encoding="utf-8"))
-            (staging / CONFIG_NAME).write_bytes(_json_bytes(serving_config(values)))
 
 
 def add_serving_files(folder: str | os.PathLike, image_processor=None) -> list[str]:
@@ -336,8 +336,8 @@ def upgrade_model_folder(folder: str | os.PathLike) -> list[str]:
         files = classification_serving_files(config, processor)
         _write_files(folder, files)
         return sorted(files)
-    processor = _processor_from_dict(values, bool(config.get("align_corners", False)))
-    files = serving_files(config, processor)
+    values = values or {"image_processor_type": AgentImageProcessor.__name__}
+    files = serving_files(config, make_image_processor(source=values, model_config=config))
     _write_files(folder, files)
     return sorted(files)
 

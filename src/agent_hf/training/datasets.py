@@ -44,7 +44,9 @@ __all__ = [
     "StreamingTrainDataset",
     "TrainDataset",
     "augmentation_rng",
+    "eval_dataset_for",
     "pad_collate",
+    "train_dataset_for",
 ]
 
 
@@ -455,3 +457,34 @@ class StreamingEvalDataset(_EvalExamples, torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for position, example in enumerate(self.dataset):
             yield self._sample(example, f"{self.split} stream {self.rank}", position)
+
+
+def train_dataset_for(
+    split: datasets.Dataset | datasets.IterableDataset,
+    transform: TrainTransform,
+    num_labels: int,
+    *,
+    seed: int,
+    rank: int = 0,
+    skip_invalid: bool = False,
+) -> TrainDataset | StreamingTrainDataset:
+    """The training dataset of ``split``: a :class:`StreamingTrainDataset` for a streamed split (this process's part;
+    ``skip_invalid`` skips bad samples, which a stream cannot check up front), else a :class:`TrainDataset`.
+    ``seed`` seeds the augmentations."""
+    import datasets
+
+    if isinstance(split, datasets.IterableDataset):
+        return StreamingTrainDataset(split, transform, num_labels, seed=seed, rank=rank, skip_invalid=skip_invalid)
+    return TrainDataset(split, transform, num_labels, "train", seed=seed)
+
+
+def eval_dataset_for(
+    split: datasets.Dataset | datasets.IterableDataset, settings: EvalSettings, *, rank: int = 0
+) -> EvalDataset | StreamingEvalDataset:
+    """The evaluation dataset of ``split``: a :class:`StreamingEvalDataset` for a streamed split (this process's
+    part), else an :class:`EvalDataset`."""
+    import datasets
+
+    if isinstance(split, datasets.IterableDataset):
+        return StreamingEvalDataset(split, settings, rank=rank)
+    return EvalDataset(split, settings, "validation")
