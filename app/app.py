@@ -53,9 +53,9 @@ except ImportError:  # a source checkout without `pip install -e .`, or a Space 
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation  # noqa: E402
 
 from agent_hf.data.ade20k import ADE20K_PALETTE  # noqa: E402
+from agent_hf.families import FAMILIES  # noqa: E402
 from agent_hf.models.image_ops import open_image, to_rgb_array  # noqa: E402
 from agent_hf.models.image_processing_agent import AgentImageProcessor  # noqa: E402
-from agent_hf.models.pipeline_agent import AGENT_MODEL_TYPES  # noqa: E402
 from agent_hf.models.segmentation_inference import ServingLimits  # noqa: E402
 from agent_hf.saving import as_agent_image_processor  # noqa: E402
 
@@ -143,7 +143,7 @@ def _processor_for(source: str, model, **kwargs):
         processor = AutoImageProcessor.from_pretrained(source, **kwargs)
     except (OSError, ValueError):  # no preprocessor_config.json
         processor = None
-    if model.config.model_type in AGENT_MODEL_TYPES and not isinstance(processor, AgentImageProcessor):
+    if model.config.model_type in FAMILIES and not isinstance(processor, AgentImageProcessor):
         return as_agent_image_processor(processor, model.config)
     return processor or as_agent_image_processor(None, model.config)
 

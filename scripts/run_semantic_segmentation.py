@@ -98,6 +98,7 @@ from agent_hf.data.loading import (
     select_splits,
     to_streams,
 )
+from agent_hf.families import FAMILIES
 from agent_hf.hub import HubTokenMissingError, card_for_folder, check_publishable, push_folder_to_hub
 from agent_hf.presets import mistyped_preset
 from agent_hf.provenance import add_eval_results
@@ -559,7 +560,7 @@ def main(argv: list[str]) -> dict[str, float]:
         )
     if training_args.do_eval:
         eval_dataset = eval_dataset_for(splits["validation"], EvalSettings(**inference, **normalization), rank=rank)
-    agent_model = model.config.model_type in ("agent_swin", "agent_pvt")
+    agent_model = model.config.model_type in FAMILIES
     recipe = recipe_for(model.config, data_args.recipe or ("paper" if agent_model else "hf-example"))
     with user_errors("the training recipe", (ValueError,)):
         run_recipe = recipe.merge(training_args, explicit)

@@ -26,9 +26,10 @@ from typing import Any
 
 from transformers.dynamic_module_utils import get_relative_import_files
 
+from .families import FAMILIES
 from .models.image_processing_agent import AgentImageProcessor
 from .models.image_processing_agent_classification import AgentClassificationImageProcessor
-from .models.pipeline_agent import AGENT_MODEL_TYPES, AgentImageSegmentationPipeline
+from .models.pipeline_agent import AgentImageSegmentationPipeline
 from .models.segmentation_inference import DEFAULT_EVAL_SCALE
 from .output_folders import add_files
 
@@ -105,7 +106,7 @@ _SETTING_NAMES = ("image_mean", "image_std", *_INFERENCE_SETTINGS, "align_corner
 
 def _is_agent_model(config: Any) -> bool:
     model_type = config.get("model_type") if isinstance(config, Mapping) else getattr(config, "model_type", None)
-    return model_type in AGENT_MODEL_TYPES
+    return model_type in FAMILIES
 
 
 _KEPT_KEYS = ("scale", "image_mean", "image_std", "do_reduce_labels", *_INFERENCE_SETTINGS)
@@ -324,7 +325,7 @@ def upgrade_model_folder(folder: str | os.PathLike) -> list[str]:
     config = _read_json(folder / CONFIG_NAME)
     if not _is_agent_model(config):
         raise ValueError(
-            f"{folder / CONFIG_NAME} has model_type {config.get('model_type')!r}, not one of {AGENT_MODEL_TYPES}: "
+            f"{folder / CONFIG_NAME} has model_type {config.get('model_type')!r}, not one of {tuple(FAMILIES)}: "
             "not an agent_hf model folder"
         )
     preprocessor = folder / PREPROCESSOR_CONFIG_NAME

@@ -15,7 +15,7 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, speed_metrics
 
-from ..models.pipeline_agent import AGENT_MODEL_TYPES
+from ..families import FAMILIES
 from ..output_folders import apply_umask
 from ..saving import add_serving_files
 from .datasets import EpochSampler, EvalDataset, StreamingEvalDataset, StreamingTrainDataset, TrainDataset
@@ -67,7 +67,7 @@ class SegmentationTrainer(Trainer):
 
     def __init__(self, model: nn.Module, args: TrainingArguments, *, recipe: Recipe, image_processor=None, **kwargs):
         recipe.configure(args)
-        if args.ddp_find_unused_parameters is None and getattr(model.config, "model_type", None) in AGENT_MODEL_TYPES:
+        if args.ddp_find_unused_parameters is None and getattr(model.config, "model_type", None) in FAMILIES:
             # Every parameter of an agent_hf segmentation model reaches the loss (the auxiliary head included): DDP
             # need not search the graph for unused ones at every step (the Trainer's default for a PreTrainedModel).
             args.ddp_find_unused_parameters = False
