@@ -14,9 +14,9 @@ from collections.abc import Mapping
 
 import torch
 
+from .models.checkpoint_keys import rename_key
 from .models.configuration_agent_pvt import AgentPvtConfig
 from .models.configuration_agent_swin import AgentSwinConfig
-from .models.layers import rename_key
 from .models.modeling_agent_pvt import AgentPvtForImageClassification, AgentPvtForSemanticSegmentation
 from .models.modeling_agent_swin import AgentSwinForImageClassification, AgentSwinForSemanticSegmentation
 from .provenance import official_checkpoint_provenance, record_provenance

@@ -36,6 +36,9 @@ from .export_ops import adaptive_avg_pool2d
 # Side of the square per-agent tables `an_bias`/`na_bias`, fixed by the official implementation.
 AGENT_TABLE_SIZE = 7
 
+# The values of a config's `_attn_implementation` that every attention module of both families takes.
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # The reference implementation ("eager"): the paper's equations, the biases built the official way
@@ -328,6 +331,7 @@ class AgentAttention(nn.Module):
 
 __all__ = [
     "AGENT_TABLE_SIZE",
+    "ATTENTION_IMPLEMENTATIONS",
     "AgentAttention",
     "AgentSplitLinear",
     "official_position_biases",

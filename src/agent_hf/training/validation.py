@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.transforms import reduce_zero_label, to_label_array, to_rgb_array
-from .datasets import InvalidSampleError, check_labels, decode_image, sample_name
+from .datasets import InvalidSampleError, check_sample_labels, decode_image, sample_name
 
 if TYPE_CHECKING:
     import datasets
@@ -94,7 +94,7 @@ class _SampleCheck(torch.utils.data.Dataset):
                 f"image is {pixels.shape[1]}x{pixels.shape[0]} but its annotation {mask.shape[1]}x{mask.shape[0]}",
             )
         values = np.unique(reduce_zero_label(mask) if self.reduce_labels else mask)
-        check_labels(torch.from_numpy(values.astype(np.int64)), self.num_labels, self.ignore_index, name)
+        check_sample_labels(torch.from_numpy(values.astype(np.int64)), self.num_labels, self.ignore_index, name)
 
 
 def _first_item(batch: list[Any]) -> Any:
