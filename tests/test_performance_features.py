@@ -13,13 +13,9 @@ import agent_hf
 from agent_hf import AgentPvtForSemanticSegmentation, AgentSwinForSemanticSegmentation
 from agent_hf.flops import FlopCounter
 from agent_hf.models import conv_inference, heads
-from agent_hf.models.agent_attention import AgentAttention, official_position_biases, reference_agent_attention
-from agent_hf.models.agent_attention_fast import (
-    agent_bias_factors,
-    agent_step_by_products,
-    blocked_agent_step,
-    cached_bias_factors,
-)
+from agent_hf.models.agent_attention import AgentAttention, reference_agent_attention
+from agent_hf.models.agent_attention_biases import agent_bias_factors, cached_bias_factors, official_position_biases
+from agent_hf.models.agent_attention_fast import agent_aggregation_by_products, blocked_agent_aggregation
 
 FAMILIES = {
     "swin": (tiny_swin_config, AgentSwinForSemanticSegmentation),
@@ -236,7 +232,7 @@ def test_blocked_agent_step_merges_the_blocks_exactly():
     attention, query_agents, key, value, expected, factors = agent_step_case(height=6)
     with torch.no_grad():
         for rows in (1, 4, 6):
-            actual = blocked_agent_step(query_agents, key, value, factors, attention.scale, rows)
+            actual = blocked_agent_aggregation(query_agents, key, value, factors, attention.scale, rows)
             torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -245,7 +241,7 @@ def test_agent_step_by_products_equals_the_fused_kernel():
     attention, query_agents, key, value, expected, factors = agent_step_case()
     with torch.no_grad():
         bias = factors.agent_to_token().unsqueeze(0)
-        actual = agent_step_by_products(query_agents, key, value, bias, attention.scale)
+        actual = agent_aggregation_by_products(query_agents, key, value, bias, attention.scale)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 
 

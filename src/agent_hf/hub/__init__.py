@@ -25,11 +25,10 @@ from .cards import (
     PaperResult,
     models_table,
     render_model_card,
-    write_model_cards,
-    write_readme_models_table,
 )
 from .folder_cards import FolderOrigin, card_for_folder, folder_origin, render_folder_model_card
 from .folder_checks import count_parameters, validate_model_folder, weights_digest_of_folder
+from .generated_files import write_model_cards, write_readme_models_table
 from .publishing import (
     CardPushError,
     HubConnectionError,

@@ -16,6 +16,7 @@ from torch import nn
 # modules imported below with `noqa: F401` are used through this module's other imports, and imported here so that
 # they are copied too.
 from .agent_attention import AgentAttention  # noqa: F401
+from .agent_attention_biases import AgentBiasFactors  # noqa: F401
 from .agent_attention_fast import fast_agent_attention  # noqa: F401
 from .agent_attention_kernels import fused_agent_attention  # noqa: F401
 from .blocks import AgentBlock, AgentDropPath, AgentMlp, agent_attention_from_config, drop_path_rates, run_blocks
