@@ -208,7 +208,7 @@ def test_the_model_is_saved_before_evaluation(train, tmp_path):
     trainer = SegmentationTrainer(
         model,
         training_args,
-        recipe=recipe_for(model.config).merge(training_args, explicit),
+        recipe=recipe_for(model.config).with_overrides(training_args, explicit),
         train_dataset=train.make_train_dataset(splits["train"], data_args, training_args, model, transform),
         eval_dataset=train.make_eval_dataset(splits["validation"], data_args, training_args, transform),
         data_collator=pad_collate((64, 64)),

@@ -285,6 +285,9 @@ class AgentAttention(nn.Module):
             attention_output = fast_agent_attention(
                 self, split_heads(query), split_heads(key), split_heads(value), agents, height, width
             )
+        # Q and K are not read past the attention: their maps go before DWC(V) takes one, so that no more (B, N, C)
+        # maps are alive at once than during the attention.
+        del query, key, query_map
 
         # DWC(V): the convolution reads V as a channels-last map in place and writes a channels-last map, i.e.
         # (B, N, C) row-major.

@@ -297,7 +297,7 @@ def fast_agent_attention(
         rows = max(1, attention.bias_block_size // bias_per_row)
         agent_values = blocked_agent_aggregation(agents, key, value, factors, scale, rows)
         batch, heads, tokens, head_dim = query.shape
-        output = query.new_empty(batch, tokens, heads, head_dim)
+        output = query.new_empty(batch, tokens, heads, head_dim)  # O, token-major
         blocked_agent_broadcast(query, agents, agent_values, factors, scale, rows, output)
         return output
     accelerator = query.device.type not in ("cpu", "meta") and not compiling
