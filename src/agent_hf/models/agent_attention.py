@@ -70,8 +70,10 @@ def reference_agent_attention(
     Returns O (batch_size, heads, tokens, head_dim) and the weights of the agent aggregation (batch_size, heads,
     agents, tokens) and of the agent broadcast (batch_size, heads, tokens, agents).
     """
+    # Agent aggregation: the agents attend to the keys.
     agent_weights = torch.softmax((agents * scale) @ key.transpose(-2, -1) + agent_to_token, dim=-1)
     agent_values = F.dropout(agent_weights, dropout, training) @ value  # V_A
+    # Agent broadcast: the queries attend to the agents.
     token_weights = torch.softmax((query * scale) @ agents.transpose(-2, -1) + token_to_agent, dim=-1)
     output = F.dropout(token_weights, dropout, training) @ agent_values
     return output, agent_weights, token_weights
