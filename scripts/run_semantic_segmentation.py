@@ -563,7 +563,7 @@ def main(argv: list[str]) -> dict[str, float]:
     agent_model = model.config.model_type in FAMILIES
     recipe = recipe_for(model.config, data_args.recipe or ("paper" if agent_model else "hf-example"))
     with user_errors("the training recipe", (ValueError,)):
-        run_recipe = recipe.merge(training_args, explicit)
+        run_recipe = recipe.with_overrides(training_args, explicit)
     trainer = SegmentationTrainer(
         model,
         training_args,

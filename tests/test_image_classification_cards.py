@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent_hf.hub.cards import outdated_files, write_model_cards
+from agent_hf.hub.generated_files import outdated_files, write_model_cards
 from agent_hf.hub.imagenet_cards import IMAGENET_TABLE_END, IMAGENET_TABLE_START, render_imagenet_model_card
 from agent_hf.model_zoo import IMAGENET_MODELS
 

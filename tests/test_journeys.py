@@ -273,7 +273,7 @@ def test_a_warm_up_longer_than_the_run_is_scaled_or_refused_and_the_banner_names
     paper = recipe_for("agent-swin-t-upernet-ade20k")
     assert (paper.warmup_steps, paper.max_steps) == (1500, 160_000)
     args = TrainingArguments("unused", max_steps=1000, learning_rate=1e-4, report_to="none")
-    short = paper.merge(args, {"max_steps", "learning_rate"})
+    short = paper.with_overrides(args, {"max_steps", "learning_rate"})
     assert short.warmup_steps == 9  # 1500 / 160000 of 1000 steps
     banner = short.describe()
     assert "overridden: " in banner
@@ -281,7 +281,7 @@ def test_a_warm_up_longer_than_the_run_is_scaled_or_refused_and_the_banner_names
         assert value in banner, banner
     args = TrainingArguments("unused", max_steps=4, warmup_steps=10, report_to="none")
     with pytest.raises(ValueError, match=r"warmup_steps=10 is not shorter than the run \(max_steps=4\)"):
-        paper.merge(args, {"max_steps", "warmup_steps"})
+        paper.with_overrides(args, {"max_steps", "warmup_steps"})
 
 
 def test_the_scripts_warm_up_and_banner(train_script, tmp_path):

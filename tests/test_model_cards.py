@@ -26,7 +26,8 @@ from agent_hf.hub import (
     write_model_cards,
 )
 from agent_hf.hub.__main__ import main as cards_main
-from agent_hf.hub.cards import MODELS_TABLE_END, MODELS_TABLE_START, outdated_files
+from agent_hf.hub.cards import MODELS_TABLE_END, MODELS_TABLE_START
+from agent_hf.hub.generated_files import outdated_files
 from agent_hf.model_zoo import architecture_differences
 
 ROOT = Path(__file__).resolve().parents[1]

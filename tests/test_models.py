@@ -199,7 +199,7 @@ def test_save_and_reload_locally_keeps_outputs(tmp_path):
         config["auto_map"]["AutoModelForSemanticSegmentation"] == "modeling_agent_pvt.AgentPvtForSemanticSegmentation"
     )
     shipped = {"modeling_agent_pvt.py", "configuration_agent_pvt.py", "agent_attention.py", "agent_attention_fast.py"}
-    assert shipped | {"heads.py", "layers.py"} <= {p.name for p in tmp_path.iterdir()}
+    assert shipped | {"heads.py", "blocks.py"} <= {p.name for p in tmp_path.iterdir()}
 
 
 @pytest.fixture(scope="module")

@@ -116,8 +116,8 @@ def path_probe(monkeypatch):
         return lambda args: calls.__setitem__(key, calls[key] + 1)
 
     spy(agent_attention_module, "reference_agent_attention", count("reference"))
-    spy(fast_module, "blocked_agent_step", lambda args: calls["blocked"].append((args[3].height, args[5])))
-    spy(fast_module, "agent_step_by_products", count("products"))
+    spy(fast_module, "blocked_agent_aggregation", lambda args: calls["blocked"].append((args[3].height, args[5])))
+    spy(fast_module, "agent_aggregation_by_products", count("products"))
     spy(fast_module.FusedAttentionWithBiasGrad, "apply", count("fused"))
     yield calls
     monkeypatch.undo()

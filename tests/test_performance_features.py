@@ -12,14 +12,10 @@ from conftest import tiny_pvt_config, tiny_swin_config
 import agent_hf
 from agent_hf import AgentPvtForSemanticSegmentation, AgentSwinForSemanticSegmentation
 from agent_hf.flops import FlopCounter
-from agent_hf.models import heads, layers
-from agent_hf.models.agent_attention import AgentAttention, official_position_biases, reference_agent_attention
-from agent_hf.models.agent_attention_fast import (
-    agent_bias_factors,
-    agent_step_by_products,
-    blocked_agent_step,
-    cached_bias_factors,
-)
+from agent_hf.models import conv_inference, heads
+from agent_hf.models.agent_attention import AgentAttention, reference_agent_attention
+from agent_hf.models.agent_attention_biases import agent_bias_factors, cached_bias_factors, official_position_biases
+from agent_hf.models.agent_attention_fast import agent_aggregation_by_products, blocked_agent_aggregation
 
 FAMILIES = {
     "swin": (tiny_swin_config, AgentSwinForSemanticSegmentation),
@@ -120,7 +116,7 @@ def test_residual_stream_stays_fp32_when_branches_are_bf16():
     into them (it would round the fp32 stream to bf16 at every block)."""
     residual = torch.randn(2, 10, 8)
     branch = torch.randn(2, 10, 8).bfloat16()
-    total = agent_hf.models.layers.add_residual(residual, branch)
+    total = agent_hf.models.blocks.add_residual(residual, branch)
     assert total.dtype == torch.float32
     torch.testing.assert_close(total, residual + branch.float(), rtol=0, atol=0)
 
@@ -236,7 +232,7 @@ def test_blocked_agent_step_merges_the_blocks_exactly():
     attention, query_agents, key, value, expected, factors = agent_step_case(height=6)
     with torch.no_grad():
         for rows in (1, 4, 6):
-            actual = blocked_agent_step(query_agents, key, value, factors, attention.scale, rows)
+            actual = blocked_agent_aggregation(query_agents, key, value, factors, attention.scale, rows)
             torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -245,7 +241,7 @@ def test_agent_step_by_products_equals_the_fused_kernel():
     attention, query_agents, key, value, expected, factors = agent_step_case()
     with torch.no_grad():
         bias = factors.agent_to_token().unsqueeze(0)
-        actual = agent_step_by_products(query_agents, key, value, bias, attention.scale)
+        actual = agent_aggregation_by_products(query_agents, key, value, bias, attention.scale)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -391,8 +387,8 @@ def test_inference_flop_count_is_the_same_on_meta_and_on_cpu():
 def test_inference_paths_give_the_plain_models_outputs(family, monkeypatch):
     """Every inference shortcut forced on tiny maps (one bias row per block, a few tokens per feed-forward block,
     Winograd on every 3x3 convolution): the logits equal those of a forward that records a graph, where none runs."""
-    monkeypatch.setattr(layers, "FEED_FORWARD_BLOCK_SIZE", 100)
-    monkeypatch.setattr(heads, "WINOGRAD_MIN_PIXELS", 1)
+    monkeypatch.setattr(agent_hf.models.blocks, "FEED_FORWARD_BLOCK_SIZE", 100)
+    monkeypatch.setattr(conv_inference, "WINOGRAD_MIN_PIXELS", 1)
     monkeypatch.setattr(AgentAttention, "bias_block_size", 1)
     model = tiny_model(family).eval()
     with torch.no_grad():
@@ -415,26 +411,26 @@ def test_winograd_convolution_equals_the_direct_one():
         parts = [torch.randn(batch_size, c, height, width) for c in channels]
         weight, bias = torch.randn(5, sum(channels), 3, 3), torch.randn(5)
         expected = F.conv2d(torch.cat(parts, 1).double(), weight.double(), bias.double(), padding=1)
-        actual = heads.winograd_conv3x3(parts, heads.winograd_weights(weight), bias)
+        actual = conv_inference.winograd_conv3x3(parts, conv_inference.winograd_weights(weight), bias)
         assert actual.shape == expected.shape and actual.dtype == torch.float32
         assert (actual.double() - expected).norm() <= 1e-6 * expected.norm()
 
 
 def test_winograd_runs_only_where_it_is_exact_and_allowed(monkeypatch):
-    monkeypatch.setattr(heads, "WINOGRAD_MIN_PIXELS", 64)
+    monkeypatch.setattr(conv_inference, "WINOGRAD_MIN_PIXELS", 64)
     conv = torch.nn.Conv2d(4, 4, 3, padding=1)
     x = torch.randn(1, 4, 8, 8)
     with torch.no_grad():
-        assert heads.can_use_winograd(x, conv, conv.weight)
-        assert not heads.can_use_winograd(x[..., :7], conv, conv.weight)  # below the size threshold
-        assert not heads.can_use_winograd(x.double(), conv, conv.weight)
-        assert not heads.can_use_winograd(x, torch.nn.Conv2d(4, 4, 3, padding=1, stride=2), conv.weight)
-        assert not heads.can_use_winograd(x, torch.nn.Conv2d(4, 4, 1), conv.weight)
+        assert conv_inference.can_use_winograd(x, conv, conv.weight)
+        assert not conv_inference.can_use_winograd(x[..., :7], conv, conv.weight)  # below the size threshold
+        assert not conv_inference.can_use_winograd(x.double(), conv, conv.weight)
+        assert not conv_inference.can_use_winograd(x, torch.nn.Conv2d(4, 4, 3, padding=1, stride=2), conv.weight)
+        assert not conv_inference.can_use_winograd(x, torch.nn.Conv2d(4, 4, 1), conv.weight)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert not heads.can_use_winograd(x, conv, conv.weight)
+            assert not conv_inference.can_use_winograd(x, conv, conv.weight)
         with FlopCounter():  # FLOP counting sees the model's own convolution
-            assert not heads.can_use_winograd(x, conv, conv.weight)
-    assert not heads.can_use_winograd(x, conv, conv.weight)  # the weight needs a gradient
+            assert not conv_inference.can_use_winograd(x, conv, conv.weight)
+    assert not conv_inference.can_use_winograd(x, conv, conv.weight)  # the weight needs a gradient
 
 
 def test_folded_batchnorm_follows_the_current_statistics():

@@ -124,7 +124,7 @@ def test_pvt_paper_decays_every_parameter():
 
 def test_hf_example_recipe_uses_the_trainer_rule():
     model = tiny_swin()
-    recipe = recipe_for(model.config, "hf-example").merge(
+    recipe = recipe_for(model.config, "hf-example").with_overrides(
         TrainingArguments("unused", weight_decay=0.05), {"weight_decay"}
     )
     groups = groups_by_name(model, recipe)
@@ -145,13 +145,13 @@ def test_recipe_defaults_and_explicit_overrides():
     args = TrainingArguments(
         "unused", learning_rate=1e-3, max_steps=10, weight_decay=0.5, gradient_accumulation_steps=4
     )
-    merged = swin.merge(args, {"learning_rate", "max_steps", "gradient_accumulation_steps"})
+    merged = swin.with_overrides(args, {"learning_rate", "max_steps", "gradient_accumulation_steps"})
     assert (merged.learning_rate, merged.max_steps, merged.weight_decay) == (1e-3, 10, 0.01)
     assert merged.name == "paper+overrides" and merged.total_batch_size == 16
     merged.configure(args)
     assert (args.learning_rate, args.weight_decay, args.max_steps, args.max_grad_norm) == (1e-3, 0.01, 10, 0.0)
     assert args.per_device_train_batch_size == 4  # 16 images = 4 per device x 4 accumulation steps
-    assert swin.merge(args, {"num_train_epochs"}).max_steps == -1
+    assert swin.with_overrides(args, {"num_train_epochs"}).max_steps == -1
 
 
 # -------------------------------------------------------------------------------------------------- schedules

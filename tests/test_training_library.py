@@ -104,7 +104,7 @@ def test_the_batch_is_described_against_the_recipe(tmp_path):
     model = agent_hf.AgentSwinForSemanticSegmentation(tiny_swin_config())
     args = TrainingArguments(str(tmp_path), per_device_train_batch_size=2, report_to="none", use_cpu=True)
     recipe = recipe_for(model.config)
-    trainer = SegmentationTrainer(model, args, recipe=recipe.merge(args, {"per_device_train_batch_size"}))
+    trainer = SegmentationTrainer(model, args, recipe=recipe.with_overrides(args, {"per_device_train_batch_size"}))
     description = describe_batch(trainer, recipe)
     assert "The recipe 'paper' uses 16 images per iteration: pass --gradient_accumulation_steps 8." in description
     assert "BatchNorm: a single process" in description

@@ -217,7 +217,7 @@ def test_the_model_is_saved_before_evaluation(train, tmp_path):
     trainer = SegmentationTrainer(
         model,
         training_args,
-        recipe=recipe_for(model.config).merge(training_args, explicit),
+        recipe=recipe_for(model.config).with_overrides(training_args, explicit),
         train_dataset=TrainDataset(data["train"], TrainTransform((64, 64), (256, 64), **transform), 5),
         eval_dataset=EvalDataset(validation, EvalSettings(scale=(256, 64), **transform)),
         data_collator=pad_collate((64, 64)),

@@ -22,7 +22,7 @@ from agent_hf import (
     AgentSwinForSemanticSegmentation,
     AgentSwinModel,
 )
-from agent_hf.models.layers import rename_key
+from agent_hf.models.checkpoint_keys import rename_key
 
 FOUR = ["stage1", "stage2", "stage3", "stage4"]
 CLASSES = {

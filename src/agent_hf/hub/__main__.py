@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cards import outdated_files, write_model_cards, write_readme_models_table
+from .generated_files import outdated_files, write_model_cards, write_readme_models_table
 
 
 def _checkout_root() -> Path:

@@ -42,9 +42,15 @@ from .cards import (
     render_card_template,
     render_model_card,
 )
-from .folder_checks import CONFIG_NAME, count_parameters, read_config, validate_model_folder, weights_digest_of_folder
+from .folder_checks import (
+    CONFIG_NAME,
+    check_repo_id,
+    count_parameters,
+    read_config,
+    validate_model_folder,
+    weights_digest_of_folder,
+)
 from .imagenet_cards import render_imagenet_model_card
-from .publishing import check_repo_id
 
 __all__ = ["FolderOrigin", "card_for_folder", "folder_origin", "render_folder_model_card"]
 

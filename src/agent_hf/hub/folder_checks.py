@@ -1,4 +1,5 @@
-"""Model folder checks before publishing, and what the Hub tools read from a folder (without torch).
+"""Model folder checks before publishing (and of the repository id), and what the Hub tools read from a folder
+(without torch).
 
 A model folder is what `agent_hf.saving.save_model_folder` (or ``save_pretrained``) writes: ``config.json`` with an
 ``auto_map``, the model code, the weights, ``preprocessor_config.json`` (with the image processor's code in its own
@@ -18,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Union
 
 from huggingface_hub import constants
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from ..provenance import combine_tensor_digests
 
@@ -26,6 +28,7 @@ __all__ = [
     "PREPROCESSOR_CONFIG_NAME",
     "SAFE_WEIGHTS_INDEX_NAME",
     "SAFE_WEIGHTS_NAME",
+    "check_repo_id",
     "count_parameters",
     "read_config",
     "validate_model_folder",
@@ -39,6 +42,20 @@ PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 SAFE_WEIGHTS_NAME = "model.safetensors"
 SAFE_WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 HANDLER_NAME = "handler.py"
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Raises a `ValueError` explaining the expected form when `repo_id` is not ``"namespace/name"``."""
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise ValueError(
+            f"Invalid repo_id {repo_id!r}: expected 'namespace/name' (your username or an organization, then the "
+            "model name), e.g. 'your-username/agent-swin-t-upernet-ade20k'."
+        )
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"Invalid repo_id {repo_id!r}: {err}") from err
+
 
 # Not uploaded: the card is pushed separately (last), Trainer checkpoints / optimizer state / logs are not model files.
 _IGNORED_DIRS = (

@@ -15,7 +15,8 @@ from ..model_zoo import (
     UPSTREAM_REPO_URL,
     get_imagenet_model_spec,
 )
-from .publishing import check_repo_id
+from .cards import BIBTEX, DEFAULT_NAMESPACE, LICENSE_NAME, PAPER_SOURCE_NAME, render_card_template
+from .folder_checks import check_repo_id
 
 __all__ = [
     "IMAGENET_TABLE_END",
@@ -51,8 +52,6 @@ def render_imagenet_model_card(preset_name: str, *, repo_id: str | None = None) 
         preset_name: one of `agent_hf.model_zoo.IMAGENET_MODELS` (e.g. ``"agent-swin-t-in1k-224"``).
         repo_id: Hub repository the card is for; defaults to ``f"agent-hf/{preset_name}"``.
     """
-    from .cards import BIBTEX, DEFAULT_NAMESPACE, LICENSE_NAME, PAPER_SOURCE_NAME, render_card_template
-
     spec = get_imagenet_model_spec(preset_name)
     repo_id = repo_id or f"{DEFAULT_NAMESPACE}/{preset_name}"
     check_repo_id(repo_id)

@@ -15,9 +15,9 @@ from typing import Union
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard, constants, get_token
 from huggingface_hub.errors import OfflineModeIsEnabled
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .folder_checks import validate_model_folder
+from .folder_cards import card_for_folder
+from .folder_checks import check_repo_id, validate_model_folder
 
 __all__ = [
     "CardPushError",
@@ -83,19 +83,6 @@ class PushResult:
     def pr_url(self) -> str | None:
         """URL of the pull request when ``create_pr=True``, else ``None``."""
         return self.model_commit.pr_url
-
-
-def check_repo_id(repo_id: str) -> None:
-    """Raises a `ValueError` explaining the expected form when `repo_id` is not ``"namespace/name"``."""
-    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
-        raise ValueError(
-            f"Invalid repo_id {repo_id!r}: expected 'namespace/name' (your username or an organization, then the "
-            "model name), e.g. 'your-username/agent-swin-t-upernet-ade20k'."
-        )
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise ValueError(f"Invalid repo_id {repo_id!r}: {err}") from err
 
 
 def _resolve_token(token: str | None) -> str:
@@ -261,8 +248,6 @@ def push_folder_to_hub(
             :func:`push_card_to_hub` (``--card_only`` in ``scripts/push_to_hub.py``).
         huggingface_hub.errors.HfHubHTTPError: the Hub rejected the repository creation or the model commit.
     """
-    from .folder_cards import card_for_folder  # imports this module
-
     check_repo_id(repo_id)
     folder = Path(folder)
     files = validate_model_folder(folder)

@@ -3,20 +3,20 @@
 Written once and used by both Agent-Swin and Agent-PVT. For N = H*W query tokens and n = h_a*w_a agent tokens A
 (the queries Q average-pooled to an h_a x w_a grid), per head with scale s = d ** scale_exponent:
 
-    agent step:  V_A = softmax(A K^T * s + B_an) V        A: (n, d), K, V: (N, d)   -> (n, d)
-    query step:  O   = softmax(Q A^T * s + B_na) V_A      Q: (N, d)                 -> (N, d)
-    output:      proj(O + DWC(V))                          DWC: depth-wise convolution of V as an (H, W) map
+    agent aggregation:  V_A = softmax(A K^T * s + B1) V      A: (n, d), K, V: (N, d)   -> (n, d)
+    agent broadcast:    O   = softmax(Q A^T * s + B2) V_A    Q: (N, d)                 -> (N, d)
+    output:             proj(O + DWC(V))                      DWC: depth-wise convolution of V as an (H, W) map
 
-The position biases B_an (n x N) and B_na (N x n) come from six learned tables: a 7x7 table per pretraining agent
-(`an_bias`, `na_bias`) plus row and column tables learned at the pretraining resolution (`ah_bias` + `aw_bias`,
-`ha_bias` + `wa_bias`). The official code resizes each table bilinearly to the (H, W) map, then resizes the agent
-axis (the pretraining agents viewed as a pool x pool grid) to the downstream agent grid (h_a, w_a).
+The agent bias B1 (n x N) is built from the official tables `an_bias`, `ah_bias`, `aw_bias`, and B2 (N x n) from
+`na_bias`, `ha_bias`, `wa_bias`: `agent_attention_biases` holds this mapping (`BIAS_TABLES`) and both ways of
+building the biases from the tables (the official construction and the factored form of the fast path).
 
 The module has two implementations of the same computation, chosen by the config's `_attn_implementation`:
 
 * ``"eager"`` -- the reference, in this file (`reference_agent_attention`), written to be checked against the
-  equations above: the biases built exactly as the official code builds them (`official_position_biases`), both
-  softmax steps written out. `output_attentions` always uses it (the attention weights only exist there).
+  equations above: the biases built exactly as the official code builds them
+  (`agent_attention_biases.official_position_biases`), both softmax steps written out. `output_attentions`
+  always uses it (the attention weights only exist there).
 * anything else (``"sdpa"``, the default) -- the fast path (`agent_attention_fast.fast_agent_attention`): the
   biases kept in a factored form and materialized a few rows of the map at a time, the fused attention kernels.
 
@@ -30,50 +30,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .agent_attention_biases import AGENT_TABLE_SIZE, official_position_biases
 from .agent_attention_fast import fast_agent_attention
 from .export_ops import adaptive_avg_pool2d
 
-# Side of the square per-agent tables `an_bias`/`na_bias`, fixed by the official implementation.
-AGENT_TABLE_SIZE = 7
+# The values of a config's `_attn_implementation` that every attention module of both families takes.
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # The reference implementation ("eager"): the paper's equations, the biases built the official way
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _resize_to_map(tables: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(h, A, h0, w0) -> (h, A, H, W): each agent's table bilinearly resized to the feature map."""
-    return F.interpolate(tables, size=(height, width), mode="bilinear", align_corners=False)
-
-
-def _resize_agent_axis(maps: torch.Tensor, pool_size: int, agent_grid: tuple[int, int]) -> torch.Tensor:
-    """(h, A, H, W) -> (h, H*W, n): the A = pool x pool pretraining agents resized to the downstream agent grid."""
-    heads, _, height, width = maps.shape
-    maps = maps.reshape(heads, pool_size, pool_size, height * width).permute(0, 3, 1, 2)
-    maps = F.interpolate(maps, size=agent_grid, mode="bilinear", align_corners=False)
-    return maps.reshape(heads, height * width, agent_grid[0] * agent_grid[1])
-
-
-def official_position_biases(attention: AgentAttention, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two position biases of `attention` for a (height, width) map, built as the official code builds them.
-
-    Returns B_an (h, n, H*W) (agent step: agents over tokens) and B_na (h, H*W, n) (query step: tokens over
-    agents). Each is the sum of two terms resized the same way: the 7x7 table and the row + column tables, first to
-    the (H, W) map, then along the agent axis to the agent grid.
-    """
-    heads, pool, grid = attention.num_heads, attention.pool_size, attention.agent_grid
-
-    def position_bias(square, rows_plus_cols):  # (h, A, 7, 7), (h, A, h0, w0) -> (h, H*W, n)
-        first = _resize_agent_axis(_resize_to_map(square, height, width), pool, grid)
-        second = _resize_agent_axis(_resize_to_map(rows_plus_cols, height, width), pool, grid)
-        return first + second
-
-    agent_rows_cols = (attention.ah_bias + attention.aw_bias).squeeze(0)  # (h, A, h0, w0)
-    token_rows_cols = (attention.ha_bias + attention.wa_bias).squeeze(0).permute(0, 3, 1, 2)  # (h, A, H0, W0)
-    agent_to_token = position_bias(attention.an_bias, agent_rows_cols).transpose(1, 2)
-    token_to_agent = position_bias(attention.na_bias, token_rows_cols)
-    return agent_to_token.reshape(heads, -1, height * width), token_to_agent
 
 
 def reference_agent_attention(
@@ -87,24 +54,26 @@ def reference_agent_attention(
     dropout: float = 0.0,
     training: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The two softmax steps of agent attention, written out.
+    """The two softmax steps of agent attention, agent aggregation then agent broadcast, written out.
 
     Args:
         query (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): Q.
         key (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): K.
         value (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): V.
         agents (`torch.Tensor` of shape `(batch_size, heads, agents, head_dim)`): A, the pooled queries.
-        agent_to_token (`torch.Tensor` of shape `(heads, agents, tokens)`): B_an.
-        token_to_agent (`torch.Tensor` of shape `(heads, tokens, agents)`): B_na.
+        agent_to_token (`torch.Tensor` of shape `(heads, agents, tokens)`): B1.
+        token_to_agent (`torch.Tensor` of shape `(heads, tokens, agents)`): B2.
         scale (`float`): s.
         dropout (`float`): dropout on both steps' attention weights (in training).
         training (`bool`): whether dropout is active.
 
-    Returns O (batch_size, heads, tokens, head_dim) and the weights of the agent step (batch_size, heads, agents,
-    tokens) and of the query step (batch_size, heads, tokens, agents).
+    Returns O (batch_size, heads, tokens, head_dim) and the weights of the agent aggregation (batch_size, heads,
+    agents, tokens) and of the agent broadcast (batch_size, heads, tokens, agents).
     """
+    # Agent aggregation: the agents attend to the keys.
     agent_weights = torch.softmax((agents * scale) @ key.transpose(-2, -1) + agent_to_token, dim=-1)
     agent_values = F.dropout(agent_weights, dropout, training) @ value  # V_A
+    # Agent broadcast: the queries attend to the agents.
     token_weights = torch.softmax((query * scale) @ agents.transpose(-2, -1) + token_to_agent, dim=-1)
     output = F.dropout(token_weights, dropout, training) @ agent_values
     return output, agent_weights, token_weights
@@ -240,16 +209,18 @@ class AgentAttention(nn.Module):
 
         t = AGENT_TABLE_SIZE
         # Shapes (and names) exactly as in the official checkpoints; initialized by the model's `_init_weights`
-        # (truncated normal, std `initializer_range`).
+        # (truncated normal, std `initializer_range`). B1 (agent aggregation) is built from an/ah/aw, B2 (agent
+        # broadcast) from na/ha/wa: `agent_attention_biases.BIAS_TABLES`.
         self.an_bias = nn.Parameter(torch.zeros(num_heads, agent_num, t, t))
         self.na_bias = nn.Parameter(torch.zeros(num_heads, agent_num, t, t))
         self.ah_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, key_table_size[0], 1))
         self.aw_bias = nn.Parameter(torch.zeros(1, num_heads, agent_num, 1, key_table_size[1]))
         self.ha_bias = nn.Parameter(torch.zeros(1, num_heads, table_size[0], 1, agent_num))
         self.wa_bias = nn.Parameter(torch.zeros(1, num_heads, 1, table_size[1], agent_num))
-        self._bias_factor_cache = {}  # `agent_attention_fast.cached_bias_factors`; never saved
+        self._bias_factor_cache = {}  # `agent_attention_biases.cached_bias_factors`; never saved
 
     def _bias_tables(self) -> tuple[nn.Parameter, ...]:
+        # The order in which the weight initialization draws them.
         return (self.an_bias, self.na_bias, self.ah_bias, self.aw_bias, self.ha_bias, self.wa_bias)
 
     def _project(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -275,8 +246,8 @@ class AgentAttention(nn.Module):
             output_attentions (`bool`): also return both steps' attention weights (computed by the reference).
 
         Returns the output (B, H*W, C); with `output_attentions`, `(output, (agent_to_token, token_to_agent))`
-        where agent_to_token (B, h, n, H*W) are the agent step's weights (each agent over the tokens) and
-        token_to_agent (B, h, H*W, n) the query step's (each token over the agents), n = h_a * w_a agents.
+        where agent_to_token (B, h, n, H*W) are the agent aggregation's weights (each agent over the tokens) and
+        token_to_agent (B, h, H*W, n) the agent broadcast's (each token over the agents), n = h_a * w_a agents.
         """
         batch, tokens, channels = hidden_states.shape
         if tokens != height * width:
@@ -294,15 +265,12 @@ class AgentAttention(nn.Module):
         def split_heads(x):  # (B, N, C) -> (B, h, N, d), a strided view
             return x.view(batch, tokens, heads, head_dim).transpose(1, 2)
 
-        # DWC(V): the convolution reads V as a channels-last map in place and writes a channels-last map, i.e.
-        # (B, N, C) row-major, into which O is added, undoing its head-major layout in the same pass.
-        value_map = value.view(batch, height, width, channels).permute(0, 3, 1, 2)
-        mixed = self.dwc(value_map).permute(0, 2, 3, 1).reshape(batch, tokens, heads, head_dim)
+        # O, token-major (B, N, h, d): agent aggregation, then agent broadcast.
         weights = None
         if output_attentions or getattr(self.config, "_attn_implementation", None) == "eager":
-            agent_to_token, token_to_agent = official_position_biases(self, height, width)
+            agent_to_token, token_to_agent = official_position_biases(self, height, width)  # B1, B2
             dtype = query.dtype
-            output, agent_weights, token_weights = reference_agent_attention(
+            attention_output, agent_weights, token_weights = reference_agent_attention(
                 split_heads(query),
                 split_heads(key),
                 split_heads(value),
@@ -313,13 +281,26 @@ class AgentAttention(nn.Module):
                 self.attn_drop,
                 self.training,
             )
-            mixed = mixed + output.transpose(1, 2)
+            attention_output = attention_output.transpose(1, 2)
             weights = (agent_weights, token_weights)
         else:
-            fast_agent_attention(
-                self, split_heads(query), split_heads(key), split_heads(value), agents, height, width, mixed
+            attention_output = fast_agent_attention(
+                self, split_heads(query), split_heads(key), split_heads(value), agents, height, width
             )
-        output = self.proj_drop(self.proj(mixed.view(batch, tokens, channels)))
+        # Q and K are not read past the attention: their maps go before DWC(V) takes one, so that no more (B, N, C)
+        # maps are alive at once than during the attention.
+        del query, key, query_map
+
+        # DWC(V): the convolution reads V as a channels-last map in place and writes a channels-last map, i.e.
+        # (B, N, C) row-major.
+        value_map = value.view(batch, height, width, channels).permute(0, 3, 1, 2)
+        dwc_v = self.dwc(value_map).permute(0, 2, 3, 1).reshape(batch, tokens, heads, head_dim)
+
+        # proj(O + DWC(V)). The sum is written into dwc_v, the convolution's fresh output, which autograd does not
+        # keep: no new (B, N, C) map, and a head-major O is laid out token-major in the same pass (addition
+        # commutes, so these are the bits of O + DWC(V)).
+        output = self.proj(dwc_v.add_(attention_output).view(batch, tokens, channels))
+        output = self.proj_drop(output)
         return (output, weights) if output_attentions else output
 
     def extra_repr(self) -> str:
@@ -327,10 +308,9 @@ class AgentAttention(nn.Module):
 
 
 __all__ = [
-    "AGENT_TABLE_SIZE",
+    "ATTENTION_IMPLEMENTATIONS",
     "AgentAttention",
     "AgentSplitLinear",
-    "official_position_biases",
     "reference_agent_attention",
     "split_projection",
 ]

@@ -1,24 +1,24 @@
-"""The fast path of agent attention: the computation of `agent_attention.reference_agent_attention`, with the
-position biases never built whole where it can be avoided.
+"""The fast path of agent attention: the computation of `agent_attention.reference_agent_attention` (the paper's
+agent aggregation, then its agent broadcast), with the position biases never built whole where it can be avoided.
 
-The official bias construction (`agent_attention.official_position_biases`) resizes the tables bilinearly, which
-is linear and separable: each bias is a small GEMM of 1-D interpolation matrices with the tiny tables, so it is kept
-in a factored form (`AgentBiasFactors`) from which any block of rows of the (H, W) map is materialized exactly.
-`fast_agent_attention` picks the kernel:
+The official bias construction (`agent_attention_biases.official_position_biases`) resizes the tables bilinearly,
+which is linear and separable: each bias is a small GEMM of 1-D interpolation matrices with the tiny tables, so it
+is kept in a factored form (`agent_attention_biases.AgentBiasFactors`) from which any block of rows of the (H, W)
+map is materialized exactly. `fast_agent_attention` picks the kernel:
 
 - where `AgentAttention.fused_kernel` selects them (by default on CUDA with Triton installed), the fused Triton
   kernels of `agent_attention_kernels` (both steps, forward and backward, the biases computed in the kernel from
   these factors), except for dropout on the attention weights in training, which takes the paths below;
 - at inference (no gradients) the factors are kept per map size (`cached_bias_factors`; for Agent-Swin-T at
   512x2048 about 160 MB, a sixth of the whole biases, which the CPU path never builds);
-- on CPU without gradients, `blocked_agent_step` / `blocked_query_step` run PyTorch's fused CPU attention kernel
-  block by block, with the bias block built on the fly; the agent step's softmax runs over all N tokens, so its
-  blocks of keys are merged exactly through their log-sum-exp. No (h, n, N) tensor ever exists, and the blocks are
-  small enough to stay in the CPU cache;
+- on CPU without gradients, `blocked_agent_aggregation` / `blocked_agent_broadcast` run PyTorch's fused CPU
+  attention kernel block by block, with the bias block built on the fly; the agent aggregation's softmax runs over
+  all N tokens, so its blocks of keys are merged exactly through their log-sum-exp. No (h, n, N) tensor ever
+  exists, and the blocks are small enough to stay in the CPU cache;
 - on CPU with gradients (training), `FusedAttentionWithBiasGrad` runs the fused kernel on the whole bias and
   rebuilds the bias and the probabilities in backward instead of saving them;
-- on accelerators without gradients, the agent step as explicit products (`agent_step_by_products`: its few agent
-  queries would leave most of a GPU idle in a fused kernel), the query step through
+- on accelerators without gradients, the agent aggregation as explicit products (`agent_aggregation_by_products`:
+  its few agent queries would leave most of a GPU idle in a fused kernel), the agent broadcast through
   `F.scaled_dot_product_attention`;
 - otherwise (accelerators in training, torch.compile), `F.scaled_dot_product_attention` with the whole bias.
 
@@ -28,146 +28,18 @@ compares them, values and gradients; tests/test_parity.py holds both to the offi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-if TYPE_CHECKING:
-    from .agent_attention import AgentAttention
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def bilinear_matrix(in_size: int, out_size: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(out_size, in_size) matrix M with M @ x == 1-D bilinear resize of x (align_corners=False).
-
-    Built by resizing one-hot rows with `F.interpolate`, so the weights are PyTorch's own.
-    """
-    eye = torch.eye(in_size, device=device, dtype=torch.float32).view(1, in_size, in_size, 1)
-    weights = F.interpolate(eye, size=(out_size, 1), mode="bilinear", align_corners=False)
-    return weights.view(in_size, out_size).t().to(dtype)
-
-
-@dataclass
-class AgentBiasFactors:
-    """Both position biases of one (H, W) map in factored form: a few small tensors from which any block of rows
-    of the map is materialized exactly, with one small GEMM and one broadcast add.
-
-    All agent axes are already resized to the agent grid (n agents). With R_h (H x 7) and R_w (W x 7) PyTorch's
-    bilinear resize matrices from the 7x7 tables, S (per head and agent, 7 x 7) the resized 7x7 tables and
-    rows / cols the row and column tables resized to H / W, each bias at token (y, x) is
-
-        bias[(y, x), a] = sum_i R_h[y, i] T[i, x, a] + cols[x, a] + rows[y, a],  T[i, x, a] = sum_j S_a[i, j] R_w[x, j]
-
-    i.e. `[R_h | 1]` (H x 8) times a stacked table `[T; cols]` (8 x W per agent), plus the row term.
-
-    Attributes:
-        resize_h (`torch.Tensor` of shape `(height, 8)`): `[R_h | 1]`.
-        agent_table (`torch.Tensor` of shape `(heads, 8, agents, width)`): `[T; cols]` of B_an.
-        agent_rows (`torch.Tensor` of shape `(heads, height, agents, 1)`): rows of B_an.
-        token_table (`torch.Tensor` of shape `(heads, 8, width, agents)`): `[T; cols]` of B_na.
-        token_rows (`torch.Tensor` of shape `(heads, height, 1, agents)`): rows of B_na.
-    """
-
-    resize_h: torch.Tensor
-    agent_table: torch.Tensor
-    agent_rows: torch.Tensor
-    token_table: torch.Tensor
-    token_rows: torch.Tensor
-
-    @property
-    def height(self) -> int:
-        return self.resize_h.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.agent_table.shape[-1]
-
-    def _rows_times_table(self, table: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """`[R_h | 1]` rows [start, stop) times each head's stacked table: (heads, rows, *table.shape[2:])."""
-        heads, size = table.shape[:2]
-        block = torch.matmul(self.resize_h[start:stop], table.reshape(heads, size, -1))
-        return block.view(heads, stop - start, *table.shape[2:])
-
-    def agent_to_token_block(self, start: int, stop: int) -> torch.Tensor:
-        """B_an for the tokens of map rows [start, stop), one map row per leading index: (rows, heads, agents, W)
-        (a transposed view of a contiguous (heads, rows, agents, W) tensor)."""
-        block = self._rows_times_table(self.agent_table, start, stop)
-        return block.add_(self.agent_rows[:, start:stop]).transpose(0, 1)
-
-    def token_to_agent_block(self, start: int, stop: int) -> torch.Tensor:
-        """B_na for the tokens of map rows [start, stop): (heads, (stop - start) * W, agents), contiguous."""
-        block = self._rows_times_table(self.token_table, start, stop)
-        return block.add_(self.token_rows[:, start:stop]).flatten(1, 2)
-
-    def agent_to_token(self) -> torch.Tensor:
-        """The whole B_an: (heads, agents, H * W), contiguous."""
-        heads, _, agents, _ = self.agent_table.shape
-        return self.agent_to_token_block(0, self.height).permute(1, 2, 0, 3).reshape(heads, agents, -1)
-
-    def token_to_agent(self) -> torch.Tensor:
-        """The whole B_na: (heads, H * W, agents), contiguous."""
-        return self.token_to_agent_block(0, self.height)
-
-
-def _to_agent_grid(table: torch.Tensor, agent_h: torch.Tensor, agent_w: torch.Tensor) -> torch.Tensor:
-    """(h, p*p, *rest) -> (h, h_a*w_a, *rest): the agent axis, viewed as a p x p grid, bilinearly resized."""
-    heads, rest, pool = table.shape[0], table.shape[2:], agent_h.shape[1]
-    table = table.reshape(heads, pool, pool, -1)
-    table = torch.einsum("ip,hpqr,jq->hijr", agent_h, table, agent_w)
-    return table.reshape(heads, agent_h.shape[0] * agent_w.shape[0], *rest)
-
-
-def agent_bias_factors(attention: AgentAttention, height: int, width: int) -> AgentBiasFactors:
-    """`AgentBiasFactors` of `attention`'s tables for a (height, width) map (differentiable in the tables).
-
-    Computed in fp32 for fp16/bf16 tables and outside autocast: the biases add to fp32 scores.
-    """
-    tables = attention.an_bias
-    if tables.device.type == "meta":  # shape-only runs (FLOP counting): autocast knows no meta device
-        return _agent_bias_factors(attention, height, width)
-    with torch.autocast(tables.device.type, enabled=False):
-        return _agent_bias_factors(attention, height, width)
-
-
-def _agent_bias_factors(attention: AgentAttention, height: int, width: int) -> AgentBiasFactors:
-    heads, pool, (grid_h, grid_w) = attention.num_heads, attention.pool_size, attention.agent_grid
-    device, table_size = attention.an_bias.device, attention.an_bias.shape[-1]
-    dtype = torch.float32 if attention.an_bias.dtype in _LOW_PRECISION else attention.an_bias.dtype
-    agent_h, agent_w = bilinear_matrix(pool, grid_h, device, dtype), bilinear_matrix(pool, grid_w, device, dtype)
-    resize_h = bilinear_matrix(table_size, height, device, dtype)
-    resize_w = bilinear_matrix(table_size, width, device, dtype)
-
-    def grid(table):  # (h, A, ...) -> (h, n, ...)
-        return _to_agent_grid(table.to(dtype), agent_h, agent_w)
-
-    def resized(table, size):  # (h, n, s0) -> (h, n, size)
-        return table @ bilinear_matrix(table.shape[-1], size, device, dtype).t()
-
-    # B_an, agents before tokens: T[i, x] = S_a[i, :] R_w[x, :]^T, stacked as (h, 8, n, W).
-    agent_square = grid(attention.an_bias)  # (h, n, 7, 7)
-    agent_t = torch.matmul(agent_square, resize_w.t()).transpose(1, 2)  # (h, 7, n, W)
-    agent_cols = resized(grid(attention.aw_bias.reshape(heads, -1, attention.aw_bias.shape[4])), width)
-    agent_rows = resized(grid(attention.ah_bias.reshape(heads, -1, attention.ah_bias.shape[3])), height)
-    # B_na, tokens before agents: T[i, x, a] = R_w[x, :] S_a[i, :]^T, stacked as (h, 8, W, n).
-    token_square = grid(attention.na_bias)  # (h, n, 7, 7)
-    token_t = torch.einsum("xj,haij->hixa", resize_w, token_square)  # (h, 7, W, n)
-    token_cols = resized(
-        grid(attention.wa_bias.reshape(heads, -1, attention.wa_bias.shape[-1]).transpose(1, 2)), width
-    )
-    token_rows = resized(
-        grid(attention.ha_bias.reshape(heads, -1, attention.ha_bias.shape[-1]).transpose(1, 2)), height
-    )
-    ones = torch.ones(height, 1, device=device, dtype=dtype)
-    return AgentBiasFactors(
-        resize_h=torch.cat([resize_h, ones], dim=1),
-        agent_table=torch.cat([agent_t, agent_cols.unsqueeze(1)], dim=1),
-        agent_rows=agent_rows.transpose(1, 2).unsqueeze(-1).contiguous(),
-        token_table=torch.cat([token_t, token_cols.transpose(1, 2).unsqueeze(1)], dim=1),
-        token_rows=token_rows.transpose(1, 2).unsqueeze(2).contiguous(),
-    )
+from .agent_attention_biases import LOW_PRECISION_DTYPES, AgentBiasFactors, agent_bias_factors, cached_bias_factors
+from .agent_attention_kernels import (
+    flex_agent_attention,
+    fused_agent_attention,
+    kernel_runs_on,
+    kernel_supports,
+    triton_available,
+)
 
 
 def _row_blocks(height: int, rows_per_block: int):
@@ -175,7 +47,7 @@ def _row_blocks(height: int, rows_per_block: int):
         yield start, min(start + rows_per_block, height)
 
 
-def blocked_agent_step(
+def blocked_agent_aggregation(
     agents: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
@@ -183,7 +55,7 @@ def blocked_agent_step(
     scale: float,
     rows_per_block: int,
 ) -> torch.Tensor:
-    """V_A = softmax(A K^T * s + B_an) V, one map row of keys at a time, merged exactly through log-sum-exp (CPU).
+    """V_A = softmax(A K^T * s + B1) V, one map row of keys at a time, merged exactly through log-sum-exp (CPU).
 
     Args:
         agents (`torch.Tensor` of shape `(batch_size, heads, agents, head_dim)`): A, contiguous.
@@ -222,7 +94,7 @@ def blocked_agent_step(
     return torch.stack(merged).to(agents.dtype)
 
 
-def blocked_query_step(
+def blocked_agent_broadcast(
     query: torch.Tensor,
     agents: torch.Tensor,
     agent_values: torch.Tensor,
@@ -231,7 +103,7 @@ def blocked_query_step(
     rows_per_block: int,
     out: torch.Tensor,
 ) -> None:
-    """O = softmax(Q A^T * s + B_na) V_A, one block of query rows at a time, added into `out` (CPU).
+    """O = softmax(Q A^T * s + B2) V_A, one block of query rows at a time, written into `out` (CPU).
 
     Args:
         query (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): Q (a strided view is fine).
@@ -240,7 +112,7 @@ def blocked_query_step(
         factors (`AgentBiasFactors`): the biases of the (H, W) map of the tokens.
         scale (`float`): s.
         rows_per_block (`int`): map rows whose queries (and bias block) one kernel call processes.
-        out (`torch.Tensor` of shape `(batch_size, tokens, heads, head_dim)`): O is added into it, token-major.
+        out (`torch.Tensor` of shape `(batch_size, tokens, heads, head_dim)`): O is written into it, token-major.
     """
     width = factors.width
     for start, stop in _row_blocks(factors.height, rows_per_block):
@@ -249,7 +121,7 @@ def blocked_query_step(
         output, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             query[:, :, tokens], agents, agent_values, attn_mask=bias, scale=scale
         )
-        out[:, tokens].add_(output.transpose(1, 2))  # the kernel writes token-major: a contiguous add
+        out[:, tokens].copy_(output.transpose(1, 2))  # the kernel writes token-major: a contiguous copy
 
 
 class FusedAttentionWithBiasGrad(torch.autograd.Function):
@@ -297,7 +169,7 @@ class FusedAttentionWithBiasGrad(torch.autograd.Function):
             with torch.no_grad():
                 bias = ctx.rebuild_bias()
         scale, dtype = ctx.scale, query.dtype
-        compute = torch.float32 if dtype in _LOW_PRECISION else dtype  # probabilities and gradients in fp32
+        compute = torch.float32 if dtype in LOW_PRECISION_DTYPES else dtype  # probabilities and gradients in fp32
         batch = query.shape[0]
         shared_bias = bias.shape[0] == 1  # broadcast over the batch (AgentAttention's case)
         bias = bias.to(compute)
@@ -334,12 +206,12 @@ class FusedAttentionWithBiasGrad(torch.autograd.Function):
         return grad_query.to(dtype), grad_key.to(dtype), grad_value.to(dtype), grad_bias, None, None, None
 
 
-def agent_step_by_products(
+def agent_aggregation_by_products(
     agents: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, scale: float
 ) -> torch.Tensor:
-    """V_A = softmax(A K^T * s + B_an) V with explicit matrix products (accelerators, no gradient).
+    """V_A = softmax(A K^T * s + B1) V with explicit matrix products (accelerators, no gradient).
 
-    The fused attention kernels split their work over the queries, and the agent step has only n = 49-196 agent
+    The fused attention kernels split their work over the queries, and the agent aggregation has only n = 49-196 agent
     queries against N = H*W keys: a handful of thread blocks on a GPU. Two large matrix products and a softmax use
     the whole device; the (B, h, n, N) scores live for this one step.
 
@@ -347,7 +219,7 @@ def agent_step_by_products(
         agents (`torch.Tensor` of shape `(batch_size, heads, agents, head_dim)`): A.
         key (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): K.
         value (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): V.
-        bias (`torch.Tensor` of shape `(1, heads, agents, tokens)`): B_an.
+        bias (`torch.Tensor` of shape `(1, heads, agents, tokens)`): B1.
         scale (`float`): s.
     """
     scores = torch.matmul(agents * scale, key.transpose(-2, -1))
@@ -356,28 +228,7 @@ def agent_step_by_products(
     return torch.matmul(weights.to(value.dtype), value)
 
 
-def cached_bias_factors(attention: AgentAttention, height: int, width: int) -> AgentBiasFactors:
-    """`agent_bias_factors` (no gradient), kept on the module for the last few map sizes it ran at.
-
-    The key holds each table's storage and version counter, so that loading or editing the weights (in place, or
-    by replacing them, e.g. `model.to(device)`) computes them again. `attention.bias_factor_cache_size` entries at
-    most (0: no cache).
-    """
-    tables = attention._bias_tables()
-    key = (height, width) + tuple((t.device, t.dtype, t.data_ptr(), t._version) for t in tables)
-    cache = attention._bias_factor_cache
-    factors = cache.pop(key, None)
-    if factors is None:
-        with torch.no_grad():
-            factors = agent_bias_factors(attention, height, width)
-    if attention.bias_factor_cache_size > 0:
-        cache[key] = factors  # most recently used last
-        while len(cache) > attention.bias_factor_cache_size:
-            cache.pop(next(iter(cache)))
-    return factors
-
-
-def selected_fused_kernel(attention: AgentAttention, query: torch.Tensor, agents: torch.Tensor) -> str | None:
+def selected_fused_kernel(attention: nn.Module, query: torch.Tensor, agents: torch.Tensor) -> str | None:
     """The fused kernels `attention.fused_kernel` picks for this call ("triton" or "flex"), or None.
 
     "auto": the Triton kernels (`agent_attention_kernels`) on CUDA where Triton imports and they take the shapes;
@@ -393,8 +244,6 @@ def selected_fused_kernel(attention: AgentAttention, query: torch.Tensor, agents
         return None
     if choice == "flex":
         return "flex"
-    from .agent_attention_kernels import kernel_runs_on, kernel_supports, triton_available
-
     if choice == "triton" and not kernel_runs_on(query.device):
         reason = "Triton is not installed" if not triton_available() else f"Triton does not run on {query.device}"
         raise RuntimeError(
@@ -404,16 +253,15 @@ def selected_fused_kernel(attention: AgentAttention, query: torch.Tensor, agents
 
 
 def fast_agent_attention(
-    attention: AgentAttention,
+    attention: nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     agents: torch.Tensor,
     height: int,
     width: int,
-    out: torch.Tensor,
-) -> None:
-    """O of `attention` over a (height, width) map, added into `out`, by the fastest exact kernel for the call.
+) -> torch.Tensor:
+    """O of `attention` over a (height, width) map, by the fastest exact kernel for the call.
 
     Args:
         attention (`AgentAttention`): the module (its bias tables, scale, dropout and `bias_block_size`).
@@ -423,7 +271,9 @@ def fast_agent_attention(
         agents (`torch.Tensor` of shape `(batch_size, heads, agents, head_dim)`): A, contiguous.
         height (`int`): rows H of the map.
         width (`int`): columns W of the map.
-        out (`torch.Tensor` of shape `(batch_size, tokens, heads, head_dim)`): O is added into it, token-major.
+
+    Returns O token-major, `(batch_size, tokens, heads, head_dim)` (a transposed view of a head-major result, or
+    contiguous).
     """
     scale = attention.scale
     dropout = attention.attn_drop if attention.training else 0.0
@@ -433,24 +283,23 @@ def fast_agent_attention(
     needs_grad = tables_need_grad or (grad and any(t.requires_grad for t in (query, key, value, agents)))
     kernel = selected_fused_kernel(attention, query, agents) if dropout == 0.0 else None
     if kernel is not None:
-        from .agent_attention_kernels import flex_agent_attention, fused_agent_attention
-
         if tables_need_grad or torch.compiler.is_compiling():  # the cache's keys are not traceable
             factors = agent_bias_factors(attention, height, width)
         else:
             factors = cached_bias_factors(attention, height, width)
         attend = fused_agent_attention if kernel == "triton" else flex_agent_attention
-        out.add_(attend(query, key, value, agents, factors, scale).transpose(1, 2))
-        return
+        return attend(query, key, value, agents, factors, scale).transpose(1, 2)
     compiling = torch.compiler.is_compiling()
     cpu = query.device.type == "cpu" and not compiling
     if cpu and not needs_grad and dropout == 0.0:
         factors = cached_bias_factors(attention, height, width)
         bias_per_row = attention.num_heads * agents.shape[2] * width
         rows = max(1, attention.bias_block_size // bias_per_row)
-        agent_values = blocked_agent_step(agents, key, value, factors, scale, rows)
-        blocked_query_step(query, agents, agent_values, factors, scale, rows, out)
-        return
+        agent_values = blocked_agent_aggregation(agents, key, value, factors, scale, rows)
+        batch, heads, tokens, head_dim = query.shape
+        output = query.new_empty(batch, tokens, heads, head_dim)  # O, token-major
+        blocked_agent_broadcast(query, agents, agent_values, factors, scale, rows, output)
+        return output
     accelerator = query.device.type not in ("cpu", "meta") and not compiling
     accelerator_inference = accelerator and not needs_grad and dropout == 0.0
     if accelerator_inference:
@@ -461,7 +310,7 @@ def fast_agent_attention(
     agent_to_token = factors.agent_to_token().unsqueeze(0).to(dtype)  # (1, h, n, N)
     token_to_agent = factors.token_to_agent().unsqueeze(0).to(dtype)  # (1, h, N, n)
     if accelerator_inference:
-        agent_values = agent_step_by_products(agents, key, value, agent_to_token, scale)
+        agent_values = agent_aggregation_by_products(agents, key, value, agent_to_token, scale)
         output = F.scaled_dot_product_attention(query, agents, agent_values, attn_mask=token_to_agent, scale=scale)
     elif cpu and dropout == 0.0 and tables_need_grad:
 
@@ -484,18 +333,14 @@ def fast_agent_attention(
         output = F.scaled_dot_product_attention(
             query, agents, agent_values, attn_mask=token_to_agent, dropout_p=dropout, scale=scale
         )
-    out.add_(output.transpose(1, 2))
+    return output.transpose(1, 2)
 
 
 __all__ = [
-    "AgentBiasFactors",
     "FusedAttentionWithBiasGrad",
-    "agent_bias_factors",
-    "agent_step_by_products",
-    "bilinear_matrix",
-    "blocked_agent_step",
-    "blocked_query_step",
-    "cached_bias_factors",
+    "agent_aggregation_by_products",
+    "blocked_agent_aggregation",
+    "blocked_agent_broadcast",
     "fast_agent_attention",
     "selected_fused_kernel",
 ]

@@ -1,17 +1,17 @@
 """Fused Triton kernels for both softmax steps of agent attention, forward and backward (the CUDA default).
 
 Both steps are attention between the N = H*W tokens of a map and its n agents, with a position bias whose value at
-(token (y, x), agent a) the kernels compute from the factored tables of `agent_attention_fast.AgentBiasFactors`:
+(token (y, x), agent a) the kernels compute from the factored tables of `agent_attention_biases.AgentBiasFactors`:
 
     bias[(y, x), a] = sum_i resize_h[y, i] * table[i, x, a] + rows[y, a]        i < 8
 
 so no (n x N) score, probability or bias matrix ever exists in memory (forward or backward):
 
-- agent aggregation, V_A = softmax(A K^T * s + B_an) V: every program owns all n agents (one block of queries) and a
+- agent aggregation, V_A = softmax(A K^T * s + B1) V: every program owns all n agents (one block of queries) and a
   contiguous range of map rows of keys, with an online softmax over them; the ranges' partial outputs are merged
   exactly through their log-sum-exp (flash-decoding: the few agent queries would otherwise leave most of a GPU
   idle);
-- agent broadcast, O = softmax(Q A^T * s + B_na) V_A: every program owns a block of tokens of one map row and all
+- agent broadcast, O = softmax(Q A^T * s + B2) V_A: every program owns a block of tokens of one map row and all
   n agents (one block of keys), so its softmax is complete in registers.
 
 Backward recomputes the probabilities from the saved log-sum-exp (FlashAttention-2 style); the gradients of the
@@ -41,7 +41,7 @@ try:  # the fused kernels need Triton; the shipped model code works without it (
 except ImportError:
     triton = tl = None
 
-from .agent_attention_fast import AgentBiasFactors
+from .agent_attention_biases import AgentBiasFactors
 
 # Rows of the stacked bias table: the 7x7 table's 7 resize weights and the column table's 1.
 BIAS_TERMS = 8
@@ -388,7 +388,7 @@ def _token_major(shape, dtype, device) -> torch.Tensor:
 
 
 class FusedAgentStep(torch.autograd.Function):
-    """V_A = softmax(A K^T * s + B_an) V with the bias computed in the kernel from (resize_h, table, rows).
+    """V_A = softmax(A K^T * s + B1) V with the bias computed in the kernel from (resize_h, table, rows).
 
     `table` is (h, 8, W, n) and `rows` (h, H, n) (any strides); returns V_A (B, h, n, d) contiguous in A's dtype.
     """
@@ -447,7 +447,7 @@ class FusedAgentStep(torch.autograd.Function):
 
 
 class FusedBroadcastStep(torch.autograd.Function):
-    """O = softmax(Q A^T * s + B_na) V_A with the bias computed in the kernel from (resize_h, table, rows).
+    """O = softmax(Q A^T * s + B2) V_A with the bias computed in the kernel from (resize_h, table, rows).
 
     `table` is (h, 8, W, n) and `rows` (h, H, n) (any strides); returns O (B, h, N, d) in Q's dtype, a view of a
     token-major (B, N, h, d) tensor.
@@ -513,7 +513,7 @@ def fused_agent_attention(
     factors: AgentBiasFactors,
     scale: float,
 ) -> torch.Tensor:
-    """O = softmax(Q A^T s + B_na) softmax(A K^T s + B_an) V by the two fused kernels.
+    """O = softmax(Q A^T s + B2) softmax(A K^T s + B1) V by the two fused kernels.
 
     Args:
         query (`torch.Tensor` of shape `(batch_size, heads, tokens, head_dim)`): Q (a strided view is fine).

@@ -1,5 +1,6 @@
 """What the configurations of both model families share: the transformers-version shims, the classic `__init__`
-steps around the family's own attributes, and the backbone's out_features.
+steps around the family's own attributes, the agent attention settings (their docstrings, values and checks),
+and the backbone's out_features.
 
 Shipped to the Hub with the model: imports only transformers and the standard library.
 """
@@ -16,6 +17,7 @@ if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < (4, 57
         "pip install -U transformers"
     )
 
+import inspect
 import logging
 import os
 
@@ -117,11 +119,70 @@ def _as_list(item) -> list:
     return list(item) if isinstance(item, (list, tuple)) else [item]
 
 
+# ------------------------------------------------------------------------------------- agent attention settings
+# The agent attention settings of both families' configs: their `Args` entries in the config docstrings (where the
+# line `{agent_attention_args}` stands; the defaults are read from the class's `__init__`), their values
+# (`set_agent_attention`) and their checks (`check_agent_attention`).
+AGENT_ATTENTION_SETTINGS = ("agent_num", "downstream_agent_shapes", "agent_kernel_size", "attention_scale_exponent")
+AGENT_ATTENTION_ARGS = """\
+        agent_num (`list[int]`, *optional*, defaults to `{agent_num}`):
+            Agents per stage at pretraining (a square number: a sqrt x sqrt grid).
+        downstream_agent_shapes (`list[list[int]]`, *optional*, defaults to `{downstream_agent_shapes}`):
+            Agent grid (h_a, w_a) per stage at segmentation resolution; agents are an adaptive average pool of the
+            queries to this grid, and the bias tables are interpolated to it.
+        agent_kernel_size (`int`, *optional*, defaults to {agent_kernel_size}):
+            Kernel of the depth-wise convolution (DWC) on the values.
+        attention_scale_exponent (`float`, *optional*, defaults to {attention_scale_exponent}):
+            The agent attention scale is head_dim**attention_scale_exponent."""
+
+
+def _as_nested_lists(value):
+    return [_as_nested_lists(item) for item in value] if isinstance(value, (list, tuple)) else value
+
+
+def document_agent_attention(config_class: type) -> type:
+    """Class decorator: writes the agent attention settings' `Args` entries, with the defaults of
+    `config_class.__init__`, where its docstring has the line `{agent_attention_args}`."""
+    parameters = inspect.signature(config_class.__init__).parameters
+    defaults = {name: _as_nested_lists(parameters[name].default) for name in AGENT_ATTENTION_SETTINGS}
+    config_class.__doc__ = config_class.__doc__.replace(
+        "        {agent_attention_args}", AGENT_ATTENTION_ARGS.format(**defaults)
+    )
+    return config_class
+
+
+def set_agent_attention(config, agent_num, downstream_agent_shapes, agent_kernel_size, attention_scale_exponent):
+    """Sets the agent attention settings of a family config being initialized (see `AGENT_ATTENTION_ARGS`)."""
+    config.agent_num = [int(n) for n in agent_num]
+    config.downstream_agent_shapes = [list(s) for s in downstream_agent_shapes]
+    config.agent_kernel_size = agent_kernel_size
+    config.attention_scale_exponent = attention_scale_exponent
+
+
+def check_agent_attention(config, stages) -> None:
+    """Raise a `ValueError` for an agent count that is not a square number, or an agent grid that is not
+    [height, width] >= 1, in the given (agent attention) stages."""
+    for i in stages:
+        agents, grid = config.agent_num[i], config.downstream_agent_shapes[i]
+        if int(round(agents**0.5)) ** 2 != agents:
+            raise ValueError(
+                f"{type(config).__name__}: agent_num[{i}]={agents} must be a square number (e.g. 9, 16, 49)"
+            )
+        if len(grid) != 2 or min(grid) < 1:
+            raise ValueError(
+                f"{type(config).__name__}: downstream_agent_shapes[{i}]={grid} must be [height, width] >= 1"
+            )
+
+
 __all__ = [
+    "AGENT_ATTENTION_SETTINGS",
     "BackboneConfigMixin",
     "PreTrainedConfig",
+    "check_agent_attention",
     "check_per_stage_lengths",
     "check_positive_sizes",
+    "document_agent_attention",
     "pretrained_config_kwargs",
+    "set_agent_attention",
     "set_stage_outputs",
 ]

@@ -5,13 +5,17 @@ model (imports only transformers and sibling modules).
 from .configuration_agent_common import (
     BackboneConfigMixin,
     PreTrainedConfig,
+    check_agent_attention,
     check_per_stage_lengths,
     check_positive_sizes,
+    document_agent_attention,
     pretrained_config_kwargs,
+    set_agent_attention,
     set_stage_outputs,
 )
 
 
+@document_agent_attention
 class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of an Agent-PVT (Han et al., ECCV 2024) and of its Semantic FPN segmentation model
@@ -42,14 +46,7 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
             Spatial reduction of the keys/values in `B` stages.
         agent_sr_ratios (`list[int]`, *optional*, defaults to `[1, 1, 1, 1]`):
             Spatial reduction in `A` stages (the official code supports only 1).
-        agent_num (`list[int]`, *optional*, defaults to `[9, 16, 49, 49]`):
-            Agents per stage at pretraining (a square number).
-        downstream_agent_shapes (`list[list[int]]`, defaults to `[[12, 12], [16, 16], [28, 28], [28, 28]]`):
-            Agent grid (h_a, w_a) per stage at segmentation resolution.
-        agent_kernel_size (`int`, *optional*, defaults to 3):
-            Kernel of the depth-wise convolution (DWC) on the values.
-        attention_scale_exponent (`float`, *optional*, defaults to -0.5):
-            The agent attention scale is head_dim**attention_scale_exponent.
+        {agent_attention_args}
         qkv_bias (`bool`, *optional*, defaults to `True`):
             Bias of the query/key/value projections.
         qk_scale (`float`, *optional*):
@@ -138,10 +135,7 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
         self.attn_type = attn_type
         self.sr_ratios = [int(v) for v in sr_ratios]
         self.agent_sr_ratios = [int(v) for v in agent_sr_ratios]
-        self.agent_num = [int(v) for v in agent_num]
-        self.downstream_agent_shapes = [list(s) for s in downstream_agent_shapes]
-        self.agent_kernel_size = agent_kernel_size
-        self.attention_scale_exponent = attention_scale_exponent
+        set_agent_attention(self, agent_num, downstream_agent_shapes, agent_kernel_size, attention_scale_exponent)
         self.qkv_bias = qkv_bias
         self.qk_scale = qk_scale
         self.hidden_dropout_prob = hidden_dropout_prob
@@ -192,14 +186,12 @@ class AgentPvtConfig(BackboneConfigMixin, PreTrainedConfig):
                     f"AgentPvtConfig: embed_dims[{i}]={self.embed_dims[i]} is not divisible by "
                     f"num_heads[{i}]={self.num_heads[i]}"
                 )
-            if self.attn_type[i] == "A":
-                if int(round(self.agent_num[i] ** 0.5)) ** 2 != self.agent_num[i]:
-                    raise ValueError(f"AgentPvtConfig: agent_num[{i}]={self.agent_num[i]} must be a square number")
-                if self.agent_sr_ratios[i] != 1:
-                    raise ValueError(
-                        f"AgentPvtConfig: agent_sr_ratios[{i}]={self.agent_sr_ratios[i]}; agent attention stages "
-                        "support only 1 (the official implementation asserts sr_ratio == 1)"
-                    )
+            if self.attn_type[i] == "A" and self.agent_sr_ratios[i] != 1:
+                raise ValueError(
+                    f"AgentPvtConfig: agent_sr_ratios[{i}]={self.agent_sr_ratios[i]}; agent attention stages "
+                    "support only 1 (the official implementation asserts sr_ratio == 1)"
+                )
+        check_agent_attention(self, [i for i in range(n) if self.attn_type[i] == "A"])
 
 
 __all__ = ["AgentPvtConfig"]

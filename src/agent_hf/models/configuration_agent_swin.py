@@ -6,9 +6,12 @@ sibling modules).
 from .configuration_agent_common import (
     BackboneConfigMixin,
     PreTrainedConfig,
+    check_agent_attention,
     check_per_stage_lengths,
     check_positive_sizes,
+    document_agent_attention,
     pretrained_config_kwargs,
+    set_agent_attention,
     set_stage_outputs,
 )
 
@@ -44,6 +47,7 @@ def expand_swin_attention_layout(attn_type: str, depths) -> list[list[str]]:
     return layout
 
 
+@document_agent_attention
 class AgentSwinConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of an Agent-Swin Transformer (Han et al., ECCV 2024) and of its UperNet segmentation
@@ -73,15 +77,7 @@ class AgentSwinConfig(BackboneConfigMixin, PreTrainedConfig):
             Hidden width of the MLPs relative to the block width.
         attn_type (`str`, *optional*, defaults to `"AAAB"`):
             Official block layout, one character per stage (see `expand_swin_attention_layout`).
-        agent_num (`list[int]`, *optional*, defaults to `[9, 16, 49, 49]`):
-            Agents per stage at pretraining (a square number: a sqrt x sqrt grid).
-        downstream_agent_shapes (`list[list[int]]`, *optional*, defaults to `[[9, 9], [12, 12], [14, 14], [7, 7]]`):
-            Agent grid (h_a, w_a) per stage at segmentation resolution; agents are an adaptive average pool of the
-            queries to this grid, and the bias tables are interpolated to it.
-        agent_kernel_size (`int`, *optional*, defaults to 3):
-            Kernel of the depth-wise convolution (DWC) on the values.
-        attention_scale_exponent (`float`, *optional*, defaults to -0.5):
-            The agent attention scale is head_dim**attention_scale_exponent.
+        {agent_attention_args}
         qkv_bias (`bool`, *optional*, defaults to `True`):
             Bias of the query/key/value projections.
         qk_scale (`float`, *optional*):
@@ -188,10 +184,7 @@ class AgentSwinConfig(BackboneConfigMixin, PreTrainedConfig):
         self.window_size = window_size
         self.mlp_ratio = mlp_ratio
         self.attn_type = attn_type
-        self.agent_num = [int(n) for n in agent_num]
-        self.downstream_agent_shapes = [list(s) for s in downstream_agent_shapes]
-        self.agent_kernel_size = agent_kernel_size
-        self.attention_scale_exponent = attention_scale_exponent
+        set_agent_attention(self, agent_num, downstream_agent_shapes, agent_kernel_size, attention_scale_exponent)
         self.qkv_bias = qkv_bias
         self.qk_scale = qk_scale
         self.hidden_dropout_prob = hidden_dropout_prob
@@ -235,14 +228,11 @@ class AgentSwinConfig(BackboneConfigMixin, PreTrainedConfig):
         )
         check_per_stage_lengths(self, ("num_heads", "agent_num", "downstream_agent_shapes"), n)
         expand_swin_attention_layout(self.attn_type, self.depths)  # validates attn_type
-        for i, (heads, agents, grid) in enumerate(zip(self.num_heads, self.agent_num, self.downstream_agent_shapes)):
+        for i, heads in enumerate(self.num_heads):
             dim = self.embed_dim * 2**i
             if dim % heads:
                 raise ValueError(f"AgentSwinConfig: stage {i} width {dim} is not divisible by num_heads={heads}")
-            if int(round(agents**0.5)) ** 2 != agents:
-                raise ValueError(f"AgentSwinConfig: agent_num[{i}]={agents} must be a square number (e.g. 9, 16, 49)")
-            if len(grid) != 2 or min(grid) < 1:
-                raise ValueError(f"AgentSwinConfig: downstream_agent_shapes[{i}]={grid} must be [height, width] >= 1")
+        check_agent_attention(self, range(n))
         if self.pretrain_image_size % (self.patch_size * 2 ** (n - 1)):
             raise ValueError(
                 f"AgentSwinConfig: pretrain_image_size={self.pretrain_image_size} must be divisible by "

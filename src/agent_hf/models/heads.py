@@ -3,9 +3,10 @@
 
 Module and parameter names follow mmseg's, so official checkpoints load by prefix only. All heads
 return logits at the resolution of their finest input (1/4 of the image for the four-stage backbones).
-Each head module owns its initialization (`init_head_weights`, mmseg's rules).
+Each head module owns its initialization (`init_head_weights`, mmseg's rules). At inference their convolutions
+run with the BatchNorm folded in, by `conv_inference`; mmseg's loss is in `loss.py`.
 
-Shipped to the Hub with the model: imports only torch/transformers.
+Shipped to the Hub with the model: imports only torch/transformers and sibling modules.
 """
 
 from __future__ import annotations
@@ -16,149 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .export_ops import AdaptiveAvgPool2d, is_exporting
-
-# Import shim, as in layers.py: `transformers.initialization` (5.x) skips parameters loaded from a checkpoint.
-try:
-    from transformers import initialization as init
-except ImportError:  # transformers 4.x
-    from torch.nn import init
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Inference convolutions: Winograd F(2x2, 3x3)
-# ----------------------------------------------------------------------------------------------------------------
-
-# Smallest output map (pixels) on which a 3x3 convolution runs as Winograd F(2x2, 3x3) at inference; `None` turns
-# Winograd off. Below this size the per-call weight transform is not worth it.
-WINOGRAD_MIN_PIXELS: int | None = 64 * 64
-# Transformed input values (16 x channels x tiles) one Winograd step holds: 32 MB in fp32.
-WINOGRAD_BLOCK_SIZE = 1 << 23
-
-
-def _under_dispatch_mode() -> bool:
-    """Whether a TorchDispatchMode (FLOP counting, tracing) watches the operations: those then see the plain
-    convolution, so that a model's counted FLOPs are those of its definition."""
-    try:
-        from torch.utils._python_dispatch import _get_current_dispatch_mode
-    except ImportError:  # pragma: no cover - very old torch
-        return True
-    return _get_current_dispatch_mode() is not None
-
-
-def can_use_winograd(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor) -> bool:
-    """Whether `winograd_conv3x3` replaces `conv` on input x: a 3x3, stride-1, padding-1, ungrouped convolution on a
-    large enough fp32 CPU map, without gradient, outside torch.compile and dispatch modes."""
-    if torch.compiler.is_compiling() or is_exporting():  # first: the size test below would be a traced guard
-        return False
-    if WINOGRAD_MIN_PIXELS is None or x.shape[-2] * x.shape[-1] < WINOGRAD_MIN_PIXELS:
-        return False
-    if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.padding != (1, 1) or conv.dilation != (1, 1):
-        return False
-    if conv.groups != 1 or conv.padding_mode != "zeros" or x.device.type != "cpu" or x.dtype != torch.float32:
-        return False
-    if weight.dtype != torch.float32 or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-        return False
-    if torch.is_autocast_enabled("cpu"):  # autocast would run the products in bf16
-        return False
-    return not _under_dispatch_mode()
-
-
-def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
-    """(K, C, 3, 3) kernels -> (16, K, C): G g G^T for each kernel g, G = [[1, 0, 0], [1/2, 1/2, 1/2],
-    [1/2, -1/2, 1/2], [0, 0, 1]] (element 4 * i + j of the 4x4 result first)."""
-
-    def transform(taps):  # the three taps along the last axis -> the four G-rows, stacked in front
-        t0, t1, t2 = taps.unbind(-1)
-        return torch.stack([t0, (t0 + t1 + t2) * 0.5, (t0 - t1 + t2) * 0.5, t2])
-
-    columns = transform(weight)  # (4 [j], K, C, 3 [kernel rows])
-    return transform(columns).reshape(16, *weight.shape[:2])  # (4 [i], 4 [j], K, C)
-
-
-def winograd_conv3x3(parts: list[torch.Tensor], weights: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A 3x3 convolution (stride 1, zero padding 1) of the channel concatenation of `parts`, by Winograd's minimal
-    filtering F(2x2, 3x3) (Lavin & Gray, CVPR 2016).
-
-    Args:
-        parts (`list[torch.Tensor]`): maps (B, C_i, H, W) whose concatenation along the channels is the input; the
-            concatenated map is never built.
-        weights (`torch.Tensor` of shape `(16, out_channels, sum C_i)`): `winograd_weights` of the kernels.
-        bias (`torch.Tensor` of shape `(out_channels,)`, *optional*): added to the output.
-
-    Every 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A for its 4x4 input patch d: the same sums as the direct
-    convolution, regrouped, with 16 products per tile and channel pair instead of 36. For a block of tile rows,
-    the 16 transformed inputs (C x tiles) meet the 16 transformed kernels in one batched GEMM; the zero-padded
-    rows a block needs are copied into a small strip, so no padded copy of the maps is made. Exact up to
-    rounding (on the segmentation heads' maps its error is below oneDNN's direct convolution's). Returns
-    (B, out_channels, H, W).
-    """
-    batch, _, height, width = parts[0].shape
-    channels, out_channels = weights.shape[2], weights.shape[1]
-    tiles_h, tiles_w = (height + 1) // 2, (width + 1) // 2
-    output = parts[0].new_empty(batch, out_channels, 2 * tiles_h, 2 * tiles_w)
-    step = max(1, min(tiles_h, WINOGRAD_BLOCK_SIZE // (16 * channels * tiles_w)))
-    transformed = parts[0].new_empty(16, channels, step * tiles_w)
-    strip = parts[0].new_empty(max(part.shape[1] for part in parts), 2 * step + 2, 2 * tiles_w + 2)
-    for image in range(batch):
-        for first in range(0, tiles_h, step):
-            count = min(step, tiles_h - first)
-            inputs = transformed[:, :, : count * tiles_w]
-            tiles = inputs.view(4, 4, channels, count, tiles_w)
-            offset = 0
-            for part in parts:
-                size = part.shape[1]
-                padded = _padded_rows(part[image], 2 * first - 1, 2 * count + 2, strip[:size, : 2 * count + 2])
-                # B^T d B with B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]: rows, then columns.
-                rows = [padded[:, i : 2 * count + i : 2] for i in range(4)]  # (C_i, count, 2 * tiles_w + 2)
-                for i, row in enumerate((rows[0] - rows[2], rows[1] + rows[2], rows[2] - rows[1], rows[1] - rows[3])):
-                    cols = [row[..., j : j + 2 * tiles_w : 2] for j in range(4)]  # (C_i, count, tiles_w)
-                    target = tiles[i, :, offset : offset + size]
-                    torch.sub(cols[0], cols[2], out=target[0])
-                    torch.add(cols[1], cols[2], out=target[1])
-                    torch.sub(cols[2], cols[1], out=target[2])
-                    torch.sub(cols[1], cols[3], out=target[3])
-                offset += size
-            products = torch.bmm(weights, inputs).view(4, 4, out_channels, count, tiles_w)
-            # A^T m A with A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]: rows, then columns, into the 2x2 output tiles.
-            rows = (products[0] + products[1] + products[2], products[1] - products[2] - products[3])
-            block = output[image, :, 2 * first : 2 * (first + count)]
-            for i, row in enumerate(rows):
-                torch.add(row[0] + row[1], row[2], out=block[:, i::2, 0::2])
-                torch.sub(row[1] - row[2], row[3], out=block[:, i::2, 1::2])
-    if bias is not None:
-        output += bias.view(-1, 1, 1)
-    if output.shape[-2:] != (height, width):
-        output = output[..., :height, :width].contiguous()
-    return output
-
-
-def _padded_rows(image: torch.Tensor, start: int, rows: int, out: torch.Tensor) -> torch.Tensor:
-    """Rows [start, start + rows) of `image` (C, H, W) with one zero column on the left and zeros wherever the
-    range leaves the image (the convolution's zero padding), written into `out` (C, rows, >= W + 1)."""
-    height, width = image.shape[-2:]
-    top, bottom = max(start, 0), min(start + rows, height)
-    out[:, :, 0] = 0
-    out[:, :, width + 1 :] = 0
-    out[:, : top - start] = 0
-    out[:, max(bottom - start, 0) :] = 0
-    if bottom > top:
-        out[:, top - start : bottom - start, 1 : width + 1] = image[:, top:bottom]
-    return out
-
-
-def conv2d_inference(parts: list[torch.Tensor], conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None):
-    """`conv`'s convolution, with `weight` and `bias` (e.g. BatchNorm folded in), of the channel concatenation of
-    `parts`: Winograd F(2x2, 3x3) where `can_use_winograd` allows it, else `F.conv2d` on the concatenated map."""
-    if can_use_winograd(parts[0], conv, weight):
-        return winograd_conv3x3(parts, winograd_weights(weight), bias)
-    x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Layers
-# ----------------------------------------------------------------------------------------------------------------
+from .conv_inference import can_use_winograd, conv2d_inference, winograd_conv3x3, winograd_weights
+from .export_ops import AdaptiveAvgPool2d
+from .weight_init import init
 
 
 class AgentConvBNReLU(nn.Module):
@@ -399,8 +260,8 @@ class AgentSemanticFPNHead(AgentDecodeHead):
 
 def init_head_weights(module: nn.Module) -> None:
     """mmseg's initialization of the heads' modules: Kaiming-normal (fan-out) convs in conv-BN-ReLU, Xavier-uniform
-    FPN-neck convs, N(0, 0.01) classifiers. Applied after the backbone rule (`layers.init_backbone_weights`), which
-    gives their BatchNorms 1/0 and plain convolutions PyTorch's default."""
+    FPN-neck convs, N(0, 0.01) classifiers. Applied after the backbone rule (`init_backbone_weights` in
+    `modeling_agent_common.py`), which gives their BatchNorms 1/0 and plain convolutions PyTorch's default."""
     if isinstance(module, AgentConvBNReLU):
         init.kaiming_normal_(module.conv.weight, mode="fan_out", nonlinearity="relu")
     elif isinstance(module, AgentConvLayer):
@@ -409,13 +270,6 @@ def init_head_weights(module: nn.Module) -> None:
     elif isinstance(module, AgentDecodeHead):
         init.normal_(module.conv_seg.weight, std=0.01)
         init.zeros_(module.conv_seg.bias)
-
-
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, align_corners: bool = False):
-    """mmseg's decode-head loss: logits resized bilinearly to the label size, pixel-wise cross-entropy,
-    averaged over ALL pixels, ignored ones counting as zero (mmseg 0.x `avg_non_ignore=False`)."""
-    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=align_corners)
-    return F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index, reduction="none").mean()
 
 
 __all__ = [
@@ -427,11 +281,5 @@ __all__ = [
     "AgentSemanticFPNHead",
     "AgentUperNetHead",
     "AgentUpsample2x",
-    "WINOGRAD_MIN_PIXELS",
-    "can_use_winograd",
-    "conv2d_inference",
     "init_head_weights",
-    "segmentation_loss",
-    "winograd_conv3x3",
-    "winograd_weights",
 ]

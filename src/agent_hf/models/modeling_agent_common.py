@@ -13,21 +13,21 @@ Shipped to the Hub with the model: imports only torch/transformers and sibling m
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils.generic import can_return_tuple
 
-from .heads import init_head_weights, segmentation_loss
-from .layers import (
-    ATTENTION_IMPLEMENTATIONS,
-    AgentSegmenterOutput,
-    check_labels,
-    check_pixel_values,
-    checkpoint_key_mapping,
-    init_backbone_weights,
-)
+from .agent_attention import ATTENTION_IMPLEMENTATIONS, AgentAttention
+from .checkpoint_keys import checkpoint_key_mapping
+from .heads import init_head_weights
+from .input_checks import check_loss_labels, check_pixel_values
+from .loss import segmentation_loss
+from .modeling_outputs import AgentSegmenterOutput
+from .weight_init import init
 
 # Import shim (this module travels to the Hub and runs on transformers 4.57 through the newest 5.x; transformers'
 # `check_imports` ignores imports inside try blocks): `BackboneMixin` lives in `transformers.backbone_utils` in newer
@@ -45,6 +45,32 @@ _AUTO_CLASS_SUFFIXES = {
     "AutoModelForSemanticSegmentation": "ForSemanticSegmentation",
     "AutoModelForImageClassification": "ForImageClassification",
 }
+
+
+def init_backbone_weights(module: nn.Module, std: float = 0.02) -> None:
+    """The official backbone initialization (timm style): truncated-normal linears and agent bias tables,
+    LayerNorm/BatchNorm 1/0, PyTorch's default for convolutions. The heads' modules apply their own rule
+    (`heads.init_head_weights`) after this one, as mmseg does."""
+    if isinstance(module, nn.Linear):
+        init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
+        if isinstance(module, nn.BatchNorm2d):
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
+    elif isinstance(module, AgentAttention):
+        for table in module._bias_tables():
+            init.trunc_normal_(table, std=std)
+    elif isinstance(module, nn.Conv2d):
+        # Backbone convs (patch embeddings, DWC, spatial reduction) keep PyTorch's default init.
+        init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        if module.bias is not None:
+            fan_in = module.weight[0].numel()
+            init.uniform_(module.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
 
 class AgentPreTrainedModel(PreTrainedModel):
@@ -70,7 +96,7 @@ class AgentPreTrainedModel(PreTrainedModel):
     # forward takes **kwargs: without this, Trainer would scale the loss for DDP / gradient accumulation.
     accepts_loss_kwargs = False
 
-    # Set by each family: renamings of the base model's legacy keys (see `layers.checkpoint_key_mapping`).
+    # Set by each family: renamings of the base model's legacy keys (see `checkpoint_keys.checkpoint_key_mapping`).
     _legacy_key_names: dict[str, str] = {}
     # Regex matching the first name of every key of the family's bare base model.
     _base_model_keys: str = ""
@@ -279,7 +305,7 @@ class AgentSegmentationMixin:
             pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
         )
         if labels is not None:
-            check_labels(
+            check_loss_labels(
                 labels, pixel_values, self.config.num_labels, self.config.loss_ignore_index, type(self).__name__
             )
         features = outputs.hidden_states  # all four stage maps, whatever config.out_features names
@@ -364,4 +390,5 @@ __all__ = [
     "AgentModelMixin",
     "AgentPreTrainedModel",
     "AgentSegmentationMixin",
+    "init_backbone_weights",
 ]

@@ -11,24 +11,21 @@ import torch.nn.functional as F
 from torch import nn
 
 # transformers 4.57 and 5.0 copy only the siblings a model file imports itself when they load a local folder: the
-# four modules below are used by this module's imports, and imported here so that they are copied too.
+# modules imported below with `noqa: F401` are used through this module's other imports, and imported here so that
+# they are copied too.
 from .agent_attention import AgentAttention  # noqa: F401
+from .agent_attention_biases import AgentBiasFactors  # noqa: F401
 from .agent_attention_fast import fast_agent_attention  # noqa: F401
 from .agent_attention_kernels import fused_agent_attention  # noqa: F401
+from .blocks import AgentBlock, AgentDropPath, AgentMlp, agent_attention_from_config, drop_path_rates, run_blocks
+from .checkpoint_keys import checkpoint_key_mapping  # noqa: F401
 from .configuration_agent_common import PreTrainedConfig  # noqa: F401
 from .configuration_agent_swin import AgentSwinConfig
+from .conv_inference import conv2d_inference  # noqa: F401
 from .export_ops import ceil_to, is_exporting, size_oblivious_trace
 from .heads import AgentFCNHead, AgentUperNetHead
-from .layers import (
-    AgentBlock,
-    AgentDropPath,
-    AgentMlp,
-    agent_attention_from_config,
-    copy_into,
-    drop_path_rates,
-    init,
-    run_blocks,
-)
+from .input_checks import check_pixel_values  # noqa: F401
+from .loss import segmentation_loss  # noqa: F401
 from .modeling_agent_common import (
     AgentBackboneMixin,
     AgentImageClassificationMixin,
@@ -36,6 +33,8 @@ from .modeling_agent_common import (
     AgentPreTrainedModel,
     AgentSegmentationMixin,
 )
+from .modeling_outputs import AgentSegmenterOutput  # noqa: F401
+from .weight_init import copy_into, init
 
 
 class AgentSwinPatchEmbed(nn.Module):

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 
 from ..families import FAMILIES, get_family
-from ..models.layers import rename_key
+from ..models.checkpoint_keys import rename_key
 from ..provenance import official_checkpoint_provenance, record_provenance
 from .configs import config_from_official
 

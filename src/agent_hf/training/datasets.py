@@ -110,7 +110,7 @@ def decode_image(value: Any) -> Image.Image | np.ndarray:
     return value
 
 
-def check_labels(labels: torch.Tensor | np.ndarray, num_labels: int, ignore_index: int, sample: str) -> None:
+def check_sample_labels(labels: torch.Tensor | np.ndarray, num_labels: int, ignore_index: int, sample: str) -> None:
     """Raises :class:`InvalidSampleError` when a label is neither a class id in ``[0, num_labels)`` nor the ignore
     index."""
     labels = torch.as_tensor(labels)
@@ -243,7 +243,7 @@ def transform_train_example(
         sample = transform(image, label, rng=rng, name=name)
     except (ValueError, OSError) as error:
         raise _as_sample_error(error, name) from error
-    check_labels(sample["labels"], num_labels, transform.ignore_index, name)
+    check_sample_labels(sample["labels"], num_labels, transform.ignore_index, name)
     return sample
 
 

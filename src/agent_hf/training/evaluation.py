@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import MeanIoU
 from ..models.segmentation_inference import segment
-from .datasets import EvalDataset, StreamingEvalDataset, check_labels
+from .datasets import EvalDataset, StreamingEvalDataset, check_sample_labels
 
 __all__ = ["Evaluation", "evaluate_segmentation", "segmentation_metrics"]
 
@@ -106,7 +106,7 @@ def evaluate_segmentation(
         for sample in loader:
             labels = sample["labels"].to(device)
             inputs = [pixels[None].to(device) for pixels in sample["pixel_values"]]
-            check_labels(labels, metric.num_labels, metric.ignore_index, sample["name"])
+            check_sample_labels(labels, metric.num_labels, metric.ignore_index, sample["name"])
             prediction = segment(
                 model,
                 inputs,

@@ -64,7 +64,7 @@ class Recipe:
             accumulation).
         max_grad_norm: gradient clipping norm; 0 disables it (mmcv's ``OptimizerHook`` without ``grad_clip``).
         sync_batchnorm: use ``SyncBatchNorm`` in the heads when training on several GPUs (mmseg's ``SyncBN``).
-        overrides: ``name=value`` of every value that replaced the recipe's (:meth:`merge`), for the banner.
+        overrides: ``name=value`` of every value that replaced the recipe's (:meth:`with_overrides`), for the banner.
     """
 
     name: str
@@ -84,7 +84,7 @@ class Recipe:
     sync_batchnorm: bool = True
     overrides: tuple[str, ...] = ()
 
-    def merge(self, args: TrainingArguments, explicit: Collection[str]) -> Recipe:
+    def with_overrides(self, args: TrainingArguments, explicit: Collection[str]) -> Recipe:
         """This recipe with the values of the ``TrainingArguments`` fields named in ``explicit`` (the options the user
         passed), e.g. ``{"learning_rate", "max_steps"}``.
 

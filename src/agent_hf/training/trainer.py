@@ -49,7 +49,7 @@ class SegmentationTrainer(Trainer):
 
     * The optimizer (:func:`build_optimizer`) and schedule (:func:`build_scheduler`) come from ``recipe``, which is
       written into ``args`` first (:meth:`Recipe.configure`); to let some ``TrainingArguments`` values win, pass
-      ``recipe.merge(args, explicit={...})``. The recipe is printed when training starts.
+      ``recipe.with_overrides(args, explicit={...})``. The recipe is printed when training starts.
     * A :class:`TrainDataset` is read in the order of an :class:`EpochSampler` seeded with ``args.data_seed`` (else
       ``args.seed``): the batches, and their augmentations, are a function of the seed and the step, so a resumed run
       continues exactly where the interrupted one stopped. A :class:`StreamingTrainDataset` (already split across

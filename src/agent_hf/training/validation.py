@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..argument_checks import ScriptError
 from ..data.transforms import reduce_zero_label, to_label_array, to_rgb_array
-from .datasets import InvalidSampleError, check_labels, decode_image, sample_name
+from .datasets import InvalidSampleError, check_sample_labels, decode_image, sample_name
 from .recipes import Recipe, batch_plan, has_batchnorm
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class _SampleCheck(torch.utils.data.Dataset):
                 f"image is {pixels.shape[1]}x{pixels.shape[0]} but its annotation {mask.shape[1]}x{mask.shape[0]}",
             )
         values = np.unique(reduce_zero_label(mask) if self.reduce_labels else mask)
-        check_labels(torch.from_numpy(values.astype(np.int64)), self.num_labels, self.ignore_index, name)
+        check_sample_labels(torch.from_numpy(values.astype(np.int64)), self.num_labels, self.ignore_index, name)
 
 
 def _first_item(batch: list[Any]) -> Any:
