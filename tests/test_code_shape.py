@@ -109,7 +109,7 @@ def test_the_import_graph_sees_every_kind_of_import():
     assert imported_modules("agent_hf.pkg", True, "from .other import name", modules) == {"agent_hf.pkg.other"}
     graph = import_graph()
     assert "agent_hf.models.agent_attention" in graph["agent_hf.models.modeling_agent_swin"]
-    assert "agent_hf.models.modeling_agent_swin" in graph["agent_hf.official"]
+    assert "agent_hf.models.checkpoint_keys" in graph["agent_hf.official.checkpoints"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
