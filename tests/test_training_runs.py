@@ -283,6 +283,16 @@ def test_import_agent_hf_does_not_import_datasets():
     assert result.stdout.strip() == "[]"
 
 
+def test_the_training_script_keeps_the_examples_shape():
+    """Argument dataclasses and a main that reads top-down, as transformers' example: its library parts live in
+    agent_hf (transformers' run_semantic_segmentation.py is ~480 lines)."""
+    script = REPO_ROOT / "scripts" / "run_semantic_segmentation.py"
+    lines = script.read_text().splitlines()
+    assert len(lines) <= 600, f"{script.name} has {len(lines)} lines: move library logic into agent_hf"
+    tree = ast.parse(script.read_text())
+    assert any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body)
+
+
 LIBRARY = REPO_ROOT / "src" / "agent_hf"
 # The training script's parts in the library (its output-folder and resume policy, data loading, sample and batch
 # checks, model setup, argument parsing and launch checks): like agent_hf.argument_checks, they speak the script's
