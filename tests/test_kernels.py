@@ -155,7 +155,8 @@ def test_benchmark_compiled_dry_run_and_summary(tmp_path, monkeypatch):
 
     benchmark = load_script("benchmark")
     monkeypatch.setattr(benchmark, "peer_config", tiny_benchmark_peer_config(benchmark))
-    config = json.dumps(dict(model_type="agent_swin", **TINY_SWIN, num_labels=5))
+    # One block per stage: torch.compile traces every block, and the script's paths are the subject, not the depth.
+    config = json.dumps(dict(model_type="agent_swin", **{**TINY_SWIN, "depths": [1, 1, 1, 1]}, num_labels=5))
     common = [
         "--model", "--config", config, "--resolutions", "64x64", "--batch_sizes", "1", "--parts", "segmentor",
         "--warmup", "1", "--repeats", "1", "--train_resolution", "64x64", "--train_batch", "2", "--memory", "none",
