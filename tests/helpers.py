@@ -1,5 +1,6 @@
 """Helpers shared by several test files (one copy of each): processes that cannot import agent_hf, mmcv's test
-resize written out independently, free local ports, the environment of the processes the tests start."""
+resize written out independently, free local ports, the environment of the processes the tests start, the benchmark's
+peer at tiny sizes."""
 
 from __future__ import annotations
 
@@ -57,3 +58,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def tiny_benchmark_peer_config(benchmark):
+    """scripts/benchmark.py's peer (`peer_config`: transformers' Swin + UperNet) at the tiny models' sizes, to
+    monkeypatch over it: the 60M-parameter Swin-T would only slow the tests down; the tables need a peer, not its
+    size."""
+    from transformers import SwinConfig
+
+    full_size = benchmark.peer_config
+
+    def peer_config(attn_implementation):
+        config = full_size(attn_implementation)
+        stages = config.backbone_config.out_features
+        config.backbone_config = SwinConfig(
+            embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=7, out_features=stages
+        )
+        if attn_implementation:
+            config.backbone_config._attn_implementation = attn_implementation
+        config.hidden_size, config.auxiliary_channels, config.auxiliary_in_channels = 16, 8, 64
+        return config
+
+    return peer_config

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import TINY_PVT, TINY_SWIN, tiny_pvt_config
+from helpers import tiny_benchmark_peer_config
 from script_helpers import load_script
 
 import agent_hf
@@ -51,27 +52,6 @@ def benchmark():
 TINY_SWIN_CONFIG = dict(model_type="agent_swin", **TINY_SWIN, num_labels=5)
 
 
-def tiny_peer_config(benchmark):
-    """The script's peer (`peer_config`: transformers' Swin + UperNet) at the tiny models' sizes: the 60M-parameter
-    Swin-T would only slow the test down; the table needs a peer, not its size."""
-    from transformers import SwinConfig
-
-    full_size = benchmark.peer_config
-
-    def peer_config(attn_implementation):
-        config = full_size(attn_implementation)
-        stages = config.backbone_config.out_features
-        config.backbone_config = SwinConfig(
-            embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 2, 4, 8], window_size=7, out_features=stages
-        )
-        if attn_implementation:
-            config.backbone_config._attn_implementation = attn_implementation
-        config.hidden_size, config.auxiliary_channels, config.auxiliary_in_channels = 16, 8, 64
-        return config
-
-    return peer_config
-
-
 def run_benchmark(benchmark, monkeypatch, argv):
     monkeypatch.setattr(sys, "argv", [benchmark.__file__, *argv])  # the command line the report quotes
     threads = torch.get_num_threads()
@@ -83,7 +63,7 @@ def run_benchmark(benchmark, monkeypatch, argv):
 
 def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(benchmark, tmp_path, monkeypatch):
     # In-process: a preset (the smallest) and a tiny JSON config, against the peer at tiny sizes.
-    monkeypatch.setattr(benchmark, "peer_config", tiny_peer_config(benchmark))
+    monkeypatch.setattr(benchmark, "peer_config", tiny_benchmark_peer_config(benchmark))
     argv = [
         "--model", "agent-pvt-t-fpn-ade20k",
         "--config", json.dumps(TINY_SWIN_CONFIG),
@@ -133,9 +113,10 @@ def test_benchmark_script_writes_tables_csv_and_plot_with_the_peer(benchmark, tm
 
 
 def test_benchmark_measures_training_memory_in_fresh_processes(benchmark, tmp_path, monkeypatch):
-    """`--memory train`: each training step's peak memory, measured by the script run again in a fresh process."""
+    """`--memory train`: each training step's peak memory, measured by the script run again in a fresh process (on the
+    tiny Agent-PVT: the fresh process rebuilds the model from the JSON config it is given)."""
     argv = [
-        "--model", "agent-pvt-t-fpn-ade20k", "--no_peer", "--no_flops",
+        "--model", "--config", json.dumps(TINY_PVT_CONFIG), "--no_peer", "--no_flops",
         "--resolutions", "64x64", "--parts", "segmentor", "--threads", "1", "--warmup", "0", "--repeats", "1",
         "--train_resolution", "64x64", "--train_batch", "2", "--memory", "train", "--output_dir", str(tmp_path),
     ]  # fmt: skip

@@ -146,13 +146,17 @@ def test_model_folder_ships_the_kernels_and_loads_without_triton(tmp_path):
     assert result.stdout.startswith("loaded transformers_modules")
 
 
-def test_benchmark_compiled_dry_run_and_summary(tmp_path):
+def test_benchmark_compiled_dry_run_and_summary(tmp_path, monkeypatch):
     """The benchmark's --compile, --fused_kernel and --no_inference paths (used on the GPU by
-    scripts/gpu_checks.sh) run end to end on a tiny config, and --summarize tabulates the runs."""
+    scripts/gpu_checks.sh) run end to end on a tiny config (and the peer at tiny sizes), and --summarize tabulates
+    the runs."""
+    from helpers import tiny_benchmark_peer_config
     from script_helpers import load_script
 
     benchmark = load_script("benchmark")
-    config = json.dumps(dict(model_type="agent_swin", **TINY_SWIN, num_labels=5))
+    monkeypatch.setattr(benchmark, "peer_config", tiny_benchmark_peer_config(benchmark))
+    # One block per stage: torch.compile traces every block, and the script's paths are the subject, not the depth.
+    config = json.dumps(dict(model_type="agent_swin", **{**TINY_SWIN, "depths": [1, 1, 1, 1]}, num_labels=5))
     common = [
         "--model", "--config", config, "--resolutions", "64x64", "--batch_sizes", "1", "--parts", "segmentor",
         "--warmup", "1", "--repeats", "1", "--train_resolution", "64x64", "--train_batch", "2", "--memory", "none",

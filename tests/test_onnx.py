@@ -1,15 +1,20 @@
-"""ONNX export (`scripts/export_onnx.py`, `agent_hf.onnx_export`) of both families, run with onnxruntime on the CPU.
+"""ONNX export (`scripts/export_onnx.py`, `agent_hf.onnx_export`) of both families, run with onnxruntime on the CPU,
+and the `torch.export` program the export makes on its way (the entry to ExecuTorch).
 
 One export per family (tiny untrained models, saved as model folders with a small test resize bound), in a test
-class of its own (so pytest-xdist's --dist loadscope runs the two exports on two workers): Agent-PVT through the real
-command line (with --fp16 and --quantize), Agent-Swin in-process (with --quantize; its `torch.export` program, the
-export's first step, is kept and checked at other sizes). Each exported file serves every size: the logits of
+class of its own (so pytest-xdist's --dist loadscope runs the two exports on two workers), both in-process: Agent-PVT
+through the script's `main` (with --fp16 and --quantize), Agent-Swin through `export_model_folder` (with --quantize);
+the script's real command line runs once, on a refused input. Each export's `torch.export` program is kept (not
+traced a second time) and runs at sizes of every kind the model accepts from `MIN_SIDE` (Agent-Swin: a last-stage
+map of one 7x7 window per side, of whole windows, of padded ones; Agent-PVT: odd sides), equal to eager PyTorch
+within 1e-5 relative, and refuses smaller sides with its guard. Each exported file serves every size: the logits of
 scikit-image's photos at three sizes equal PyTorch's within 1e-4 relative; the label maps after the image processor
 equal the `image-segmentation` pipeline's on >= 99.99% of the pixels (int8: >= 99%, its size and speed printed).
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,14 +25,15 @@ import onnxruntime
 import pytest
 import torch
 from conftest import tiny_pvt_config, tiny_swin_config
+from helpers import subprocess_env
 from PIL import Image
-from script_helpers import SCRIPTS, load_script, run, run_in_process
+from script_helpers import SCRIPTS, load_script, run_in_process
 from transformers import pipeline
 from transformers.modeling_outputs import SemanticSegmenterOutput
 
 import agent_hf
 from agent_hf import onnx_export
-from agent_hf.onnx_export import MAX_OPSET, export_model_folder, export_program
+from agent_hf.onnx_export import MAX_OPSET, MIN_SIDE, export_model_folder, export_program
 from agent_hf.saving import make_image_processor, save_model_folder
 
 #: The tiny models' test resize bound (long, short edge): mmseg's keep-ratio resize, small so the tests stay fast.
@@ -36,8 +42,20 @@ SCALE = (256, 96)
 SCALES = [(256, 96), (320, 128), (200, 64)]
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 FAMILIES = {
-    "swin": (tiny_swin_config, agent_hf.AgentSwinForSemanticSegmentation),
+    # Every kind of Agent-Swin block once, which is what the export has to trace: agent attention in stages 1-3
+    # (blocks of one kind repeat the same code) and stage 4's window attention, unshifted and shifted. Fewer blocks
+    # than the suite's tiny model make a smaller graph, and the two traces (torch.export, then the ONNX conversion)
+    # are most of this file's time.
+    "swin": (lambda: tiny_swin_config(depths=[1, 1, 1, 2]), agent_hf.AgentSwinForSemanticSegmentation),
     "pvt": (tiny_pvt_config, agent_hf.AgentPvtForSemanticSegmentation),
+}
+#: Per family, sizes of every kind from one `torch.export` program. Agent-Swin's last stage (1/32 of the side):
+#: 96x420 -> 3x14 tokens, one window tall and exactly two wide (both once refused by the program's guards); 64x64
+#: -> 2x2 (the smallest side); 300x400 -> two and two padded windows; 224x448 / 512x1024 -> whole 7x7 windows;
+#: 256x288, batches of 1 to 3. Agent-PVT: odd sides and the smallest.
+PROGRAM_SHAPES = {
+    "swin": [(1, 3, 96, 420), (2, 3, MIN_SIDE, MIN_SIDE), (3, 3, 300, 400), (1, 3, 256, 288), (1, 3, 512, 1024)],
+    "pvt": [(1, 3, 97, 131), (2, 3, MIN_SIDE, 301), (1, 3, 513, 257)],
 }
 
 
@@ -60,17 +78,12 @@ def save_tiny_model(family: str, folder: Path) -> torch.nn.Module:
     return model
 
 
-def export(family: str, tmp_path_factory) -> tuple[Path, torch.nn.Module, torch.export.ExportedProgram | None]:
-    """(exported folder, the PyTorch model it came from, the `torch.export` program the in-process Agent-Swin export
-    made on its way to ONNX: `export_program`'s own answer, kept rather than traced a second time)."""
+def export(family: str, tmp_path_factory) -> tuple[Path, torch.nn.Module, torch.export.ExportedProgram]:
+    """(exported folder, the PyTorch model it came from, the `torch.export` program the export made on its way to
+    ONNX: `export_program`'s own answer, kept rather than traced a second time)."""
     source = tmp_path_factory.mktemp(f"tiny_{family}")
     model = save_tiny_model(family, source)
     output = tmp_path_factory.mktemp(f"onnx_{family}") / "exported"
-    if family == "pvt":  # the one real command-line run
-        script = [sys.executable, SCRIPTS / "export_onnx.py"]
-        arguments = ["--model_name_or_path", source, "--output_dir", output, "--fp16", "--quantize"]
-        assert f"wrote {output}" in run([*script, *arguments], timeout=900).stdout
-        return output, model, None
     programs = []
 
     def keep_program(*args, **kwargs):
@@ -79,13 +92,19 @@ def export(family: str, tmp_path_factory) -> tuple[Path, torch.nn.Module, torch.
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(onnx_export, "export_program", keep_program)
-        export_model_folder(str(source), output, quantize=True)
+        if family == "pvt":  # the script's `main` (its command line runs in test_command_line_...)
+            arguments = ["--model_name_or_path", source, "--output_dir", output, "--fp16", "--quantize"]
+            code, stderr, printed = run_in_process(load_script("export_onnx"), arguments)
+            assert code == 0, stderr
+            assert f"wrote {output}" in printed
+        else:
+            export_model_folder(str(source), output, quantize=True)
     [program] = programs
     return output, model, program
 
 
 @pytest.fixture(scope="class")
-def exported(request, tmp_path_factory) -> tuple[Path, torch.nn.Module, torch.export.ExportedProgram | None]:
+def exported(request, tmp_path_factory) -> tuple[Path, torch.nn.Module, torch.export.ExportedProgram]:
     """`export` of the test class's family, once per class: one class per family, so that pytest-xdist's
     --dist loadscope can run the two exports (most of this file's time) on two workers."""
     return export(request.cls.family, tmp_path_factory)
@@ -185,9 +204,27 @@ class ExportChecks:
 
         check_page_segments_photos_like_the_python_onnxruntime_path(exported[0], tmp_path)
 
+    def test_torch_export_program_equals_eager_at_every_kind_of_size(self, exported):
+        """`torch.export.export` (the entry to ExecuTorch) of the model, the program made on the way to ONNX: one
+        program, several sizes and batches."""
+        _, model, program = exported
+        assert isinstance(program, torch.export.ExportedProgram)
+        for shape in PROGRAM_SHAPES[self.family]:
+            pixel_values = torch.randn(*shape)
+            with torch.no_grad():
+                expected = model(pixel_values).logits
+                actual = program.module()(pixel_values)
+            assert actual.shape == expected.shape
+            assert ((actual - expected).abs().max() / expected.abs().max()) < 1e-5, shape
+
+    def test_torch_export_program_refuses_sides_below_the_smallest(self, exported):
+        program = exported[2]
+        with pytest.raises(Exception, match=f">= {MIN_SIDE}"):
+            program.module()(torch.randn(1, 3, MIN_SIDE - 1, 128))
+
 
 class TestAgentPvtExport(ExportChecks):
-    """Agent-PVT, exported through the real command line with --fp16 and --quantize."""
+    """Agent-PVT, exported by the script's `main` with --fp16 and --quantize."""
 
     family = "pvt"
 
@@ -206,19 +243,6 @@ class TestAgentSwinExport(ExportChecks):
     """Agent-Swin, exported in-process with --quantize."""
 
     family = "swin"
-
-    def test_torch_export_has_dynamic_height_and_width(self, exported):
-        """`torch.export.export` (the entry to ExecuTorch) of Agent-Swin, the program made on the way to ONNX: one
-        program, several sizes and batches (both families at every kind of size: tests/test_onnx_export_program.py)."""
-        _, model, program = exported
-        assert isinstance(program, torch.export.ExportedProgram)
-        for shape in [(1, 3, 256, 288), (3, 3, 300, 400), (1, 3, 512, 1024)]:
-            pixel_values = torch.randn(*shape)
-            with torch.no_grad():
-                expected = model(pixel_values).logits
-                actual = program.module()(pixel_values)
-            assert actual.shape == expected.shape
-            assert ((actual - expected).abs().max() / expected.abs().max()) < 1e-5
 
 
 @pytest.mark.parametrize(
@@ -243,3 +267,14 @@ def test_bad_input_is_one_line_and_loses_nothing(tmp_path, arguments, message):
     assert error.startswith("error: ") and error.count("\n") == 1 and message in error, error
     assert (existing / "mine.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+
+
+def test_command_line_refuses_a_missing_folder_in_one_line(tmp_path):
+    """The script's real command line (the exports above run its `main`): exit code 1 and a one-line error."""
+    command = [sys.executable, str(SCRIPTS / "export_onnx.py"), "--model_name_or_path", str(tmp_path / "missing")]
+    command += ["--output_dir", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "no such model folder, and not a preset" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

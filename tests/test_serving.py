@@ -9,6 +9,8 @@ in a fresh Python process in which importing agent_hf fails; the reference is co
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -221,19 +223,22 @@ print(json.dumps([LOGS, FACTS]))
 
 
 @pytest.fixture(scope="module")
-def served_results(served):
-    """The label maps the pipeline and the handler return, in a process without agent_hf."""
+def served_results(served, upgraded):
+    """The label maps the pipeline and the handler return, in a process without agent_hf; the same process then
+    loads the old and the upgraded folder (OLD_AND_UPGRADED: one interpreter start for both)."""
     root, paths, folders, _ = served
     arguments = json.dumps([paths, folders, SLIDE, TTA, {name: bad for name, (bad, _) in BAD_REQUESTS.items()}])
-    code = f"sys.argv[1:] = [{arguments!r}, {str(root / 'results.npz')!r}]\n" + PIPELINE_AND_HANDLER
-    logs, facts = json.loads(run_without_agent_hf(code, root).strip().splitlines()[-1])
-    return dict(np.load(root / "results.npz")), logs, facts
+    old_and_upgraded = json.dumps([str(upgraded["old"]), str(upgraded["upgraded"]), paths["chelsea"]])
+    code = f"sys.argv[1:] = [{arguments!r}, {str(root / 'results.npz')!r}, {old_and_upgraded!r}]\n"
+    lines = run_without_agent_hf(code + PIPELINE_AND_HANDLER + OLD_AND_UPGRADED, root).strip().splitlines()
+    logs, facts = json.loads(lines[-2])
+    return dict(np.load(root / "results.npz")), logs, facts, json.loads(lines[-1])
 
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_processor_output_size_is_mmseg_test_resize(served, served_results, family):
     _, _, _, reference = served
-    results, _, _ = served_results
+    results, _, _, _ = served_results
     for name, photo in real_photos().items():
         assert tuple(results[f"{family}/{name}/size"]) == mmcv_rescale_size(photo.width, photo.height, SCALE)
     assert mmcv_rescale_size(500, 375) == (512, 683)  # the issue's photo: keep-ratio, not squashed to 512x512
@@ -242,7 +247,7 @@ def test_processor_output_size_is_mmseg_test_resize(served, served_results, fami
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_pipeline_equals_the_evaluation_path_pixel_for_pixel(served, served_results, family):
     _, _, _, reference = served
-    results, logs, facts = served_results
+    results, logs, facts, _ = served_results
     for name in real_photos():
         expected = reference[f"{family}/{name}/whole"]
         assert len(np.unique(expected)) > 1, "a degenerate reference would prove nothing"
@@ -258,7 +263,7 @@ def test_pipeline_equals_the_evaluation_path_pixel_for_pixel(served, served_resu
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_pipeline_slide_and_multiscale_flip_equal_agent_hf_inference(served, served_results, family):
     _, _, _, reference = served
-    results, _, _ = served_results
+    results, _, _, _ = served_results
     for mode in ("slide", "tta"):
         expected = reference[f"{family}/chelsea/{mode}"]
         np.testing.assert_array_equal(results[f"{family}/chelsea/{mode}"], expected, err_msg=mode)
@@ -270,7 +275,7 @@ def test_pipeline_slide_and_multiscale_flip_equal_agent_hf_inference(served, ser
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_endpoint_handler_answers_image_bytes_and_base64(served, served_results, family):
     _, _, folders, reference = served
-    results, _, _ = served_results
+    results, _, _, _ = served_results
     for kind in ("pil", "bytes", "base64"):
         np.testing.assert_array_equal(
             results[f"{family}/chelsea/handler_{kind}"], reference[f"{family}/chelsea/whole"]
@@ -285,7 +290,7 @@ def test_endpoint_handler_answers_image_bytes_and_base64(served, served_results,
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_served_classes_are_the_folders_own_code(served_results, family):
-    _, _, facts = served_results
+    _, _, facts, _ = served_results
     assert facts[f"{family}/classes"] == {
         "image processor": ["transformers_modules", "AgentImageProcessor"],  # copied from the folder
         "processor": "AgentImageProcessor",
@@ -295,7 +300,7 @@ def test_served_classes_are_the_folders_own_code(served_results, family):
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_endpoint_handler_answers_png_masks_and_refuses_bad_requests(served_results, family):
-    _, _, facts = served_results
+    _, _, facts, _ = served_results
     for kind in ("pil", "bytes", "base64", "slide"):
         key = f"{family}/chelsea/handler_{kind}"
         assert facts[key + "/formats"] == [["PNG", "L"]] and facts[key + "/keys"] == [["label", "mask", "score"]]
@@ -318,30 +323,34 @@ def write_old_folder(model, folder: Path) -> None:
     (folder / "NOTES.md").write_text("my notes\n")
 
 
+#: Appended to PIPELINE_AND_HANDLER's script (after its output line): the old folder still loads and runs (its
+#: processor squashes the photo: that is what the upgrade fixes); the upgraded folder's label map goes to
+#: results.npz's neighbour. Prints one line: [old folder's logs, upgraded folder's logs, error or None].
 OLD_AND_UPGRADED = """
-import json, sys
-import numpy as np
-from PIL import Image
-from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
-
-OLD, UPGRADED, PHOTO, OUT = sys.argv[1:]
-photo = Image.open(PHOTO)
-# The old folder still loads and runs (its processor squashes the photo: that is what the upgrade fixes).
-processor = AutoImageProcessor.from_pretrained(OLD, trust_remote_code=True)
-model = AutoModelForSemanticSegmentation.from_pretrained(OLD, trust_remote_code=True)
-assert type(processor).__name__.startswith("SegformerImageProcessor"), type(processor)
-assert processor(photo, return_tensors="pt")["pixel_values"].shape[-2:] == (512, 512)
-assert len(pipeline("image-segmentation", model=OLD, trust_remote_code=True)(photo)) >= 1
-OLD_LOGS = list(LOGS)  # transformers' own pipeline logs "not supported" for the old folder
+import traceback
+OLD, UPGRADED, PHOTO = json.loads(sys.argv[3])
+from transformers import AutoModelForSemanticSegmentation
 LOGS.clear()
+OLD_LOGS, error = [], None
+try:
+    photo = Image.open(PHOTO)
+    processor = AutoImageProcessor.from_pretrained(OLD, trust_remote_code=True)
+    model = AutoModelForSemanticSegmentation.from_pretrained(OLD, trust_remote_code=True)
+    assert type(processor).__name__.startswith("SegformerImageProcessor"), type(processor)
+    assert processor(photo, return_tensors="pt")["pixel_values"].shape[-2:] == (512, 512)
+    assert len(pipeline("image-segmentation", model=OLD, trust_remote_code=True)(photo)) >= 1
+    OLD_LOGS = list(LOGS)  # transformers' own pipeline logs "not supported" for the old folder
+    LOGS.clear()
 
-segmenter = pipeline("image-segmentation", model=UPGRADED, trust_remote_code=True)
-label2id = {name: int(i) for i, name in segmenter.model.config.id2label.items()}
-labels = np.full((photo.height, photo.width), -1)
-for segment in segmenter(photo):
-    labels[np.asarray(segment["mask"]) > 0] = label2id[segment["label"]]
-np.save(OUT, labels)
-print(json.dumps([OLD_LOGS, LOGS]))
+    segmenter = pipeline("image-segmentation", model=UPGRADED, trust_remote_code=True)
+    label2id = {name: int(i) for i, name in segmenter.model.config.id2label.items()}
+    labels = np.full((photo.height, photo.width), -1)
+    for segment in segmenter(photo):
+        labels[np.asarray(segment["mask"]) > 0] = label2id[segment["label"]]
+    np.save(sys.argv[2].replace("results.npz", "upgraded_labels.npy"), labels)
+except Exception:
+    error = traceback.format_exc()
+print(json.dumps([OLD_LOGS, LOGS, error]))
 """
 
 
@@ -349,17 +358,28 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_old_folders_load_and_upgrade_to_the_evaluation_path(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def upgraded(tmp_path_factory) -> dict:
+    """A folder as agent_hf 0.1.0 wrote it (tiny Agent-Swin, ADE20K's classes) and a copy of it upgraded by
+    scripts/upgrade_model_folder.py's `main` in-process (its command line runs in the next test): the folders, the
+    model, the copy's files before and after, what the script printed."""
+    root = tmp_path_factory.mktemp("upgrade")
     model = ade20k_tiny_model(tiny_swin_config)
-    old, upgraded = tmp_path / "old-agent-swin", tmp_path / "upgraded-agent-swin"
+    old, upgraded = root / "old-agent-swin", root / "upgraded-agent-swin"
     write_old_folder(model, old)
     shutil.copytree(old, upgraded)
     before = folder_bytes(upgraded)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = load_script("upgrade_model_folder").main([str(upgraded)])
+    return dict(old=old, upgraded=upgraded, model=model, code=code, printed=printed.getvalue(), before=before,
+                after=folder_bytes(upgraded))  # fmt: skip
 
-    # The script in-process (its command line runs in the next test).
-    assert load_script("upgrade_model_folder").main([str(upgraded)]) == 0
-    assert f"upgraded {upgraded}" in capsys.readouterr().out
-    after = folder_bytes(upgraded)
+
+def test_old_folders_load_and_upgrade_to_the_evaluation_path(served, upgraded, served_results):
+    folder, before, after = upgraded["upgraded"], upgraded["before"], upgraded["after"]
+    assert upgraded["code"] == 0
+    assert f"upgraded {folder}" in upgraded["printed"]
     # every earlier file but the two configs is byte for byte the same; nothing was deleted, no temp file is left
     changed = {name for name in before if after[name] != before[name]}
     assert changed == {"config.json", "preprocessor_config.json"}
@@ -375,19 +395,18 @@ def test_old_folders_load_and_upgrade_to_the_evaluation_path(tmp_path, capsys):
         "auto_map": {**old_config["auto_map"], "AutoImageProcessor": "image_processing_agent.AgentImageProcessor"},
     }
     # upgrading twice changes nothing
-    assert upgrade_model_folder(upgraded) and folder_bytes(upgraded) == after
+    assert upgrade_model_folder(folder) and folder_bytes(folder) == after
 
-    photo_path = tmp_path / "chelsea.png"
-    real_photos()["chelsea"].save(photo_path)
-    out = tmp_path / "labels.npy"
-    logs = run_without_agent_hf(
-        f"sys.argv[1:] = {[str(old), str(upgraded), str(photo_path), str(out)]!r}\n" + OLD_AND_UPGRADED, tmp_path
-    )
-    old_logs, new_logs = json.loads(logs.strip().splitlines()[-1])
+    # where agent_hf is not installed (served_results' process): the old folder loads and runs, the upgraded one
+    # serves the evaluation path
+    old_logs, new_logs, error = served_results[3]
+    assert error is None, error
     assert [message for message in old_logs if "is not supported for image-segmentation" in message]  # caught...
     assert not [message for message in new_logs if "not supported" in message]  # ...and gone after the upgrade
+    root, paths, _, _ = served
     upgraded_scale = (2048, 512)  # the default test scale an upgrade writes
-    np.testing.assert_array_equal(np.load(out), evaluation_path(model, Image.open(photo_path), upgraded_scale))
+    expected = evaluation_path(upgraded["model"], Image.open(paths["chelsea"]), upgraded_scale)
+    np.testing.assert_array_equal(np.load(root / "upgraded_labels.npy"), expected)
 
 
 def test_upgrade_fails_cleanly_and_changes_nothing(tmp_path):
