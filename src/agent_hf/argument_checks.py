@@ -95,7 +95,17 @@ def run_script(main: Callable[[list[str]], object], argv: Sequence[str] | None =
         prefix = f"[rank {rank}] " if rank is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
         print(f"{prefix}error: {error}", file=sys.stderr, flush=True)
         return 1
+    finally:
+        _end_process_group()
     return 0
+
+
+def _end_process_group() -> None:
+    # A launched process that exits with its process group alive can abort in the backend's threads at interpreter
+    # exit ("terminate called without an active exception", SIGABRT) after its work is done: end it first.
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------------- checks before heavy imports
