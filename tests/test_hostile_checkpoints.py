@@ -105,6 +105,8 @@ def odd_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     written["empty"] = (tmp_path / "empty.pth", "the file is empty")
     (tmp_path / "garbage.pth").write_bytes(b"\x80\x04garbage")
     written["garbage"] = (tmp_path / "garbage.pth", "could not read")
+    (tmp_path / "text.pth").write_text("<html>404 Not Found</html>\n")
+    written["text"] = (tmp_path / "text.pth", "not a PyTorch checkpoint")
     return written
 
 

@@ -254,6 +254,14 @@ def load_checkpoint_file(path: str | os.PathLike) -> Any:
     """
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise CheckpointReadError(f"could not read {os.fspath(path)}: the file is empty")
+    with open(path, "rb") as file:
+        start = file.read(1)
+    # torch.save writes a zip archive (torch >= 1.6) or a pickle (protocol >= 2 starts with 0x80); anything else (a
+    # text file, an image, a download's HTML error page) would fail deep inside the unpickler with a cryptic error.
+    if start != b"\x80" and not zipfile.is_zipfile(path):
+        raise CheckpointReadError(
+            f"could not read {os.fspath(path)}: not a PyTorch checkpoint (neither a zip archive nor a pickle)"
+        )
     loaded, replaced = load_tensors(path)
     if replaced:
         logger.warning(
