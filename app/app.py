@@ -57,7 +57,7 @@ from agent_hf.families import FAMILIES  # noqa: E402
 from agent_hf.models.image_ops import open_image, to_rgb_array  # noqa: E402
 from agent_hf.models.image_processing_agent import AgentImageProcessor  # noqa: E402
 from agent_hf.models.segmentation_inference import ServingLimits  # noqa: E402
-from agent_hf.saving import as_agent_image_processor  # noqa: E402
+from agent_hf.saving import make_image_processor  # noqa: E402
 
 EXAMPLES_DIR = APP_DIR / "examples"
 DEMO_MODEL_DIR = Path("outputs") / "demo" / "model"  # written by scripts/demo.py
@@ -144,8 +144,8 @@ def _processor_for(source: str, model, **kwargs):
     except (OSError, ValueError):  # no preprocessor_config.json
         processor = None
     if model.config.model_type in FAMILIES and not isinstance(processor, AgentImageProcessor):
-        return as_agent_image_processor(processor, model.config)
-    return processor or as_agent_image_processor(None, model.config)
+        return make_image_processor(source=processor, model_config=model.config)
+    return processor or make_image_processor(model_config=model.config)
 
 
 def _load_pretrained(source: str, choice: str, **kwargs) -> LoadedModel:
@@ -168,7 +168,7 @@ def _load_uncached(choice: str) -> LoadedModel:
             torch.manual_seed(0)
             model = AutoModelForSemanticSegmentation.from_config(agent_hf.preset_config(choice)).eval()
         source = f"{choice} architecture; {reason}"
-        return LoadedModel(model, as_agent_image_processor(None, model.config), choice, source, random_weights=True)
+        return LoadedModel(model, make_image_processor(model_config=model.config), choice, source, random_weights=True)
     folder = Path(choice).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():

@@ -278,7 +278,7 @@ def test_other_models_keep_their_processor_and_get_the_endpoint_handler(tmp_path
 
 def test_every_tool_builds_the_processor_through_one_function():
     """Training, evaluation, the demo, conversion, the app and folder writing all build the AgentImageProcessor with
-    agent_hf.saving.make_image_processor (as_agent_image_processor is its shorthand): nothing else constructs one."""
+    agent_hf.saving.make_image_processor: nothing else constructs one."""
     sources = [*(REPO_ROOT / "src" / "agent_hf").rglob("*.py"), *(REPO_ROOT / "scripts").glob("*.py")]
     sources += [*(REPO_ROOT / "app").glob("*.py")]
     constructing = sorted(

@@ -21,7 +21,7 @@ from agent_hf.data import make_synthetic_scene_parsing, save_as_image_folders, s
 from agent_hf.data.ade20k import scene_parsing_folder
 from agent_hf.data.loading import LoadedData, load_scene_parsing, select_splits, standard_columns
 from agent_hf.provenance import PROVENANCE_KEY, add_eval_results
-from agent_hf.saving import as_agent_image_processor, make_image_processor
+from agent_hf.saving import make_image_processor
 from agent_hf.training import SegmentationTrainer, check_batchnorm_batch, check_splits, describe_batch, recipe_for
 from agent_hf.training.model_setup import load_model_to_train
 from agent_hf.training.run_folder import plan_output
@@ -188,7 +188,6 @@ def test_one_function_builds_every_image_processor(caplog):
         True,
     )
     assert make_image_processor(True, source=saved).do_reduce_labels
-    assert as_agent_image_processor(saved).to_dict() == make_image_processor(source=saved).to_dict()
     segformer = SegformerImageProcessor(image_mean=[0.1, 0.2, 0.3], do_reduce_labels=False)
     with caplog.at_level(logging.WARNING, logger="agent_hf"):
         converted = make_image_processor(source=segformer)

@@ -19,7 +19,7 @@ import torch
 
 from .output_folders import check_output_folder, write_folder
 from .presets import PRESETS, preset_config
-from .saving import as_agent_image_processor, save_model_folder
+from .saving import make_image_processor, save_model_folder
 
 ONNX_FOLDER = "onnx"
 MODEL_FILE = "model.onnx"
@@ -74,7 +74,7 @@ def load_model(name_or_path: str):
 
     if name_or_path in PRESETS:
         config = preset_config(name_or_path)
-        return AutoModelForSemanticSegmentation.from_config(config).eval(), as_agent_image_processor(None, config)
+        return AutoModelForSemanticSegmentation.from_config(config).eval(), make_image_processor(model_config=config)
     folder = Path(name_or_path)
     if not folder.is_dir():
         raise ExportError(
@@ -87,7 +87,7 @@ def load_model(name_or_path: str):
     processor = None
     if (folder / "preprocessor_config.json").is_file():
         processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
-    return model, as_agent_image_processor(processor, model.config)
+    return model, make_image_processor(source=processor, model_config=model.config)
 
 
 def dynamic_shapes() -> dict:

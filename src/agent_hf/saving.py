@@ -36,7 +36,6 @@ from .output_folders import add_files
 __all__ = [
     "ENDPOINT_FILES",
     "add_serving_files",
-    "as_agent_image_processor",
     "classification_serving_files",
     "make_image_processor",
     "save_model_folder",
@@ -140,12 +139,6 @@ def _source_settings(source: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key in _KEPT_KEYS and value is not None}
 
 
-def as_agent_image_processor(image_processor=None, model_config: Any = None) -> AgentImageProcessor:
-    """The :class:`AgentImageProcessor` to save with an agent_hf model: :func:`make_image_processor` from
-    ``image_processor`` (``None``: the default processor) with the model's ``align_corners``."""
-    return make_image_processor(source=image_processor, model_config=model_config)
-
-
 def _module_files(*classes: type) -> list[Path]:
     """The source files of ``classes`` and of every module they import as ``from .x import y``, recursively."""
     files: list[Path] = []
@@ -220,7 +213,7 @@ def add_serving_files(folder: str | os.PathLike, image_processor=None) -> list[s
     """
     folder = Path(folder)
     config = _read_json(folder / CONFIG_NAME)
-    processor = as_agent_image_processor(image_processor, config) if _is_agent_model(config) else None
+    processor = make_image_processor(source=image_processor, model_config=config) if _is_agent_model(config) else None
     files = serving_files(config, processor)
     _write_files(folder, files)
     return sorted(files)
@@ -260,10 +253,10 @@ def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
 def save_model_folder(model, output_dir: str | os.PathLike, image_processor=None, **save_kwargs) -> str:
     """Writes a complete model folder: ``model.save_pretrained`` (weights, config, model code) plus the serving files.
 
-    For agent_hf models the image processor is saved as an :class:`AgentImageProcessor` (see
-    :func:`as_agent_image_processor`), with the ``image-segmentation`` pipeline's code registered in ``config.json``;
-    every folder gets the Inference Endpoints ``handler.py`` and ``requirements.txt``. Another model keeps
-    ``image_processor`` as given (if any).
+    For agent_hf models the image processor is saved as an :class:`AgentImageProcessor` (built by
+    :func:`make_image_processor` from ``image_processor``), with the ``image-segmentation`` pipeline's code
+    registered in ``config.json``; every folder gets the Inference Endpoints ``handler.py`` and ``requirements.txt``.
+    Another model keeps ``image_processor`` as given (if any).
 
     An image classifier saved with an :class:`AgentClassificationImageProcessor` gets the classification serving files
     instead (see :func:`classification_serving_files`).
@@ -287,7 +280,7 @@ def save_model_folder(model, output_dir: str | os.PathLike, image_processor=None
                 (staging / name).write_bytes(content)
             return os.fspath(output_dir)
         if _is_agent_model(model.config):
-            processor = as_agent_image_processor(image_processor, model.config)
+            processor = make_image_processor(source=image_processor, model_config=model.config)
         else:
             processor = None
             if image_processor is not None:
