@@ -251,6 +251,15 @@ def test_a_13000x13000_png_is_refused_from_its_header(handler):
     assert elapsed < 2 and grown_mib < 100, (elapsed, grown_mib)  # decoding alone would take 169 MB, RGB 507 MB
 
 
+def test_a_png_beyond_pils_own_limit_is_refused_as_too_large(handler):
+    """20000x20000 (400 megapixels): PIL's decompression-bomb check refuses it while opening, before the handler's
+    own limit is read; the answer still says the image is too large, not that it is no image."""
+    data = grey_png(20000, 20000)
+    for request in ({"inputs": data}, {"inputs": base64.b64encode(data).decode("ascii")}):
+        message = refused(handler, request)
+        assert "too large" in message and "max_pixels" in message and "not a base64" not in message, message
+
+
 def test_request_bytes_and_images_are_limited(model_folder, handler, monkeypatch):
     assert "max_images" in refused(handler, {"inputs": [PHOTO_B64] * 17})
     assert "empty list" in refused(handler, {"inputs": []})

@@ -45,6 +45,7 @@ __all__ = [
     "ADE20K_STD",
     "ImageInput",
     "ImageSource",
+    "ImageTooLargeError",
     "check_pixels",
     "fetch_url",
     "normalize",
@@ -319,10 +320,14 @@ def normalize(
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
+class ImageTooLargeError(ValueError):
+    """An image refused for its size, from its header, before any pixel is decoded."""
+
+
 def check_pixels(width: int, height: int, what: str, max_pixels: int | None) -> None:
     """Refuses an image of more than ``max_pixels`` pixels (``None``: no limit), naming it and the limit."""
     if max_pixels is not None and width * height > max_pixels:
-        raise ValueError(
+        raise ImageTooLargeError(
             f"{what} is a {width}x{height} image ({width * height / 1e6:.1f} megapixels), more than the limit of "
             f"{max_pixels / 1e6:g} megapixels (max_pixels)"
         )
@@ -344,6 +349,9 @@ def _decode(data: bytes, what: str, max_pixels: int | None = None) -> Image.Imag
             if max_pixels is not None:  # checked below, with a clearer message
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:  # PIL refuses twice its own limit from the header, before us
+        limit = f"; the limit is {max_pixels / 1e6:g} megapixels (max_pixels)" if max_pixels is not None else ""
+        raise ImageTooLargeError(f"{what} is too large to decode ({error}){limit}") from None
     except errors as error:
         raise ValueError(f"{what} is not a decodable image ({type(error).__name__}: {error})") from error
     with image:
@@ -498,9 +506,9 @@ def open_image(
         _check_bytes(len(content), "the base64 string", max_bytes)
         try:
             return _decode(content, "the base64 string's content", max_pixels)
-        except ValueError as error:
-            if "max_pixels" in str(error):
-                raise
+        except ImageTooLargeError:
+            raise
+        except ValueError:
             raise ValueError(not_an_image) from None
     content = _base64_bytes(image, None)
     _check_bytes(len(content), "the base64 string", max_bytes)
