@@ -12,10 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -23,14 +20,13 @@ import helpers
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, tiny_pvt_config, tiny_swin_config
+from conftest import tiny_pvt_config, tiny_swin_config
 from helpers import mmcv_rescale_size
 from mmseg_reference import aug_test, slide_inference, whole_inference
 from PIL import Image
 from script_helpers import load_script
 from transformers import AutoModelForSemanticSegmentation, SegformerImageProcessorPil
 
-import agent_hf
 from agent_hf.data.ade20k import ade20k_id2label
 from agent_hf.models.segmentation_inference import multiscale_inputs
 from agent_hf.saving import ENDPOINT_FILES, make_image_processor, save_model_folder, upgrade_model_folder
@@ -429,15 +425,12 @@ def test_upgrade_fails_cleanly_and_changes_nothing(tmp_path):
     segformer = tmp_path / "segformer"
     segformer.mkdir()
     (segformer / "config.json").write_text(json.dumps({"model_type": "segformer"}))
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "upgrade_model_folder.py"), str(segformer), str(tmp_path / "no")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONPATH": str(Path(agent_hf.__file__).parent.parent)},
-    )
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    # In-process: the script's command line (an installed `agent-hf-upgrade`) runs in test_journeys.py.
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = load_script("upgrade_model_folder").main([str(segformer), str(tmp_path / "no")])
+    assert code == 1
+    errors = [line for line in stderr.getvalue().splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "not an agent_hf model folder" in errors[0] and "is not a folder" in errors[1]
     assert [p.name for p in segformer.iterdir()] == ["config.json"]
 

@@ -99,6 +99,10 @@ def bilinear_matrix(in_size: int, out_size: int, device=None, dtype=torch.float3
 
     Built by resizing one-hot rows with `F.interpolate`, so the weights are PyTorch's own.
     """
+    if device is not None and torch.device(device).type == "meta":
+        # Counting FLOPs on the meta device: there F.interpolate runs a Python decomposition (~20 ms a call, most of a
+        # large model's count); the matrix is tiny and only its shape matters.
+        return bilinear_matrix(in_size, out_size, "cpu", dtype).to("meta")
     eye = torch.eye(in_size, device=device, dtype=torch.float32).view(1, in_size, in_size, 1)
     weights = F.interpolate(eye, size=(out_size, 1), mode="bilinear", align_corners=False)
     return weights.view(in_size, out_size).t().to(dtype)
