@@ -277,12 +277,6 @@ def test_the_batch_arithmetic_is_printed_against_the_recipe(train, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- code shape
-def test_import_agent_hf_does_not_import_datasets():
-    result = run([sys.executable, "-c", "import sys, agent_hf; print(sorted(m for m in sys.modules if "
-                  "m.split('.')[0] in ('datasets', 'gradio')))"])  # fmt: skip
-    assert result.stdout.strip() == "[]"
-
-
 def test_the_training_script_keeps_the_examples_shape():
     """Argument dataclasses and a main that reads top-down, as transformers' example: its library parts live in
     agent_hf (transformers' run_semantic_segmentation.py is ~480 lines)."""
