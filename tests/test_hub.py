@@ -546,6 +546,28 @@ def test_endpoint_handler_is_checked(hub: LocalHubServer, model_dir: Path) -> No
     assert hub.requests == []
 
 
+def test_model_code_transformers_could_not_read_is_named(model_dir: Path) -> None:
+    """transformers reads remote code as UTF-8 and imports it: other bytes and broken syntax are named with their
+    file. The modules' imports are remembered by content, never by path: an edited module is read again."""
+    validate_model_folder(model_dir)  # the folder's modules, as written
+    module = model_dir / "blocks.py"
+    assert module.is_file()
+    code = module.read_text(encoding="utf-8")
+    for content, message in (
+        (b"# caf\xe9\n" + code.encode(), r"blocks\.py is not UTF-8 text .*byte 5"),
+        (b"def (:\n" + code.encode(), r"blocks\.py is not valid Python: invalid syntax \(line 1\)"),
+        (code.encode() + b"\nx = '\x00'\n", r"blocks\.py is not valid Python: .*null"),
+    ):
+        module.write_bytes(content)
+        with pytest.raises(ValueError, match=message):
+            validate_model_folder(model_dir)
+    module.write_text(code + "\nfrom .helpers_gone import helper  # noqa\n", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match=r"helpers_gone\.py"):
+        validate_model_folder(model_dir)
+    module.write_bytes(b"\xef\xbb\xbf" + code.encode())  # a byte-order mark: Python and transformers read it
+    assert "blocks.py" in validate_model_folder(model_dir)
+
+
 def test_failed_card_commit_says_weights_are_published_without_card(
     isolated_hf: Path, monkeypatch: pytest.MonkeyPatch, model_dir: Path, cli
 ) -> None:

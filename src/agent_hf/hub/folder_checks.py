@@ -9,6 +9,7 @@ A model folder is what `agent_hf.saving.save_model_folder` (or ``save_pretrained
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import mmap
@@ -139,23 +140,50 @@ def _custom_pipeline_modules(custom_pipelines: Any, source: Path) -> set[str]:
     return _auto_map_modules({task: entry.get("impl") for task, entry in custom_pipelines.items()}, source)
 
 
-def _parse_python(py_file: Path) -> ast.Module:
+def _read_module(py_file: Path) -> str:
+    """The module's text as transformers reads remote code: UTF-8 (with or without a byte-order mark)."""
     try:
-        return ast.parse(py_file.read_text(encoding="utf-8"), filename=str(py_file))
-    except SyntaxError as err:
-        raise ValueError(f"{py_file} is not valid Python: {err}") from err
+        return py_file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{py_file} is not UTF-8 text ({err.reason} at byte {err.start}): transformers reads model code as UTF-8."
+        ) from err
 
 
-def _relative_imports(py_file: Path) -> set[str]:
-    """Sibling modules imported with ``from .x import y`` (transformers downloads them along with the module)."""
+def _not_python(py_file: Path, err: Exception) -> ValueError:
+    detail = f"{err.msg} (line {err.lineno})" if isinstance(err, SyntaxError) else str(err)
+    return ValueError(f"{py_file} is not valid Python: {detail}")
+
+
+def _parse_python(py_file: Path) -> ast.Module:
+    source = _read_module(py_file)
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError) as err:  # ValueError: a null byte (Python < 3.12)
+        raise _not_python(py_file, err) from err
+
+
+@functools.lru_cache(maxsize=256)
+def _sibling_imports(source: str) -> frozenset[str]:
+    """Sibling modules a module's source imports with ``from .x import y`` (or ``from . import x``). Cached by the
+    text: a push checks the folder twice, and the folders a process writes share their code files."""
     modules = set()
-    for node in ast.walk(_parse_python(py_file)):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.level == 1:
             if node.module:
                 modules.add(node.module.replace(".", "/") + ".py")
             else:  # from . import x
                 modules.update(alias.name + ".py" for alias in node.names)
-    return modules
+    return frozenset(modules)
+
+
+def _relative_imports(py_file: Path) -> set[str]:
+    """Sibling modules imported with ``from .x import y`` (transformers downloads them along with the module)."""
+    source = _read_module(py_file)
+    try:
+        return set(_sibling_imports(source))
+    except (SyntaxError, ValueError) as err:
+        raise _not_python(py_file, err) from err
 
 
 def _missing_code_files(folder: Path, modules: set[str]) -> list[str]:
