@@ -177,6 +177,9 @@ def _route(method: str, path: str) -> tuple[str, re.Match[str]]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects; every response sets Content-Length
+    # Headers and body go out in two writes: with Nagle's algorithm the body waited for the client's delayed ACK,
+    # 40 ms per request (2 ms without).
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
