@@ -86,15 +86,17 @@ class AgentModelTester:
     def get_config(self, **kwargs):
         return self.config_class(**{**self.tiny, "num_labels": self.num_labels, **kwargs})
 
+    # The inputs of the mixins' `floats_tensor` / `ids_tensor` (uniform in [0, 1), uniform class ids), drawn by torch:
+    # those helpers draw one Python random number per element, seconds over the ~100 calls of a test class.
+    def pixel_values(self) -> torch.Tensor:
+        return torch.rand(self.batch_size, self.num_channels, self.image_size, self.image_size)
+
     def prepare_config_and_inputs(self):
-        modeling = transformers_tests.modeling
-        pixel_values = modeling.floats_tensor([self.batch_size, self.num_channels, self.image_size, self.image_size])
-        labels = modeling.ids_tensor([self.batch_size, self.image_size, self.image_size], self.num_labels)
-        return self.get_config(), pixel_values, labels
+        labels = torch.randint(0, self.num_labels, (self.batch_size, self.image_size, self.image_size))
+        return self.get_config(), self.pixel_values(), labels
 
     def prepare_config_and_inputs_for_common(self):
-        config, pixel_values, _ = self.prepare_config_and_inputs()
-        return config, {"pixel_values": pixel_values}
+        return self.get_config(), {"pixel_values": self.pixel_values()}
 
     def stage_channels(self, config) -> list[int]:
         if hasattr(config, "embed_dims"):
