@@ -329,3 +329,21 @@ def test_imagenet_checkpoint_loads_from_a_state_dict(reference_dir):
     from_dict = load_official_checkpoint(raw, config)
     for (key, a), (_, b) in zip(from_path.backbone.state_dict().items(), from_dict.backbone.state_dict().items()):
         assert torch.equal(a, b), key
+
+
+def test_a_device_asked_for_adds_its_paths_which_fail_where_it_is_missing(monkeypatch):
+    """`AGENT_HF_TEST_DEVICE=cuda` (scripts/gpu_checks.sh, a GPU session) adds the device's inference, training and
+    eager paths to every parity case; on a machine without the device they fail, never skip."""
+    import importlib.util
+
+    monkeypatch.setenv("AGENT_HF_TEST_DEVICE", "cuda")
+    spec = importlib.util.spec_from_file_location("test_parity_on_cuda", __file__)
+    on_cuda = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(on_cuda)
+    assert {"cuda", "cuda-training", "cuda-eager"} <= set(on_cuda.PATHS)
+    assert {on_cuda.PATHS[path]["device"] for path in ("cuda", "cuda-training", "cuda-eager")} == {"cuda"}
+    if torch.cuda.is_available():
+        assert on_cuda.device_of("cuda").type == "cuda"
+    else:
+        with pytest.raises(AssertionError, match="no CUDA device here"):
+            on_cuda.device_of("cuda")
