@@ -196,6 +196,52 @@ def test_endpoint_handler_answers_top_k(imagenet_folder, monkeypatch):
     sys.modules.pop("handler", None)
 
 
+def test_endpoint_handler_reads_no_server_file_and_fetches_no_url(imagenet_folder, monkeypatch, tmp_path):
+    """What a stranger can send the classifier's endpoint: a server image's path and an URL are refused with the same
+    answer whether or not they exist (nothing read, nothing fetched); requests beyond the limits, before decoding.
+    The owner's settings (constructor or environment) open paths."""
+    monkeypatch.syspath_prepend(str(imagenet_folder))
+    for name in ("AGENT_HF_ALLOW_PATHS", "AGENT_HF_ALLOW_URLS", "AGENT_HF_MAX_PIXELS", "AGENT_HF_MAX_IMAGES"):
+        monkeypatch.delenv(name, raising=False)
+    sys.modules.pop("handler", None)
+    import handler
+
+    endpoint = handler.EndpointHandler(str(imagenet_folder))
+    server_image = tmp_path / "server.png"
+    Image.fromarray(skimage_data.astronaut()).save(server_image)
+    png = server_image.read_bytes()
+    refusals = {
+        str(server_image): "file paths are not accepted here",
+        str(tmp_path / "missing.png"): "file paths are not accepted here",
+        "http://169.254.169.254/latest/meta-data/": "image URLs are not accepted here",
+        "https://example.com/cat.png": "image URLs are not accepted here",
+    }
+    for inputs, message in refusals.items():
+        with pytest.raises(ValueError, match=message):
+            endpoint({"inputs": inputs})
+    for inputs, message in (
+        (3, "got int"),
+        ({"url": "x"}, "got dict"),
+        ([[png]], "got list"),
+        ([], "empty list"),
+        ([png] * 17, "17 images in one request, more than the limit of 16"),
+        (b"", "not a decodable image"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            endpoint({"inputs": inputs})
+    with pytest.raises(ValueError, match="must be a JSON object"):
+        endpoint({"inputs": png, "parameters": []})
+    monkeypatch.setenv("AGENT_HF_MAX_PIXELS", "1000")  # read per request: the owner's limit
+    with pytest.raises(ValueError, match="max_pixels"):
+        endpoint({"inputs": png})
+    monkeypatch.delenv("AGENT_HF_MAX_PIXELS")
+    owner = handler.EndpointHandler(str(imagenet_folder), allow_paths=True)
+    assert owner({"inputs": str(server_image), "parameters": {"top_k": 2}}) == endpoint(
+        {"inputs": png, "parameters": {"top_k": 2}}
+    )
+    sys.modules.pop("handler", None)
+
+
 def official_pvt_state_dict(model) -> dict:
     """Our Agent-PVT classifier's weights under the official classification code's names (`patch_embed1.`,
     `pos_embed1`, `block1.0.`, `head.`), as an official checkpoint holds them."""

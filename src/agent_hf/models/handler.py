@@ -65,7 +65,8 @@ class EndpointHandler:
         """
         if not isinstance(data, dict) or data.get("inputs") is None:
             raise ValueError('the request must be {"inputs": <image>, "parameters": {...}} with an image in "inputs"')
-        parameters = data.get("parameters") or {}
+        parameters = data.get("parameters")
+        parameters = {} if parameters is None else parameters
         if not isinstance(parameters, dict):
             raise ValueError(f'"parameters" must be a JSON object, got {type(parameters).__name__}')
         unknown = sorted(set(parameters) - set(REQUEST_PARAMETERS))

@@ -46,10 +46,19 @@ __all__ = [
     "ImageInput",
     "ImageSource",
     "ImageTooLargeError",
+    "SERVED_CONNECT_TIMEOUT",
+    "SERVED_MAX_BYTES",
+    "SERVED_MAX_IMAGES",
+    "SERVED_MAX_PIXELS",
+    "SERVED_URL_TIMEOUT",
     "check_pixels",
+    "env_flag",
+    "env_number",
     "fetch_url",
     "normalize",
     "open_image",
+    "open_served_image",
+    "open_served_images",
     "pad_to",
     "prepare_image",
     "rescale_size",
@@ -320,6 +329,67 @@ def normalize(
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
+#: What a server accepts by default from one request (the Inference Endpoints handlers, the demo app): pixels of an
+#: image (read from its header before decoding), its encoded bytes, images in one call. An owner raises them with
+#: ``AGENT_HF_MAX_PIXELS``, ``AGENT_HF_MAX_BYTES``, ``AGENT_HF_MAX_IMAGES`` (segmentation: ``ServingLimits``).
+SERVED_MAX_PIXELS = 25_000_000
+SERVED_MAX_BYTES = 32 * 2**20
+SERVED_MAX_IMAGES = 16
+SERVED_URL_TIMEOUT = 30.0  # seconds an URL may take in all, when the owner allows URLs
+SERVED_CONNECT_TIMEOUT = 10.0
+
+
+def env_flag(name: str) -> bool:
+    """An on/off environment variable: ``1``, ``true``, ``yes`` or ``on`` (any case) turn it on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_number(name: str, default, kind=int):
+    """A positive number from the environment variable ``name`` (``default`` when unset or empty)."""
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not a number") from None
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"environment variable {name}={value!r} must be positive")
+    return number
+
+
+def open_served_image(image: ImageSource, *, allow_paths: bool | None = None, allow_urls: bool | None = None):
+    """:func:`open_image` as a server must run it on what strangers send: no file path or URL unless the owner allows
+    them (``allow_paths``/``allow_urls``; default: ``AGENT_HF_ALLOW_PATHS``/``AGENT_HF_ALLOW_URLS``, off when unset),
+    pixels and bytes bounded (``AGENT_HF_MAX_PIXELS``/``AGENT_HF_MAX_BYTES``), an URL's time bounded
+    (``AGENT_HF_URL_TIMEOUT``, ``AGENT_HF_CONNECT_TIMEOUT``)."""
+    return open_image(
+        image,
+        env_number("AGENT_HF_URL_TIMEOUT", SERVED_URL_TIMEOUT, float),
+        allow_paths=env_flag("AGENT_HF_ALLOW_PATHS") if allow_paths is None else allow_paths,
+        allow_urls=env_flag("AGENT_HF_ALLOW_URLS") if allow_urls is None else allow_urls,
+        max_bytes=env_number("AGENT_HF_MAX_BYTES", SERVED_MAX_BYTES),
+        max_pixels=env_number("AGENT_HF_MAX_PIXELS", SERVED_MAX_PIXELS),
+        connect_timeout=env_number("AGENT_HF_CONNECT_TIMEOUT", SERVED_CONNECT_TIMEOUT, float),
+    )
+
+
+def open_served_images(inputs, *, allow_paths: bool | None = None, allow_urls: bool | None = None) -> list:
+    """A request's ``inputs`` (one image or a non-empty list of at most ``AGENT_HF_MAX_IMAGES``), each opened by
+    :func:`open_served_image`. Anything that cannot hold an image (a JSON number, object, nested list) is a
+    ``ValueError`` naming its type."""
+    items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if not items:
+        raise ValueError("inputs is an empty list; send at least one image")
+    max_images = env_number("AGENT_HF_MAX_IMAGES", SERVED_MAX_IMAGES)
+    if len(items) > max_images:
+        raise ValueError(f"{len(items)} images in one request, more than the limit of {max_images} (max_images)")
+    for item in items:
+        if isinstance(item, (bool, int, float, dict, list, tuple)) or item is None:
+            raise ValueError(f"an input must be an image (encoded bytes or base64), got {type(item).__name__}")
+    return [open_served_image(item, allow_paths=allow_paths, allow_urls=allow_urls) for item in items]
+
+
 class ImageTooLargeError(ValueError):
     """An image refused for its size, from its header, before any pixel is decoded."""
 
@@ -352,6 +422,9 @@ def _decode(data: bytes, what: str, max_pixels: int | None = None) -> Image.Imag
     except Image.DecompressionBombError as error:  # PIL refuses twice its own limit from the header, before us
         limit = f"; the limit is {max_pixels / 1e6:g} megapixels (max_pixels)" if max_pixels is not None else ""
         raise ImageTooLargeError(f"{what} is too large to decode ({error}){limit}") from None
+    except Image.UnidentifiedImageError as error:  # its message names an in-memory object, not the input
+        detail = "empty" if not data else "no image format PIL reads"
+        raise ValueError(f"{what} is not a decodable image ({detail})") from error
     except errors as error:
         raise ValueError(f"{what} is not a decodable image ({type(error).__name__}: {error})") from error
     with image:
@@ -474,10 +547,9 @@ def open_image(
             raise ValueError("file paths are not accepted here (allow_paths is off)")
         image = os.fspath(image)
     if not isinstance(image, str):
-        raise TypeError(
-            "expected a PIL image, a numpy array, encoded image bytes, a base64 string, a file path or an URL, "
-            f"got {type(image).__name__}"
-        )
+        accepted = ["a PIL image", "a numpy array", "encoded image bytes", "a base64 string"]
+        accepted += ["a file path"] * allow_paths + ["an URL"] * allow_urls
+        raise TypeError(f"expected {', '.join(accepted[:-1])} or {accepted[-1]}, got {type(image).__name__}")
     if max_bytes is not None and len(image) > max_bytes * 4 // 3 + 4096:  # base64 takes 4 characters per 3 bytes
         raise ValueError(f"the input string holds {len(image)} characters, more than max_bytes={max_bytes} allows")
     if image.startswith(("http://", "https://")):

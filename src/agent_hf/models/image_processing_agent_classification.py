@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
-from .image_ops import ImageInput, open_image, to_rgb_array
+from .image_ops import ImageInput, open_image, open_served_images, to_rgb_array
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "AgentClassificationImageProcessor"]
 
@@ -87,9 +87,15 @@ class AgentClassificationImageProcessor(BaseImageProcessor):
 
     @staticmethod
     def open_image(image) -> ImageInput:
-        """An image from any form users and Inference Endpoints send (see `image_ops.open_image`): a PIL image or
-        array, encoded bytes, a base64 string or data URL, a file path or an URL."""
+        """An image from any form users send (see `image_ops.open_image`): a PIL image or array, encoded bytes, a
+        base64 string or data URL, a file path or an URL."""
         return open_image(image)
+
+    @staticmethod
+    def open_served_images(inputs, *, allow_paths: bool | None = None, allow_urls: bool | None = None) -> list:
+        """What a server opens from a stranger's request (see `image_ops.open_served_images`): no file path or URL
+        unless the owner allows them, pixels, bytes and images per request bounded (the folder's handler.py)."""
+        return open_served_images(inputs, allow_paths=allow_paths, allow_urls=allow_urls)
 
     def preprocess(self, images, return_tensors: str | None = None, **kwargs: Any) -> BatchFeature:
         """Transform a batch of images.

@@ -22,7 +22,6 @@ Inputs are normalized ``pixel_values``, one tensor per scale; :func:`multiscale_
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Literal
@@ -32,7 +31,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .image_ops import ADE20K_MEAN, ADE20K_STD, prepare_image, to_rgb_array
+from .image_ops import (
+    ADE20K_MEAN,
+    ADE20K_STD,
+    SERVED_CONNECT_TIMEOUT,
+    SERVED_MAX_BYTES,
+    SERVED_MAX_IMAGES,
+    SERVED_MAX_PIXELS,
+    SERVED_URL_TIMEOUT,
+    env_number,
+    prepare_image,
+    to_rgb_array,
+)
 
 __all__ = [
     "ARGMAX_CHUNK_BYTES",
@@ -106,19 +116,6 @@ def check_inference_settings(
             "stride": stride}  # fmt: skip
 
 
-def _env_number(name: str, default, kind):
-    value = os.environ.get(name)
-    if value is None or not value.strip():
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not a number") from None
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"environment variable {name}={value!r} must be positive")
-    return number
-
-
 @dataclass(frozen=True)
 class ServingLimits:
     """What one request may cost a server running the ``image-segmentation`` pipeline (or the handler, or the app).
@@ -138,15 +135,15 @@ class ServingLimits:
         url_timeout: total seconds to fetch an URL (when URLs are allowed); connect_timeout: to connect.
     """
 
-    max_pixels: int = 25_000_000
-    max_bytes: int = 32 * 2**20
-    max_images: int = 16
+    max_pixels: int = SERVED_MAX_PIXELS
+    max_bytes: int = SERVED_MAX_BYTES
+    max_images: int = SERVED_MAX_IMAGES
     max_ratios: int = 8
     min_ratio: float = 0.25
     max_ratio: float = 2.0
     max_windows: int = 128
-    url_timeout: float = 30.0
-    connect_timeout: float = 10.0
+    url_timeout: float = SERVED_URL_TIMEOUT
+    connect_timeout: float = SERVED_CONNECT_TIMEOUT
 
     @classmethod
     def from_env(cls, **overrides) -> ServingLimits:
@@ -155,7 +152,7 @@ class ServingLimits:
         values = {}
         for field in fields(cls):
             kind = int if field.type in ("int", int) else float
-            values[field.name] = _env_number(f"AGENT_HF_{field.name.upper()}", field.default, kind)
+            values[field.name] = env_number(f"AGENT_HF_{field.name.upper()}", field.default, kind)
         return cls(**{**values, **overrides})
 
     def check_settings(self, settings: dict) -> None:
