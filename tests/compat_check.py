@@ -396,6 +396,31 @@ def check_classification_pipeline(folder: str, expected: dict) -> str:
     return f"top 5 == with agent_hf ({got[0][0]!r} first)"
 
 
+def check_classification_handler(folder: str, expected: dict) -> str:
+    """The folder's Inference Endpoints handler (`handler.py`, as the endpoint toolkit loads it) answers a base64
+    request with the pipeline's top 5 and refuses a server file's path without reading it."""
+    import base64
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"handler_{abs(hash(folder))}", f"{folder}/handler.py")
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+    endpoint = handler.EndpointHandler(folder)
+    with open(f"{folder}/image.png", "rb") as file:
+        encoded = base64.b64encode(file.read()).decode("ascii")
+    got = [p["label"] for p in endpoint({"inputs": encoded, "parameters": {"top_k": 5}})]
+    if got != [label for label, _ in expected["top5"]]:
+        raise AssertionError(f"{folder}: the handler's top 5 {got} differ from {expected['top5']}")
+    try:
+        endpoint({"inputs": f"{folder}/image.png"})
+    except ValueError as error:
+        if "file paths are not accepted" not in str(error):
+            raise
+    else:
+        raise AssertionError(f"{folder}: the handler read a server file a request named")
+    return "top 5 == pipeline; a server path refused"
+
+
 # Checks run on every segmentation folder in every venv: (name, function(folder, expected outputs) -> one-line
 # summary).
 FOLDER_CHECKS = [
@@ -408,6 +433,7 @@ FOLDER_CHECKS = [
 CLASSIFICATION_FOLDER_CHECKS = [
     ("classifier logits", check_classifier_logits),
     ("classification pipeline", check_classification_pipeline),
+    ("classification handler", check_classification_handler),
 ]
 
 
