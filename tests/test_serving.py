@@ -134,6 +134,9 @@ BAD_REQUESTS = {
     "no inputs": ({"parameters": {}}, "inputs"),
     "unknown mode": ({"inputs": "<photo>", "parameters": {"mode": "tiled"}}, "mode must be one of"),
     "unknown argument": ({"inputs": "<photo>", "parameters": {"threshold": 0.5}}, "unknown argument"),
+    "a number": ({"inputs": 42}, "must be an image (encoded bytes or base64), got int"),
+    "a nested list": ({"inputs": [["<photo>"]]}, "got list"),
+    "parameters not an object": ({"inputs": "<photo>", "parameters": []}, "must be a JSON object"),
 }
 
 PIPELINE_AND_HANDLER = """

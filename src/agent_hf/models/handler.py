@@ -75,6 +75,9 @@ class EndpointHandler:
                 f"unknown argument(s) {unknown} in parameters; a request may set {', '.join(REQUEST_PARAMETERS)}"
             )
         inputs = data["inputs"]
+        for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+            if isinstance(item, (bool, int, float, dict, list, tuple)):  # JSON that cannot hold an image
+                raise ValueError(f"an input must be an image (encoded bytes or base64), got {type(item).__name__}")
         if not hasattr(self.pipeline, "allow_paths"):  # a pipeline without agent_hf's guards (not an agent_hf model)
             inputs = (
                 [self._image(item) for item in inputs] if isinstance(inputs, (list, tuple)) else self._image(inputs)
