@@ -7,12 +7,16 @@ metrics, and a run's evaluation over its processes equals a single-process evalu
 single-process run's evaluation differs slightly: without SyncBatchNorm, which needs CUDA, DDP keeps process 0's
 BatchNorm running statistics while one process accumulates them over every micro-batch.)
 A streamed dataset trains and evaluates on 2 processes, the evaluation still exact.
+
+The runs are independent and single-threaded: they start side by side (the `runs` fixture) and each test waits for
+its own.
 """
 
 import contextlib
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,18 +64,26 @@ def readme_commands():
     return {key.split(":")[0].split(",")[0].split("(")[0].strip(): value for key, value in commands.items()}
 
 
-def launch(launcher: list[str], args: list, tmp_path, **kwargs) -> subprocess.Popen:
-    env = script_env(HF_HOME=str(tmp_path / "hf_home"))  # no user-level accelerate config
-    command = [*ACCELERATE, *launcher, str(TRAIN_SCRIPT), *map(str, args)]
-    return subprocess.Popen(
-        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs
-    )
+class Launch:
+    """One `accelerate launch` of the training script, its output going to ``log`` (a file: several launches run side
+    by side, and a pipe nobody reads would stall one once it filled up)."""
 
+    def __init__(self, launcher: list[str], args: list, tmp_path, log: Path):
+        env = script_env(HF_HOME=str(tmp_path / "hf_home"))  # no user-level accelerate config
+        command = [*ACCELERATE, *launcher, str(TRAIN_SCRIPT), *map(str, args)]
+        self.log = log
+        with log.open("w") as output:
+            self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
 
-def finish(*processes: subprocess.Popen, timeout: int = 400) -> None:
-    outputs = [process.communicate(timeout=timeout)[0] for process in processes]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-5000:]
+    def finish(self, timeout: int = 400) -> None:
+        """Waits for the launch and asserts that it succeeded (showing the end of its output if not)."""
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        assert self.process.returncode == 0, self.log.read_text()[-5000:]
 
 
 @contextlib.contextmanager
@@ -93,53 +105,88 @@ def substitute(launcher: list[str], **values: str) -> list[str]:
 RUN = [*TINY_MODEL, *COMMON, "--max_steps", "4", "--do_train", "--do_eval"]
 
 
-def test_readme_commands_scale_from_one_process_to_two_machines(readme_commands, tmp_path):
+@pytest.fixture(scope="module")
+def runs(readme_commands, tmp_path_factory):
+    """Every run of the two tests below, started side by side: the launches (2 processes; 2 machines of 1 process; a
+    streamed dataset on 2 processes) and, meanwhile, the one-process run in this process. Each process is
+    single-threaded, and one after another they would leave a core idle while each launcher starts and while each
+    streamed epoch ends (datasets waits 5 s for Arrow's reader threads). Yields the folder, the launches by name (each
+    test finishes its own, so that the first one's checks run while the streamed launch goes on) and the one-process
+    run's ``(exit code, stderr)``."""
+    root = tmp_path_factory.mktemp("launch")
+    ade = save_as_image_folders(make_synthetic_scene_parsing(8, 4, num_classes=5, max_size=96), root / "ade")
+    prepared = run_in_process(
+        load_script("prepare_ade20k"),
+        ["--ade_dir", ade, "--output_dir", root / "parquet", "--max_shard_size", "0.02"],
+    )
+    assert prepared[0] == 0, prepared[1]
+    cpu, _ = readme_commands["CPU only"]
+    machines, _ = readme_commands["several machines"]
+    ports = set()
+    while len(ports) < 3:  # one each for the launches running at the same time
+        ports.add(free_port())
+    two_port, machine_port, streamed_port = map(str, ports)
+    launches = {
+        "two": Launch([*cpu, "--main_process_port", two_port], [*RUN, "--output_dir", root / "two"], root,
+                      root / "two.log"),
+        **{
+            f"machine{rank}": Launch(
+                [*substitute(machines, RANK=str(rank), MAIN_IP="127.0.0.1"), "--num_processes", "2",
+                 "--main_process_port", machine_port],
+                [*RUN, "--output_dir", root / f"machine{rank}"], root, root / f"machine{rank}.log",
+            )
+            for rank in (0, 1)
+        },
+        "streamed": Launch(
+            [*cpu, "--main_process_port", streamed_port],
+            [*TINY_MODEL, *COMMON, "--dataset_name", root / "parquet", "--do_reduce_labels", "--streaming",
+             "--max_steps", "3", "--do_train", "--do_eval", "--output_dir", root / "streamed"],
+            root, root / "streamed.log",
+        ),
+    }  # fmt: skip
+    try:
+        # `accelerate launch --num_processes 1` runs the script in one plain process: run it in this one (one
+        # thread, as each launched process), which spares two interpreter start-ups; the launched runs must match it.
+        with one_thread():
+            one = run_in_process(
+                load_script("run_semantic_segmentation"),
+                [*RUN, "--gradient_accumulation_steps", "2", "--output_dir", root / "one"],
+            )
+        yield root, launches, one[:2]  # each test waits for its own launches
+    finally:
+        for launch in launches.values():
+            with contextlib.suppress(AssertionError):
+                launch.finish()
+
+
+def test_readme_commands_scale_from_one_process_to_two_machines(readme_commands, runs, tmp_path):
     one_gpu, _ = readme_commands["one GPU"]
     eight_gpus, _ = readme_commands["8 GPUs x 2 images"]
-    machines, _ = readme_commands["several machines"]
     cpu, _ = readme_commands["CPU only"]
     assert eight_gpus == ["--multi_gpu", "--num_processes", "8"] and cpu == ["--multi_gpu", "--num_processes", "2"]
     assert one_gpu == ["--num_processes", "1"]
-    port = ["--main_process_port", free_port()]
-
-    # `accelerate launch --num_processes 1` runs the script in one plain process: run it in this one (one thread,
-    # as each launched process), which spares two interpreter start-ups; the launched runs below must match it.
-    train = load_script("run_semantic_segmentation")
-    with one_thread():
-        code, stderr, _ = run_in_process(
-            train, [*RUN, "--gradient_accumulation_steps", "2", "--output_dir", tmp_path / "one"]
-        )
+    root, launches, (code, stderr) = runs
     assert code == 0, stderr
-    finish(launch([*cpu, *port], [*RUN, "--output_dir", tmp_path / "two"], tmp_path))
-    # Two "machines" on this one, one process each (the README's 2 x 8 GPUs at tiny scale).
-    machine_port = free_port()
-    ranks = [
-        launch(
-            [*substitute(machines, RANK=str(rank), MAIN_IP="127.0.0.1"), "--num_processes", "2",
-             "--main_process_port", machine_port],
-            [*RUN, "--output_dir", tmp_path / f"machine{rank}"],
-            tmp_path,
-        )
-        for rank in (0, 1)
-    ]  # fmt: skip
-    finish(*ranks)
+    for name in ("two", "machine0", "machine1"):
+        launches[name].finish()
 
-    expected = losses(tmp_path / "one")
+    expected = losses(root / "one")
     assert len(expected) == 4
     # The README's CPU command runs two processes (accelerate's own `--cpu` would run one, whatever it is told).
     for run_dir in ("two", "machine0"):
-        np.testing.assert_allclose(losses(tmp_path / run_dir), expected, rtol=1e-4, err_msg=run_dir)
-        assert read_json(tmp_path / run_dir / "eval_per_class.json")["world_size"] == 2
-    assert read_json(tmp_path / "one" / "eval_per_class.json")["world_size"] == 1
-    assert not (tmp_path / "machine1" / "model.safetensors").exists(), "only the main process saves"
+        np.testing.assert_allclose(losses(root / run_dir), expected, rtol=1e-4, err_msg=run_dir)
+        assert read_json(root / run_dir / "eval_per_class.json")["world_size"] == 2
+    assert read_json(root / "one" / "eval_per_class.json")["world_size"] == 1
+    assert not (root / "machine1" / "model.safetensors").exists(), "only the main process saves"
 
-    two_processes = read_json(tmp_path / "two" / "all_results.json")
+    train = load_script("run_semantic_segmentation")
+    two_processes = read_json(root / "two" / "all_results.json")
     for run_dir in ("two", "machine0"):
-        results = read_json(tmp_path / run_dir / "all_results.json")
+        results = read_json(root / run_dir / "all_results.json")
         # The distributed evaluation is exact: one process evaluating the same weights finds the same numbers.
         code, stderr, _ = run_in_process(
             train,
-            [*COMMON, "--model_name_or_path", tmp_path / run_dir, "--do_eval",
+            [*COMMON, "--model_name_or_path", root / run_dir, "--do_eval",
              "--output_dir", tmp_path / f"{run_dir}-eval"],
         )  # fmt: skip
         assert code == 0, stderr
@@ -149,37 +196,26 @@ def test_readme_commands_scale_from_one_process_to_two_machines(readme_commands,
             assert results[key] == two_processes[key], (run_dir, key)
 
 
-def test_a_streamed_dataset_trains_and_evaluates_on_two_processes(readme_commands, tmp_path):
-    """A parquet dataset (written by scripts/prepare_ade20k.py) streamed by 2 processes: each reads its part of the
-    stream; the evaluation over the two parts equals one process's evaluation of the whole split."""
-    ade = save_as_image_folders(make_synthetic_scene_parsing(8, 4, num_classes=5, max_size=96), tmp_path / "ade")
-    code, stderr, _ = run_in_process(
-        load_script("prepare_ade20k"),
-        ["--ade_dir", ade, "--output_dir", tmp_path / "parquet", "--max_shard_size", "0.02"],
-    )
-    assert code == 0, stderr
-    assert len(list((tmp_path / "parquet" / "data").glob("validation-*.parquet"))) >= 2
-    cpu, _ = readme_commands["CPU only"]
-    data = ["--dataset_name", tmp_path / "parquet", "--do_reduce_labels", "--streaming"]
-    process = launch(
-        [*cpu, "--main_process_port", free_port()],
-        [*TINY_MODEL, *COMMON, *data, "--max_steps", "3", "--do_train", "--do_eval", "--output_dir", tmp_path / "run"],
-        tmp_path,
-    )
-    finish(process)
-    report = read_json(tmp_path / "run" / "eval_per_class.json")
+def test_a_streamed_dataset_trains_and_evaluates_on_two_processes(runs, tmp_path):
+    """A parquet dataset (written by scripts/prepare_ade20k.py) streamed by 2 processes (the README's CPU command):
+    each reads its part of the stream, and a new epoch restarts it; the evaluation over the two parts equals one
+    process's evaluation of the whole split."""
+    root, launches, _ = runs
+    launches["streamed"].finish()
+    assert len(list((root / "parquet" / "data").glob("validation-*.parquet"))) >= 2
+    report = read_json(root / "streamed" / "eval_per_class.json")
     assert report["world_size"] == 2 and report["num_images"] == 4
-    assert read_json(tmp_path / "run" / "trainer_state.json")["global_step"] == 3
+    assert read_json(root / "streamed" / "trainer_state.json")["global_step"] == 3  # 2 steps an epoch
 
     with one_thread():  # as each launched process (the comparison is of the same arithmetic)
         code, stderr, _ = run_in_process(
             load_script("run_semantic_segmentation"),
-            [*COMMON, "--model_name_or_path", tmp_path / "run", "--dataset_name", tmp_path / "parquet",
+            [*COMMON, "--model_name_or_path", root / "streamed", "--dataset_name", root / "parquet",
              "--do_reduce_labels", "--do_eval", "--output_dir", tmp_path / "eval"],
         )  # fmt: skip
     assert code == 0, stderr
     streamed, whole = (
-        read_json(tmp_path / "run" / "all_results.json"),
+        read_json(root / "streamed" / "all_results.json"),
         read_json(tmp_path / "eval" / "all_results.json"),
     )
     assert read_json(tmp_path / "eval" / "eval_per_class.json")["num_images"] == 4
