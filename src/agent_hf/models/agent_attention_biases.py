@@ -194,33 +194,43 @@ def _agent_bias_factors(attention: nn.Module, height: int, width: int) -> AgentB
     heads, pool, (grid_h, grid_w) = attention.num_heads, attention.pool_size, attention.agent_grid
     device, table_size = attention.an_bias.device, attention.an_bias.shape[-1]
     dtype = torch.float32 if attention.an_bias.dtype in LOW_PRECISION_DTYPES else attention.an_bias.dtype
-    agent_h, agent_w = bilinear_matrix(pool, grid_h, device, dtype), bilinear_matrix(pool, grid_w, device, dtype)
-    resize_h = bilinear_matrix(table_size, height, device, dtype)
-    resize_w = bilinear_matrix(table_size, width, device, dtype)
+    matrices = {}
 
-    def grid(table):  # (h, A, ...) -> (h, n, ...)
-        return _to_agent_grid(table.to(dtype), agent_h, agent_w)
+    def resize(in_size: int, out_size: int) -> torch.Tensor:  # each bilinear matrix built once per call
+        if (in_size, out_size) not in matrices:
+            matrices[in_size, out_size] = bilinear_matrix(in_size, out_size, device, dtype)
+        return matrices[in_size, out_size]
 
-    def resized(table, size):  # (h, n, s0) -> (h, n, size)
-        return table @ bilinear_matrix(table.shape[-1], size, device, dtype).t()
+    an, ah, aw = step_tables(attention, "agent_aggregation")
+    na, ha, wa = step_tables(attention, "agent_broadcast")
+    # Every table with the pretraining agents on axis 1, (h, A, r), resized to the agent grid together: one product
+    # instead of six (a trace or an eager step runs a few hundred ops fewer per block).
+    tables = [
+        an.reshape(heads, -1, table_size * table_size),
+        aw.reshape(heads, -1, aw.shape[4]),
+        ah.reshape(heads, -1, ah.shape[3]),
+        na.reshape(heads, -1, table_size * table_size),
+        wa.reshape(heads, -1, wa.shape[-1]).transpose(1, 2),
+        ha.reshape(heads, -1, ha.shape[-1]).transpose(1, 2),
+    ]
+    gridded = _to_agent_grid(torch.cat(tables, dim=-1).to(dtype), resize(pool, grid_h), resize(pool, grid_w))
+    # (h, n, r) each, contiguous: CPU matmuls over slices of a longer last axis fall back to one GEMM per batch
+    an, aw, ah, na, wa, ha = (part.contiguous() for part in gridded.split([table.shape[-1] for table in tables], -1))
+    agents = an.shape[1]
+    resize_h, resize_w = resize(table_size, height), resize(table_size, width)
+    cols_to_width, rows_to_height = resize(aw.shape[-1], width).t(), resize(ah.shape[-1], height).t()
 
     # B1 (agent aggregation), agents before tokens: T[i, x] = S_a[i, :] R_w[x, :]^T, stacked as (h, 8, n, W).
-    square, rows, cols = step_tables(attention, "agent_aggregation")  # an, ah, aw
-    agent_t = torch.matmul(grid(square), resize_w.t()).transpose(1, 2)  # (h, 7, n, W)
-    agent_cols = resized(grid(cols.reshape(heads, -1, cols.shape[4])), width)
-    agent_rows = resized(grid(rows.reshape(heads, -1, rows.shape[3])), height)
+    agent_t = torch.matmul(an.reshape(heads, agents, table_size, table_size), resize_w.t()).transpose(1, 2)
     # B2 (agent broadcast), tokens before agents: T[i, x, a] = R_w[x, :] S_a[i, :]^T, stacked as (h, 8, W, n).
-    square, rows, cols = step_tables(attention, "agent_broadcast")  # na, ha, wa
-    token_t = torch.einsum("xj,haij->hixa", resize_w, grid(square))  # (h, 7, W, n)
-    token_cols = resized(grid(cols.reshape(heads, -1, cols.shape[-1]).transpose(1, 2)), width)
-    token_rows = resized(grid(rows.reshape(heads, -1, rows.shape[-1]).transpose(1, 2)), height)
+    token_t = torch.einsum("xj,haij->hixa", resize_w, na.reshape(heads, agents, table_size, table_size))
     ones = torch.ones(height, 1, device=device, dtype=dtype)
     return AgentBiasFactors(
         resize_h=torch.cat([resize_h, ones], dim=1),
-        agent_table=torch.cat([agent_t, agent_cols.unsqueeze(1)], dim=1),
-        agent_rows=agent_rows.transpose(1, 2).unsqueeze(-1).contiguous(),
-        token_table=torch.cat([token_t, token_cols.transpose(1, 2).unsqueeze(1)], dim=1),
-        token_rows=token_rows.transpose(1, 2).unsqueeze(2).contiguous(),
+        agent_table=torch.cat([agent_t, (aw @ cols_to_width).unsqueeze(1)], dim=1),
+        agent_rows=(ah @ rows_to_height).transpose(1, 2).unsqueeze(-1).contiguous(),
+        token_table=torch.cat([token_t, (wa @ cols_to_width).transpose(1, 2).unsqueeze(1)], dim=1),
+        token_rows=(ha @ rows_to_height).transpose(1, 2).unsqueeze(2).contiguous(),
     )
 
 
