@@ -7,9 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_pvt_config, tiny_swin_config
-from helpers import run_without_agent_hf
 from PIL import Image
-from safetensors.torch import load_file
 from script_helpers import load_script, run_in_process
 from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForSemanticSegmentation, pipeline
 
@@ -203,74 +201,6 @@ def test_save_and_reload_locally_keeps_outputs(tmp_path):
     assert shipped | {"heads.py", "blocks.py"} <= {p.name for p in tmp_path.iterdir()}
 
 
-@pytest.fixture(scope="module")
-def loaded_without_agent_hf(tmp_path_factory, reference_dir):
-    """A tiny Agent-Swin and Agent-PVT saved as model folders, and an official checkpoint converted by
-    scripts/convert_official_checkpoint.py's `main` (in-process: the script's command line runs in test_folders.py),
-    then all three loaded with ``trust_remote_code=True`` in one process that cannot import agent_hf (a process start
-    costs more than the rest). Returns ``{config class name: (the model, what that process printed)}`` and, under
-    "converted", ``(the conversion's exit code and stderr, what that process printed, the folder)``."""
-    root = tmp_path_factory.mktemp("remote_code")
-    models = {}
-    for factory in (tiny_swin_config, tiny_pvt_config):
-        model = AutoModelForSemanticSegmentation.from_config(factory()).eval()
-        name = type(model.config).__name__
-        save_model_folder(model, root / name)
-        x = torch.randn(1, 3, 64, 80)
-        with torch.no_grad():
-            torch.save(
-                {"x": x, "logits": model(x).logits, "maps": model.backbone(x).feature_maps}, root / f"{name}.pt"
-            )
-        models[name] = model
-    conversion = run_in_process(
-        load_script("convert_official_checkpoint"),
-        ["--checkpoint", reference_dir / "agent_swin_aaab_upernet.weights.safetensors",
-         "--official-config", reference_dir / "agent_swin_aaab_upernet.json", "--output_dir", root / "converted"],
-    )[:2]  # fmt: skip
-    io = load_file(reference_dir / "agent_swin_aaab_upernet.io.safetensors")
-    torch.save({"x": io["case1.pixel_values"], "logits": io["case1.decode_logits"]}, root / "converted.pt")
-    out = run_without_agent_hf(
-        f"""
-        import os
-        import torch
-        from PIL import Image
-        from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation, pipeline
-        for name in {sorted(models)!r}:
-            io = torch.load(name + ".pt")
-            model = AutoModelForSemanticSegmentation.from_pretrained(name, trust_remote_code=True).eval()
-            with torch.no_grad():
-                assert torch.equal(model(io["x"]).logits, io["logits"])
-            base = AutoModel.from_pretrained(name, trust_remote_code=True)
-            config = AutoConfig.from_pretrained(name, trust_remote_code=True)
-            assert type(config).__name__ == name
-            print(name, type(model).__name__, type(model).__module__.startswith("transformers_modules"),
-                  type(base).__name__)
-        if os.path.isfile("converted/model.safetensors"):  # the conversion's test says why not
-            io = torch.load("converted.pt")
-            model = AutoModelForSemanticSegmentation.from_pretrained("converted", trust_remote_code=True).eval()
-            with torch.no_grad():
-                err = (model(io["x"]).logits - io["logits"]).norm() / io["logits"].norm()
-            segmenter = pipeline("image-segmentation", model="converted", trust_remote_code=True)
-            masks = segmenter(Image.new("RGB", (120, 90), (200, 30, 30)))
-            print("converted", bool(err < 1e-5), len(masks) >= 1, all(m["mask"].size == (120, 90) for m in masks))
-        """,
-        root,
-    )
-    printed = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
-    loaded = {name: (model, printed.get(name)) for name, model in models.items()}
-    return {**loaded, "converted": (conversion, printed.get("converted"), root / "converted")}
-
-
-@pytest.mark.parametrize("config_class", ["AgentSwinConfig", "AgentPvtConfig"])
-def test_saved_folder_loads_with_trust_remote_code_without_agent_hf(loaded_without_agent_hf, config_class):
-    model, printed = loaded_without_agent_hf[config_class]
-    assert printed == [
-        type(model).__name__,
-        "True",
-        type(model).__name__.replace("ForSemanticSegmentation", "Model"),
-    ]
-
-
 def test_pipeline_returns_one_mask_per_class_with_ade20k_names(tmp_path):
     torch.manual_seed(0)
     config = tiny_swin_config(num_labels=150, id2label=dict(enumerate(ADE20K_CLASSES)))
@@ -292,16 +222,8 @@ def test_pipeline_returns_one_mask_per_class_with_ade20k_names(tmp_path):
         assert np.array_equal(np.array(r["mask"]) > 0, (expected == class_id).numpy())
 
 
-def test_conversion_script_writes_a_folder_that_loads_everywhere(loaded_without_agent_hf):
-    (code, stderr), printed, folder = loaded_without_agent_hf["converted"]
-    assert code == 0, stderr
-    assert (folder / "preprocessor_config.json").exists() and (folder / "model.safetensors").exists()
-    # where agent_hf is not installed: the official logits (relative error < 1e-5), and the pipeline's masks
-    assert printed == ["True", "True", "True"]
-
-
 def test_conversion_script_fails_cleanly_on_a_mismatched_checkpoint(tmp_path, reference_dir):
-    # In-process (the script's command line runs in the test above and in test_folders.py).
+    # In-process (the script's command line runs in test_folders.py; its folder loads in test_serving.py).
     folder = tmp_path / "converted"
     code, stderr, _ = run_in_process(
         load_script("convert_official_checkpoint"),

@@ -1,5 +1,6 @@
-"""Serving where agent_hf is not installed: the ``image-segmentation`` pipeline, the Inference Endpoints handler and
-folders written by earlier versions, on real photos (scikit-image's), against mmseg's test-time inference.
+"""Serving where agent_hf is not installed: saved and converted folders loading with ``trust_remote_code=True``, the
+``image-segmentation`` pipeline, the Inference Endpoints handler and folders written by earlier versions, on real
+photos (scikit-image's), against mmseg's test-time inference.
 
 Each check runs the shipped code (the copies transformers makes from a model folder with ``trust_remote_code=True``)
 in a fresh Python process in which importing agent_hf fails; the reference is computed here by mmseg's whole / slide
@@ -24,7 +25,8 @@ from conftest import tiny_pvt_config, tiny_swin_config
 from helpers import mmcv_rescale_size
 from mmseg_reference import aug_test, slide_inference, whole_inference
 from PIL import Image
-from script_helpers import load_script
+from safetensors.torch import load_file
+from script_helpers import load_script, run_in_process
 from transformers import AutoModelForSemanticSegmentation, SegformerImageProcessorPil
 
 from agent_hf.data.ade20k import ade20k_id2label
@@ -121,6 +123,9 @@ def served(tmp_path_factory):
         model = ade20k_tiny_model(factory)
         processor = make_image_processor(scale=SCALE)
         folders[family] = save_model_folder(model, root / f"agent-{family}-served", image_processor=processor)
+        x = torch.randn(1, 3, 64, 80)
+        with torch.no_grad():
+            torch.save({"x": x, "logits": model(x).logits}, root / f"{family}.pt")  # what REMOTE_CODE must find
         for name, photo in photos.items():
             reference[f"{family}/{name}/whole"] = evaluation_path(model, photo)
         reference[f"{family}/chelsea/slide"] = evaluation_path(model, photos["chelsea"], **SLIDE)
@@ -223,22 +228,93 @@ print(json.dumps([LOGS, FACTS]))
 
 
 @pytest.fixture(scope="module")
-def served_results(served, upgraded):
+def converted(served, reference_dir):
+    """An official checkpoint converted by scripts/convert_official_checkpoint.py's `main` (in-process: the script's
+    command line runs in test_folders.py) into the serving folder's "converted", with the official logits of its
+    input beside it (converted.pt). Returns the conversion's (exit code, stderr) and the folder."""
+    root = served[0]
+    conversion = run_in_process(
+        load_script("convert_official_checkpoint"),
+        ["--checkpoint", reference_dir / "agent_swin_aaab_upernet.weights.safetensors",
+         "--official-config", reference_dir / "agent_swin_aaab_upernet.json", "--output_dir", root / "converted"],
+    )[:2]  # fmt: skip
+    io = load_file(reference_dir / "agent_swin_aaab_upernet.io.safetensors")
+    torch.save({"x": io["case1.pixel_values"], "logits": io["case1.decode_logits"]}, root / "converted.pt")
+    return conversion, root / "converted"
+
+
+#: Appended last (after OLD_AND_UPGRADED's line): each served folder's model, base model and config through the Auto
+#: classes, its logits against those of agent_hf's model (FAMILY.pt), and the converted official checkpoint's logits
+#: against the official ones and its pipeline. Prints one line: {name: facts}.
+REMOTE_CODE = """
+import os
+import torch
+from transformers import AutoConfig, AutoModel
+REMOTE = {}
+for family, folder in FOLDERS.items():
+    try:
+        io = torch.load(family + ".pt")
+        model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True).eval()
+        with torch.no_grad():
+            same = torch.equal(model(io["x"]).logits, io["logits"])
+        REMOTE[family] = [type(model).__name__, type(model).__module__.split(".")[0], same,
+                          type(AutoModel.from_pretrained(folder, trust_remote_code=True)).__name__,
+                          type(AutoConfig.from_pretrained(folder, trust_remote_code=True)).__name__]
+    except Exception:
+        REMOTE[family] = traceback.format_exc()
+if os.path.isfile("converted/model.safetensors"):  # the conversion's test says why not
+    try:
+        io = torch.load("converted.pt")
+        model = AutoModelForSemanticSegmentation.from_pretrained("converted", trust_remote_code=True).eval()
+        with torch.no_grad():
+            err = (model(io["x"]).logits - io["logits"]).norm() / io["logits"].norm()
+        masks = pipeline("image-segmentation", model="converted", trust_remote_code=True)(Image.new("RGB", (120, 90)))
+        REMOTE["converted"] = [bool(err < 1e-5), len(masks) >= 1, all(m["mask"].size == (120, 90) for m in masks)]
+    except Exception:
+        REMOTE["converted"] = traceback.format_exc()
+print(json.dumps(REMOTE))
+"""
+
+
+@pytest.fixture(scope="module")
+def served_results(served, upgraded, converted):
     """The label maps the pipeline and the handler return, in a process without agent_hf; the same process then
-    loads the old and the upgraded folder (OLD_AND_UPGRADED: one interpreter start for both)."""
+    loads the old and the upgraded folder (OLD_AND_UPGRADED), and the served and converted folders through the Auto
+    classes (REMOTE_CODE): one interpreter start for all."""
     root, paths, folders, _ = served
     arguments = json.dumps([paths, folders, SLIDE, TTA, {name: bad for name, (bad, _) in BAD_REQUESTS.items()}])
     old_and_upgraded = json.dumps([str(upgraded["old"]), str(upgraded["upgraded"]), paths["chelsea"]])
     code = f"sys.argv[1:] = [{arguments!r}, {str(root / 'results.npz')!r}, {old_and_upgraded!r}]\n"
-    lines = run_without_agent_hf(code + PIPELINE_AND_HANDLER + OLD_AND_UPGRADED, root).strip().splitlines()
-    logs, facts = json.loads(lines[-2])
-    return dict(np.load(root / "results.npz")), logs, facts, json.loads(lines[-1])
+    script = code + PIPELINE_AND_HANDLER + OLD_AND_UPGRADED + REMOTE_CODE
+    lines = run_without_agent_hf(script, root).strip().splitlines()
+    logs, facts = json.loads(lines[-3])
+    return dict(np.load(root / "results.npz")), logs, facts, json.loads(lines[-2]), json.loads(lines[-1])
+
+
+# ------------------------------------------------------------------------------------------ loading with code
+@pytest.mark.parametrize("family", ["swin", "pvt"])
+def test_saved_folder_loads_with_trust_remote_code_without_agent_hf(served_results, family):
+    """The folder's own code (copied by transformers) builds the model, its base model and its config; the logits are
+    agent_hf's, bit for bit."""
+    remote = served_results[4]
+    prefix = {"swin": "AgentSwin", "pvt": "AgentPvt"}[family]
+    assert remote[family] == [
+        f"{prefix}ForSemanticSegmentation", "transformers_modules", True, f"{prefix}Model", f"{prefix}Config"
+    ]  # fmt: skip
+
+
+def test_conversion_script_writes_a_folder_that_loads_everywhere(converted, served_results):
+    (code, stderr), folder = converted
+    assert code == 0, stderr
+    assert (folder / "preprocessor_config.json").exists() and (folder / "model.safetensors").exists()
+    # where agent_hf is not installed: the official logits (relative error < 1e-5), and the pipeline's masks
+    assert served_results[4].get("converted") == [True, True, True]
 
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_processor_output_size_is_mmseg_test_resize(served, served_results, family):
     _, _, _, reference = served
-    results, _, _, _ = served_results
+    results, _, _, _, _ = served_results
     for name, photo in real_photos().items():
         assert tuple(results[f"{family}/{name}/size"]) == mmcv_rescale_size(photo.width, photo.height, SCALE)
     assert mmcv_rescale_size(500, 375) == (512, 683)  # the issue's photo: keep-ratio, not squashed to 512x512
@@ -247,7 +323,7 @@ def test_processor_output_size_is_mmseg_test_resize(served, served_results, fami
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_pipeline_equals_the_evaluation_path_pixel_for_pixel(served, served_results, family):
     _, _, _, reference = served
-    results, logs, facts, _ = served_results
+    results, logs, facts, _, _ = served_results
     for name in real_photos():
         expected = reference[f"{family}/{name}/whole"]
         assert len(np.unique(expected)) > 1, "a degenerate reference would prove nothing"
@@ -263,7 +339,7 @@ def test_pipeline_equals_the_evaluation_path_pixel_for_pixel(served, served_resu
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_pipeline_slide_and_multiscale_flip_equal_agent_hf_inference(served, served_results, family):
     _, _, _, reference = served
-    results, _, _, _ = served_results
+    results, _, _, _, _ = served_results
     for mode in ("slide", "tta"):
         expected = reference[f"{family}/chelsea/{mode}"]
         np.testing.assert_array_equal(results[f"{family}/chelsea/{mode}"], expected, err_msg=mode)
@@ -275,7 +351,7 @@ def test_pipeline_slide_and_multiscale_flip_equal_agent_hf_inference(served, ser
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_endpoint_handler_answers_image_bytes_and_base64(served, served_results, family):
     _, _, folders, reference = served
-    results, _, _, _ = served_results
+    results, _, _, _, _ = served_results
     for kind in ("pil", "bytes", "base64"):
         np.testing.assert_array_equal(
             results[f"{family}/chelsea/handler_{kind}"], reference[f"{family}/chelsea/whole"]
@@ -290,7 +366,7 @@ def test_endpoint_handler_answers_image_bytes_and_base64(served, served_results,
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_served_classes_are_the_folders_own_code(served_results, family):
-    _, _, facts, _ = served_results
+    _, _, facts, _, _ = served_results
     assert facts[f"{family}/classes"] == {
         "image processor": ["transformers_modules", "AgentImageProcessor"],  # copied from the folder
         "processor": "AgentImageProcessor",
@@ -300,7 +376,7 @@ def test_served_classes_are_the_folders_own_code(served_results, family):
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_endpoint_handler_answers_png_masks_and_refuses_bad_requests(served_results, family):
-    _, _, facts, _ = served_results
+    _, _, facts, _, _ = served_results
     for kind in ("pil", "bytes", "base64", "slide"):
         key = f"{family}/chelsea/handler_{kind}"
         assert facts[key + "/formats"] == [["PNG", "L"]] and facts[key + "/keys"] == [["label", "mask", "score"]]
