@@ -194,12 +194,6 @@ def _agent_bias_factors(attention: nn.Module, height: int, width: int) -> AgentB
     heads, pool, (grid_h, grid_w) = attention.num_heads, attention.pool_size, attention.agent_grid
     device, table_size = attention.an_bias.device, attention.an_bias.shape[-1]
     dtype = torch.float32 if attention.an_bias.dtype in LOW_PRECISION_DTYPES else attention.an_bias.dtype
-    matrices = {}
-
-    def resize(in_size: int, out_size: int) -> torch.Tensor:  # each bilinear matrix built once per call
-        if (in_size, out_size) not in matrices:
-            matrices[in_size, out_size] = bilinear_matrix(in_size, out_size, device, dtype)
-        return matrices[in_size, out_size]
 
     an, ah, aw = step_tables(attention, "agent_aggregation")
     na, ha, wa = step_tables(attention, "agent_broadcast")
@@ -213,12 +207,18 @@ def _agent_bias_factors(attention: nn.Module, height: int, width: int) -> AgentB
         wa.reshape(heads, -1, wa.shape[-1]).transpose(1, 2),
         ha.reshape(heads, -1, ha.shape[-1]).transpose(1, 2),
     ]
-    gridded = _to_agent_grid(torch.cat(tables, dim=-1).to(dtype), resize(pool, grid_h), resize(pool, grid_w))
+    agent_h = bilinear_matrix(pool, grid_h, device, dtype)
+    agent_w = agent_h if grid_w == grid_h else bilinear_matrix(pool, grid_w, device, dtype)
+    gridded = _to_agent_grid(torch.cat(tables, dim=-1).to(dtype), agent_h, agent_w)
     # (h, n, r) each, contiguous: CPU matmuls over slices of a longer last axis fall back to one GEMM per batch
     an, aw, ah, na, wa, ha = (part.contiguous() for part in gridded.split([table.shape[-1] for table in tables], -1))
     agents = an.shape[1]
-    resize_h, resize_w = resize(table_size, height), resize(table_size, width)
-    cols_to_width, rows_to_height = resize(aw.shape[-1], width).t(), resize(ah.shape[-1], height).t()
+    # Each matrix built once: both steps' row and column tables share them. (Not memoized by size: under torch.export
+    # the map's height and width are symbols.)
+    resize_h = bilinear_matrix(table_size, height, device, dtype)
+    resize_w = bilinear_matrix(table_size, width, device, dtype)
+    rows_to_height = bilinear_matrix(ah.shape[-1], height, device, dtype).t()
+    cols_to_width = bilinear_matrix(aw.shape[-1], width, device, dtype).t()
 
     # B1 (agent aggregation), agents before tokens: T[i, x] = S_a[i, :] R_w[x, :]^T, stacked as (h, 8, n, W).
     agent_t = torch.matmul(an.reshape(heads, agents, table_size, table_size), resize_w.t()).transpose(1, 2)
