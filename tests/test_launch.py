@@ -128,21 +128,19 @@ def runs(readme_commands, tmp_path_factory):
         ports.add(free_port())
     machine_port, streamed_port = map(str, ports)
     launches = {
-        **{
-            f"machine{rank}": Launch(
-                [*substitute(machines, RANK=str(rank), MAIN_IP="127.0.0.1"), "--num_processes", "2",
-                 "--main_process_port", machine_port],
-                [*RUN, "--output_dir", root / f"machine{rank}"], root, root / f"machine{rank}.log",
-            )
-            for rank in (0, 1)
-        },
-        "streamed": Launch(
-            [*cpu, "--main_process_port", streamed_port],
-            [*TINY_MODEL, *COMMON, "--dataset_name", root / "parquet", "--do_reduce_labels", "--streaming",
-             "--max_steps", "3", "--do_train", "--do_eval", "--output_dir", root / "streamed"],
-            root, root / "streamed.log",
-        ),
+        f"machine{rank}": Launch(
+            [*substitute(machines, RANK=str(rank), MAIN_IP="127.0.0.1"), "--num_processes", "2",
+             "--main_process_port", machine_port],
+            [*RUN, "--output_dir", root / f"machine{rank}"], root, root / f"machine{rank}.log",
+        )
+        for rank in (0, 1)
     }  # fmt: skip
+    launches["streamed"] = Launch(
+        [*cpu, "--main_process_port", streamed_port],
+        [*TINY_MODEL, *COMMON, "--dataset_name", root / "parquet", "--do_reduce_labels", "--streaming",
+         "--max_steps", "3", "--do_train", "--do_eval", "--output_dir", root / "streamed"],
+        root, root / "streamed.log",
+    )  # fmt: skip
     try:
         # `accelerate launch --num_processes 1` runs the script in one plain process: run it in this one (one
         # thread, as each launched process), which spares two interpreter start-ups; the launched runs must match it.

@@ -16,6 +16,7 @@ import json
 import shutil
 import textwrap
 from pathlib import Path
+from typing import NamedTuple
 
 import helpers
 import numpy as np
@@ -276,8 +277,18 @@ print(json.dumps(REMOTE))
 """
 
 
+class ServedResults(NamedTuple):
+    """What the agent_hf-less serving process answered."""
+
+    label_maps: dict  # PIPELINE_AND_HANDLER's label maps and processor sizes, by "family/photo/kind"
+    logs: list  # transformers' log records while serving
+    facts: dict  # everything else PIPELINE_AND_HANDLER observed
+    old_and_upgraded: list  # OLD_AND_UPGRADED's [old folder's logs, upgraded folder's logs, error or None]
+    remote: dict  # REMOTE_CODE's facts by family, and "converted"
+
+
 @pytest.fixture(scope="module")
-def served_results(served, upgraded, converted):
+def served_results(served, upgraded, converted) -> ServedResults:
     """The label maps the pipeline and the handler return, in a process without agent_hf; the same process then
     loads the old and the upgraded folder (OLD_AND_UPGRADED), and the served and converted folders through the Auto
     classes (REMOTE_CODE): one interpreter start for all."""
@@ -288,7 +299,9 @@ def served_results(served, upgraded, converted):
     script = code + PIPELINE_AND_HANDLER + OLD_AND_UPGRADED + REMOTE_CODE
     lines = run_without_agent_hf(script, root).strip().splitlines()
     logs, facts = json.loads(lines[-3])
-    return dict(np.load(root / "results.npz")), logs, facts, json.loads(lines[-2]), json.loads(lines[-1])
+    return ServedResults(
+        dict(np.load(root / "results.npz")), logs, facts, json.loads(lines[-2]), json.loads(lines[-1])
+    )
 
 
 # ------------------------------------------------------------------------------------------ loading with code
@@ -296,7 +309,7 @@ def served_results(served, upgraded, converted):
 def test_saved_folder_loads_with_trust_remote_code_without_agent_hf(served_results, family):
     """The folder's own code (copied by transformers) builds the model, its base model and its config; the logits are
     agent_hf's, bit for bit."""
-    remote = served_results[4]
+    remote = served_results.remote
     prefix = {"swin": "AgentSwin", "pvt": "AgentPvt"}[family]
     assert remote[family] == [
         f"{prefix}ForSemanticSegmentation", "transformers_modules", True, f"{prefix}Model", f"{prefix}Config"
@@ -308,13 +321,13 @@ def test_conversion_script_writes_a_folder_that_loads_everywhere(converted, serv
     assert code == 0, stderr
     assert (folder / "preprocessor_config.json").exists() and (folder / "model.safetensors").exists()
     # where agent_hf is not installed: the official logits (relative error < 1e-5), and the pipeline's masks
-    assert served_results[4].get("converted") == [True, True, True]
+    assert served_results.remote.get("converted") == [True, True, True]
 
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_processor_output_size_is_mmseg_test_resize(served, served_results, family):
     _, _, _, reference = served
-    results, _, _, _, _ = served_results
+    results = served_results.label_maps
     for name, photo in real_photos().items():
         assert tuple(results[f"{family}/{name}/size"]) == mmcv_rescale_size(photo.width, photo.height, SCALE)
     assert mmcv_rescale_size(500, 375) == (512, 683)  # the issue's photo: keep-ratio, not squashed to 512x512
@@ -323,7 +336,7 @@ def test_processor_output_size_is_mmseg_test_resize(served, served_results, fami
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_pipeline_equals_the_evaluation_path_pixel_for_pixel(served, served_results, family):
     _, _, _, reference = served
-    results, logs, facts, _, _ = served_results
+    results, logs, facts = served_results.label_maps, served_results.logs, served_results.facts
     for name in real_photos():
         expected = reference[f"{family}/{name}/whole"]
         assert len(np.unique(expected)) > 1, "a degenerate reference would prove nothing"
@@ -339,7 +352,7 @@ def test_pipeline_equals_the_evaluation_path_pixel_for_pixel(served, served_resu
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_pipeline_slide_and_multiscale_flip_equal_agent_hf_inference(served, served_results, family):
     _, _, _, reference = served
-    results, _, _, _, _ = served_results
+    results = served_results.label_maps
     for mode in ("slide", "tta"):
         expected = reference[f"{family}/chelsea/{mode}"]
         np.testing.assert_array_equal(results[f"{family}/chelsea/{mode}"], expected, err_msg=mode)
@@ -351,7 +364,7 @@ def test_pipeline_slide_and_multiscale_flip_equal_agent_hf_inference(served, ser
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_endpoint_handler_answers_image_bytes_and_base64(served, served_results, family):
     _, _, folders, reference = served
-    results, _, _, _, _ = served_results
+    results = served_results.label_maps
     for kind in ("pil", "bytes", "base64"):
         np.testing.assert_array_equal(
             results[f"{family}/chelsea/handler_{kind}"], reference[f"{family}/chelsea/whole"]
@@ -366,7 +379,7 @@ def test_endpoint_handler_answers_image_bytes_and_base64(served, served_results,
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_served_classes_are_the_folders_own_code(served_results, family):
-    _, _, facts, _, _ = served_results
+    facts = served_results.facts
     assert facts[f"{family}/classes"] == {
         "image processor": ["transformers_modules", "AgentImageProcessor"],  # copied from the folder
         "processor": "AgentImageProcessor",
@@ -376,7 +389,7 @@ def test_served_classes_are_the_folders_own_code(served_results, family):
 
 @pytest.mark.parametrize("family", ["swin", "pvt"])
 def test_endpoint_handler_answers_png_masks_and_refuses_bad_requests(served_results, family):
-    _, _, facts, _, _ = served_results
+    facts = served_results.facts
     for kind in ("pil", "bytes", "base64", "slide"):
         key = f"{family}/chelsea/handler_{kind}"
         assert facts[key + "/formats"] == [["PNG", "L"]] and facts[key + "/keys"] == [["label", "mask", "score"]]
@@ -475,7 +488,7 @@ def test_old_folders_load_and_upgrade_to_the_evaluation_path(served, upgraded, s
 
     # where agent_hf is not installed (served_results' process): the old folder loads and runs, the upgraded one
     # serves the evaluation path
-    old_logs, new_logs, error = served_results[3]
+    old_logs, new_logs, error = served_results.old_and_upgraded
     assert error is None, error
     assert [message for message in old_logs if "is not supported for image-segmentation" in message]  # caught...
     assert not [message for message in new_logs if "not supported" in message]  # ...and gone after the upgrade
