@@ -366,6 +366,8 @@ def test_the_handler_of_another_model_reads_no_server_file_either(tmp_path, monk
         for request in ({"inputs": str(photo)}, {"inputs": [f"{address}/photo.png"]}):
             assert "paths and URLs are not accepted" in refused(handler, request)
         assert hits == []
+    for request, kind in (({"inputs": 5}, "int"), ({"inputs": [[PHOTO_B64]]}, "list"), ({"inputs": {}}, "dict")):
+        assert f"an input must be an image (encoded bytes or base64), got {kind}" in refused(handler, request)
     assert handler({"inputs": PHOTO_B64}) == handler({"inputs": PHOTO})
     monkeypatch.setenv("AGENT_HF_ALLOW_PATHS", "1")
     assert handler({"inputs": str(photo)}) == handler({"inputs": PHOTO})

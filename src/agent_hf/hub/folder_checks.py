@@ -155,35 +155,32 @@ def _not_python(py_file: Path, err: Exception) -> ValueError:
     return ValueError(f"{py_file} is not valid Python: {detail}")
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(source: str) -> ast.Module:
+    """A module's syntax tree, cached by its text: a push checks the folder twice, and the folders a process writes
+    share their code files. Read only, never changed."""
+    return ast.parse(source)
+
+
 def _parse_python(py_file: Path) -> ast.Module:
     source = _read_module(py_file)
     try:
-        return ast.parse(source)
+        return _parsed(source)
     except (SyntaxError, ValueError) as err:  # ValueError: a null byte (Python < 3.12)
         raise _not_python(py_file, err) from err
 
 
-@functools.lru_cache(maxsize=256)
-def _sibling_imports(source: str) -> frozenset[str]:
-    """Sibling modules a module's source imports with ``from .x import y`` (or ``from . import x``). Cached by the
-    text: a push checks the folder twice, and the folders a process writes share their code files."""
+def _sibling_imports(tree: ast.Module) -> set[str]:
+    """Sibling modules a module imports with ``from .x import y`` (or ``from . import x``): transformers downloads
+    them along with the module."""
     modules = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 1:
             if node.module:
                 modules.add(node.module.replace(".", "/") + ".py")
             else:  # from . import x
                 modules.update(alias.name + ".py" for alias in node.names)
-    return frozenset(modules)
-
-
-def _relative_imports(py_file: Path) -> set[str]:
-    """Sibling modules imported with ``from .x import y`` (transformers downloads them along with the module)."""
-    source = _read_module(py_file)
-    try:
-        return set(_sibling_imports(source))
-    except (SyntaxError, ValueError) as err:
-        raise _not_python(py_file, err) from err
+    return modules
 
 
 def _missing_code_files(folder: Path, modules: set[str]) -> list[str]:
@@ -198,21 +195,20 @@ def _missing_code_files(folder: Path, modules: set[str]) -> list[str]:
         if not (folder / module).is_file():
             missing.append(module)
             continue
-        to_visit.extend(sorted(_relative_imports(folder / module) - seen))
+        to_visit.extend(sorted(_sibling_imports(_parse_python(folder / module)) - seen))
     return sorted(missing)
 
 
-def _check_handler(folder: Path) -> None:
-    """An Inference Endpoints handler must define `EndpointHandler` (the Endpoint fails at start-up otherwise)."""
-    handler = folder / HANDLER_NAME
-    if not handler.is_file():
-        return
+def _check_handler(handler: Path) -> set[str]:
+    """An Inference Endpoints handler must define `EndpointHandler` (the Endpoint fails at start-up otherwise).
+    Returns the sibling modules it imports."""
     tree = _parse_python(handler)
     if not any(isinstance(node, ast.ClassDef) and node.name == "EndpointHandler" for node in tree.body):
         raise ValueError(
             f"{handler} defines no `EndpointHandler` class: Inference Endpoints could not start it; nothing was "
             "uploaded. Rewrite the folder with agent_hf (`save_model_folder`) or remove handler.py."
         )
+    return _sibling_imports(tree)
 
 
 def _check_weights_index(folder: Path) -> None:
@@ -282,8 +278,7 @@ def validate_model_folder(folder: PathLike) -> list[str]:
         modules |= _auto_map_modules(preprocessor_config["auto_map"], folder / PREPROCESSOR_CONFIG_NAME)
     modules |= _custom_pipeline_modules(config.get("custom_pipelines"), folder / CONFIG_NAME)
     if (folder / HANDLER_NAME).is_file():
-        _check_handler(folder)
-        modules.add(HANDLER_NAME)
+        modules |= _check_handler(folder / HANDLER_NAME)
     missing_modules = _missing_code_files(folder, modules)
     if missing_modules:
         raise FileNotFoundError(

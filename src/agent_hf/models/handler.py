@@ -15,7 +15,7 @@ Safe against what a stranger can send: file paths and URLs in `inputs` are refus
 no URL fetched) unless the endpoint's owner sets `AGENT_HF_ALLOW_PATHS=1` / `AGENT_HF_ALLOW_URLS=1`; every request
 is bounded (pixels read from the image header before decoding, bytes, images per request, number and range of
 `ratios`, forward passes per image), each limit raised with an environment variable such as
-`AGENT_HF_MAX_PIXELS=100000000` (see `ServingLimits` in `segmentation_inference.py`).
+`AGENT_HF_MAX_PIXELS=100000000` (see `ServingLimits` in `image_ops.py`).
 """
 
 from __future__ import annotations
@@ -75,20 +75,20 @@ class EndpointHandler:
                 f"unknown argument(s) {unknown} in parameters; a request may set {', '.join(REQUEST_PARAMETERS)}"
             )
         inputs = data["inputs"]
-        for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
-            if isinstance(item, (bool, int, float, dict, list, tuple)):  # JSON that cannot hold an image
-                raise ValueError(f"an input must be an image (encoded bytes or base64), got {type(item).__name__}")
-        if not hasattr(self.pipeline, "allow_paths"):  # a pipeline without agent_hf's guards (not an agent_hf model)
-            inputs = (
-                [self._image(item) for item in inputs] if isinstance(inputs, (list, tuple)) else self._image(inputs)
-            )
+        # agent_hf's pipeline opens the inputs itself, with its guards and limits (`image_ops.ServingLimits`).
+        if not hasattr(self.pipeline, "allow_paths"):
+            is_list = isinstance(inputs, (list, tuple))
+            inputs = [self._image(item) for item in inputs] if is_list else self._image(inputs)
         if isinstance(inputs, (list, tuple)):
             return [self._answer(segments) for segments in self.pipeline(list(inputs), **parameters)]
         return self._answer(self.pipeline(inputs, **parameters))
 
     def _image(self, item: Any) -> Any:
-        """A string input as the image its base64 encodes: transformers' own pipelines would open a path or fetch an
-        URL (unless the owner allowed them)."""
+        """For a folder without agent_hf's pipeline (a model that is not an agent_hf model, so no `image_ops.py` to
+        import): an input for transformers' own pipeline, a string as the image its base64 encodes, since that
+        pipeline would open a path or fetch an URL (unless the owner allowed them)."""
+        if isinstance(item, (bool, int, float, dict, list, tuple)):  # JSON that cannot hold an image
+            raise ValueError(f"an input must be an image (encoded bytes or base64), got {type(item).__name__}")
         if not isinstance(item, str) or _flag("AGENT_HF_ALLOW_PATHS") or _flag("AGENT_HF_ALLOW_URLS"):
             return item
         from PIL import Image

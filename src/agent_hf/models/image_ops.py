@@ -35,6 +35,7 @@ import time
 import urllib.parse
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -51,6 +52,7 @@ __all__ = [
     "SERVED_MAX_IMAGES",
     "SERVED_MAX_PIXELS",
     "SERVED_URL_TIMEOUT",
+    "ServingLimits",
     "check_pixels",
     "env_flag",
     "env_number",
@@ -358,36 +360,117 @@ def env_number(name: str, default, kind=int):
     return number
 
 
-def open_served_image(image: ImageSource, *, allow_paths: bool | None = None, allow_urls: bool | None = None):
+@dataclass(frozen=True)
+class ServingLimits:
+    """What one request may cost a server: the ``image-segmentation`` pipeline, the Inference Endpoints handlers, the
+    demo app (:func:`open_served_images` reads the image limits; the segmentation pipeline all of them).
+
+    Every limit is checked before the work it bounds (pixels from the image's header before decoding, forward passes
+    from the sizes before any is run), with an error naming the limit. An owner raises a limit with the constructor
+    argument or the environment variable ``AGENT_HF_<NAME>`` (e.g. ``AGENT_HF_MAX_PIXELS=100000000``); see
+    :meth:`from_env`, the one reader of those variables.
+
+    Attributes:
+        max_pixels: pixels (width x height) of an input image.
+        max_bytes: encoded bytes of an input image (raw, base64-decoded, or an URL's body).
+        max_images: images in one call.
+        max_ratios: test scales in one call.
+        min_ratio, max_ratio: range of each test scale (it multiplies the processor's ``scale``).
+        max_windows: forward passes per image (scales x flips x sliding windows).
+        url_timeout: total seconds to fetch an URL (when URLs are allowed); connect_timeout: to connect.
+    """
+
+    max_pixels: int = SERVED_MAX_PIXELS
+    max_bytes: int = SERVED_MAX_BYTES
+    max_images: int = SERVED_MAX_IMAGES
+    max_ratios: int = 8
+    min_ratio: float = 0.25
+    max_ratio: float = 2.0
+    max_windows: int = 128
+    url_timeout: float = SERVED_URL_TIMEOUT
+    connect_timeout: float = SERVED_CONNECT_TIMEOUT
+
+    @classmethod
+    def from_env(cls, **overrides) -> ServingLimits:
+        """The defaults, replaced by ``AGENT_HF_MAX_PIXELS``, ``AGENT_HF_MAX_BYTES``, ... where set, then by
+        ``overrides``."""
+        values = {}
+        for field in fields(cls):
+            kind = int if field.type in ("int", int) else float
+            values[field.name] = env_number(f"AGENT_HF_{field.name.upper()}", field.default, kind)
+        return cls(**{**values, **overrides})
+
+    def check_settings(self, settings: dict) -> None:
+        """Refuses validated inference settings (``ratios``, see ``segmentation_inference.check_inference_settings``)
+        beyond the limits."""
+        ratios = settings["ratios"]
+        if len(ratios) > self.max_ratios:
+            raise ValueError(f"{len(ratios)} ratios, more than the limit of {self.max_ratios} (max_ratios)")
+        outside = [r for r in ratios if not self.min_ratio <= r <= self.max_ratio]
+        if outside:
+            raise ValueError(
+                f"ratio {outside[0]:g} is outside the allowed range [{self.min_ratio:g}, {self.max_ratio:g}] "
+                "(min_ratio, max_ratio)"
+            )
+
+    def check_forward_passes(self, count: int) -> None:
+        """Refuses settings that need ``count`` forward passes for one image, more than ``max_windows``."""
+        if count > self.max_windows:
+            raise ValueError(
+                f"these settings need {count} forward passes for this image, more than the limit of "
+                f"{self.max_windows} (max_windows); use a larger crop_size/stride, fewer ratios or no flip"
+            )
+
+    def check_inputs(self, inputs) -> list:
+        """A request's ``inputs`` (one image or a non-empty list of at most ``max_images``) as a list, refusing
+        anything that cannot hold an image (a JSON number, object or nested list, ``None``) with a ``ValueError``
+        naming its type."""
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if not items:
+            raise ValueError("inputs is an empty list; send at least one image")
+        if len(items) > self.max_images:
+            raise ValueError(
+                f"{len(items)} images in one request, more than the limit of {self.max_images} (max_images)"
+            )
+        for item in items:
+            if isinstance(item, (bool, int, float, dict, list, tuple)) or item is None:
+                raise ValueError(f"an input must be an image (encoded bytes or base64), got {type(item).__name__}")
+        return items
+
+
+def open_served_image(
+    image: ImageSource,
+    *,
+    allow_paths: bool | None = None,
+    allow_urls: bool | None = None,
+    limits: ServingLimits | None = None,
+    timeout: float | None = None,
+):
     """:func:`open_image` as a server must run it on what strangers send: no file path or URL unless the owner allows
     them (``allow_paths``/``allow_urls``; default: ``AGENT_HF_ALLOW_PATHS``/``AGENT_HF_ALLOW_URLS``, off when unset),
-    pixels and bytes bounded (``AGENT_HF_MAX_PIXELS``/``AGENT_HF_MAX_BYTES``), an URL's time bounded
-    (``AGENT_HF_URL_TIMEOUT``, ``AGENT_HF_CONNECT_TIMEOUT``)."""
+    pixels, bytes and an URL's time bounded by ``limits`` (default: :meth:`ServingLimits.from_env`; ``timeout``
+    replaces its ``url_timeout``)."""
+    limits = ServingLimits.from_env() if limits is None else limits
     return open_image(
         image,
-        env_number("AGENT_HF_URL_TIMEOUT", SERVED_URL_TIMEOUT, float),
+        limits.url_timeout if timeout is None else timeout,
         allow_paths=env_flag("AGENT_HF_ALLOW_PATHS") if allow_paths is None else allow_paths,
         allow_urls=env_flag("AGENT_HF_ALLOW_URLS") if allow_urls is None else allow_urls,
-        max_bytes=env_number("AGENT_HF_MAX_BYTES", SERVED_MAX_BYTES),
-        max_pixels=env_number("AGENT_HF_MAX_PIXELS", SERVED_MAX_PIXELS),
-        connect_timeout=env_number("AGENT_HF_CONNECT_TIMEOUT", SERVED_CONNECT_TIMEOUT, float),
+        max_bytes=limits.max_bytes,
+        max_pixels=limits.max_pixels,
+        connect_timeout=limits.connect_timeout,
     )
 
 
-def open_served_images(inputs, *, allow_paths: bool | None = None, allow_urls: bool | None = None) -> list:
-    """A request's ``inputs`` (one image or a non-empty list of at most ``AGENT_HF_MAX_IMAGES``), each opened by
-    :func:`open_served_image`. Anything that cannot hold an image (a JSON number, object, nested list) is a
-    ``ValueError`` naming its type."""
-    items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-    if not items:
-        raise ValueError("inputs is an empty list; send at least one image")
-    max_images = env_number("AGENT_HF_MAX_IMAGES", SERVED_MAX_IMAGES)
-    if len(items) > max_images:
-        raise ValueError(f"{len(items)} images in one request, more than the limit of {max_images} (max_images)")
-    for item in items:
-        if isinstance(item, (bool, int, float, dict, list, tuple)) or item is None:
-            raise ValueError(f"an input must be an image (encoded bytes or base64), got {type(item).__name__}")
-    return [open_served_image(item, allow_paths=allow_paths, allow_urls=allow_urls) for item in items]
+def open_served_images(
+    inputs, *, allow_paths: bool | None = None, allow_urls: bool | None = None, limits: ServingLimits | None = None
+) -> list:
+    """A request's ``inputs`` (see :meth:`ServingLimits.check_inputs`), each opened by :func:`open_served_image`."""
+    limits = ServingLimits.from_env() if limits is None else limits
+    return [
+        open_served_image(item, allow_paths=allow_paths, allow_urls=allow_urls, limits=limits)
+        for item in limits.check_inputs(inputs)
+    ]
 
 
 class ImageTooLargeError(ValueError):

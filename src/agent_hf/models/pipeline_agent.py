@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
-from .image_ops import open_image, rescale_size, to_rgb_array
-from .segmentation_inference import ServingLimits, scaled_bound, segment
+from .image_ops import ServingLimits, open_served_image, rescale_size, to_rgb_array
+from .segmentation_inference import count_forward_passes, scaled_bound, segment
 
 __all__ = ["AGENT_MODEL_TYPES", "AgentImageSegmentationPipeline"]
 
@@ -63,15 +63,10 @@ class AgentImageSegmentationPipeline(ImageSegmentationPipeline):
         super().__init__(*args, **kwargs)
 
     def __call__(self, inputs=None, **kwargs):
-        if isinstance(inputs, (list, tuple)):
-            if not inputs:
-                raise ValueError("inputs is an empty list; send at least one image")
-            if len(inputs) > self.limits.max_images:
-                raise ValueError(
-                    f"{len(inputs)} images in one call, more than the limit of {self.limits.max_images} (max_images)"
-                )
-            inputs = list(inputs)
-        return super().__call__(inputs, **kwargs)
+        if "images" in kwargs:  # transformers' older keyword, read as transformers does
+            inputs = kwargs.pop("images")
+        items = self.limits.check_inputs(inputs)  # a number, an object or an empty list is refused here
+        return super().__call__(items if isinstance(inputs, (list, tuple)) else inputs, **kwargs)
 
     def check_model_type(self, supported_models) -> None:
         # The shared check only knows transformers' own classes and would log "not supported" for remote code.
@@ -103,22 +98,15 @@ class AgentImageSegmentationPipeline(ImageSegmentationPipeline):
         return preprocess_params, {name: value for name, value in forward_params.items() if name != "ratios"}, {}
 
     def preprocess(self, image, overrides=None, timeout=None) -> dict[str, Any]:
-        limits = self.limits
-        source = open_image(
-            image,
-            limits.url_timeout if timeout is None else timeout,
-            allow_paths=self.allow_paths,
-            allow_urls=self.allow_urls,
-            max_bytes=limits.max_bytes,
-            max_pixels=limits.max_pixels,
-            connect_timeout=limits.connect_timeout,
+        source = open_served_image(
+            image, allow_paths=self.allow_paths, allow_urls=self.allow_urls, limits=self.limits, timeout=timeout
         )
         array = to_rgb_array(source)
         settings = self.image_processor.inference_settings(**(overrides or {}))
         height, width = array.shape[:2]
         scale = tuple(self.image_processor.scale)
         sizes = [rescale_size(width, height, scaled_bound(scale, r))[::-1] for r in settings["ratios"]]
-        limits.check_windows(sizes, settings)  # before any resize or forward pass
+        self.limits.check_forward_passes(count_forward_passes(sizes, settings))  # before any resize or forward pass
         views = self.image_processor.multiscale_pixel_values(array, settings["ratios"])
         return {"pixel_values": tuple(views), "original_size": array.shape[:2]}
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
@@ -31,18 +30,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .image_ops import (
-    ADE20K_MEAN,
-    ADE20K_STD,
-    SERVED_CONNECT_TIMEOUT,
-    SERVED_MAX_BYTES,
-    SERVED_MAX_IMAGES,
-    SERVED_MAX_PIXELS,
-    SERVED_URL_TIMEOUT,
-    env_number,
-    prepare_image,
-    to_rgb_array,
-)
+# ServingLimits is re-exported: the pipeline's callers import it from here.
+from .image_ops import ADE20K_MEAN, ADE20K_STD, ServingLimits, prepare_image, to_rgb_array
 
 __all__ = [
     "ARGMAX_CHUNK_BYTES",
@@ -51,6 +40,7 @@ __all__ = [
     "InferenceMode",
     "ServingLimits",
     "check_inference_settings",
+    "count_forward_passes",
     "count_windows",
     "encode_decode",
     "multiscale_inputs",
@@ -114,72 +104,6 @@ def check_inference_settings(
         raise ValueError(f"stride {stride} must not exceed crop_size {crop_size}: pixels between windows get no label")
     return {"mode": mode, "ratios": tuple(float(r) for r in ratios), "flip": bool(flip), "crop_size": crop_size,
             "stride": stride}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ServingLimits:
-    """What one request may cost a server running the ``image-segmentation`` pipeline (or the handler, or the app).
-
-    Every limit is checked before the work it bounds (pixels from the image's header before decoding, windows from
-    the sizes before any forward pass), with an error naming the limit. An owner raises a limit with the
-    constructor argument or the environment variable ``AGENT_HF_<NAME>`` (e.g. ``AGENT_HF_MAX_PIXELS=100000000``);
-    see :meth:`from_env`.
-
-    Attributes:
-        max_pixels: pixels (width x height) of an input image.
-        max_bytes: encoded bytes of an input image (raw, base64-decoded, or an URL's body).
-        max_images: images in one call.
-        max_ratios: test scales in one call.
-        min_ratio, max_ratio: range of each test scale (it multiplies the processor's ``scale``).
-        max_windows: forward passes per image (scales x flips x sliding windows).
-        url_timeout: total seconds to fetch an URL (when URLs are allowed); connect_timeout: to connect.
-    """
-
-    max_pixels: int = SERVED_MAX_PIXELS
-    max_bytes: int = SERVED_MAX_BYTES
-    max_images: int = SERVED_MAX_IMAGES
-    max_ratios: int = 8
-    min_ratio: float = 0.25
-    max_ratio: float = 2.0
-    max_windows: int = 128
-    url_timeout: float = SERVED_URL_TIMEOUT
-    connect_timeout: float = SERVED_CONNECT_TIMEOUT
-
-    @classmethod
-    def from_env(cls, **overrides) -> ServingLimits:
-        """The defaults, replaced by ``AGENT_HF_MAX_PIXELS``, ``AGENT_HF_MAX_BYTES``, ... where set, then by
-        ``overrides``."""
-        values = {}
-        for field in fields(cls):
-            kind = int if field.type in ("int", int) else float
-            values[field.name] = env_number(f"AGENT_HF_{field.name.upper()}", field.default, kind)
-        return cls(**{**values, **overrides})
-
-    def check_settings(self, settings: dict) -> None:
-        """Refuses validated inference settings (see :func:`check_inference_settings`) beyond the limits."""
-        ratios = settings["ratios"]
-        if len(ratios) > self.max_ratios:
-            raise ValueError(f"{len(ratios)} ratios, more than the limit of {self.max_ratios} (max_ratios)")
-        outside = [r for r in ratios if not self.min_ratio <= r <= self.max_ratio]
-        if outside:
-            raise ValueError(
-                f"ratio {outside[0]:g} is outside the allowed range [{self.min_ratio:g}, {self.max_ratio:g}] "
-                "(min_ratio, max_ratio)"
-            )
-
-    def check_windows(self, sizes: Sequence[tuple[int, int]], settings: dict) -> None:
-        """Refuses an image whose views (``(height, width)`` after each scale's resize) need more forward passes
-        than ``max_windows``."""
-        per_flip = sum(
-            count_windows(size, settings["crop_size"], settings["stride"]) if settings["mode"] == "slide" else 1
-            for size in sizes
-        )
-        total = per_flip * (2 if settings["flip"] else 1)
-        if total > self.max_windows:
-            raise ValueError(
-                f"these settings need {total} forward passes for this image, more than the limit of "
-                f"{self.max_windows} (max_windows); use a larger crop_size/stride, fewer ratios or no flip"
-            )
 
 
 def resize_logits(logits: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
@@ -268,6 +192,16 @@ def _window_starts(length: int, crop: int, stride: int) -> list[int]:
 def count_windows(size: Sequence[int], crop_size: Sequence[int], stride: Sequence[int]) -> int:
     """How many sliding windows :func:`slide_logits` runs on an image of ``size=(height, width)``."""
     return _num_windows(size[0], crop_size[0], stride[0]) * _num_windows(size[1], crop_size[1], stride[1])
+
+
+def count_forward_passes(sizes: Sequence[tuple[int, int]], settings: dict) -> int:
+    """Forward passes :func:`segment` runs on one image with validated ``settings`` (see
+    :func:`check_inference_settings`), ``sizes`` being its views' ``(height, width)`` after each scale's resize."""
+    per_flip = sum(
+        count_windows(size, settings["crop_size"], settings["stride"]) if settings["mode"] == "slide" else 1
+        for size in sizes
+    )
+    return per_flip * (2 if settings["flip"] else 1)
 
 
 @torch.no_grad()
