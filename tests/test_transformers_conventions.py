@@ -182,47 +182,54 @@ def test_backbone_default_is_the_last_stage_and_four_stage_configs_keep_four(fac
     assert segmentation.eval()(PIXELS).logits.shape[-2:] == (16, 16)
 
 
+def base_output(model):
+    """The base model's output (B, C_4, H/32, W/32) inside any class of the family."""
+    if hasattr(model, "decode_head"):
+        return model.backbone(PIXELS, output_hidden_states=True).hidden_states[-1]
+    outputs = model(PIXELS)
+    return outputs.feature_maps[-1] if hasattr(outputs, "feature_maps") else outputs.last_hidden_state
+
+
 @pytest.mark.parametrize("family", ["swin", "pvt"])
-def test_base_model_folder_loads_into_the_segmentation_model_and_back(family, tmp_path):
+def test_a_folder_of_each_class_loads_into_each_class_with_current_or_0_1_0_names(family, tmp_path):
+    """The base model of a model, backbone or segmentation folder (keys bare, `agent_pvt.` or `backbone.agent_pvt.`),
+    with the current or agent-hf 0.1.0 parameter names, loads into each of those classes; a reloaded model is saved
+    with the current names."""
     base = build(family, 1)
-    base.save_pretrained(tmp_path / "base")
-    segmentation = CLASSES[family][3].from_pretrained(tmp_path / "base").eval()
     with torch.no_grad():
-        torch.testing.assert_close(
-            segmentation.backbone(PIXELS, output_hidden_states=True).hidden_states[-1], base(PIXELS).last_hidden_state
-        )
-    segmentation.save_pretrained(tmp_path / "segmentation")
-    back = CLASSES[family][1].from_pretrained(tmp_path / "segmentation").eval()
-    backbone = CLASSES[family][2].from_pretrained(tmp_path / "segmentation").eval()
-    with torch.no_grad():
-        torch.testing.assert_close(back(PIXELS).last_hidden_state, base(PIXELS).last_hidden_state)
-        torch.testing.assert_close(backbone(PIXELS).feature_maps[-1], base(PIXELS).last_hidden_state)
-
-
-@pytest.mark.parametrize("family", ["swin", "pvt"])
-def test_folder_with_0_1_0_parameter_names_loads_and_is_saved_with_the_current_names(family, tmp_path):
-    model = build(family, 3)
-    model.save_pretrained(tmp_path / "current")
-    weights = load_file(tmp_path / "current" / "model.safetensors")
-    legacy = {legacy_name(family, k): v for k, v in weights.items()}
-    assert legacy.keys() != weights.keys()
-    save_file(legacy, tmp_path / "current" / "model.safetensors", metadata={"format": "pt"})
-    reloaded = type(model).from_pretrained(tmp_path / "current").eval()
-    with torch.no_grad():
-        torch.testing.assert_close(reloaded(PIXELS).logits, model(PIXELS).logits)
-    reloaded.save_pretrained(tmp_path / "resaved")
-    assert load_file(tmp_path / "resaved" / "model.safetensors").keys() == weights.keys()
+        expected = base(PIXELS).last_hidden_state
+    for source_index in (1, 2, 3):
+        source = CLASSES[family][source_index](base.config)
+        prefix = {1: "", 2: f"{base.base_model_prefix}.", 3: f"backbone.{base.base_model_prefix}."}[source_index]
+        unexpected = source.load_state_dict({prefix + k: v for k, v in base.state_dict().items()}, strict=False)[1]
+        assert not unexpected
+        current = tmp_path / f"{source_index}-current"
+        source.save_pretrained(current)
+        weights = load_file(current / "model.safetensors")
+        legacy = tmp_path / f"{source_index}-0.1.0"
+        source.save_pretrained(legacy)
+        renamed = {legacy_name(family, k): v for k, v in weights.items()}
+        assert renamed.keys() != weights.keys()
+        save_file(renamed, legacy / "model.safetensors", metadata={"format": "pt"})
+        for folder in (current, legacy):
+            for target_index in (1, 2, 3):
+                loaded = CLASSES[family][target_index].from_pretrained(folder).eval()
+                with torch.no_grad():
+                    torch.testing.assert_close(base_output(loaded), expected, msg=f"{folder.name} -> {target_index}")
+                if folder == legacy and target_index == source_index:  # saved with the current names
+                    loaded.save_pretrained(tmp_path / "resaved")
+                    assert load_file(tmp_path / "resaved" / "model.safetensors").keys() == weights.keys()
 
 
 def legacy_name(family, key):
-    """The 0.1.0 name of a current parameter name (independent of the loader's rules)."""
+    """The 0.1.0 name of a current parameter name, bare or prefixed (independent of the loader's rules)."""
     import re
 
     if family == "swin":
-        return re.sub(r"agent_swin\.norms\.(\d)\.", r"agent_swin.norm\1.", key)
-    key = re.sub(r"agent_pvt\.stages\.(\d)\.blocks\.", lambda m: f"agent_pvt.block{int(m[1]) + 1}.", key)
-    key = re.sub(r"agent_pvt\.stages\.(\d)\.patch_embed\.", lambda m: f"agent_pvt.patch_embed{int(m[1]) + 1}.", key)
-    return re.sub(r"agent_pvt\.stages\.(\d)\.pos_embed$", lambda m: f"agent_pvt.pos_embed{int(m[1]) + 1}", key)
+        return re.sub(r"(^|agent_swin\.)norms\.(\d)\.", r"\1norm\2.", key)
+    key = re.sub(r"(^|agent_pvt\.)stages\.(\d)\.blocks\.", lambda m: f"{m[1]}block{int(m[2]) + 1}.", key)
+    key = re.sub(r"(^|agent_pvt\.)stages\.(\d)\.patch_embed\.", lambda m: f"{m[1]}patch_embed{int(m[2]) + 1}.", key)
+    return re.sub(r"(^|agent_pvt\.)stages\.(\d)\.pos_embed$", lambda m: f"{m[1]}pos_embed{int(m[2]) + 1}", key)
 
 
 def test_official_and_0_1_0_names_rename_to_the_current_ones():
