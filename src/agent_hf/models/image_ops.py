@@ -47,11 +47,6 @@ __all__ = [
     "ImageInput",
     "ImageSource",
     "ImageTooLargeError",
-    "SERVED_CONNECT_TIMEOUT",
-    "SERVED_MAX_BYTES",
-    "SERVED_MAX_IMAGES",
-    "SERVED_MAX_PIXELS",
-    "SERVED_URL_TIMEOUT",
     "ServingLimits",
     "check_pixels",
     "env_flag",
@@ -331,16 +326,6 @@ def normalize(
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
-#: What a server accepts by default from one request (the Inference Endpoints handlers, the demo app): pixels of an
-#: image (read from its header before decoding), its encoded bytes, images in one call. An owner raises them with
-#: ``AGENT_HF_MAX_PIXELS``, ``AGENT_HF_MAX_BYTES``, ``AGENT_HF_MAX_IMAGES`` (segmentation: ``ServingLimits``).
-SERVED_MAX_PIXELS = 25_000_000
-SERVED_MAX_BYTES = 32 * 2**20
-SERVED_MAX_IMAGES = 16
-SERVED_URL_TIMEOUT = 30.0  # seconds an URL may take in all, when the owner allows URLs
-SERVED_CONNECT_TIMEOUT = 10.0
-
-
 def env_flag(name: str) -> bool:
     """An on/off environment variable: ``1``, ``true``, ``yes`` or ``on`` (any case) turn it on."""
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
@@ -380,15 +365,15 @@ class ServingLimits:
         url_timeout: total seconds to fetch an URL (when URLs are allowed); connect_timeout: to connect.
     """
 
-    max_pixels: int = SERVED_MAX_PIXELS
-    max_bytes: int = SERVED_MAX_BYTES
-    max_images: int = SERVED_MAX_IMAGES
+    max_pixels: int = 25_000_000
+    max_bytes: int = 32 * 2**20
+    max_images: int = 16
     max_ratios: int = 8
     min_ratio: float = 0.25
     max_ratio: float = 2.0
     max_windows: int = 128
-    url_timeout: float = SERVED_URL_TIMEOUT
-    connect_timeout: float = SERVED_CONNECT_TIMEOUT
+    url_timeout: float = 30.0
+    connect_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, **overrides) -> ServingLimits:
