@@ -1,4 +1,5 @@
 import atexit
+import gc
 import os
 import shutil
 import sys
@@ -69,3 +70,25 @@ def tiny_pvt_config(**kwargs):
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     return REFERENCE_DIR
+
+
+# What a worker holds once it has collected (torch, transformers, datasets, transformers' test modules: ~0.5M
+# objects) lives until the session ends, yet every full garbage collection walked all of it again: 0.25-0.4 s each,
+# and the training script's Trainer and accelerate call `gc.collect()` on each run (with Python's own full
+# collections, seconds per file). Frozen after collection, those objects are left out of every collection; they
+# are unfrozen at the end, so that the interpreter's exit frees them (and nanobind reports no leaks).
+def pytest_collection_finish(session):
+    gc.freeze()
+
+
+# transformers 5 reads a checkpoint's tensors on a pool of threads it starts for each `from_pretrained`; for the
+# tests' tiny models the pool costs more than the reading (20-35 ms of a 40-90 ms load, and the tests load ~250
+# models in-process). In a pytest session (and the processes its tests start) they are read one after another: the
+# same tensors, through the same function. Set here, not when this file is imported: `tests/compat_check.py` imports
+# it, and its own processes, like `make demo`, load with transformers' default, the thread pool.
+def pytest_configure(config):
+    os.environ.setdefault("HF_DEACTIVATE_ASYNC_LOAD", "1")
+
+
+def pytest_unconfigure(config):
+    gc.unfreeze()
